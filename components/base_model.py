@@ -1,0 +1,131 @@
+"""Base-model stage: the embedded stand-in for Qwen2.5-Instruct.
+
+Builds a tiny Qwen2-architecture causal LM from params, trains its BPE
+tokenizer, and pre-trains it briefly on a procedural corpus: worked solutions
+written as plain "textbook" documents, plus chat turns in which the assistant
+answers directly without thinking (like an instruct model). SFT later teaches
+it to think in the s1 format. Saved with ``save_pretrained`` (safetensors) and
+loaded back with ``AutoModelForCausalLM``/``AutoTokenizer`` like a hub model.
+
+    build_base_model(cfg, out_dir="models/tiny/base")
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from components.config import ModelConfig, PoolConfig, PretrainConfig, ProfileConfig
+from components.problems import FAMILIES, parse_any
+from components.progress import progress_bar
+from components.tokenizer import ENDOFTEXT, train_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def textbook_document(question: str) -> str:
+    family, ops = parse_any(question)
+    lines = family.solution_lines(ops)
+    return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
+
+
+def chat_direct_answer(question: str, answer: str, tokenizer) -> str:
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": f"Answer: {answer}"}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def corpus_questions(cfg: PretrainConfig, pool: PoolConfig) -> list[tuple[str, str]]:
+    rng = random.Random(cfg.seed)
+    out = []
+    for i in range(cfg.documents):
+        fam = FAMILIES[pool.domains[i % len(pool.domains)]]
+        p = fam.generate(rng, rng.randint(pool.min_difficulty, pool.max_difficulty))
+        out.append((p.text, p.answer))
+    return out
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(cfg.seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True, rope_theta=10000.0, pad_token_id=pad_id, eos_token_id=eos_id,
+        bos_token_id=None, use_cache=True,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def _packed_blocks(token_lists: list[list[int]], block: int, sep: int) -> torch.Tensor:
+    flat: list[int] = []
+    for ids in token_lists:
+        flat.extend(ids)
+        flat.append(sep)
+    n = len(flat) // block
+    return torch.tensor(flat[: n * block]).view(n, block)
+
+
+def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig) -> list[float]:
+    """Plain next-token pre-training over packed blocks; returns the loss curve."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    losses = []
+    with progress_bar("pre-training base model", total=cfg.steps) as advance:
+        for step in range(cfg.steps):
+            idx = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=gen)
+            batch = blocks[idx]
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            advance(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+def build_base_model(cfg: ProfileConfig, out_dir: str | Path) -> dict:
+    """Train tokenizer + pre-train the embedded model; save both to ``out_dir``."""
+    out_dir = Path(out_dir)
+    if cfg.model.source == "hub":
+        raise ValueError("model.source is 'hub': nothing to build; the model is loaded by name")
+    started = time.time()
+    qa = corpus_questions(cfg.pretrain, cfg.pool)
+    rng = random.Random(cfg.pretrain.seed + 1)
+    textbook = [textbook_document(q) for q, _ in qa]
+    tokenizer = train_tokenizer(textbook, cfg.model.vocab_size)
+    docs = [chat_direct_answer(q, a, tokenizer) if rng.random() < cfg.pretrain.direct_answer_fraction else t
+            for (q, a), t in zip(qa, textbook)]
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    model = build_model(cfg.model, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    blocks = _packed_blocks(ids, cfg.pretrain.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))
+    losses = pretrain(model, blocks, cfg.pretrain) if cfg.pretrain.enabled else []
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+            "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
+            "seconds": round(time.time() - started, 1)}
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """Load a saved (or hub) causal LM and its tokenizer, left-padded for batched generation."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,265 @@
+"""Typed configuration: params.yaml validated once, at the edge.
+
+params.yaml holds one block per profile (``tiny``, ``s1-32b``) and a top-level
+``profile`` key choosing the active one. ``load_config()`` returns the active
+block as a :class:`ProfileConfig`; every stage receives that object (or one of
+its sections), never a raw dict.
+
+    cfg = load_config("params.yaml", overrides=["sft.epochs=3"])
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, naming the key and how to fix it."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    """The base (student) model. ``embedded`` builds a tiny Qwen2 from this config."""
+
+    source: Literal["embedded", "hub"] = "embedded"
+    name: str = Field("tiny-qwen2", description="hub id or local directory when source=hub")
+    hidden_size: int = Field(192, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(6, gt=0)
+    num_kv_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    max_position_embeddings: int = Field(640, gt=0)
+    vocab_size: int = Field(400, gt=64, description="target BPE vocabulary (embedded tokenizer)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be divisible by num_kv_heads ({self.num_kv_heads})")
+        return self
+
+
+class PretrainConfig(Section):
+    """Brief pre-training of the embedded model on a procedural corpus (stands in for Qwen's)."""
+
+    enabled: bool = True
+    documents: int = Field(30000, gt=0, description="corpus documents generated")
+    steps: int = Field(600, gt=0)
+    batch_size: int = Field(24, gt=0)
+    block_size: int = Field(256, gt=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking")
+    seed: int = 1
+
+
+class PoolConfig(Section):
+    source: Literal["procedural"] = "procedural"
+    size: int = Field(3000, gt=0)
+    seed: int = 2
+    min_difficulty: int = Field(1, ge=1)
+    max_difficulty: int = Field(6, ge=1)
+    malformed_fraction: float = Field(0.02, ge=0, le=0.5)
+    domains: list[str] = Field(default_factory=lambda: ["arithmetic", "algebra", "number_theory", "combinatorics"])
+
+    @model_validator(mode="after")
+    def _difficulty_range(self) -> "PoolConfig":
+        if self.min_difficulty > self.max_difficulty:
+            raise ValueError(f"min_difficulty ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
+        return self
+
+
+class TeacherConfig(Section):
+    kind: Literal["programmatic", "openai", "gemini"] = "programmatic"
+    model: str = "programmatic-v1"
+    base_url: Optional[str] = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never the key)")
+    slip_probability: float = Field(0.15, ge=0, le=1)
+    seed: int = 3
+
+
+class QualityConfig(Section):
+    min_trace_chars: int = Field(20, ge=0)
+    max_trace_chars: int = Field(200000, gt=0)
+
+
+class DecontaminationConfig(Section):
+    ngram: int = Field(8, ge=1)
+    eval_sets: list[str] = Field(default_factory=list, description="JSONL files or task names to decontaminate against")
+    include_heldout: bool = True
+
+
+class DifficultyConfig(Section):
+    enabled: bool = True
+    students: list[str] = Field(default_factory=lambda: ["base"], description="'base' or model paths/ids")
+    max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(128, gt=0)
+
+
+class SelectionConfig(Section):
+    strategy: Literal["diversity", "random", "longest", "diversity_only", "all"] = "diversity"
+    size: int = Field(600, gt=0)
+    seed: int = 4
+
+
+class SFTConfig(Section):
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    adam_beta2: float = Field(0.95, gt=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    global_batch_size: int = Field(16, gt=0)
+    per_device_batch_size: int = Field(16, gt=0)
+    block_size: int = Field(512, gt=8)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: Literal["auto", "never", "always"] = "auto"
+    deepspeed_config: str = "infra/deepspeed/zero3.json"
+    world_size: int = Field(1, gt=0)
+    seed: int = 5
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "SFTConfig":
+        per_step = self.per_device_batch_size * self.world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"per_device_batch_size*world_size ({self.per_device_batch_size}*{self.world_size})"
+            )
+        return self
+
+
+class EvaluateConfig(Section):
+    engine: Literal["hf", "vllm"] = "hf"
+    test_size: int = Field(200, gt=0)
+    test_seed: int = 6
+    test_min_difficulty: int = Field(3, ge=1)
+    test_max_difficulty: int = Field(6, ge=1)
+    budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], description="max thinking tokens per run")
+    min_thinking_tokens: int = Field(0, ge=0)
+    num_waits: int = Field(0, ge=0)
+    wait_strings: list[str] = Field(default_factory=lambda: ["Wait"])
+    final_answer_prefix: str = "Answer:"
+    max_answer_tokens: int = Field(24, gt=0)
+    unlimited_thinking_tokens: int = Field(400, gt=0, description="cap for the 'no budget' reference run")
+    batch_size: int = Field(64, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 7
+    tensor_parallel_size: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _budgets_consistent(self) -> "EvaluateConfig":
+        if not self.budgets:
+            raise ValueError("budgets must list at least one thinking budget")
+        if any(b <= 0 for b in self.budgets):
+            raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
+        if self.min_thinking_tokens > min(self.budgets):
+            raise ValueError(
+                f"min_thinking_tokens ({self.min_thinking_tokens}) > smallest budget ({min(self.budgets)})"
+            )
+        if not self.wait_strings or any(not s.strip() for s in self.wait_strings):
+            raise ValueError("wait_strings must be non-empty strings")
+        if self.test_min_difficulty > self.test_max_difficulty:
+            raise ValueError("test_min_difficulty > test_max_difficulty")
+        return self
+
+
+class TrackingConfig(Section):
+    tracking_uri: Optional[str] = Field(None, description="None: a SQLite store in the working dir")
+    experiment: str = "s1flow-tiny"
+    registered_model: str = "s1flow-tiny"
+
+
+class ProfileConfig(Section):
+    name: str = "tiny"
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    pool: PoolConfig = PoolConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    quality: QualityConfig = QualityConfig()
+    decontamination: DecontaminationConfig = DecontaminationConfig()
+    difficulty: DifficultyConfig = DifficultyConfig()
+    selection: SelectionConfig = SelectionConfig()
+    sft: SFTConfig = SFTConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> "ProfileConfig":
+        if self.selection.strategy != "all" and self.selection.size > self.pool.size:
+            raise ValueError(f"selection.size ({self.selection.size}) > pool.size ({self.pool.size})")
+        if self.model.source == "hub" and self.pretrain.enabled:
+            raise ValueError("pretrain.enabled must be false when model.source is 'hub' (hub models are already trained)")
+        return self
+
+
+def _format_errors(err: ValidationError, prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (see params.yaml for the allowed keys)"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  {key}: {msg}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. sft.epochs=3")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def parse_profile(data: dict[str, Any], name: str, overrides: list[str] = ()) -> ProfileConfig:
+    """Validate one profile's raw dict (plus KEY=VALUE overrides)."""
+    data = dict(data or {})
+    for o in overrides:
+        _apply_override(data, o)
+    data["name"] = name
+    try:
+        return ProfileConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, name)) from None
+
+
+def load_config(path: str | Path = "params.yaml", profile: str | None = None,
+                overrides: list[str] = ()) -> ProfileConfig:
+    """Read params.yaml and return the chosen profile, validated."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found; run from the project root or pass --params PATH")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping with 'profile' and one block per profile")
+    profiles = {k: v for k, v in raw.items() if k != "profile"}
+    name = profile or raw.get("profile") or "tiny"
+    if name not in profiles:
+        raise ConfigError(f"profile: {name!r} is not defined in {path}; choose one of {sorted(profiles)}")
+    for other, block in profiles.items():
+        if not isinstance(block, dict):
+            raise ConfigError(f"{other}: must be a mapping of stage sections")
+        if other != name:  # every profile must stay valid, not just the active one
+            parse_profile(block, other)
+    return parse_profile(profiles[name], name, overrides)

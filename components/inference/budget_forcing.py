@@ -1,0 +1,223 @@
+"""Budget forcing as a per-sequence state machine applied at the logit level.
+
+One generation call per sequence, no re-prompting: at every step the
+controller looks at the token just emitted, updates that sequence's phase
+(thinking -> delimiter -> answer -> done) and either lets the model choose or
+forces one token:
+
+* thinking reaches ``max_thinking_tokens``: force ``<|im_start|>answer\\n``
+  and the final-answer prefix, token by token (the model answers now);
+* the model would end thinking (pick ``<|im_start|>``/``<|im_end|>``) before
+  ``min_thinking_tokens`` or while waits remain: force the wait string's tokens
+  instead (rotating ``wait_strings``), counted as thinking tokens;
+* the answer reaches ``max_answer_tokens``: force ``<|im_end|>``.
+
+Under sampling, "the model would stop" is decided exactly as the sampler would
+(a uniform draw against the stop tokens' probability); otherwise the stop
+tokens are removed and the rest renormalised, which is the model's
+distribution conditioned on continuing. Engine-agnostic: the HF logits
+processor and the vLLM one both drive :class:`BudgetForcer`.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional, Sequence
+
+import torch
+
+from components.formatting import ANSWER_START, END
+from components.tokenizer import ENDOFTEXT, IM_START
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Per-request budget-forcing parameters (s1 semantics)."""
+
+    max_thinking_tokens: Optional[int] = None
+    min_thinking_tokens: int = 0
+    num_waits: int = 0
+    wait_strings: tuple[str, ...] = ("Wait",)
+    final_answer_prefix: str = ""
+    max_answer_tokens: int = 64
+
+    def __post_init__(self):
+        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
+            raise ValueError(f"max_thinking_tokens must be >= 0, got {self.max_thinking_tokens}")
+        if self.min_thinking_tokens < 0 or self.num_waits < 0:
+            raise ValueError("min_thinking_tokens and num_waits must be >= 0")
+        if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
+            raise ValueError(f"min_thinking_tokens ({self.min_thinking_tokens}) > "
+                             f"max_thinking_tokens ({self.max_thinking_tokens})")
+        if not self.wait_strings or any(not w for w in self.wait_strings):
+            raise ValueError("wait_strings must hold at least one non-empty string")
+        if self.max_answer_tokens <= 0:
+            raise ValueError("max_answer_tokens must be > 0")
+
+
+@dataclass(frozen=True)
+class ForcingVocab:
+    """Token ids the controller needs, derived once from the tokenizer."""
+
+    stop_ids: tuple[int, ...]
+    delimiter_ids: tuple[int, ...]
+    end_id: int
+    banned_ids: tuple[int, ...]
+    tokenizer: object = field(repr=False, compare=False)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "ForcingVocab":
+        ids = tokenizer.convert_tokens_to_ids
+        im_start, im_end = ids(IM_START), ids(END)
+        banned = tuple(i for i in {ids(ENDOFTEXT), tokenizer.pad_token_id} if i is not None and i >= 0)
+        delim = tuple(tokenizer(ANSWER_START, add_special_tokens=False)["input_ids"])
+        return cls((im_start, im_end), delim, im_end, banned, tokenizer)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class Phase(Enum):
+    THINKING = "thinking"
+    DELIMITER = "delimiter"
+    ANSWER = "answer"
+    DONE = "done"
+
+
+@dataclass
+class SequenceState:
+    spec: BudgetSpec
+    wait_ids: list[tuple[int, ...]]
+    prefix_ids: tuple[int, ...]
+    phase: Phase = Phase.THINKING
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    waits_used: int = 0
+    hit_budget: bool = False
+    delimiter_left: int = 0
+    queue: deque = field(default_factory=deque)
+    generator: Optional[torch.Generator] = None
+
+
+class BudgetForcer:
+    """Drives a batch of sequences, each in its own phase."""
+
+    def __init__(self, specs: Sequence[BudgetSpec], vocab: ForcingVocab, do_sample: bool = False,
+                 seeds: Optional[Sequence[int]] = None):
+        self.vocab, self.do_sample = vocab, do_sample
+        cache: dict[str, tuple[int, ...]] = {}
+
+        def enc(s: str) -> tuple[int, ...]:
+            if s not in cache:
+                cache[s] = vocab.encode(s)
+            return cache[s]
+
+        self.states = []
+        for i, spec in enumerate(specs):
+            gen = None
+            if do_sample:
+                gen = torch.Generator().manual_seed(int(seeds[i]) if seeds is not None else i)
+            self.states.append(SequenceState(
+                spec=spec, wait_ids=[enc(w) for w in spec.wait_strings],
+                prefix_ids=enc(spec.final_answer_prefix) if spec.final_answer_prefix else (),
+                generator=gen,
+            ))
+        self._stop = torch.tensor(vocab.stop_ids)
+
+    # -- state updates -------------------------------------------------------------
+    def observe(self, row: int, token: int) -> None:
+        """Account for the token sequence ``row`` emitted at the previous step."""
+        st = self.states[row]
+        if st.phase is Phase.THINKING:
+            st.thinking_tokens += 1
+        elif st.phase is Phase.DELIMITER:
+            st.delimiter_left -= 1
+            if st.delimiter_left == 0:
+                st.phase = Phase.ANSWER
+        elif st.phase is Phase.ANSWER:
+            if token == self.vocab.end_id:
+                st.phase = Phase.DONE
+            else:
+                st.answer_tokens += 1
+
+    def _end_thinking(self, st: SequenceState, forced: bool) -> int:
+        st.phase = Phase.DELIMITER
+        st.delimiter_left = len(self.vocab.delimiter_ids)
+        st.queue = deque(self.vocab.delimiter_ids + (st.prefix_ids if forced else ()))
+        return st.queue.popleft()
+
+    def _would_stop(self, st: SequenceState, scores: torch.Tensor) -> bool:
+        if not self.do_sample:
+            return int(torch.argmax(scores)) in self.vocab.stop_ids
+        probs = torch.softmax(scores.float(), dim=-1)
+        p_stop = float(probs[self._stop].sum())
+        return float(torch.rand((), generator=st.generator)) < p_stop
+
+    # -- per-step decision ---------------------------------------------------------
+    def decide(self, row: int, scores: torch.Tensor) -> Optional[int]:
+        """The token to force for ``row`` now, or None to let the model choose.
+
+        May ban tokens in ``scores`` in place when the model chooses.
+        """
+        st, spec = self.states[row], self.states[row].spec
+        if st.phase is Phase.DONE:
+            return self.vocab.end_id
+        if st.phase is Phase.THINKING:
+            if spec.max_thinking_tokens is not None and st.thinking_tokens >= spec.max_thinking_tokens:
+                st.hit_budget = True
+                return self._end_thinking(st, forced=True)
+            if st.queue:
+                return st.queue.popleft()
+            if self._would_stop(st, scores):
+                if st.thinking_tokens < spec.min_thinking_tokens or st.waits_used < spec.num_waits:
+                    wait = st.wait_ids[st.waits_used % len(st.wait_ids)]
+                    st.waits_used += 1
+                    st.queue = deque(wait)
+                    return st.queue.popleft()
+                return self._end_thinking(st, forced=False)
+            scores[list(self.vocab.stop_ids)] = float("-inf")
+            scores[list(self.vocab.banned_ids)] = float("-inf")
+            return None
+        if st.queue:  # rest of the delimiter / answer prefix
+            return st.queue.popleft()
+        if st.answer_tokens >= spec.max_answer_tokens:
+            return self.vocab.end_id
+        scores[[self.vocab.stop_ids[0], *self.vocab.banned_ids]] = float("-inf")
+        return None
+
+
+@dataclass
+class ForcedResult:
+    thinking: str
+    answer: str
+    thinking_tokens: int
+    answer_tokens: int
+    waits_used: int
+    hit_budget: bool
+    token_ids: list[int]
+
+
+def split_result(state: SequenceState, generated: Sequence[int], vocab: ForcingVocab) -> ForcedResult:
+    """Cut one sequence's generated ids into thinking and answer using its final state."""
+    n_think, n_delim = state.thinking_tokens, len(vocab.delimiter_ids)
+    answer_ids = list(generated[n_think + n_delim:])
+    if vocab.end_id in answer_ids:
+        answer_ids = answer_ids[: answer_ids.index(vocab.end_id)]
+    answer_ids = [t for t in answer_ids if t not in vocab.banned_ids]
+    decode = vocab.tokenizer.decode
+    return ForcedResult(
+        thinking=decode(list(generated[:n_think])), answer=decode(answer_ids),
+        thinking_tokens=n_think, answer_tokens=len(answer_ids), waits_used=state.waits_used,
+        hit_budget=state.hit_budget, token_ids=list(generated),
+    )
+
+
+def max_new_tokens_for(specs: Sequence[BudgetSpec], vocab: ForcingVocab, unlimited: int) -> int:
+    """Enough steps for every sequence to finish: thinking + delimiter + prefix + answer + end."""
+    longest = 0
+    for s in specs:
+        think = s.max_thinking_tokens if s.max_thinking_tokens is not None else unlimited
+        prefix = len(vocab.encode(s.final_answer_prefix)) if s.final_answer_prefix else 0
+        longest = max(longest, think + len(vocab.delimiter_ids) + prefix + s.max_answer_tokens + 1)
+    return longest

@@ -1,0 +1,110 @@
+"""HF transformers engine: batched, left-padded generation with budget forcing.
+
+The :class:`BudgetForcer` runs inside ``model.generate`` as a logits processor,
+so a forced "Wait" costs only its own tokens (the KV cache is kept).
+
+    engine = HFEngine.from_pretrained("models/tiny/sft")
+    results = engine.generate_forced(prompts, [BudgetSpec(max_thinking_tokens=64)] * len(prompts))
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from components.base_model import load_model
+from components.inference.budget_forcing import (BudgetForcer, BudgetSpec, ForcedResult, ForcingVocab,
+                                                 max_new_tokens_for, split_result)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class BudgetForcingLogitsProcessor(LogitsProcessor):
+    def __init__(self, forcer: BudgetForcer, prompt_len: int):
+        self.forcer, self.prompt_len = forcer, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        for row in range(scores.shape[0]):
+            if step > 0:
+                self.forcer.observe(row, int(input_ids[row, -1]))
+            token = self.forcer.decide(row, scores[row])
+            if token is not None:
+                scores[row].fill_(float("-inf"))
+                scores[row, token] = 0.0
+        return scores
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, unlimited_thinking_tokens: int = 1024):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.unlimited = batch_size, unlimited_thinking_tokens
+        self.vocab = ForcingVocab.from_tokenizer(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "float32", **kw) -> "HFEngine":
+        model, tokenizer = load_model(path, dtype)
+        return cls(model, tokenizer, **kw)
+
+    def _cap(self, spec: BudgetSpec) -> BudgetSpec:
+        if spec.max_thinking_tokens is None:
+            return dataclasses.replace(spec, max_thinking_tokens=self.unlimited)
+        return spec
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
+                        seeds: Sequence[int]) -> list[ForcedResult]:
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds)
+        prompt_len = enc["input_ids"].shape[1]
+        kwargs = dict(do_sample=False)
+        if not sampling.greedy:
+            torch.manual_seed(sampling.seed + int(seeds[0]))
+            kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        out = self.model.generate(
+            **enc, max_new_tokens=max_new_tokens_for(specs, self.vocab, self.unlimited),
+            logits_processor=LogitsProcessorList([BudgetForcingLogitsProcessor(forcer, prompt_len)]),
+            eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+        )
+        return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]
+
+    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
+                        sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None
+                        ) -> list[ForcedResult]:
+        if len(prompts) != len(specs):
+            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
+        specs = [self._cap(s) for s in specs]
+        results: list[ForcedResult] = []
+        for start in range(0, len(prompts), self.batch_size):
+            end = min(start + self.batch_size, len(prompts))
+            results += self._generate_batch(prompts[start:end], specs[start:end], sampling,
+                                            seeds=[sampling.seed + i for i in range(start, end)])
+            if progress:
+                progress(end - start)
+        return results
+
+    @torch.inference_mode()
+    def generate_plain(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy generation until ``<|im_end|>`` with no forcing (e.g. the base model's own answer)."""
+        texts = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = list(prompts[start:start + self.batch_size])
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id)
+            texts += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return texts

@@ -1,0 +1,110 @@
+"""Record types shared by every stage, and their JSONL I/O.
+
+Stages exchange files of these records so `dvc repro` and the Prefect flow run
+the same code: ``write_jsonl(path, records)`` / ``read_jsonl(path, Question)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Type, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Question(Record):
+    id: str
+    source: str
+    question: str
+    answer: str
+    domain: str = ""
+    msc: str = ""
+    difficulty: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trace(Record):
+    """A teacher's attempt at a question: thinking, answer, and how it went."""
+
+    question_id: str
+    teacher: str
+    thinking: str = ""
+    answer: str = ""
+    ok: bool = True
+    error: str = ""
+    raw: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Example(Record):
+    """A question with its trace, as it moves through the filters and into SFT."""
+
+    question: Question
+    trace: Trace
+    trace_tokens: int = 0
+    student_correct: dict[str, bool] = Field(default_factory=dict)
+    drop_reason: Optional[str] = None
+
+
+class Generation(Record):
+    """One budget-forced generation, as the evaluation stage records it."""
+
+    question_id: str
+    budget: Optional[int]
+    method: str = "budget_forcing"
+    prompt: str
+    thinking: str
+    answer: str
+    thinking_tokens: int
+    answer_tokens: int
+    waits_used: int
+    hit_budget: bool
+    predicted: str = ""
+    gold: str = ""
+    correct: bool = False
+
+
+def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> int:
+    """Write records atomically (temp file + rename) so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    n = 0
+    with os.fdopen(fd, "w") as f:
+        for r in records:
+            line = r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r)
+            f.write(line + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+
+
+def read_jsonl(path: str | Path, model: Type[T]) -> list[T]:
+    return [model.model_validate(d) for d in iter_jsonl(path)]
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

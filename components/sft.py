@@ -1,0 +1,128 @@
+"""SFT stage: full fine-tuning on the selected traces with the HF Trainer.
+
+Loss only on the assistant turn (see :mod:`components.formatting`). DeepSpeed
+ZeRO-3 (``infra/deepspeed/zero3.json``) is used when ``sft.deepspeed`` is
+``always``, or ``auto`` on a CUDA machine; otherwise the plain Trainer runs
+the same arguments. Checkpoints are safetensors; a rerun resumes from the last
+checkpoint in ``work_dir``.
+
+    train_sft(cfg.sft, base_dir, examples, out_dir, work_dir)
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from components.base_model import load_model
+from components.config import SFTConfig
+from components.formatting import IGNORE_INDEX, TokenizedExample
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[TokenizedExample]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        ex = self.items[i]
+        return {"input_ids": ex.input_ids, "labels": ex.labels}
+
+
+@dataclass
+class PadCollator:
+    pad_id: int
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):  # right padding for training
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class LossHistory(TrainerCallback):
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.rows.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()
+                                                            if isinstance(v, (int, float))}})
+
+
+def use_deepspeed(cfg: SFTConfig) -> bool:
+    if cfg.deepspeed == "always":
+        return True
+    return cfg.deepspeed == "auto" and torch.cuda.is_available()
+
+
+def _single_process_dist_env() -> None:
+    # DeepSpeed wants a process group even for one process; torchrun sets these otherwise.
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": os.environ.get("MASTER_PORT", "29531")}.items():
+        os.environ.setdefault(k, v)
+
+
+def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> TrainingArguments:
+    world = int(os.environ.get("WORLD_SIZE", cfg.world_size))
+    accum = cfg.global_batch_size // (cfg.per_device_batch_size * world)
+    ds = None
+    if use_deepspeed(cfg):
+        _single_process_dist_env()
+        ds = cfg.deepspeed_config
+    save_every = max(1, steps_per_epoch)
+    return TrainingArguments(
+        output_dir=str(work_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2, weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=accum,
+        bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
+        use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="steps",
+        save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1",
+    )
+
+
+def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
+              work_dir: str | Path, dtype: str = "float32", max_steps: Optional[int] = None) -> dict:
+    """Fine-tune ``base_dir`` on ``examples``; save the final model to ``out_dir``."""
+    if not examples:
+        raise ValueError("no training examples: the selection is empty (check the filter report)")
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    model, tokenizer = load_model(base_dir, dtype)
+    model.train()
+    steps_per_epoch = max(1, len(examples) // cfg.global_batch_size)
+    args = training_arguments(cfg, work_dir, steps_per_epoch)
+    if max_steps is not None:
+        args.max_steps = max_steps
+    history = LossHistory()
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(examples),
+                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[history])
+    started = time.time()
+    resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    seconds = time.time() - started
+    tokens = sum(len(e.input_ids) for e in examples) * cfg.epochs
+    summary = {"train_loss": float(result.training_loss), "final_loss": history.rows[-1]["loss"] if history.rows else None,
+               "steps": int(result.global_step), "seconds": round(seconds, 1),
+               "tokens_per_second": round(tokens / max(seconds, 1e-9), 1), "deepspeed": use_deepspeed(cfg),
+               "resumed_from": resume, "examples": len(examples)}
+    (work_dir / "loss_history.json").write_text(json.dumps(history.rows))
+    return summary

@@ -1,0 +1,263 @@
+"""Stage entry points: read inputs from files, call the pure components, write outputs.
+
+``dvc repro`` (through ``s1flow stage NAME``) and the Prefect flow both call
+these, so both produce the same artefacts at the same paths.
+
+    run_stage("collect", cfg, Paths.for_profile(cfg.name))
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from components.config import ProfileConfig
+from components.records import (Example, Generation, Question, Trace, iter_jsonl, read_jsonl, write_json,
+                                write_jsonl)
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    profile: str
+
+    @classmethod
+    def for_profile(cls, profile: str, root: str | Path = ".") -> "Paths":
+        return cls(Path(root), profile)
+
+    def _p(self, kind: str, name: str) -> Path:
+        return self.root / kind / self.profile / name
+
+    @property
+    def base_model(self) -> Path: return self._p("models", "base")
+    @property
+    def sft_model(self) -> Path: return self._p("models", "sft")
+    @property
+    def pool(self) -> Path: return self._p("data", "pool.jsonl")
+    @property
+    def heldout(self) -> Path: return self._p("data", "heldout.jsonl")
+    @property
+    def traces(self) -> Path: return self._p("data", "traces.jsonl")
+    @property
+    def filtered(self) -> Path: return self._p("data", "filtered.jsonl")
+    @property
+    def selected(self) -> Path: return self._p("data", "s1k.jsonl")
+    @property
+    def sft_tokens(self) -> Path: return self._p("data", "sft_tokens.jsonl")
+    @property
+    def eval_samples(self) -> Path: return self._p("data", "eval_samples.jsonl")
+    @property
+    def sft_work(self) -> Path: return self._p("runs", "sft")
+    def metric(self, name: str) -> Path: return self._p("metrics", name)
+    def plot(self, name: str) -> Path: return self._p("plots", name)
+
+
+def _threads() -> None:
+    torch.set_num_threads(max(1, int(os.environ.get("S1FLOW_THREADS", os.cpu_count() or 1))))
+
+
+def _engine(path: Path, cfg: ProfileConfig):
+    from components.inference.hf_engine import HFEngine
+    if cfg.evaluate.engine != "hf":
+        raise ValueError(f"evaluate.engine: {cfg.evaluate.engine!r} is not available in this build; use 'hf'")
+    return HFEngine.from_pretrained(str(path), cfg.model.dtype, batch_size=cfg.evaluate.batch_size,
+                                    unlimited_thinking_tokens=cfg.evaluate.unlimited_thinking_tokens)
+
+
+def base_model_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.base_model import build_base_model
+    _threads()
+    if paths.base_model.exists():
+        shutil.rmtree(paths.base_model)
+    summary = build_base_model(cfg, paths.base_model)
+    write_json(paths.metric("base_model.json"), summary)
+    return summary
+
+
+def collect_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.pool import generate_heldout, generate_pool
+    pool = generate_pool(cfg.pool)
+    ev = cfg.evaluate
+    heldout = generate_heldout(ev.test_seed, ev.test_size, cfg.pool.domains, ev.test_min_difficulty,
+                               ev.test_max_difficulty)
+    write_jsonl(paths.pool, pool)
+    write_jsonl(paths.heldout, heldout)
+    return {"pool": len(pool), "heldout": len(heldout),
+            "malformed": sum(1 for q in pool if q.metadata.get("malformed"))}
+
+
+def distill_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.progress import progress_bar
+    from components.teacher import build_teacher, distill
+    teacher = build_teacher(cfg.teacher)
+    questions = read_jsonl(paths.pool, Question)
+    with progress_bar(f"distilling with {teacher.name}", total=len(questions)) as advance:
+        traces = distill(questions, teacher, progress=advance)
+    write_jsonl(paths.traces, traces)
+    return {"traces": len(traces), "failed": sum(not t.ok for t in traces)}
+
+
+def _eval_texts(cfg: ProfileConfig, paths: Paths) -> list[str]:
+    texts = [d["question"] for d in iter_jsonl(paths.heldout)] if cfg.decontamination.include_heldout else []
+    for src in cfg.decontamination.eval_sets:
+        if not Path(src).exists():
+            raise FileNotFoundError(f"decontamination.eval_sets: {src} not found; give JSONL paths with a 'problem' "
+                                    "or 'question' field")
+        texts += [d.get("problem") or d.get("question", "") for d in iter_jsonl(src)]
+    return texts
+
+
+def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.filters.decontamination import NgramIndex
+    from components.filters.difficulty import student_attempts, trace_length
+    from components.filters.quality import quality_reason
+    from components.progress import progress_bar
+    _threads()
+    traces = {t.question_id: t for t in read_jsonl(paths.traces, Trace)}
+    examples = [Example(question=q, trace=traces[q.id]) for q in read_jsonl(paths.pool, Question) if q.id in traces]
+    index = NgramIndex.build(_eval_texts(cfg, paths), cfg.decontamination.ngram)
+    reasons: Counter = Counter()
+    counts = {"pool": len(examples)}
+    kept = []
+    for ex in examples:
+        ex.drop_reason = quality_reason(ex, cfg.quality)
+        reasons[ex.drop_reason or "kept"] += 1
+        if not ex.drop_reason:
+            kept.append(ex)
+    counts["after_quality"] = len(kept)
+    survivors = []
+    for ex in kept:
+        if index.contaminated(ex.question.question):
+            reasons["contaminated"] += 1
+        else:
+            survivors.append(ex)
+    counts["after_decontamination"] = len(survivors)
+    if cfg.difficulty.enabled and survivors:
+        for student in cfg.difficulty.students:
+            engine = _engine(paths.base_model if student == "base" else Path(student), cfg)
+            engine.batch_size = cfg.difficulty.batch_size
+            with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
+                solved = student_attempts(engine, survivors, cfg.difficulty.max_new_tokens, progress=advance)
+            for ex, ok in zip(survivors, solved):
+                ex.student_correct[student] = ok
+        tokenizer = engine.tokenizer
+        hard = [ex for ex in survivors if not any(ex.student_correct.values())]
+        reasons["solved_by_student"] += len(survivors) - len(hard)
+        survivors = hard
+    else:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
+    for ex in survivors:
+        ex.trace_tokens = trace_length(tokenizer, ex)
+    counts["after_difficulty"] = len(survivors)
+    write_jsonl(paths.filtered, survivors)
+    report = {"counts": counts, "drop_reasons": dict(reasons)}
+    write_json(paths.metric("filter_report.json"), report)
+    return report
+
+
+def select_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.selection import select
+    examples = read_jsonl(paths.filtered, Example)
+    s = cfg.selection
+    chosen = select(examples, s.strategy, s.size, s.seed)
+    write_jsonl(paths.selected, chosen)
+    lengths = sorted(e.trace_tokens for e in chosen)
+    report = {"strategy": s.strategy, "selected": len(chosen), "available": len(examples),
+              "per_domain": dict(Counter(e.question.msc for e in chosen)),
+              "trace_tokens_median": lengths[len(lengths) // 2] if lengths else 0,
+              "trace_tokens_mean": sum(lengths) / len(lengths) if lengths else 0}
+    write_json(paths.metric("selection_report.json"), report)
+    return report
+
+
+def tokenize_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from transformers import AutoTokenizer
+
+    from components.formatting import tokenize_dataset
+    tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
+    rows = [(e.question.id, e.question.question, e.trace.thinking, e.trace.answer)
+            for e in read_jsonl(paths.selected, Example)]
+    examples, report = tokenize_dataset(tokenizer, rows, cfg.sft.block_size)
+    write_jsonl(paths.sft_tokens, [asdict(e) for e in examples])
+    write_json(paths.metric("tokenize_report.json"), asdict(report))
+    if report.too_long:
+        print(f"warning: {len(report.too_long)} examples exceed sft.block_size={cfg.sft.block_size} and were "
+              f"left out (longest {report.max_length} tokens); raise sft.block_size to keep them")
+    return asdict(report)
+
+
+def train_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.formatting import TokenizedExample
+    from components.sft import train_sft
+    _threads()
+    examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
+    summary = train_sft(cfg.sft, paths.base_model, examples, paths.sft_model, paths.sft_work, cfg.model.dtype)
+    write_json(paths.metric("train.json"), summary)
+    return summary
+
+
+def model_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def evaluate_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.evaluate import base_model_accuracy, evaluate_sweep, plot_scaling
+    _threads()
+    questions = read_jsonl(paths.heldout, Question)
+    base = _engine(paths.base_model, cfg)
+    base_acc = base_model_accuracy(base, questions, cfg.difficulty.max_new_tokens)
+    report, gens = evaluate_sweep(_engine(paths.sft_model, cfg), questions, cfg.evaluate)
+    report.update(base_accuracy=base_acc, model_hash=model_hash(paths.sft_model), engine=cfg.evaluate.engine)
+    write_jsonl(paths.eval_samples, gens)
+    write_json(paths.metric("eval.json"), report)
+    write_jsonl(paths.plot("scaling.jsonl"), [
+        {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
+         "accuracy": p["accuracy"]} for p in report["points"]])
+    plot_scaling(report, paths.plot("scaling.png"))
+    return report
+
+
+def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.tracking import log_pipeline_run
+    ev = json.loads(paths.metric("eval.json").read_text())
+    train = json.loads(paths.metric("train.json").read_text())
+    metrics = {f"accuracy_budget_{b}": a for b, a in ev["accuracy_by_budget"].items()}
+    metrics.update(control=ev["control"], scaling=ev["scaling"], performance=ev["performance"],
+                   base_accuracy=ev["base_accuracy"], accuracy_unlimited=ev["unlimited"]["accuracy"],
+                   train_loss=train["train_loss"], sft_seconds=train["seconds"])
+    artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
+                 paths.metric("selection_report.json"), paths.metric("train.json")]
+    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model,
+                            tags={"model_hash": ev.get("model_hash", "")})
+    write_json(paths.metric("mlflow_run.json"), info)
+    return info
+
+
+STAGES: dict[str, Callable[[ProfileConfig, Paths], dict]] = {
+    "base-model": base_model_stage,
+    "collect": collect_stage,
+    "distill": distill_stage,
+    "filter": filter_stage,
+    "select": select_stage,
+    "tokenize": tokenize_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+    "register": register_stage,
+}
+
+
+def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    return STAGES[name](cfg, paths)

@@ -1,0 +1,89 @@
+"""MLflow: one run per pipeline, params flattened, metrics per budget, plot, model.
+
+The model is logged as a pyfunc (:class:`BudgetForcedModel`) whose ``predict``
+takes questions and budget-forcing fields, and is registered under
+``tracking.registered_model``. With no tracking URI, a SQLite store in the
+working directory is used (artifacts under ``./mlruns``).
+
+    info = log_pipeline_run(cfg, params, metrics, artifacts, model_dir)
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+import mlflow.pyfunc
+
+from components.config import ProfileConfig, TrackingConfig
+
+
+def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def git_commit(root: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+class BudgetForcedModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: ``predict(DataFrame[question, max_thinking_tokens?])`` -> answers + thinking."""
+
+    def load_context(self, context):
+        from components.inference.hf_engine import HFEngine
+        self.engine = HFEngine.from_pretrained(context.artifacts["model"])
+
+    def predict(self, context, model_input, params: Optional[dict] = None):
+        import pandas as pd
+
+        from components.formatting import thinking_prompt
+        from components.inference.budget_forcing import BudgetSpec
+
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        budgets = df["max_thinking_tokens"] if "max_thinking_tokens" in df else [None] * len(df)
+        specs = [BudgetSpec(max_thinking_tokens=None if pd.isna(b) else int(b), final_answer_prefix="Answer:")
+                 for b in budgets]
+        prompts = [thinking_prompt(self.engine.tokenizer, q) for q in df["question"]]
+        res = self.engine.generate_forced(prompts, specs)
+        return pd.DataFrame({"answer": [r.answer for r in res], "thinking": [r.thinking for r in res],
+                             "thinking_tokens": [r.thinking_tokens for r in res]})
+
+
+def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], artifacts: list[Path],
+                     model_dir: Path, tags: dict[str, str]) -> dict[str, Any]:
+    mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
+    mlflow.set_experiment(cfg.tracking.experiment)
+    with mlflow.start_run(run_name=f"{cfg.name}-pipeline") as run:
+        mlflow.set_tags({"profile": cfg.name, "git_commit": git_commit(root), **tags})
+        params = flatten(cfg.model_dump(mode="json"))
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        for a in artifacts:
+            if a.exists():
+                mlflow.log_artifact(str(a))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=BudgetForcedModel(), artifacts={"model": str(model_dir)},
+            registered_model_name=cfg.tracking.registered_model,
+            pip_requirements=["s1flow", "torch==2.13.0", "transformers>=5.19,<5.20"],
+        )
+        version = info.registered_model_version
+    return {"run_id": run.info.run_id, "experiment": cfg.tracking.experiment,
+            "registered_model": cfg.tracking.registered_model, "model_version": version,
+            "tracking_uri": mlflow.get_tracking_uri()}

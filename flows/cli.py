@@ -1,0 +1,70 @@
+"""The ``s1flow`` command line: run one stage (what dvc.yaml calls) or the whole pipeline.
+
+    s1flow stage collect            # one stage, active profile from params.yaml
+    s1flow run --profile tiny       # the Prefect pipeline, end to end
+    s1flow validate                 # check params.yaml and exit
+"""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from components.config import ConfigError, load_config
+from components.stages import STAGES, Paths, run_stage
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="s1flow: s1 test-time scaling pipeline. Stages: " + ", ".join(STAGES))
+
+ParamsOpt = typer.Option("params.yaml", "--params", help="path to params.yaml")
+ProfileOpt = typer.Option(None, "--profile", "-p", help="profile block in params.yaml (default: its 'profile' key)")
+SetOpt = typer.Option(None, "--set", "-s", help="override KEY=VALUE, e.g. sft.epochs=3 (repeatable)")
+
+
+def _config(params: str, profile: Optional[str], overrides: Optional[List[str]]):
+    try:
+        return load_config(params, profile, overrides or [])
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def validate(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Validate params.yaml (all profiles) and print the active profile."""
+    cfg = _config(params, profile, set)
+    typer.echo(f"params OK; active profile: {cfg.name}")
+
+
+@app.command()
+def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
+          params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
+    if name not in STAGES:
+        typer.secho(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    cfg = _config(params, profile, set)
+    result = run_stage(name, cfg, Paths.for_profile(cfg.name))
+    typer.echo(json.dumps(result, indent=2, default=str)[:4000])
+
+
+@app.command()
+def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Run the whole pipeline as a Prefect flow and print where the results are."""
+    cfg = _config(params, profile, set)
+    from flows.pipeline import s1_pipeline, summary_lines
+    result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
+    for line in summary_lines(result):
+        typer.echo(line)
+
+
+@app.command()
+def stages():
+    """List the pipeline stages in order."""
+    for name, fn in STAGES.items():
+        typer.echo(f"{name:12s} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+
+
+if __name__ == "__main__":
+    app()
