@@ -9,6 +9,7 @@ its sections), never a raw dict.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -42,9 +43,9 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+            raise ValueError(f"hidden_size: ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be divisible by num_kv_heads ({self.num_kv_heads})")
+            raise ValueError(f"num_heads: ({self.num_heads}) must be divisible by num_kv_heads ({self.num_kv_heads})")
         return self
 
 
@@ -53,11 +54,11 @@ class PretrainConfig(Section):
 
     enabled: bool = True
     documents: int = Field(30000, gt=0, description="corpus documents generated")
-    steps: int = Field(600, gt=0)
-    batch_size: int = Field(24, gt=0)
+    steps: int = Field(1500, gt=0)
+    batch_size: int = Field(8, gt=0)
     block_size: int = Field(256, gt=8)
-    learning_rate: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
     direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking")
     seed: int = 1
 
@@ -74,7 +75,7 @@ class PoolConfig(Section):
     @model_validator(mode="after")
     def _difficulty_range(self) -> "PoolConfig":
         if self.min_difficulty > self.max_difficulty:
-            raise ValueError(f"min_difficulty ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
+            raise ValueError(f"min_difficulty: ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
         return self
 
 
@@ -113,7 +114,7 @@ class SelectionConfig(Section):
 
 class SFTConfig(Section):
     epochs: float = Field(3, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     adam_beta1: float = Field(0.9, gt=0, lt=1)
@@ -134,7 +135,7 @@ class SFTConfig(Section):
         per_step = self.per_device_batch_size * self.world_size
         if self.global_batch_size % per_step:
             raise ValueError(
-                f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"global_batch_size: ({self.global_batch_size}) must be a multiple of "
                 f"per_device_batch_size*world_size ({self.per_device_batch_size}*{self.world_size})"
             )
         return self
@@ -146,7 +147,7 @@ class EvaluateConfig(Section):
     test_seed: int = 6
     test_min_difficulty: int = Field(3, ge=1)
     test_max_difficulty: int = Field(6, ge=1)
-    budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], description="max thinking tokens per run")
+    budgets: list[int] = Field(default_factory=lambda: [32, 64, 96, 128, 160, 192], description="max thinking tokens per run")
     min_thinking_tokens: int = Field(0, ge=0)
     num_waits: int = Field(0, ge=0)
     wait_strings: list[str] = Field(default_factory=lambda: ["Wait"])
@@ -162,17 +163,18 @@ class EvaluateConfig(Section):
     @model_validator(mode="after")
     def _budgets_consistent(self) -> "EvaluateConfig":
         if not self.budgets:
-            raise ValueError("budgets must list at least one thinking budget")
+            raise ValueError("budgets: must list at least one thinking budget")
         if any(b <= 0 for b in self.budgets):
-            raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
+            raise ValueError(f"budgets: must be positive token counts, got {self.budgets}")
         if self.min_thinking_tokens > min(self.budgets):
             raise ValueError(
-                f"min_thinking_tokens ({self.min_thinking_tokens}) > smallest budget ({min(self.budgets)})"
+                f"min_thinking_tokens: ({self.min_thinking_tokens}) > smallest budget ({min(self.budgets)}); "
+                "lower it or raise the budgets"
             )
         if not self.wait_strings or any(not s.strip() for s in self.wait_strings):
-            raise ValueError("wait_strings must be non-empty strings")
+            raise ValueError("wait_strings: must be non-empty strings")
         if self.test_min_difficulty > self.test_max_difficulty:
-            raise ValueError("test_min_difficulty > test_max_difficulty")
+            raise ValueError("test_min_difficulty: greater than test_max_difficulty")
         return self
 
 
@@ -199,9 +201,10 @@ class ProfileConfig(Section):
     @model_validator(mode="after")
     def _cross_section(self) -> "ProfileConfig":
         if self.selection.strategy != "all" and self.selection.size > self.pool.size:
-            raise ValueError(f"selection.size ({self.selection.size}) > pool.size ({self.pool.size})")
+            raise ValueError(f"selection.size: ({self.selection.size}) > pool.size ({self.pool.size}); "
+                             "shrink the selection or grow the pool")
         if self.model.source == "hub" and self.pretrain.enabled:
-            raise ValueError("pretrain.enabled must be false when model.source is 'hub' (hub models are already trained)")
+            raise ValueError("pretrain.enabled: must be false when model.source is 'hub' (hub models are already trained)")
         return self
 
 
@@ -213,7 +216,11 @@ def _format_errors(err: ValidationError, prefix: str) -> str:
             msg = "unknown key; remove it or check its spelling (see params.yaml for the allowed keys)"
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            if "input" in e and not isinstance(e["input"], dict):
+            # cross-field checks name their field first ("budgets: ..."): fold it into the key
+            m = re.match(r"^([\w.]+): (.*)$", msg, re.S)
+            if m and e["type"] == "value_error":
+                key, msg = f"{key}.{m.group(1)}", m.group(2)
+            elif "input" in e and not isinstance(e["input"], dict):
                 msg += f" (got {e['input']!r})"
         lines.append(f"  {key}: {msg}")
     return "invalid params:\n" + "\n".join(lines)

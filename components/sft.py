@@ -94,7 +94,7 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
         use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1",
+        dataloader_num_workers=0, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
     )
 
 

@@ -9,7 +9,7 @@ so a forced "Wait" costs only its own tokens (the KV cache is kept).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -25,10 +25,23 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+class LogitBiasProcessor(LogitsProcessor):
+    """Adds a fixed bias to chosen token ids (OpenAI's ``logit_bias``); runs before forcing."""
+
+    def __init__(self, bias: dict[int, float]):
+        self.ids = torch.tensor(list(bias.keys()), dtype=torch.long)
+        self.values = torch.tensor(list(bias.values()))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.ids] += self.values.to(scores.dtype)
+        return scores
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
@@ -75,9 +88,11 @@ class HFEngine:
         if not sampling.greedy:
             torch.manual_seed(sampling.seed + int(seeds[0]))
             kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        processors = [LogitBiasProcessor(sampling.logit_bias)] if sampling.logit_bias else []
+        processors.append(BudgetForcingLogitsProcessor(forcer, prompt_len))
         out = self.model.generate(
             **enc, max_new_tokens=max_new_tokens_for(specs, self.vocab, self.unlimited),
-            logits_processor=LogitsProcessorList([BudgetForcingLogitsProcessor(forcer, prompt_len)]),
+            logits_processor=LogitsProcessorList(processors),
             eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
         )
         return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]

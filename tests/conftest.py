@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny real tokenizer and Qwen2 model, built once per session."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained tiny Qwen2 + trained BPE tokenizer, saved like a hub model."""
+    from components.base_model import build_model, corpus_questions, textbook_document
+    from components.config import ModelConfig, PoolConfig, PretrainConfig
+    from components.tokenizer import train_tokenizer
+
+    qa = corpus_questions(PretrainConfig(documents=400), PoolConfig())
+    tok = train_tokenizer([textbook_document(q) for q, _ in qa], vocab_size=300)
+    model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                    intermediate_size=128, max_position_embeddings=1024),
+                        len(tok), tok.pad_token_id, tok.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from components.inference.hf_engine import HFEngine
+    return HFEngine.from_pretrained(str(tiny_model_dir), batch_size=8, unlimited_thinking_tokens=64)
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(0)
