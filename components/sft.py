@@ -86,13 +86,14 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         _single_process_dist_env()
         ds = cfg.deepspeed_config
     save_every = max(1, steps_per_epoch)
+    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
     return TrainingArguments(
         output_dir=str(work_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2, weight_decay=cfg.weight_decay,
         per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=accum,
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
-        use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="steps",
+        use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
     )

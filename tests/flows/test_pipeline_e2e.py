@@ -1,0 +1,82 @@
+"""One tiny end-to-end run of the Prefect flow (micro settings), checking every artefact."""
+import json
+
+import pytest
+
+from tests.micro import write_micro_project
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import s1_pipeline
+
+    root = write_micro_project(tmp_path_factory.mktemp("e2e"))
+    import os
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        with prefect_test_harness():
+            result = s1_pipeline(profile="tiny")
+    finally:
+        os.chdir(cwd)
+    return root, result
+
+
+def test_every_stage_wrote_its_outputs(pipeline_run):
+    root, result = pipeline_run
+    for rel in ["models/tiny/base/model.safetensors", "models/tiny/base/tokenizer.json",
+                "models/tiny/sft/model.safetensors", "data/tiny/pool.jsonl", "data/tiny/traces.jsonl",
+                "data/tiny/filtered.jsonl", "data/tiny/s1k.jsonl", "data/tiny/sft_tokens.jsonl",
+                "data/tiny/eval_samples.jsonl", "metrics/tiny/eval.json", "plots/tiny/scaling.png",
+                "metrics/tiny/mlflow_run.json"]:
+        assert (root / rel).exists(), rel
+    assert not list((root / "models/tiny").rglob("*.bin"))  # safetensors only
+    report = json.loads((root / "metrics/tiny/filter_report.json").read_text())
+    assert report["counts"]["pool"] == 120
+    assert report["counts"]["after_quality"] <= 120
+
+
+def test_sweep_metrics_and_budgets_respected(pipeline_run):
+    root, result = pipeline_run
+    ev = result["evaluate"]
+    assert [p["budget"] for p in ev["points"]] == [8, 16]
+    assert ev["control"] == 1.0
+    samples = [json.loads(l) for l in (root / "data/tiny/eval_samples.jsonl").open()]
+    assert len(samples) == 16 * 3
+    for s in samples:
+        if s["budget"] is not None:
+            assert s["thinking_tokens"] <= s["budget"]
+
+
+def test_models_load_like_hub_models(pipeline_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    root, _ = pipeline_run
+    for d in ("base", "sft"):
+        model = AutoModelForCausalLM.from_pretrained(root / "models/tiny" / d)
+        tok = AutoTokenizer.from_pretrained(root / "models/tiny" / d)
+        assert model.config.model_type == "qwen2"
+        assert tok.convert_tokens_to_ids("<|im_start|>") != tok.unk_token_id
+
+
+def test_mlflow_run_and_registered_model(pipeline_run):
+    import mlflow
+    from mlflow import MlflowClient
+    root, result = pipeline_run
+    info = result["register"]
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert {"control", "scaling", "performance", "accuracy_budget_8", "accuracy_budget_16",
+            "base_accuracy"} <= set(run.data.metrics)
+    assert run.data.params["evaluate.budgets"] == "[8, 16]"
+    assert run.data.tags["profile"] == "tiny"
+    arts = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert "scaling.png" in arts and "eval.json" in arts
+    version = client.get_model_version(info["registered_model"], str(info["model_version"]))
+    assert version.run_id == info["run_id"]
+    mlflow.set_tracking_uri(info["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{info['registered_model']}/{info['model_version']}")
+    import pandas as pd
+    out = model.predict(pd.DataFrame({"question": ["What is 12 + 30?"], "max_thinking_tokens": [5]}))
+    assert out["thinking_tokens"][0] <= 5
