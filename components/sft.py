@@ -119,6 +119,9 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(out_dir)
+    # the published model holds safetensors and JSON only: no pickled training_args.bin
+    (out_dir / "training_args.bin").unlink(missing_ok=True)
+    (out_dir / "training_args.json").write_text(args.to_json_string())
     seconds = time.time() - started
     tokens = sum(len(e.input_ids) for e in examples) * cfg.epochs
     summary = {"train_loss": float(result.training_loss), "final_loss": history.rows[-1]["loss"] if history.rows else None,
