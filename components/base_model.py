@@ -15,6 +15,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -69,8 +70,14 @@ def _packed_blocks(token_lists: list[list[int]], block: int, sep: int) -> torch.
     return torch.tensor(flat[: n * block]).view(n, block)
 
 
-def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig) -> list[float]:
-    """Plain next-token pre-training over packed blocks; returns the loss curve."""
+def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optional[Path] = None,
+             checkpoint_every: int = 250) -> list[float]:
+    """Plain next-token pre-training over packed blocks; returns the loss curve.
+
+    With ``checkpoint`` set, state (model, optimizer, schedule, data RNG) is saved
+    every ``checkpoint_every`` steps and a rerun continues from it, replaying the
+    same batches an uninterrupted run would have seen.
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
 
@@ -81,10 +88,18 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig) -> list[float]:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    start, losses = 0, []
+    fingerprint = cfg.model_dump_json()
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
+            start, losses = state["step"], state["losses"]
     model.train()
-    losses = []
     with progress_bar("pre-training base model", total=cfg.steps) as advance:
-        for step in range(cfg.steps):
+        advance(start)
+        for step in range(start, cfg.steps):
             idx = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=gen)
             batch = blocks[idx]
             loss = model(input_ids=batch, labels=batch).loss
@@ -93,12 +108,22 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig) -> list[float]:
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
             advance(loss=f"{loss.item():.3f}")
+            if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"fingerprint": fingerprint, "step": step + 1, "losses": losses,
+                            "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "generator": gen.get_state()}, tmp)
+                tmp.replace(checkpoint)
     model.eval()
     return losses
 
 
-def build_base_model(cfg: ProfileConfig, out_dir: str | Path) -> dict:
-    """Train tokenizer + pre-train the embedded model; save both to ``out_dir``."""
+def build_base_model(cfg: ProfileConfig, out_dir: str | Path, checkpoint: Optional[Path] = None) -> dict:
+    """Train tokenizer + pre-train the embedded model; save both to ``out_dir``.
+
+    ``checkpoint``: where to keep resumable pre-training state (removed when done).
+    """
     out_dir = Path(out_dir)
     if cfg.model.source == "hub":
         raise ValueError("model.source is 'hub': nothing to build; the model is loaded by name")
@@ -112,11 +137,13 @@ def build_base_model(cfg: ProfileConfig, out_dir: str | Path) -> dict:
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     model = build_model(cfg.model, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     blocks = _packed_blocks(ids, cfg.pretrain.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))
-    losses = pretrain(model, blocks, cfg.pretrain) if cfg.pretrain.enabled else []
+    losses = pretrain(model, blocks, cfg.pretrain, checkpoint) if cfg.pretrain.enabled else []
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
             "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
             "seconds": round(time.time() - started, 1)}

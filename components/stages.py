@@ -59,16 +59,19 @@ class Paths:
     def plot(self, name: str) -> Path: return self._p("plots", name)
 
 
+def base_model_ref(cfg: ProfileConfig, paths: Paths) -> str:
+    """Where the base model loads from: the built directory, or the hub id / local path in params."""
+    return cfg.model.name if cfg.model.source == "hub" else str(paths.base_model)
+
+
 def _threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("S1FLOW_THREADS", os.cpu_count() or 1))))
 
 
-def _engine(path: Path, cfg: ProfileConfig):
-    from components.inference.hf_engine import HFEngine
-    if cfg.evaluate.engine != "hf":
-        raise ValueError(f"evaluate.engine: {cfg.evaluate.engine!r} is not available in this build; use 'hf'")
-    return HFEngine.from_pretrained(str(path), cfg.model.dtype, batch_size=cfg.evaluate.batch_size,
-                                    unlimited_thinking_tokens=cfg.evaluate.unlimited_thinking_tokens)
+def _engine(path: Path | str, cfg: ProfileConfig):
+    from components.inference.engines import build_engine
+    return build_engine(cfg.evaluate.engine, str(path), cfg.model.dtype, batch_size=cfg.evaluate.batch_size,
+                        unlimited_thinking_tokens=cfg.evaluate.unlimited_thinking_tokens)
 
 
 def base_model_stage(cfg: ProfileConfig, paths: Paths) -> dict:
@@ -76,7 +79,13 @@ def base_model_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     _threads()
     if paths.base_model.exists():
         shutil.rmtree(paths.base_model)
-    summary = build_base_model(cfg, paths.base_model)
+    if cfg.model.source == "hub":  # nothing to build: record what the later stages load
+        paths.base_model.mkdir(parents=True)
+        summary = {"source": "hub", "name": cfg.model.name}
+        write_json(paths.base_model / "hub_model.json", summary)
+        write_json(paths.metric("base_model.json"), summary)
+        return summary
+    summary = build_base_model(cfg, paths.base_model, checkpoint=paths.root / "runs" / cfg.name / "pretrain.ckpt")
     write_json(paths.metric("base_model.json"), summary)
     return summary
 
@@ -141,7 +150,7 @@ def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     counts["after_decontamination"] = len(survivors)
     if cfg.difficulty.enabled and survivors:
         for student in cfg.difficulty.students:
-            engine = _engine(paths.base_model if student == "base" else Path(student), cfg)
+            engine = _engine(base_model_ref(cfg, paths) if student == "base" else student, cfg)
             engine.batch_size = cfg.difficulty.batch_size
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
                 solved = student_attempts(engine, survivors, cfg.difficulty.max_new_tokens, progress=advance)
@@ -153,7 +162,7 @@ def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
         survivors = hard
     else:
         from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(base_model_ref(cfg, paths))
     for ex in survivors:
         ex.trace_tokens = trace_length(tokenizer, ex)
     counts["after_difficulty"] = len(survivors)
@@ -164,6 +173,7 @@ def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
 
 
 def select_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.domains import msc_domains
     from components.selection import select
     examples = read_jsonl(paths.filtered, Example)
     s = cfg.selection
@@ -171,7 +181,8 @@ def select_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     write_jsonl(paths.selected, chosen)
     lengths = sorted(e.trace_tokens for e in chosen)
     report = {"strategy": s.strategy, "selected": len(chosen), "available": len(examples),
-              "per_domain": dict(Counter(e.question.msc for e in chosen)),
+              "per_domain": {f"{code} {msc_domains().get(code, {}).get('title', '?')}": n
+                             for code, n in sorted(Counter(e.question.msc for e in chosen).items())},
               "trace_tokens_median": lengths[len(lengths) // 2] if lengths else 0,
               "trace_tokens_mean": sum(lengths) / len(lengths) if lengths else 0}
     write_json(paths.metric("selection_report.json"), report)
@@ -182,7 +193,7 @@ def tokenize_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     from transformers import AutoTokenizer
 
     from components.formatting import tokenize_dataset
-    tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(cfg, paths))
     rows = [(e.question.id, e.question.question, e.trace.thinking, e.trace.answer)
             for e in read_jsonl(paths.selected, Example)]
     examples, report = tokenize_dataset(tokenizer, rows, cfg.sft.block_size)
@@ -199,7 +210,7 @@ def train_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     from components.sft import train_sft
     _threads()
     examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
-    summary = train_sft(cfg.sft, paths.base_model, examples, paths.sft_model, paths.sft_work, cfg.model.dtype)
+    summary = train_sft(cfg.sft, base_model_ref(cfg, paths), examples, paths.sft_model, paths.sft_work, cfg.model.dtype)
     write_json(paths.metric("train.json"), summary)
     return summary
 
@@ -215,7 +226,7 @@ def evaluate_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     from components.evaluate import base_model_accuracy, evaluate_sweep, plot_scaling
     _threads()
     questions = read_jsonl(paths.heldout, Question)
-    base = _engine(paths.base_model, cfg)
+    base = _engine(base_model_ref(cfg, paths), cfg)
     base_acc = base_model_accuracy(base, questions, cfg.difficulty.max_new_tokens)
     report, gens = evaluate_sweep(_engine(paths.sft_model, cfg), questions, cfg.evaluate)
     report.update(base_accuracy=base_acc, model_hash=model_hash(paths.sft_model), engine=cfg.evaluate.engine)
@@ -258,6 +269,8 @@ STAGES: dict[str, Callable[[ProfileConfig, Paths], dict]] = {
 
 
 def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
+    from components.preflight import preflight
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    preflight(cfg, [name])
     return STAGES[name](cfg, paths)

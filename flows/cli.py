@@ -45,7 +45,11 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
         typer.secho(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}", fg="red", err=True)
         raise typer.Exit(2)
     cfg = _config(params, profile, set)
-    result = run_stage(name, cfg, Paths.for_profile(cfg.name))
+    try:
+        result = run_stage(name, cfg, Paths.for_profile(cfg.name))
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2)
     typer.echo(json.dumps(result, indent=2, default=str)[:4000])
 
 
@@ -53,7 +57,13 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
 def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Run the whole pipeline as a Prefect flow and print where the results are."""
     cfg = _config(params, profile, set)
+    from components.preflight import preflight
     from flows.pipeline import s1_pipeline, summary_lines
+    try:
+        preflight(cfg, STAGES)
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2)
     result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
     for line in summary_lines(result):
         typer.echo(line)

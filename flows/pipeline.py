@@ -13,6 +13,7 @@ from typing import Optional
 from prefect import flow, task
 
 from components.config import load_config
+from components.preflight import preflight
 from components.stages import STAGES, Paths, run_stage
 
 
@@ -27,6 +28,7 @@ def s1_pipeline(profile: Optional[str] = None, params_path: str = "params.yaml",
                 overrides: Optional[list[str]] = None) -> dict:
     overrides = overrides or []
     cfg = load_config(params_path, profile, overrides)  # fail fast, before any stage runs
+    preflight(cfg, STAGES)
     results = {}
     for name in STAGES:
         results[name] = stage_task.with_options(name=name)(name, params_path, cfg.name, overrides)

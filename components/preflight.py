@@ -1,0 +1,48 @@
+"""Checks that a profile can run the chosen stages, before any expensive work starts.
+
+Config validation (components/config.py) catches malformed params; this catches
+params that are well-formed but cannot run here: a teacher with no client, a
+missing API key, an engine not installed, an eval file that is not there.
+
+    preflight(cfg, ["distill", "filter"])  # raises ConfigError naming the keys
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Iterable
+
+from components.config import ConfigError, ProfileConfig
+
+_TEACHER_STAGES = {"distill"}
+_ENGINE_STAGES = {"filter", "evaluate"}
+
+
+def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
+    from components.inference.engines import ENGINES
+    from components.teacher import TEACHERS
+
+    stages, out = set(stages), []
+    if stages & _TEACHER_STAGES:
+        if cfg.teacher.kind not in TEACHERS:
+            out.append(f"teacher.kind: {cfg.teacher.kind!r} has no client in this build; available: {sorted(TEACHERS)}")
+        elif cfg.teacher.kind != "programmatic" and not os.environ.get(cfg.teacher.api_key_env):
+            out.append(f"teacher.api_key_env: environment variable {cfg.teacher.api_key_env} is not set; "
+                       "export the API key there (keys never go in params.yaml)")
+    if stages & _ENGINE_STAGES and cfg.evaluate.engine not in ENGINES:
+        out.append(f"evaluate.engine: {cfg.evaluate.engine!r} is not available in this build; "
+                   f"choose one of {sorted(ENGINES)}")
+    if "filter" in stages:
+        for src in cfg.decontamination.eval_sets:
+            if not Path(src).exists():
+                out.append(f"decontamination.eval_sets: {src} not found")
+    if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
+        out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
+    return out
+
+
+def preflight(cfg: ProfileConfig, stages: Iterable[str]) -> None:
+    found = problems(cfg, stages)
+    if found:
+        raise ConfigError(f"profile {cfg.name!r} cannot run here:\n" + "\n".join(f"  {p}" for p in found))

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from components.config import ConfigError, parse_profile
+from components.domains import MSC_BY_DOMAIN, classify, msc_domains
+from components.preflight import preflight, problems
+from tests.conftest import SHARED
+
+
+def test_unavailable_teacher_and_engine_fail_before_work():
+    cfg = parse_profile({"teacher": {"kind": "gemini", "api_key_env": "S1FLOW_TEST_KEY"},
+                         "evaluate": {"engine": "vllm"}}, "tiny")
+    with pytest.raises(ConfigError) as e:
+        preflight(cfg, ["collect", "distill", "filter", "evaluate"])
+    assert "teacher.kind: 'gemini'" in str(e.value) and "evaluate.engine: 'vllm'" in str(e.value)
+    preflight(cfg, ["collect"])  # stages that need neither still run
+
+
+def test_missing_eval_set_is_named(tmp_path):
+    cfg = parse_profile({"decontamination": {"eval_sets": [str(tmp_path / "nope.jsonl")]}}, "tiny")
+    assert any("decontamination.eval_sets" in p for p in problems(cfg, ["filter"]))
+
+
+def test_default_profile_has_no_problems():
+    assert problems(parse_profile({}, "tiny"), ["distill", "filter", "train", "evaluate"]) == []
+
+
+def test_domain_codes_are_real_msc_codes():
+    domains = msc_domains()
+    assert len(domains) == 61
+    assert all(code in domains for code in MSC_BY_DOMAIN.values())
+    assert domains["05"]["title"] == "Combinatorics"
+    shared = SHARED / "data/msc_domains.json"
+    if shared.exists():
+        assert {d["code"] for d in json.loads(shared.read_text())} == set(domains)
+
+
+def test_classifier():
+    assert classify("What is 12 + 30?") == "97"
+    assert classify("What is the digit sum of 123?") == "11"
+    assert classify("In how many ways can one of 3 chess or 4 go players be picked?") == "05"
+    assert classify("Solve for x: x - 3 = 4. What is x?") == "08"
+    assert classify("Find the remainder when 2^100 is divided by 7.") == "11"
