@@ -141,8 +141,14 @@ class SFTConfig(Section):
         return self
 
 
+MethodName = Literal["budget_forcing", "token_conditional", "step_conditional", "class_conditional",
+                     "rejection_sampling", "majority_voting"]
+
+
 class EvaluateConfig(Section):
     engine: Literal["hf", "vllm"] = "hf"
+    method: MethodName = "budget_forcing"
+    compare_methods: list[MethodName] = Field(default_factory=list, description="also swept, for the comparison table")
     test_size: int = Field(200, gt=0)
     test_seed: int = 6
     test_min_difficulty: int = Field(3, ge=1)
@@ -159,6 +165,11 @@ class EvaluateConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 7
     tensor_parallel_size: int = Field(1, gt=0)
+    sample_temperature: float = Field(1.0, gt=0, description="rejection sampling / majority voting")
+    rejection_max_tries: int = Field(8, gt=0)
+    step_tokens: int = Field(30, gt=0, description="tokens per step for step-conditional control")
+    class_threshold: int = Field(96, gt=0, description="budgets up to this get the 'think briefly' prompt")
+    voting_samples: list[int] = Field(default_factory=lambda: [1, 2, 4], description="N for majority voting")
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> "EvaluateConfig":

@@ -1,8 +1,9 @@
-"""Evaluation: budget-forcing sweep over thinking budgets on a held-out set.
+"""Evaluation: sweeps of a test-time method over thinking budgets on a held-out set.
 
-For each budget the model thinks under ``max_thinking_tokens=budget`` (plus
-one run capped only by ``unlimited_thinking_tokens``); answers are graded with
-math-verify. The base model answers in its own chat format as the reference.
+For each budget the model thinks under ``evaluate.method`` (budget forcing by
+default: ``max_thinking_tokens=budget``), plus one run capped only by
+``unlimited_thinking_tokens``; methods in ``compare_methods`` are swept too.
+Answers are graded with math-verify. The base model answers in its own chat format as the reference.
 Produces per-sample records, per-budget points, Control/Scaling/Performance
 and the scaling-curve PNG.
 
@@ -18,33 +19,33 @@ from components.config import EvaluateConfig
 from components.filters.difficulty import student_attempts
 from components.formatting import thinking_prompt
 from components.grading import extract_answer, grade
-from components.inference.budget_forcing import BudgetSpec
-from components.inference.hf_engine import Sampling
+from components.inference.engine import Sampling
+from components.inference.methods import PARALLEL_METHODS, budget_spec, run_method, sweep_values
 from components.metrics import Run, SweepPoint, sweep_metrics
 from components.progress import progress_bar
 from components.records import Example, Generation, Question, Trace
 
 
-def budget_spec(cfg: EvaluateConfig, budget: Optional[int]) -> BudgetSpec:
-    return BudgetSpec(max_thinking_tokens=budget, min_thinking_tokens=cfg.min_thinking_tokens,
-                      num_waits=cfg.num_waits, wait_strings=tuple(cfg.wait_strings),
-                      final_answer_prefix=cfg.final_answer_prefix, max_answer_tokens=cfg.max_answer_tokens)
-
-
-def run_budget(engine, questions: list[Question], cfg: EvaluateConfig, budget: Optional[int]) -> list[Generation]:
-    prompts = [thinking_prompt(engine.tokenizer, q.question) for q in questions]
-    spec = budget_spec(cfg, budget)
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-    label = f"budget {budget}" if budget is not None else "no budget"
-    with progress_bar(f"evaluating ({label})", total=len(prompts)) as advance:
-        results = engine.generate_forced(prompts, [spec] * len(prompts), sampling, progress=advance)
+def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
+              budget: Optional[int]) -> list[Generation]:
+    """One sweep point: ``budget`` thinking tokens (None: only the unlimited cap), or N samples when voting."""
+    label = f"{method} {'no budget' if budget is None else budget}"
+    with progress_bar(f"evaluating ({label})", total=len(questions)) as advance:
+        if budget is None:
+            prompts = [thinking_prompt(engine.tokenizer, q.question) for q in questions]
+            results = engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts),
+                                             Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
+                                             progress=advance)
+        else:
+            results = run_method(method, engine, [q.question for q in questions], budget, cfg, progress=advance)
     out = []
-    for q, p, r in zip(questions, prompts, results):
+    for q, r in zip(questions, results):
         predicted = extract_answer(r.answer)
         out.append(Generation(
-            question_id=q.id, budget=budget, prompt=p, thinking=r.thinking, answer=r.answer,
-            thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens, waits_used=r.waits_used,
-            hit_budget=r.hit_budget, predicted=predicted, gold=q.answer, correct=grade(predicted, q.answer),
+            question_id=q.id, budget=budget, method=method, prompt=q.question, thinking=r.thinking,
+            answer=r.answer, thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens,
+            waits_used=r.waits_used, hit_budget=r.hit_budget, predicted=predicted, gold=q.answer,
+            correct=grade(predicted, q.answer),
         ))
     return out
 
@@ -53,6 +54,18 @@ def summarise(generations: list[Generation]) -> SweepPoint:
     n = len(generations)
     return SweepPoint(budget=generations[0].budget, avg_thinking_tokens=sum(g.thinking_tokens for g in generations) / n,
                       accuracy=sum(g.correct for g in generations) / n)
+
+
+def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
+    """Sweep one method over its values; Control/Scaling/Performance for it."""
+    gens_all, points, runs = [], [], []
+    parallel = method in PARALLEL_METHODS
+    for value in sweep_values(method, cfg):
+        gens = run_point(engine, questions, cfg, method, value)
+        gens_all += gens
+        points.append(summarise(gens))
+        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, None if parallel else value) for g in gens]
+    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs)}, gens_all
 
 
 def base_model_accuracy(engine, questions: list[Question], max_new_tokens: int) -> float:
@@ -64,21 +77,19 @@ def base_model_accuracy(engine, questions: list[Question], max_new_tokens: int) 
 
 
 def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
-    all_gens: list[Generation] = []
-    points: list[SweepPoint] = []
-    runs: list[Run] = []
-    for budget in sorted(cfg.budgets):
-        gens = run_budget(engine, questions, cfg, budget)
+    """The main method's sweep (top-level keys) plus every method in ``compare_methods``."""
+    methods = [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
+    per_method, all_gens = {}, []
+    for m in methods:
+        per_method[m], gens = sweep(engine, questions, cfg, m)
         all_gens += gens
-        points.append(summarise(gens))
-        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, budget) for g in gens]
-    unlimited = run_budget(engine, questions, cfg, None)
+    unlimited = run_point(engine, questions, cfg, cfg.method, None)
     all_gens += unlimited
+    main = per_method[cfg.method]
     report = {
-        "points": [asdict(p) for p in points],
+        "method": cfg.method, **main, "methods": per_method,
         "unlimited": asdict(summarise(unlimited)),
-        **sweep_metrics(points, runs),
-        "accuracy_by_budget": {str(p.budget): p.accuracy for p in points},
+        "accuracy_by_budget": {str(p["budget"]): p["accuracy"] for p in main["points"]},
         "questions": len(questions),
     }
     return report, all_gens
@@ -89,13 +100,15 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = report["points"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], "o-",
-            label="SFT + budget forcing")
-    for p in pts:
-        ax.annotate(f"B={p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for method, res in report.get("methods", {report.get("method", "budget_forcing"): report}).items():
+        pts = res["points"]
+        ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], "o-",
+                label=f"SFT + {method.replace('_', ' ')}")
+        prefix = "N=" if method in PARALLEL_METHODS else "B="
+        for p in pts:
+            ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
+                        textcoords="offset points", xytext=(4, -12), fontsize=7)
     u = report["unlimited"]
     ax.plot([u["avg_thinking_tokens"]], [100 * u["accuracy"]], "s", label="SFT, no budget")
     if report.get("base_accuracy") is not None:

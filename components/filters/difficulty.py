@@ -13,16 +13,18 @@ from typing import Callable, Optional
 
 from components.formatting import prompt_text
 from components.grading import extract_answer, grade
+from components.inference.engine import Sampling
 from components.records import Example
 
 
 def student_attempts(engine, examples: list[Example], max_new_tokens: int,
                      progress: Optional[Callable[[int], None]] = None) -> list[bool]:
-    """Whether the student (an engine with ``generate_plain``) solves each example."""
+    """Whether the student engine, answering greedily in its own chat format, solves each example."""
     prompts = [prompt_text(engine.tokenizer, ex.question.question) for ex in examples]
+    sampling = Sampling(max_new_tokens=max_new_tokens)
     outputs = []
     for start in range(0, len(prompts), engine.batch_size):
-        outputs += engine.generate_plain(prompts[start:start + engine.batch_size], max_new_tokens)
+        outputs += [c.text for c in engine.generate(prompts[start:start + engine.batch_size], sampling)]
         if progress:
             progress(min(engine.batch_size, len(prompts) - start))
     return [grade(extract_answer(o), ex.question.answer) for o, ex in zip(outputs, examples)]

@@ -196,6 +196,7 @@ class ForcedResult:
     waits_used: int
     hit_budget: bool
     token_ids: list[int]
+    tries: int = 1  # samples drawn for this result (rejection sampling, majority voting)
 
 
 def split_result(state: SequenceState, generated: Sequence[int], vocab: ForcingVocab) -> ForcedResult:

@@ -9,7 +9,6 @@ so a forced "Wait" costs only its own tokens (the KV cache is kept).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -18,18 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from components.base_model import load_model
 from components.inference.budget_forcing import (BudgetForcer, BudgetSpec, ForcedResult, ForcingVocab,
                                                  max_new_tokens_for, split_result)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    logit_bias: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
+from components.inference.engine import Completion, Sampling
 
 
 class LogitBiasProcessor(LogitsProcessor):
@@ -37,7 +25,7 @@ class LogitBiasProcessor(LogitsProcessor):
 
     def __init__(self, bias: dict[int, float]):
         self.ids = torch.tensor(list(bias.keys()), dtype=torch.long)
-        self.values = torch.tensor(list(bias.values()))
+        self.values = torch.tensor(list(bias.values()), dtype=torch.float32)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores[:, self.ids] += self.values.to(scores.dtype)
@@ -84,11 +72,8 @@ class HFEngine:
         enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds)
         prompt_len = enc["input_ids"].shape[1]
-        kwargs = dict(do_sample=False)
-        if not sampling.greedy:
-            torch.manual_seed(sampling.seed + int(seeds[0]))
-            kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        processors = [LogitBiasProcessor(sampling.logit_bias)] if sampling.logit_bias else []
+        kwargs = self._sampling_kwargs(sampling, int(seeds[0]))
+        processors = self._bias_processors(sampling)
         processors.append(BudgetForcingLogitsProcessor(forcer, prompt_len))
         out = self.model.generate(
             **enc, max_new_tokens=max_new_tokens_for(specs, self.vocab, self.unlimited),
@@ -112,14 +97,41 @@ class HFEngine:
                 progress(end - start)
         return results
 
+    @staticmethod
+    def _bias_processors(sampling: Sampling) -> list:
+        biases = sampling.biases()
+        return [LogitBiasProcessor(biases)] if biases else []
+
+    @staticmethod
+    def _sampling_kwargs(sampling: Sampling, seed_offset: int) -> dict:
+        if sampling.greedy:
+            return dict(do_sample=False)
+        torch.manual_seed(sampling.seed + seed_offset)
+        return dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+
     @torch.inference_mode()
-    def generate_plain(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy generation until ``<|im_end|>`` with no forcing (e.g. the base model's own answer)."""
-        texts = []
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        """Plain batched generation; stops at any of ``sampling.stop_token_ids`` (default ``<|im_end|>``)."""
+        stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
+        out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id)
-            texts += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return texts
+            width = enc["input_ids"].shape[1]
+            ids = self.model.generate(
+                **enc, max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,
+                logits_processor=LogitsProcessorList(self._bias_processors(sampling)),
+                eos_token_id=stops, pad_token_id=self.tokenizer.pad_token_id,
+                **self._sampling_kwargs(sampling, start),
+            )
+            for row in range(len(chunk)):
+                gen = ids[row, width:].tolist()
+                stop_at = next((i for i, t in enumerate(gen) if t in stops), None)
+                kept = gen if stop_at is None else gen[: stop_at + 1]
+                text_ids = kept if stop_at is None else kept[:-1]
+                out.append(Completion(
+                    token_ids=kept, text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                    prompt_tokens=int(enc["attention_mask"][row].sum()), completion_tokens=len(kept),
+                    finish_reason="length" if stop_at is None else "stop",
+                ))
+        return out

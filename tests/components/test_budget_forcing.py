@@ -3,7 +3,7 @@ import pytest
 
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec
-from components.inference.hf_engine import Sampling
+from components.inference.engine import Sampling
 
 QUESTIONS = ["What is 12 + 34?", "What is the digit sum of 98765?", "Solve for x: x - 5 = 7. What is x?",
              "What is 4831 + 2967?", "In how many ways can one of 3 chess or 4 go players be picked?", "What is 1 + 1?"]

@@ -66,12 +66,14 @@ class ScriptedStudent:
     def __init__(self):
         self.asked = []
 
-    def generate_plain(self, prompts, max_new_tokens):
+    def generate(self, prompts, sampling):
+        from components.inference.engine import Completion
         out = []
         for p in prompts:
             i = len(self.asked)
             self.asked.append(p)
-            out.append("Answer: 42" if i % 2 == 0 else "Answer: 41")
+            text = "Answer: 42" if i % 2 == 0 else "Answer: 41"
+            out.append(Completion([], text, 1, 3, "stop"))
         return out
 
 

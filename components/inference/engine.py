@@ -1,0 +1,66 @@
+"""The engine protocol every inference backend implements (HF transformers, vLLM).
+
+Two calls: ``generate`` (plain batched generation with stop tokens, min/max new
+tokens, sampling, logit bias / banned tokens) and ``generate_forced`` (budget
+forcing, see :mod:`components.inference.budget_forcing`).
+
+    out = engine.generate(prompts, Sampling(max_new_tokens=32, stop_token_ids=(im_end,)))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, Sequence
+
+from components.inference.budget_forcing import BudgetSpec, ForcedResult
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters shared by both calls (``max/min_new_tokens`` and stops: ``generate`` only)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    banned_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) > max_new_tokens ({self.max_new_tokens})")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def biases(self) -> dict[int, float]:
+        """logit_bias with banned tokens folded in as -inf."""
+        out = dict(self.logit_bias)
+        out.update({t: float("-inf") for t in self.banned_token_ids})
+        return out
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (a stop token) or "length"
+
+
+class Engine(Protocol):
+    name: str
+    tokenizer: object
+    batch_size: int
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]: ...
+
+    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = ...,
+                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]: ...

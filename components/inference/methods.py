@@ -1,0 +1,138 @@
+"""The test-time scaling methods s1 compares, selectable by name (``evaluate.method``).
+
+Sequential control: ``budget_forcing`` (s1), ``token_conditional`` (budget stated
+in the prompt), ``step_conditional`` (budget in steps of ~``step_tokens``),
+``class_conditional`` (think short / long), ``rejection_sampling`` (sample until
+the thinking fits the budget, at most ``rejection_max_tries``). Parallel:
+``majority_voting`` over N samples (its sweep value is N) with answers
+normalised and grouped by math-verify equivalence.
+
+    results = run_method("budget_forcing", engine, questions, budget=64, cfg=cfg.evaluate)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+from components.config import EvaluateConfig
+from components.formatting import thinking_prompt
+from components.grading import extract_answer, grade
+from components.inference.budget_forcing import BudgetSpec, ForcedResult
+from components.inference.engine import Sampling
+
+
+def budget_spec(cfg: EvaluateConfig, max_tokens: Optional[int]) -> BudgetSpec:
+    return BudgetSpec(max_thinking_tokens=max_tokens, min_thinking_tokens=cfg.min_thinking_tokens,
+                      num_waits=cfg.num_waits, wait_strings=tuple(cfg.wait_strings),
+                      final_answer_prefix=cfg.final_answer_prefix, max_answer_tokens=cfg.max_answer_tokens)
+
+
+def _greedy(cfg: EvaluateConfig) -> Sampling:
+    return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+
+
+def _prompted(engine, questions: Sequence[str], suffix: str) -> list[str]:
+    return [thinking_prompt(engine.tokenizer, f"{q}\n{suffix}") for q in questions]
+
+
+def budget_forcing(engine, questions, budget, cfg, progress=None):
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    return engine.generate_forced(prompts, [budget_spec(cfg, budget)] * len(prompts), _greedy(cfg), progress)
+
+
+def token_conditional(engine, questions, budget, cfg, progress=None):
+    prompts = _prompted(engine, questions, f"Think for up to {budget} tokens.")
+    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+
+
+def step_conditional(engine, questions, budget, cfg, progress=None):
+    steps = max(1, budget // cfg.step_tokens)
+    prompts = _prompted(engine, questions, f"Think for up to {steps} steps.")
+    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+
+
+def class_conditional(engine, questions, budget, cfg, progress=None):
+    hint = "Think briefly." if budget <= cfg.class_threshold else "Think step by step, thoroughly."
+    prompts = _prompted(engine, questions, hint)
+    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+
+
+def rejection_sampling(engine, questions, budget, cfg, progress=None):
+    """Sample at ``sample_temperature`` until thinking fits ``budget``; keep the last try otherwise."""
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    chosen: list[Optional[ForcedResult]] = [None] * len(prompts)
+    pending = list(range(len(prompts)))
+    for attempt in range(cfg.rejection_max_tries):
+        sampling = Sampling(temperature=cfg.sample_temperature, top_p=cfg.top_p, seed=cfg.seed + 1000 * attempt)
+        results = engine.generate_forced([prompts[i] for i in pending], [budget_spec(cfg, None)] * len(pending), sampling)
+        still = []
+        for i, r in zip(pending, results):
+            chosen[i] = dataclasses.replace(r, tries=attempt + 1)
+            if r.thinking_tokens > budget:
+                still.append(i)
+        if progress:
+            progress(len(pending) - len(still))
+        pending = still
+        if not pending:
+            break
+    if progress and pending:
+        progress(len(pending))
+    return chosen
+
+
+def vote(answers: Sequence[str]) -> str:
+    """Most common answer, grouping equivalent forms (``1/2`` and ``0.5``); ties go to the first seen."""
+    groups: list[list[str]] = []
+    for a in answers:
+        if not a:
+            continue
+        for g in groups:
+            if grade(a, g[0]):
+                g.append(a)
+                break
+        else:
+            groups.append([a])
+    return max(groups, key=len)[0] if groups else ""
+
+
+def majority_voting(engine, questions, n_samples, cfg, progress=None):
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    samples = []
+    for k in range(n_samples):
+        sampling = Sampling(temperature=cfg.sample_temperature, top_p=cfg.top_p, seed=cfg.seed + 1000 * k)
+        samples.append(engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), sampling))
+    out = []
+    for i in range(len(prompts)):
+        mine = [s[i] for s in samples]
+        winner = vote([extract_answer(r.answer) for r in mine])
+        first = next((r for r in mine if extract_answer(r.answer) == winner), mine[0])
+        out.append(dataclasses.replace(
+            first, thinking_tokens=sum(r.thinking_tokens for r in mine), tries=n_samples,
+            answer=f"Answer: {winner}" if winner else first.answer,
+        ))
+    if progress:
+        progress(len(prompts))
+    return out
+
+
+METHODS: dict[str, Callable[..., list[ForcedResult]]] = {
+    "budget_forcing": budget_forcing,
+    "token_conditional": token_conditional,
+    "step_conditional": step_conditional,
+    "class_conditional": class_conditional,
+    "rejection_sampling": rejection_sampling,
+    "majority_voting": majority_voting,
+}
+PARALLEL_METHODS = {"majority_voting"}
+
+
+def sweep_values(method: str, cfg: EvaluateConfig) -> list[int]:
+    """What a sweep varies: samples for parallel methods, thinking budgets otherwise."""
+    return list(cfg.voting_samples) if method in PARALLEL_METHODS else sorted(cfg.budgets)
+
+
+def run_method(name: str, engine, questions: Sequence[str], budget: int, cfg: EvaluateConfig,
+               progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+    if name not in METHODS:
+        raise ValueError(f"evaluate.method: {name!r} unknown; choose from {sorted(METHODS)}")
+    return METHODS[name](engine, list(questions), budget, cfg, progress)

@@ -1,0 +1,49 @@
+"""The plain-generation half of the engine protocol (HF backend, tiny untrained Qwen2)."""
+import pytest
+
+from components.inference.engine import Sampling
+
+PROMPTS = ["<|im_start|>user\nWhat is 1 + 1?<|im_end|>\n<|im_start|>assistant\n", "Problem: What is 12 + 30?\n"]
+
+
+def test_max_new_tokens_and_length_finish(tiny_engine):
+    v = tiny_engine.vocab
+    out = tiny_engine.generate(PROMPTS, Sampling(max_new_tokens=7, banned_token_ids=v.stop_ids))
+    for c in out:
+        assert c.completion_tokens == 7 and c.finish_reason == "length" and len(c.token_ids) == 7
+        assert not set(c.token_ids) & set(v.stop_ids)
+        assert c.prompt_tokens > 0
+
+
+def test_stop_token_ends_generation(tiny_engine):
+    v = tiny_engine.vocab
+    out = tiny_engine.generate(PROMPTS, Sampling(max_new_tokens=20, logit_bias={v.end_id: 1e4}))
+    for c in out:
+        assert c.token_ids == [v.end_id] and c.finish_reason == "stop" and c.text == ""
+
+
+def test_min_new_tokens_delays_stop(tiny_engine):
+    v = tiny_engine.vocab
+    out = tiny_engine.generate(PROMPTS, Sampling(max_new_tokens=20, min_new_tokens=5, logit_bias={v.end_id: 1e4}))
+    for c in out:
+        assert c.completion_tokens == 6 and c.token_ids[-1] == v.end_id
+
+
+def test_custom_stop_tokens(tiny_engine):
+    tok = tiny_engine.tokenizer
+    seven = tok.convert_tokens_to_ids("7")
+    out = tiny_engine.generate(PROMPTS[:1], Sampling(max_new_tokens=20, stop_token_ids=(seven,),
+                                                     logit_bias={seven: 1e4}))
+    assert out[0].token_ids == [seven] and out[0].finish_reason == "stop"
+
+
+def test_sampling_is_seeded(tiny_engine):
+    s = Sampling(temperature=1.0, top_p=0.9, seed=5, max_new_tokens=12)
+    a, b = tiny_engine.generate(PROMPTS, s), tiny_engine.generate(PROMPTS, s)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=-1), dict(top_p=0), dict(min_new_tokens=9, max_new_tokens=3)])
+def test_bad_sampling_rejected(kwargs):
+    with pytest.raises(ValueError):
+        Sampling(**kwargs)
