@@ -147,20 +147,18 @@ class BudgetForcer:
         st.queue = deque(self.vocab.delimiter_ids + (st.prefix_ids if forced else ()))
         return st.queue.popleft()
 
-    def _would_stop(self, st: SequenceState, scores: torch.Tensor) -> bool:
+    def _would_stop(self, st: SequenceState, stop_signal: float) -> bool:
+        """Greedy: ``stop_signal`` is 1.0 when a stop token is the argmax. Sampling: it is P(stop)."""
         if not self.do_sample:
-            return int(torch.argmax(scores)) in self.vocab.stop_ids
-        probs = torch.softmax(scores.float(), dim=-1)
-        p_stop = float(probs[self._stop].sum())
-        return float(torch.rand((), generator=st.generator)) < p_stop
+            return stop_signal > 0.5
+        return float(torch.rand((), generator=st.generator)) < stop_signal
 
-    # -- per-step decision ---------------------------------------------------------
-    def decide(self, row: int, scores: torch.Tensor) -> Optional[int]:
-        """The token to force for ``row`` now, or None to let the model choose.
+    # Actions: a token id to force, BAN_STOPS (thinking: the model chooses, minus stop tokens),
+    # BAN_TURN (answer: the model chooses, minus <|im_start|>).
+    BAN_STOPS, BAN_TURN = -1, -2
 
-        May ban tokens in ``scores`` in place when the model chooses.
-        """
-        st, spec = self.states[row], self.states[row].spec
+    def _decide(self, st: SequenceState, stop_signal: float) -> int:
+        spec = st.spec
         if st.phase is Phase.DONE:
             return self.vocab.end_id
         if st.phase is Phase.THINKING:
@@ -169,22 +167,65 @@ class BudgetForcer:
                 return self._end_thinking(st, forced=True)
             if st.queue:
                 return st.queue.popleft()
-            if self._would_stop(st, scores):
+            if self._would_stop(st, stop_signal):
                 if st.thinking_tokens < spec.min_thinking_tokens or st.waits_used < spec.num_waits:
                     wait = st.wait_ids[st.waits_used % len(st.wait_ids)]
                     st.waits_used += 1
                     st.queue = deque(wait)
                     return st.queue.popleft()
                 return self._end_thinking(st, forced=False)
-            scores[list(self.vocab.stop_ids)] = float("-inf")
-            scores[list(self.vocab.banned_ids)] = float("-inf")
-            return None
+            return self.BAN_STOPS
         if st.queue:  # rest of the delimiter / answer prefix
             return st.queue.popleft()
         if st.answer_tokens >= spec.max_answer_tokens:
             return self.vocab.end_id
-        scores[[self.vocab.stop_ids[0], *self.vocab.banned_ids]] = float("-inf")
-        return None
+        return self.BAN_TURN
+
+    def stop_signals(self, scores: torch.Tensor) -> list[float]:
+        """Per row: argmax-is-a-stop-token (greedy) or P(stop) (sampling), for a (batch, vocab) tensor."""
+        if not self.do_sample:
+            return torch.isin(scores.argmax(-1), self._stop).float().tolist()
+        return torch.softmax(scores.float(), dim=-1)[:, self._stop].sum(-1).tolist()
+
+    def step(self, last_tokens: Optional[Sequence[int]], scores: torch.Tensor) -> torch.Tensor:
+        """Advance every row one step and apply its action to ``scores`` (batch, vocab), vectorised."""
+        if last_tokens is not None:
+            for row, tok in enumerate(last_tokens):
+                self.observe(row, tok)
+        signals = self.stop_signals(scores)
+        forced_rows, forced_tokens, ban_stop_rows, ban_turn_rows = [], [], [], []
+        for row, st in enumerate(self.states):
+            action = self._decide(st, signals[row])
+            if action == self.BAN_STOPS:
+                ban_stop_rows.append(row)
+            elif action == self.BAN_TURN:
+                ban_turn_rows.append(row)
+            else:
+                forced_rows.append(row)
+                forced_tokens.append(action)
+        neg = float("-inf")
+        if ban_stop_rows:
+            cols = list(self.vocab.stop_ids) + list(self.vocab.banned_ids)
+            scores[torch.tensor(ban_stop_rows)[:, None], torch.tensor(cols)[None, :]] = neg
+        if ban_turn_rows:
+            cols = [self.vocab.stop_ids[0], *self.vocab.banned_ids]
+            scores[torch.tensor(ban_turn_rows)[:, None], torch.tensor(cols)[None, :]] = neg
+        if forced_rows:
+            rows = torch.tensor(forced_rows)
+            scores[rows] = neg
+            scores[rows, torch.tensor(forced_tokens)] = 0.0
+        return scores
+
+    def decide(self, row: int, scores: torch.Tensor) -> Optional[int]:
+        """Single-row form (per-request processors): the token to force, or None after banning in place."""
+        action = self._decide(self.states[row], self.stop_signals(scores[None, :])[0])
+        if action == self.BAN_STOPS:
+            scores[list(self.vocab.stop_ids) + list(self.vocab.banned_ids)] = float("-inf")
+            return None
+        if action == self.BAN_TURN:
+            scores[[self.vocab.stop_ids[0], *self.vocab.banned_ids]] = float("-inf")
+            return None
+        return action
 
 
 @dataclass

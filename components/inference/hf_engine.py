@@ -37,15 +37,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self.forcer, self.prompt_len = forcer, prompt_len
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.prompt_len
-        for row in range(scores.shape[0]):
-            if step > 0:
-                self.forcer.observe(row, int(input_ids[row, -1]))
-            token = self.forcer.decide(row, scores[row])
-            if token is not None:
-                scores[row].fill_(float("-inf"))
-                scores[row, token] = 0.0
-        return scores
+        started = input_ids.shape[1] > self.prompt_len
+        return self.forcer.step(input_ids[:, -1].tolist() if started else None, scores)
 
 
 class HFEngine:
