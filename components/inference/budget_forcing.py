@@ -65,6 +65,7 @@ class ForcingVocab:
     end_id: int
     banned_ids: tuple[int, ...]
     tokenizer: object = field(repr=False, compare=False)
+    encoded: dict = field(default_factory=dict, repr=False, compare=False)  # pre-encoded strings (no tokenizer)
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "ForcingVocab":
@@ -75,6 +76,10 @@ class ForcingVocab:
         return cls((im_start, im_end), delim, im_end, banned, tokenizer)
 
     def encode(self, text: str) -> tuple[int, ...]:
+        if text in self.encoded:
+            return self.encoded[text]
+        if self.tokenizer is None:
+            raise KeyError(f"{text!r} was not pre-encoded and there is no tokenizer here")
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

