@@ -20,7 +20,7 @@ _ENGINE_STAGES = {"filter", "evaluate"}
 
 
 def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
-    from components.inference.engines import ENGINES
+    from components.inference.engines import engine_problem
     from components.teacher import TEACHERS
 
     stages, out = set(stages), []
@@ -30,9 +30,8 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
         elif cfg.teacher.kind != "programmatic" and not os.environ.get(cfg.teacher.api_key_env):
             out.append(f"teacher.api_key_env: environment variable {cfg.teacher.api_key_env} is not set; "
                        "export the API key there (keys never go in params.yaml)")
-    if stages & _ENGINE_STAGES and cfg.evaluate.engine not in ENGINES:
-        out.append(f"evaluate.engine: {cfg.evaluate.engine!r} is not available in this build; "
-                   f"choose one of {sorted(ENGINES)}")
+    if stages & _ENGINE_STAGES and (why := engine_problem(cfg.evaluate.engine)):
+        out.append(f"evaluate.engine: {why}")
     if "filter" in stages:
         for src in cfg.decontamination.eval_sets:
             if not Path(src).exists():

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 ENGINES: dict[str, str] = {
@@ -13,8 +14,19 @@ ENGINES: dict[str, str] = {
 }
 
 
-def engine_available(name: str) -> bool:
-    return name in ENGINES
+# The package each engine needs beyond the core install.
+REQUIRES = {"vllm": "vllm"}
+
+
+def engine_problem(name: str) -> str | None:
+    """Why ``name`` cannot run here, or None."""
+    if name not in ENGINES:
+        return f"{name!r} is not an engine; choose one of {sorted(ENGINES)}"
+    need = REQUIRES.get(name)
+    if need and importlib.util.find_spec(need) is None:
+        return (f"{name!r} needs the {need} package: install the gpu extra (pip install -e .[gpu]) on a GPU "
+                "machine, or use `make vllm-env` for the CPU build; or choose 'hf'")
+    return None
 
 
 def build_engine(name: str, model: str, dtype: str = "float32", **kwargs: Any):
