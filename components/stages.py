@@ -70,8 +70,9 @@ def _threads() -> None:
 
 def _engine(path: Path | str, cfg: ProfileConfig):
     from components.inference.engines import build_engine
+    extra = {"tensor_parallel_size": cfg.evaluate.tensor_parallel_size} if cfg.evaluate.engine == "vllm" else {}
     return build_engine(cfg.evaluate.engine, str(path), cfg.model.dtype, batch_size=cfg.evaluate.batch_size,
-                        unlimited_thinking_tokens=cfg.evaluate.unlimited_thinking_tokens)
+                        unlimited_thinking_tokens=cfg.evaluate.unlimited_thinking_tokens, **extra)
 
 
 def base_model_stage(cfg: ProfileConfig, paths: Paths) -> dict:
