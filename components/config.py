@@ -189,6 +189,21 @@ class EvaluateConfig(Section):
         return self
 
 
+class ServeConfig(Section):
+    """The Ray Serve application (components/serve)."""
+
+    model_name: str = "s1flow-tiny"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    num_replicas: int = Field(1, gt=0)
+    num_cpus: float = Field(1, gt=0, description="per replica")
+    num_gpus: float = Field(0, ge=0, description="per replica (tensor_parallel_size GPUs for vLLM)")
+    max_batch_size: int = Field(16, gt=0)
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    default_answer_tokens: int = Field(32, gt=0)
+    api_key_env: str = Field("S1FLOW_API_KEY", description="env var holding the bearer token; unset = no auth")
+
+
 class TrackingConfig(Section):
     tracking_uri: Optional[str] = Field(None, description="None: a SQLite store in the working dir")
     experiment: str = "s1flow-tiny"
@@ -207,6 +222,7 @@ class ProfileConfig(Section):
     selection: SelectionConfig = SelectionConfig()
     sft: SFTConfig = SFTConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -109,8 +109,10 @@ class BudgetForcer:
     """Drives a batch of sequences, each in its own phase."""
 
     def __init__(self, specs: Sequence[BudgetSpec], vocab: ForcingVocab, do_sample: bool = False,
-                 seeds: Optional[Sequence[int]] = None):
-        self.vocab, self.do_sample = vocab, do_sample
+                 seeds: Optional[Sequence[int]] = None,
+                 on_token: Optional[Callable[[int, int, "Phase"], None]] = None):
+        """``on_token(row, token, phase)`` sees every token as it is emitted (used for streaming)."""
+        self.vocab, self.do_sample, self.on_token = vocab, do_sample, on_token
         cache: dict[str, tuple[int, ...]] = {}
 
         def enc(s: str) -> tuple[int, ...]:
@@ -134,6 +136,8 @@ class BudgetForcer:
     def observe(self, row: int, token: int) -> None:
         """Account for the token sequence ``row`` emitted at the previous step."""
         st = self.states[row]
+        if self.on_token is not None:
+            self.on_token(row, token, st.phase)
         if st.phase is Phase.THINKING:
             st.thinking_tokens += 1
         elif st.phase is Phase.DELIMITER:

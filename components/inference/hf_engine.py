@@ -61,9 +61,9 @@ class HFEngine:
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
-                        seeds: Sequence[int]) -> list[ForcedResult]:
+                        seeds: Sequence[int], on_token=None) -> list[ForcedResult]:
         enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds)
+        forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds, on_token=on_token)
         prompt_len = enc["input_ids"].shape[1]
         kwargs = self._sampling_kwargs(sampling, int(seeds[0]))
         processors = self._bias_processors(sampling)
@@ -76,16 +76,18 @@ class HFEngine:
         return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]
 
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
-                        sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None
-                        ) -> list[ForcedResult]:
+                        sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
+                        on_token: Optional[Callable] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``)."""
         if len(prompts) != len(specs):
             raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
         specs = [self._cap(s) for s in specs]
         results: list[ForcedResult] = []
         for start in range(0, len(prompts), self.batch_size):
             end = min(start + self.batch_size, len(prompts))
+            shifted = (lambda row, tok, ph, _s=start: on_token(row + _s, tok, ph)) if on_token else None
             results += self._generate_batch(prompts[start:end], specs[start:end], sampling,
-                                            seeds=[sampling.seed + i for i in range(start, end)])
+                                            seeds=[sampling.seed + i for i in range(start, end)], on_token=shifted)
             if progress:
                 progress(end - start)
         return results
