@@ -70,6 +70,19 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
 
 
 @app.command()
+def serve(model: Optional[str] = typer.Option(None, help="model dir or hub id (default: the profile's SFT model)"),
+          port: Optional[int] = typer.Option(None, help="HTTP port (default: serve.port)"),
+          params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Serve the model with Ray Serve: OpenAI-compatible, budget fields per request (Ctrl-C stops)."""
+    cfg = _config(params, profile, set)
+    from components.serve.launch import start_server
+    path = model or str(Paths.for_profile(cfg.name).sft_model)
+    url = f"http://{cfg.serve.host}:{port or cfg.serve.port}/v1"
+    typer.echo(f"serving {path} as '{cfg.serve.model_name}' at {url} (engine {cfg.evaluate.engine})")
+    start_server(cfg, path, port=port, blocking=True)
+
+
+@app.command()
 def stages():
     """List the pipeline stages in order."""
     for name, fn in STAGES.items():
