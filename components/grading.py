@@ -57,3 +57,19 @@ def grade(predicted: str, gold: str) -> bool:
         return bool(g and p and verify(g, p))
     except Exception:
         return False
+
+
+_CHOICE = re.compile(r"\(?\b([A-D])\b\)?")
+
+
+def grade_choice(predicted: str, gold_letter: str) -> bool:
+    """Multiple choice (GPQA): the first standalone option letter in the prediction."""
+    m = _CHOICE.search(predicted.strip())
+    return bool(m) and m.group(1) == gold_letter.strip().upper()
+
+
+def grade_question(question, predicted: str) -> bool:
+    """Grade by the question's kind (``metadata.kind``: math or multiple_choice)."""
+    if question.metadata.get("kind") == "multiple_choice":
+        return grade_choice(predicted, question.answer)
+    return grade(predicted, question.answer)

@@ -1,39 +1,10 @@
 """Ray Serve on 127.0.0.1 with the tiny model, driven by the official openai client."""
-import json
-import os
-import socket
-
 import httpx
 import openai
 import pytest
 
-from components.config import parse_profile
 
-KEY = "test-key-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    from components.serve.launch import start_server, stop_server
-    os.environ["S1FLOW_TEST_KEY"] = KEY
-    port = _free_port()
-    cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
-                                   "max_batch_size": 8, "default_answer_tokens": 8},
-                         "evaluate": {"unlimited_thinking_tokens": 48}}, "tiny")
-    url = start_server(cfg, str(tiny_model_dir), port=port)
-    yield url
-    stop_server()
-
-
-@pytest.fixture
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+from tests.serve.conftest import KEY
 
 
 def test_health_and_models(server, client):

@@ -12,7 +12,6 @@ and the scaling-curve PNG.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Optional
 
 from components.config import EvaluateConfig
@@ -93,33 +92,3 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
         "questions": len(questions),
     }
     return report, all_gens
-
-
-def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on the held-out set") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, res in report.get("methods", {report.get("method", "budget_forcing"): report}).items():
-        pts = res["points"]
-        ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], "o-",
-                label=f"SFT + {method.replace('_', ' ')}")
-        prefix = "N=" if method in PARALLEL_METHODS else "B="
-        for p in pts:
-            ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=7)
-    u = report["unlimited"]
-    ax.plot([u["avg_thinking_tokens"]], [100 * u["accuracy"]], "s", label="SFT, no budget")
-    if report.get("base_accuracy") is not None:
-        ax.axhline(100 * report["base_accuracy"], ls="--", color="gray", label="base model (no thinking)")
-    ax.set_xlabel("average thinking tokens")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)

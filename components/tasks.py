@@ -1,0 +1,89 @@
+"""Evaluation task loaders: one record schema (:class:`Question`) for every benchmark.
+
+Each task loads from a local JSONL file when one is given (the embedded
+profile, tests) or from its Hugging Face dataset (the real profile). GPQA
+Diamond becomes a multiple-choice question with options shuffled
+deterministically per question; its answer is the letter.
+
+    questions = load_task("math500", path="data/eval/math500.jsonl", limit=100)
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from components.records import Question, iter_jsonl
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    hf_dataset: str
+    hf_config: Optional[str]
+    split: str
+    question_field: str
+    answer_field: str
+    kind: str = "math"  # math | multiple_choice
+
+
+TASKS: dict[str, TaskSpec] = {
+    "aime24": TaskSpec("HuggingFaceH4/aime_2024", None, "train", "problem", "answer"),
+    "aime25": TaskSpec("opencompass/AIME2025", "AIME2025-I", "test", "question", "answer"),
+    "math500": TaskSpec("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
+    "amc23": TaskSpec("math-ai/amc23", None, "test", "question", "answer"),
+    "gpqa_diamond": TaskSpec("Idavidrein/gpqa", "gpqa_diamond", "train", "Question", "Correct Answer",
+                             kind="multiple_choice"),
+}
+LETTERS = "ABCD"
+
+
+def _field(row: dict, *names: str) -> Any:
+    for n in names:
+        if row.get(n) not in (None, ""):
+            return row[n]
+    raise KeyError(f"none of the fields {names} in row with keys {sorted(row)}")
+
+
+def _multiple_choice(row: dict, qid: str) -> tuple[str, str]:
+    correct = str(_field(row, "Correct Answer")).strip()
+    options = [correct] + [str(row[f"Incorrect Answer {i}"]).strip() for i in (1, 2, 3)]
+    rng = random.Random(int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16))
+    rng.shuffle(options)
+    body = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+    text = f"{str(_field(row, 'Question')).strip()}\n\n{body}\n\nAnswer with the letter of the correct option."
+    return text, LETTERS[options.index(correct)]
+
+
+def _records(name: str, spec: TaskSpec, rows: Iterable[dict]) -> list[Question]:
+    out = []
+    for i, row in enumerate(rows):
+        qid = str(row.get("id") or row.get("Record ID") or f"{name}-{i}")
+        if spec.kind == "multiple_choice":
+            text, answer = _multiple_choice(row, qid)
+        else:
+            text = str(_field(row, spec.question_field, "problem", "question", "Problem"))
+            answer = str(_field(row, spec.answer_field, "answer", "Answer"))
+        meta = {k: row[k] for k in ("subject", "level") if k in row}
+        out.append(Question(id=qid, source=name, question=text, answer=answer,
+                            metadata={"kind": spec.kind, **meta}))
+    return out
+
+
+def load_task(name: str, path: Optional[str | Path] = None, limit: Optional[int] = None,
+              hf_loader: Optional[Callable[..., Iterable[dict]]] = None) -> list[Question]:
+    """Load ``name`` from ``path`` (JSONL) or its Hugging Face dataset."""
+    if name not in TASKS:
+        raise ValueError(f"evaluate.tasks: unknown task {name!r}; choose from {sorted(TASKS)} or 'heldout'")
+    spec = TASKS[name]
+    if path is not None:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"evaluate.task_files.{name}: {path} not found")
+        rows: Iterable[dict] = iter_jsonl(path)
+    else:
+        if hf_loader is None:
+            from datasets import load_dataset as hf_loader  # the real profile; needs the hub
+        rows = hf_loader(spec.hf_dataset, spec.hf_config, split=spec.split)
+    items = _records(name, spec, rows)
+    return items[:limit] if limit else items
