@@ -76,6 +76,8 @@ async def run_endpoint_sweep(questions: list[Question], sweep: EndpointSweep, ou
     sem, lock = asyncio.Semaphore(sweep.concurrency), asyncio.Lock()
     new: list[dict] = []
     with open(out_path, "a") as sink, progress_bar(f"sweep via {sweep.base_url}", total=len(todo)) as advance:
+        if out_path.stat().st_size and not out_path.read_bytes().endswith(b"\n"):
+            sink.write("\n")  # end a line torn by a kill, so the next record starts clean
         async def one(q: Question, budget: Optional[int], seed: int) -> None:
             extra = {"max_thinking_tokens": budget, "num_waits": sweep.num_waits,
                      "wait_strings": list(sweep.wait_strings), "final_answer_prefix": sweep.final_answer_prefix}
