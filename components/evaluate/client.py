@@ -62,6 +62,14 @@ def completed(path: Path, run_key: str) -> dict[tuple, dict]:
     return done
 
 
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 async def run_endpoint_sweep(questions: list[Question], sweep: EndpointSweep, out_path: str | Path) -> list[dict]:
     import openai
 
@@ -76,7 +84,7 @@ async def run_endpoint_sweep(questions: list[Question], sweep: EndpointSweep, ou
     sem, lock = asyncio.Semaphore(sweep.concurrency), asyncio.Lock()
     new: list[dict] = []
     with open(out_path, "a") as sink, progress_bar(f"sweep via {sweep.base_url}", total=len(todo)) as advance:
-        if out_path.stat().st_size and not out_path.read_bytes().endswith(b"\n"):
+        if _ends_mid_line(out_path):
             sink.write("\n")  # end a line torn by a kill, so the next record starts clean
         async def one(q: Question, budget: Optional[int], seed: int) -> None:
             extra = {"max_thinking_tokens": budget, "num_waits": sweep.num_waits,
