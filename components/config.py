@@ -147,6 +147,12 @@ MethodName = Literal["budget_forcing", "token_conditional", "step_conditional", 
 
 class EvaluateConfig(Section):
     engine: Literal["hf", "vllm"] = "hf"
+    via: Literal["in_process", "serve"] = Field("in_process", description="serve: sweep through the Serve endpoint")
+    tasks: list[str] = Field(default_factory=lambda: ["heldout"], description="heldout | aime24 | aime25 | math500 | amc23 | gpqa_diamond")
+    task_files: dict[str, str] = Field(default_factory=dict, description="local JSONL per task (else its HF dataset)")
+    task_limit: Optional[int] = Field(None, gt=0)
+    seeds: list[int] = Field(default_factory=lambda: [0], description="one sample per seed per question (via serve)")
+    concurrency: int = Field(16, gt=0, description="requests in flight (via serve)")
     method: MethodName = "budget_forcing"
     compare_methods: list[MethodName] = Field(default_factory=list, description="also swept, for the comparison table")
     test_size: int = Field(200, gt=0)
@@ -186,6 +192,12 @@ class EvaluateConfig(Section):
             raise ValueError("wait_strings: must be non-empty strings")
         if self.test_min_difficulty > self.test_max_difficulty:
             raise ValueError("test_min_difficulty: greater than test_max_difficulty")
+        if not self.tasks:
+            raise ValueError("tasks: list at least one task (e.g. heldout)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: must be a non-empty list of distinct seeds")
+        if self.via == "serve" and self.method != "budget_forcing":
+            raise ValueError("method: the Serve endpoint runs budget_forcing; use via: in_process for other methods")
         return self
 
 

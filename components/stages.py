@@ -223,20 +223,46 @@ def model_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def eval_questions(cfg: ProfileConfig, paths: Paths) -> dict[str, list[Question]]:
+    from components.tasks import load_task
+    ev, out = cfg.evaluate, {}
+    for name in ev.tasks:
+        if name == "heldout":
+            out[name] = read_jsonl(paths.heldout, Question)[: ev.task_limit]
+        else:
+            out[name] = load_task(name, ev.task_files.get(name), ev.task_limit)
+    return out
+
+
 def evaluate_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    """Sweep every task in evaluate.tasks; the first is the headline (top-level keys, plot)."""
     from components.evaluate import base_model_accuracy, evaluate_sweep, plot_scaling
+    from components.evaluate.provenance import provenance
     _threads()
-    questions = read_jsonl(paths.heldout, Question)
+    digest = model_hash(paths.sft_model)
+    per_task, all_samples = {}, []
     base = _engine(base_model_ref(cfg, paths), cfg)
-    base_acc = base_model_accuracy(base, questions, cfg.difficulty.max_new_tokens)
-    report, gens = evaluate_sweep(_engine(paths.sft_model, cfg), questions, cfg.evaluate)
-    report.update(base_accuracy=base_acc, model_hash=model_hash(paths.sft_model), engine=cfg.evaluate.engine)
-    write_jsonl(paths.eval_samples, gens)
+    for name, questions in eval_questions(cfg, paths).items():
+        base_acc = base_model_accuracy(base, questions, cfg.difficulty.max_new_tokens)
+        if cfg.evaluate.via == "serve":
+            from components.evaluate.served import evaluate_via_serve
+            report, samples = evaluate_via_serve(cfg, paths.sft_model, questions,
+                                                 paths.root / "runs" / cfg.name / f"serve_samples_{name}.jsonl", digest)
+        else:
+            report, gens = evaluate_sweep(_engine(paths.sft_model, cfg), questions, cfg.evaluate)
+            samples = [{**g.model_dump(), "seed": cfg.evaluate.seed} for g in gens]
+        report.update(base_accuracy=base_acc, questions=len(questions))
+        per_task[name] = report
+        all_samples += [{**r, "task": name} for r in samples]
+    headline = per_task[cfg.evaluate.tasks[0]]
+    report = {**headline, "task": cfg.evaluate.tasks[0], "tasks": per_task, "model_hash": digest,
+              "engine": cfg.evaluate.engine, "provenance": provenance(cfg, digest)}
+    write_jsonl(paths.eval_samples, all_samples)
     write_json(paths.metric("eval.json"), report)
     write_jsonl(paths.plot("scaling.jsonl"), [
         {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
          "accuracy": p["accuracy"]} for p in report["points"]])
-    plot_scaling(report, paths.plot("scaling.png"))
+    plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")
     return report
 
 
@@ -250,8 +276,9 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
                    train_loss=train["train_loss"], sft_seconds=train["seconds"])
     artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
                  paths.metric("selection_report.json"), paths.metric("train.json")]
-    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model,
-                            tags={"model_hash": ev.get("model_hash", "")})
+    tags = {"model_hash": ev.get("model_hash", ""),
+            **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
+    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags)
     write_json(paths.metric("mlflow_run.json"), info)
     return info
 

@@ -80,3 +80,27 @@ def test_mlflow_run_and_registered_model(pipeline_run):
     import pandas as pd
     out = model.predict(pd.DataFrame({"question": ["What is 12 + 30?"], "max_thinking_tokens": [5]}))
     assert out["thinking_tokens"][0] <= 5
+
+
+def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
+    """The same stage, sweeping through the Ray Serve endpoint with two sampled seeds per question."""
+    import os
+
+    from components.config import load_config
+    from components.stages import Paths, run_stage
+    root, _ = pipeline_run
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        cfg = load_config("params.yaml", overrides=["evaluate.via=serve", "evaluate.seeds=[0, 1]",
+                                                     "evaluate.temperature=1.0", "evaluate.task_limit=6"])
+        report = run_stage("evaluate", cfg, Paths.for_profile("tiny"))
+    finally:
+        os.chdir(cwd)
+    assert [p["budget"] for p in report["points"]] == [8, 16]
+    assert report["control"] == 1.0
+    s = report["scores"]["8"]
+    assert s["seeds"] == 2 and s["samples_per_question"] == 2 and s["questions"] == 6 and "pass@2" in s
+    prov = report["provenance"]
+    assert prov["via"] == "serve" and prov["engine"] == "hf" and prov["model_hash"] == report["model_hash"]
+    assert "transformers" in prov["engine_version"]

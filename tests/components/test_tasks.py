@@ -1,0 +1,43 @@
+import pytest
+
+from components.grading import grade_choice, grade_question
+from components.tasks import load_task
+from tests.conftest import SHARED
+
+
+@pytest.mark.parametrize("name,n", [("aime24", 30), ("amc23", 40), ("math500", 500)])
+def test_local_files_load_into_one_schema(name, n):
+    path = SHARED / "data/eval" / f"{name}.jsonl"
+    if not path.exists():
+        pytest.skip("shared eval data not present")
+    qs = load_task(name, path)
+    assert len(qs) == n and len({q.id for q in qs}) == n
+    assert all(q.question and q.answer and q.source == name for q in qs)
+    assert len(load_task(name, path, limit=5)) == 5
+    assert grade_question(qs[0], qs[0].answer)
+
+
+def test_hf_source_and_gpqa_multiple_choice():
+    rows = [{"Record ID": "r1", "Question": "Which is a noble gas?", "Correct Answer": "Neon",
+             "Incorrect Answer 1": "Iron", "Incorrect Answer 2": "Sodium", "Incorrect Answer 3": "Carbon"}]
+    calls = []
+
+    def fake_hub(name, config, split):
+        calls.append((name, config, split))
+        return rows
+
+    q = load_task("gpqa_diamond", hf_loader=fake_hub)[0]
+    assert calls == [("Idavidrein/gpqa", "gpqa_diamond", "train")]
+    letter = q.answer
+    assert f"({letter}) Neon" in q.question and q.metadata["kind"] == "multiple_choice"
+    assert load_task("gpqa_diamond", hf_loader=fake_hub)[0].question == q.question  # deterministic shuffle
+    assert grade_question(q, f"({letter})") and grade_question(q, letter)
+    assert not grade_question(q, "A" if letter != "A" else "B")
+    assert grade_choice("The answer is (C).", "C") is True
+
+
+def test_unknown_task_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="evaluate.tasks"):
+        load_task("mmlu")
+    with pytest.raises(FileNotFoundError, match="evaluate.task_files.aime24"):
+        load_task("aime24", tmp_path / "nope.jsonl")
