@@ -53,7 +53,7 @@ async def _json_body(request: Request) -> dict:
 @serve.ingress(app)
 class S1Server:
     def __init__(self, model_path: str, model_name: str = "s1flow", engine: str = "hf", dtype: str = "float32",
-                 max_batch_size: int = 16, batch_wait_timeout_s: float = 0.02, default_answer_tokens: int = 64,
+                 max_batch_size: int = 16, batch_wait_timeout_s: float = 0.1, default_answer_tokens: int = 64,
                  unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
                  api_key_env: str = "S1FLOW_API_KEY", threads: Optional[int] = None):
         import torch
@@ -70,6 +70,7 @@ class S1Server:
         self.max_len = getattr(self.max_len, "max_position_embeddings", None)
         self.api_key = os.environ.get(api_key_env) or None
         self._lock = threading.Lock()  # one generate at a time: batching, not threads, gives throughput
+        self.batches, self.batched_items = 0, 0
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -113,8 +114,9 @@ class S1Server:
             kw = {"on_token": on_token} if on_token else {}
             return self.engine.generate_forced(prompts, specs, sampling, **kw)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.1)
     async def _batched(self, items: list[tuple[str, BudgetSpec, Sampling]]) -> list[ForcedResult]:
+        self.batches, self.batched_items = self.batches + 1, self.batched_items + len(items)
         groups: dict[tuple, list[int]] = {}  # one generate call per distinct sampling setting
         for i, (_, _, s) in enumerate(items):
             groups.setdefault((s.temperature, s.top_p, s.seed), []).append(i)
@@ -130,7 +132,9 @@ class S1Server:
     # -- endpoints -----------------------------------------------------------------
     @app.get("/health")
     async def health(self) -> dict:
-        return {"status": "ok", "model": self.model_name, "engine": self.engine.name}
+        mean = self.batched_items / self.batches if self.batches else 0.0
+        return {"status": "ok", "model": self.model_name, "engine": self.engine.name,
+                "batches": self.batches, "mean_batch_size": round(mean, 2)}
 
     @app.get("/v1/models")
     async def models(self) -> dict:
