@@ -109,6 +109,30 @@ def check_plain_generation_stops_and_caps(engine):
 CHECKS = {name: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 
+def _async_check(model: str) -> str:
+    import asyncio
+
+    from components.inference.vllm_engine import AsyncVLLMEngine
+
+    async def run():
+        engine = AsyncVLLMEngine.from_pretrained(model, "float32", batch_size=8, unlimited_thinking_tokens=64)
+        try:
+            specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w) for b, w in [(5, 0), (20, 2), (12, 1)]]
+            res = await engine.generate_forced(prompts(engine, 3), specs, stop_bias(engine, 100.0))
+            assert [r.waits_used for r in res] == [0, 2, 1], [r.waits_used for r in res]
+            free = await engine.generate_forced(prompts(engine, 3), specs)
+            assert all(r.thinking_tokens <= s.max_thinking_tokens for r, s in zip(free, specs))
+            return free
+        finally:
+            engine.shutdown()
+
+    try:
+        asyncio.run(run())
+        return "ok"
+    except Exception:
+        return traceback.format_exc()[-1500:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", default="vllm")
@@ -123,6 +147,9 @@ def main() -> None:
             verdicts[name] = "ok"
         except Exception:
             verdicts[name] = traceback.format_exc()[-1500:]
+    if args.engine == "vllm":  # the async (serving) engine forces budgets and waits too
+        del engine
+        verdicts["check_async_engine_forces_budgets"] = _async_check(args.model)
     print("ENGINE_CHECKS " + json.dumps(verdicts), flush=True)
     sys.stdout.flush()
 

@@ -10,12 +10,15 @@ Which tokens were forced is read back from the processed log-probabilities
 logit, so its log-probability is exactly 0. That gives the exact number of
 waits used without any state shared with the worker processes.
 
-    engine = VLLMEngine.from_pretrained("models/tiny/sft", tensor_parallel_size=1)
+    engine = VLLMEngine.from_pretrained("models/tiny/sft", tensor_parallel_size=1)      # offline
+    engine = AsyncVLLMEngine.from_pretrained("models/tiny/sft")                          # serving (async)
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import uuid
 from typing import Callable, Optional, Sequence
 
 from components.inference.budget_forcing import (BudgetSpec, ForcedResult, ForcingVocab, Phase, SequenceState,
@@ -50,37 +53,29 @@ def replay_state(spec: BudgetSpec, vocab: ForcingVocab, token_ids: Sequence[int]
     return st
 
 
-class VLLMEngine:
+def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size: int,
+                   gpu_memory_utilization: Optional[float], seed: int, max_model_len: Optional[int]) -> dict:
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
+    import torch
+
+    from components.inference.vllm_forcing import BudgetForcingLogitsProcessor
+    on_gpu = torch.cuda.is_available()
+    return dict(model=str(path), tokenizer=str(path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                enable_prefix_caching=True, seed=seed, max_num_seqs=batch_size,
+                # on CPU this fraction of RAM is reserved for the KV cache
+                gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
+                logits_processors=[BudgetForcingLogitsProcessor], logprobs_mode="processed_logprobs",
+                max_model_len=max_model_len)
+
+
+class _VLLMRequests:
+    """Request building and result parsing shared by the offline and async engines."""
+
     name = "vllm"
 
-    def __init__(self, llm, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
-        self.llm, self.tokenizer = llm, tokenizer
-        self.batch_size, self.unlimited = batch_size, unlimited_thinking_tokens
+    def __init__(self, tokenizer, batch_size: int, unlimited_thinking_tokens: int):
+        self.tokenizer, self.batch_size, self.unlimited = tokenizer, batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
-
-    @classmethod
-    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
-                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
-                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
-                        max_model_len: Optional[int] = None) -> "VLLMEngine":
-        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
-        import torch
-        from transformers import AutoTokenizer
-        from vllm import LLM
-
-        from components.inference.vllm_forcing import BudgetForcingLogitsProcessor
-
-        on_gpu = torch.cuda.is_available()
-        llm = LLM(
-            model=str(path), tokenizer=str(path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=True, seed=seed, max_num_seqs=batch_size,
-            # on CPU this fraction of RAM is reserved for the KV cache
-            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
-            logits_processors=[BudgetForcingLogitsProcessor], logprobs_mode="processed_logprobs",
-            max_model_len=max_model_len,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        return cls(llm, tokenizer, batch_size, unlimited_thinking_tokens)
 
     def _params(self, sampling: Sampling, seed: int, **kw):
         from vllm import SamplingParams
@@ -88,27 +83,23 @@ class VLLMEngine:
         return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
                               logit_bias=bias or None, skip_special_tokens=True, **kw)
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+    def _plain_params(self, n: int, sampling: Sampling) -> list:
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
-        params = [self._params(sampling, sampling.seed + i, max_tokens=sampling.max_new_tokens,
-                               min_tokens=sampling.min_new_tokens, stop_token_ids=stops, ignore_eos=True)
-                  for i in range(len(prompts))]
-        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        result = []
-        for o in outs:
-            c = o.outputs[0]
-            ids = list(c.token_ids)
-            stopped = bool(ids) and ids[-1] in stops
-            result.append(Completion(token_ids=ids, text=self.tokenizer.decode(ids[:-1] if stopped else ids,
-                                                                                skip_special_tokens=True),
-                                     prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(ids),
-                                     finish_reason="stop" if stopped else "length"))
-        return result
+        return [self._params(sampling, sampling.seed + i, max_tokens=sampling.max_new_tokens,
+                             min_tokens=sampling.min_new_tokens, stop_token_ids=stops, ignore_eos=True)
+                for i in range(n)]
 
-    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
-                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+    def _completion(self, output, sampling: Sampling) -> Completion:
+        stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
+        ids = list(output.outputs[0].token_ids)
+        stopped = bool(ids) and ids[-1] in stops
+        return Completion(token_ids=ids, text=self.tokenizer.decode(ids[:-1] if stopped else ids,
+                                                                    skip_special_tokens=True),
+                          prompt_tokens=len(output.prompt_token_ids), completion_tokens=len(ids),
+                          finish_reason="stop" if stopped else "length")
+
+    def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling):
         from components.inference.vllm_forcing import EXTRA_KEY, encode_request
-
         if len(prompts) != len(specs):
             raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
         specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
@@ -121,14 +112,86 @@ class VLLMEngine:
                 stop_token_ids=[self.vocab.end_id], logprobs=0,
                 extra_args={EXTRA_KEY: encode_request(spec, self.vocab, not sampling.greedy, seed)},
             ))
+        return specs, params
+
+    def _forced_result(self, spec: BudgetSpec, output) -> ForcedResult:
+        c = output.outputs[0]
+        ids = list(c.token_ids)
+        forced = [lp is not None and lp.get(t) is not None and lp[t].logprob == 0.0
+                  for t, lp in zip(ids, c.logprobs or [None] * len(ids))]
+        return split_result(replay_state(spec, self.vocab, ids, forced), ids, self.vocab)
+
+
+class VLLMEngine(_VLLMRequests):
+    """Offline ``vllm.LLM``: whole batches per call."""
+
+    def __init__(self, llm, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
+        super().__init__(tokenizer, batch_size, unlimited_thinking_tokens)
+        self.llm = llm
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
+                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
+                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
+                        max_model_len: Optional[int] = None) -> "VLLMEngine":
+        from transformers import AutoTokenizer
+        from vllm import LLM
+        llm = LLM(**_engine_kwargs(path, dtype, batch_size, tensor_parallel_size, gpu_memory_utilization, seed,
+                                   max_model_len))
+        return cls(llm, AutoTokenizer.from_pretrained(str(path)), batch_size, unlimited_thinking_tokens)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        outs = self.llm.generate(list(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
+        return [self._completion(o, sampling) for o in outs]
+
+    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
+                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+        specs, params = self._forced_params(prompts, specs, sampling)
         outs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        results = []
-        for spec, o in zip(specs, outs):
-            c = o.outputs[0]
-            ids = list(c.token_ids)
-            forced = [lp is not None and lp.get(t) is not None and lp[t].logprob == 0.0
-                      for t, lp in zip(ids, c.logprobs or [None] * len(ids))]
-            results.append(split_result(replay_state(spec, self.vocab, ids, forced), ids, self.vocab))
         if progress:
             progress(len(prompts))
-        return results
+        return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
+
+
+class AsyncVLLMEngine(_VLLMRequests):
+    """``AsyncLLM`` (the serving engine): each request is its own coroutine; vLLM batches them."""
+
+    def __init__(self, engine, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
+        super().__init__(tokenizer, batch_size, unlimited_thinking_tokens)
+        self.engine = engine
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
+                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
+                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
+                        max_model_len: Optional[int] = None) -> "AsyncVLLMEngine":
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+        args = AsyncEngineArgs(**_engine_kwargs(path, dtype, batch_size, tensor_parallel_size,
+                                                gpu_memory_utilization, seed, max_model_len))
+        return cls(AsyncLLM.from_engine_args(args), AutoTokenizer.from_pretrained(str(path)), batch_size,
+                   unlimited_thinking_tokens)
+
+    async def _final(self, prompt: str, params):
+        final = None
+        async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            final = out
+        return final
+
+    async def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        params = self._plain_params(len(prompts), sampling)
+        outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
+        return [self._completion(o, sampling) for o in outs]
+
+    async def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
+                              sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None
+                              ) -> list[ForcedResult]:
+        specs, params = self._forced_params(prompts, specs, sampling)
+        outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
+        if progress:
+            progress(len(prompts))
+        return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

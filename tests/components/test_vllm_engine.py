@@ -30,6 +30,6 @@ def verdicts(tiny_model_dir):
     return json.loads(line.removeprefix("ENGINE_CHECKS "))
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+@pytest.mark.parametrize("name", sorted(CHECKS) + ["check_async_engine_forces_budgets"])
 def test_vllm_engine(verdicts, name):
     assert verdicts[name] == "ok", verdicts[name]
