@@ -141,7 +141,7 @@ class SFTConfig(Section):
         return self
 
 
-MethodName = Literal["budget_forcing", "token_conditional", "step_conditional", "class_conditional",
+MethodName = Literal["budget_forcing", "wait_extension", "token_conditional", "step_conditional", "class_conditional",
                      "rejection_sampling", "majority_voting"]
 
 
@@ -176,6 +176,7 @@ class EvaluateConfig(Section):
     step_tokens: int = Field(30, gt=0, description="tokens per step for step-conditional control")
     class_threshold: int = Field(96, gt=0, description="budgets up to this get the 'think briefly' prompt")
     voting_samples: list[int] = Field(default_factory=lambda: [1, 2, 4], description="N for majority voting")
+    wait_counts: list[int] = Field(default_factory=lambda: [0, 1, 2, 4], description="num_waits for wait_extension")
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> "EvaluateConfig":

@@ -16,7 +16,7 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
         pts = res["points"]
         ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], "o-",
                 label=f"SFT + {method.replace('_', ' ')}")
-        prefix = "N=" if method in PARALLEL_METHODS else "B="
+        prefix = "N=" if method in PARALLEL_METHODS else "W=" if method == "wait_extension" else "B="
         for p in pts:
             ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
                         textcoords="offset points", xytext=(4, -12), fontsize=7)

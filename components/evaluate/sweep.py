@@ -19,7 +19,7 @@ from components.filters.difficulty import student_attempts
 from components.formatting import thinking_prompt
 from components.grading import extract_answer, grade
 from components.inference.engine import Sampling
-from components.inference.methods import PARALLEL_METHODS, budget_spec, run_method, sweep_values
+from components.inference.methods import UNBOUNDED_METHODS, budget_spec, run_method, sweep_values
 from components.metrics import Run, SweepPoint, sweep_metrics
 from components.progress import progress_bar
 from components.records import Example, Generation, Question, Trace
@@ -58,12 +58,12 @@ def summarise(generations: list[Generation]) -> SweepPoint:
 def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
     """Sweep one method over its values; Control/Scaling/Performance for it."""
     gens_all, points, runs = [], [], []
-    parallel = method in PARALLEL_METHODS
+    unbounded = method in UNBOUNDED_METHODS
     for value in sweep_values(method, cfg):
         gens = run_point(engine, questions, cfg, method, value)
         gens_all += gens
         points.append(summarise(gens))
-        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, None if parallel else value) for g in gens]
+        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, None if unbounded else value) for g in gens]
     return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs)}, gens_all
 
 

@@ -1,6 +1,7 @@
 """The test-time scaling methods s1 compares, selectable by name (``evaluate.method``).
 
-Sequential control: ``budget_forcing`` (s1), ``token_conditional`` (budget stated
+Sequential control: ``budget_forcing`` (s1; ``wait_extension`` sweeps its number
+of forced "Wait"s instead of the maximum), ``token_conditional`` (budget stated
 in the prompt), ``step_conditional`` (budget in steps of ~``step_tokens``),
 ``class_conditional`` (think short / long), ``rejection_sampling`` (sample until
 the thinking fits the budget, at most ``rejection_max_tries``). Parallel:
@@ -38,6 +39,13 @@ def _prompted(engine, questions: Sequence[str], suffix: str) -> list[str]:
 def budget_forcing(engine, questions, budget, cfg, progress=None):
     prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
     return engine.generate_forced(prompts, [budget_spec(cfg, budget)] * len(prompts), _greedy(cfg), progress)
+
+
+def wait_extension(engine, questions, num_waits, cfg, progress=None):
+    """Budget forcing's other direction: suppress end-of-thinking ``num_waits`` times (no maximum)."""
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    spec = dataclasses.replace(budget_spec(cfg, None), num_waits=num_waits)
+    return engine.generate_forced(prompts, [spec] * len(prompts), _greedy(cfg), progress)
 
 
 def token_conditional(engine, questions, budget, cfg, progress=None):
@@ -117,6 +125,7 @@ def majority_voting(engine, questions, n_samples, cfg, progress=None):
 
 METHODS: dict[str, Callable[..., list[ForcedResult]]] = {
     "budget_forcing": budget_forcing,
+    "wait_extension": wait_extension,
     "token_conditional": token_conditional,
     "step_conditional": step_conditional,
     "class_conditional": class_conditional,
@@ -124,11 +133,16 @@ METHODS: dict[str, Callable[..., list[ForcedResult]]] = {
     "majority_voting": majority_voting,
 }
 PARALLEL_METHODS = {"majority_voting"}
+UNBOUNDED_METHODS = PARALLEL_METHODS | {"wait_extension"}  # sweep values are not token budgets
 
 
 def sweep_values(method: str, cfg: EvaluateConfig) -> list[int]:
-    """What a sweep varies: samples for parallel methods, thinking budgets otherwise."""
-    return list(cfg.voting_samples) if method in PARALLEL_METHODS else sorted(cfg.budgets)
+    """What a sweep varies: samples (voting), forced waits (wait_extension), thinking budgets otherwise."""
+    if method in PARALLEL_METHODS:
+        return list(cfg.voting_samples)
+    if method == "wait_extension":
+        return sorted(cfg.wait_counts)
+    return sorted(cfg.budgets)
 
 
 def run_method(name: str, engine, questions: Sequence[str], budget: int, cfg: EvaluateConfig,

@@ -10,7 +10,7 @@ QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 =
 
 
 def cfg(**kw):
-    base = dict(budgets=[4, 8], unlimited_thinking_tokens=24, max_answer_tokens=4, voting_samples=[1, 3],
+    base = dict(budgets=[4, 8], unlimited_thinking_tokens=24, max_answer_tokens=4, voting_samples=[1, 3], wait_counts=[0, 2],
                 rejection_max_tries=3, step_tokens=4, class_threshold=4)
     return EvaluateConfig(**{**base, **kw})
 
@@ -27,6 +27,8 @@ def test_every_method_runs_by_name(tiny_engine, name):
         assert all(r.thinking_tokens <= value for r in results)
     if name == "majority_voting":
         assert all(r.tries == value for r in results)
+    if name == "wait_extension":
+        assert all(r.waits_used <= value for r in results)
 
 
 def test_rejection_sampling_retries_until_the_budget_fits(tiny_engine):
@@ -48,8 +50,10 @@ def test_vote_groups_equivalent_answers():
 
 def test_sweep_reports_every_compared_method(tiny_engine):
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
-    report, gens = evaluate_sweep(tiny_engine, qs, cfg(compare_methods=["token_conditional", "majority_voting"]))
-    assert set(report["methods"]) == {"budget_forcing", "token_conditional", "majority_voting"}
+    report, gens = evaluate_sweep(tiny_engine, qs, cfg(compare_methods=["token_conditional", "majority_voting",
+                                                                         "wait_extension"]))
+    assert set(report["methods"]) == {"budget_forcing", "token_conditional", "majority_voting", "wait_extension"}
     assert [p["budget"] for p in report["methods"]["majority_voting"]["points"]] == [1, 3]
     assert report["control"] == 1.0  # budget forcing always stays within its budget
-    assert len(gens) == len(qs) * (2 + 2 + 2 + 1)
+    assert [p["budget"] for p in report["methods"]["wait_extension"]["points"]] == [0, 2]
+    assert len(gens) == len(qs) * (2 + 2 + 2 + 2 + 1)

@@ -104,3 +104,22 @@ def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
     prov = report["provenance"]
     assert prov["via"] == "serve" and prov["engine"] == "hf" and prov["model_hash"] == report["model_hash"]
     assert "transformers" in prov["engine_version"]
+
+
+def test_evaluation_flow_alone(pipeline_run):
+    import os
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import s1_evaluate
+    root, _ = pipeline_run
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        with prefect_test_harness():
+            out = s1_evaluate(profile="tiny", overrides=["evaluate.method=wait_extension",
+                                                         "evaluate.wait_counts=[0, 1]"], register=False)
+    finally:
+        os.chdir(cwd)
+    assert out["evaluate"]["method"] == "wait_extension"
+    assert [p["budget"] for p in out["evaluate"]["points"]] == [0, 1]
