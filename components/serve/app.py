@@ -75,6 +75,16 @@ class S1Server:
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     # -- helpers -------------------------------------------------------------------
+    async def _parse(self, request: Request, model_cls):
+        """Body -> validated request, authorised and for this model; APIError otherwise."""
+        body = await _json_body(request)
+        try:
+            req = model_cls.model_validate(body)
+        except ValidationError as e:
+            raise _validation_error(e) from None
+        self._check(request, req)
+        return req
+
     def _check(self, request: Request, req) -> None:
         if self.api_key:
             auth = request.headers.get("authorization", "")
@@ -144,12 +154,7 @@ class S1Server:
     @app.post("/v1/completions")
     async def completions(self, request: Request):
         try:
-            body = await _json_body(request)
-            try:
-                req = CompletionRequest.model_validate(body)
-            except ValidationError as e:
-                raise _validation_error(e) from None
-            self._check(request, req)
+            req = await self._parse(request, CompletionRequest)
             if req.stream:
                 raise APIError(400, "stream is supported on /v1/chat/completions", param="stream")
             spec = req.spec(self.default_answer_tokens)
@@ -166,12 +171,7 @@ class S1Server:
     @app.post("/v1/chat/completions")
     async def chat(self, request: Request):
         try:
-            body = await _json_body(request)
-            try:
-                req = ChatRequest.model_validate(body)
-            except ValidationError as e:
-                raise _validation_error(e) from None
-            self._check(request, req)
+            req = await self._parse(request, ChatRequest)
             spec = req.spec(self.default_answer_tokens)
             prompt = self._chat_prompt(req)
             n = self._prompt_ids_len(prompt, spec)
