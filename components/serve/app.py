@@ -76,24 +76,21 @@ class S1Server:
 
     # -- helpers -------------------------------------------------------------------
     async def _parse(self, request: Request, model_cls):
-        """Body -> validated request, authorised and for this model; APIError otherwise."""
+        """Authorised request body -> validated request for this model; APIError otherwise."""
+        if self.api_key:  # before reading anything else, so an unauthorised caller learns nothing
+            auth = request.headers.get("authorization", "")
+            if not hmac.compare_digest(auth, f"Bearer {self.api_key}"):
+                raise APIError(401, "missing or wrong bearer token", type_="authentication_error",
+                               code="invalid_api_key")
         body = await _json_body(request)
         try:
             req = model_cls.model_validate(body)
         except ValidationError as e:
             raise _validation_error(e) from None
-        self._check(request, req)
-        return req
-
-    def _check(self, request: Request, req) -> None:
-        if self.api_key:
-            auth = request.headers.get("authorization", "")
-            if not hmac.compare_digest(auth, f"Bearer {self.api_key}"):
-                raise APIError(401, "missing or wrong bearer token", type_="authentication_error",
-                               code="invalid_api_key")
         if req.model != self.model_name:
             raise APIError(404, f"model {req.model!r} does not exist; this server serves {self.model_name!r}",
                            param="model", code="model_not_found")
+        return req
 
     def _sampling(self, req) -> Sampling:
         return Sampling(temperature=req.temperature, top_p=req.top_p, seed=req.seed or 0)
