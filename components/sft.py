@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from components.base_model import load_model
@@ -114,6 +114,7 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     history = LossHistory()
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(examples),
                       data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[history])
+    trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
     started = time.time()
     resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
     result = trainer.train(resume_from_checkpoint=resume)

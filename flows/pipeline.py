@@ -38,11 +38,11 @@ def s1_pipeline(profile: Optional[str] = None, params_path: str = "params.yaml",
 
 @flow(name="s1-evaluate", log_prints=True)
 def s1_evaluate(profile: Optional[str] = None, params_path: str = "params.yaml",
-                overrides: Optional[list[str]] = None, register: bool = True) -> dict:
+                overrides: Optional[list[str]] = None, and_register: bool = True) -> dict:
     """Evaluate the trained model (sweep; through Serve with evaluate.via=serve) and log/register it."""
     overrides = overrides or []
     cfg = load_config(params_path, profile, overrides)
-    stages = ["evaluate", "register"] if register else ["evaluate"]
+    stages = ["evaluate", "register"] if and_register else ["evaluate"]
     preflight(cfg, stages)
     results = {name: stage_task.with_options(name=name)(name, params_path, cfg.name, overrides) for name in stages}
     results["profile"] = cfg.name

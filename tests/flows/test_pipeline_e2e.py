@@ -118,7 +118,7 @@ def test_evaluation_flow_alone(pipeline_run):
     try:
         with prefect_test_harness():
             out = s1_evaluate(profile="tiny", overrides=["evaluate.method=wait_extension",
-                                                         "evaluate.wait_counts=[0, 1]"], register=False)
+                                                         "evaluate.wait_counts=[0, 1]"], and_register=False)
     finally:
         os.chdir(cwd)
     assert out["evaluate"]["method"] == "wait_extension"
