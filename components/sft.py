@@ -117,8 +117,15 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
     started = time.time()
     resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(out_dir))
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(str(out_dir))
+    finally:
+        if args.deepspeed:
+            # transformers keeps a process-global ZeRO-3 flag that would make every later
+            # from_pretrained in this process partition its weights
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+            unset_hf_deepspeed_config()
     tokenizer.save_pretrained(out_dir)
     # the published model holds safetensors and JSON only: no pickled training_args.bin
     (out_dir / "training_args.bin").unlink(missing_ok=True)
