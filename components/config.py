@@ -221,6 +221,7 @@ class TrackingConfig(Section):
     tracking_uri: Optional[str] = Field(None, description="None: a SQLite store in the working dir")
     experiment: str = "s1flow-tiny"
     registered_model: str = "s1flow-tiny"
+    champion_metric: str = Field("performance", description="higher is better; decides the 'champion' alias")
 
 
 class ProfileConfig(Section):

@@ -278,7 +278,9 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
                  paths.metric("selection_report.json"), paths.metric("train.json")]
     tags = {"model_hash": ev.get("model_hash", ""),
             **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
-    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags)
+    history = paths.sft_work / "loss_history.json"
+    steps = json.loads(history.read_text()) if history.exists() else []
+    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps)
     write_json(paths.metric("mlflow_run.json"), info)
     return info
 

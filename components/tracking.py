@@ -19,6 +19,8 @@ import mlflow.pyfunc
 
 from components.config import ProfileConfig, TrackingConfig
 
+CHAMPION = "champion"
+
 
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
@@ -66,8 +68,35 @@ class BudgetForcedModel(mlflow.pyfunc.PythonModel):
                              "thinking_tokens": [r.thinking_tokens for r in res]})
 
 
+def promote_if_better(client, name: str, version: str, metric: str, value: Optional[float]) -> dict[str, Any]:
+    """Give ``version`` the alias ``champion`` when its ``metric`` beats the current champion's; say why."""
+    current = None
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        pass
+    best = None
+    if current is not None:
+        run_metrics = client.get_run(current.run_id).data.metrics
+        best = run_metrics.get(metric)
+    if value is None:
+        promoted, reason = False, f"{metric} missing for this run"
+    elif current is None:
+        promoted, reason = True, f"first version with {metric}={value:.4f}"
+    elif best is None or value > best:
+        promoted, reason = True, f"{metric}={value:.4f} beats champion v{current.version} ({best:.4f})" if best is not None else f"{metric}={value:.4f}; champion v{current.version} has no {metric}"
+    else:
+        promoted, reason = False, f"{metric}={value:.4f} does not beat champion v{current.version} ({best:.4f})"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "champion_decision", reason)
+    return {"champion": promoted, "champion_reason": reason}
+
+
 def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], artifacts: list[Path],
-                     model_dir: Path, tags: dict[str, str]) -> dict[str, Any]:
+                     model_dir: Path, tags: dict[str, str],
+                     step_metrics: Optional[list[dict]] = None) -> dict[str, Any]:
+    """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories."""
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
     mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run(run_name=f"{cfg.name}-pipeline") as run:
@@ -75,6 +104,8 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
         params = flatten(cfg.model_dump(mode="json"))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        for row in step_metrics or []:
+            mlflow.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=int(row["step"]))
         for a in artifacts:
             if a.exists():
                 mlflow.log_artifact(str(a))
@@ -84,6 +115,8 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
             pip_requirements=["s1flow", "torch==2.13.0", "transformers>=5.19,<5.20"],
         )
         version = info.registered_model_version
+    decision = promote_if_better(mlflow.MlflowClient(), cfg.tracking.registered_model, str(version),
+                                 cfg.tracking.champion_metric, metrics.get(cfg.tracking.champion_metric))
     return {"run_id": run.info.run_id, "experiment": cfg.tracking.experiment,
             "registered_model": cfg.tracking.registered_model, "model_version": version,
-            "tracking_uri": mlflow.get_tracking_uri()}
+            "tracking_uri": mlflow.get_tracking_uri(), **decision}

@@ -75,6 +75,10 @@ def test_mlflow_run_and_registered_model(pipeline_run):
     assert "scaling.png" in arts and "eval.json" in arts
     version = client.get_model_version(info["registered_model"], str(info["model_version"]))
     assert version.run_id == info["run_id"]
+    champion = client.get_model_version_by_alias(info["registered_model"], "champion")
+    assert str(champion.version) == str(version.version) and info["champion"]
+    assert champion.tags["champion_decision"].startswith("first version with performance=")
+    assert len(client.get_metric_history(info["run_id"], "train/loss")) >= 2
     mlflow.set_tracking_uri(info["tracking_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{info['registered_model']}/{info['model_version']}")
     import pandas as pd
