@@ -73,9 +73,20 @@ class _VLLMRequests:
 
     name = "vllm"
 
-    def __init__(self, tokenizer, batch_size: int, unlimited_thinking_tokens: int):
+    def __init__(self, backend, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
+        self.backend = backend  # vllm.LLM or AsyncLLM
         self.tokenizer, self.batch_size, self.unlimited = tokenizer, batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
+                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
+                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
+                        max_model_len: Optional[int] = None):
+        from transformers import AutoTokenizer
+        backend = cls._backend(_engine_kwargs(path, dtype, batch_size, tensor_parallel_size,
+                                              gpu_memory_utilization, seed, max_model_len))
+        return cls(backend, AutoTokenizer.from_pretrained(str(path)), batch_size, unlimited_thinking_tokens)
 
     def _params(self, sampling: Sampling, seed: int, **kw):
         from vllm import SamplingParams
@@ -125,29 +136,19 @@ class _VLLMRequests:
 class VLLMEngine(_VLLMRequests):
     """Offline ``vllm.LLM``: whole batches per call."""
 
-    def __init__(self, llm, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
-        super().__init__(tokenizer, batch_size, unlimited_thinking_tokens)
-        self.llm = llm
-
-    @classmethod
-    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
-                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
-                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
-                        max_model_len: Optional[int] = None) -> "VLLMEngine":
-        from transformers import AutoTokenizer
+    @staticmethod
+    def _backend(engine_kwargs: dict):
         from vllm import LLM
-        llm = LLM(**_engine_kwargs(path, dtype, batch_size, tensor_parallel_size, gpu_memory_utilization, seed,
-                                   max_model_len))
-        return cls(llm, AutoTokenizer.from_pretrained(str(path)), batch_size, unlimited_thinking_tokens)
+        return LLM(**engine_kwargs)
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        outs = self.llm.generate(list(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
+        outs = self.backend.generate(list(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
         return [self._completion(o, sampling) for o in outs]
 
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
                         progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
         specs, params = self._forced_params(prompts, specs, sampling)
-        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        outs = self.backend.generate(list(prompts), params, use_tqdm=False)
         if progress:
             progress(len(prompts))
         return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
@@ -156,26 +157,15 @@ class VLLMEngine(_VLLMRequests):
 class AsyncVLLMEngine(_VLLMRequests):
     """``AsyncLLM`` (the serving engine): each request is its own coroutine; vLLM batches them."""
 
-    def __init__(self, engine, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
-        super().__init__(tokenizer, batch_size, unlimited_thinking_tokens)
-        self.engine = engine
-
-    @classmethod
-    def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
-                        unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
-                        gpu_memory_utilization: Optional[float] = None, seed: int = 0,
-                        max_model_len: Optional[int] = None) -> "AsyncVLLMEngine":
-        from transformers import AutoTokenizer
+    @staticmethod
+    def _backend(engine_kwargs: dict):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-        args = AsyncEngineArgs(**_engine_kwargs(path, dtype, batch_size, tensor_parallel_size,
-                                                gpu_memory_utilization, seed, max_model_len))
-        return cls(AsyncLLM.from_engine_args(args), AutoTokenizer.from_pretrained(str(path)), batch_size,
-                   unlimited_thinking_tokens)
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
 
     async def _final(self, prompt: str, params):
         final = None
-        async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+        async for out in self.backend.generate(prompt, params, request_id=uuid.uuid4().hex):
             final = out
         return final
 
@@ -194,4 +184,4 @@ class AsyncVLLMEngine(_VLLMRequests):
         return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        self.backend.shutdown()
