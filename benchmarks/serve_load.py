@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -26,12 +25,6 @@ from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec
 from components.inference.hf_engine import HFEngine
 from components.pool import generate_heldout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 MALFORMED = [
@@ -98,8 +91,8 @@ def main() -> None:
     inproc = time.perf_counter() - t
     del engine
 
-    from components.serve.launch import start_server, stop_server
-    port = _free_port()
+    from components.serve.launch import free_port, start_server, stop_server
+    port = free_port()
     os.environ.pop(cfg.serve.api_key_env, None)
     url = start_server(cfg, args.model, port=port)
     try:

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from components.config import ProfileConfig
-from components.records import (Example, Generation, Question, Trace, iter_jsonl, read_jsonl, write_json,
+from components.records import (Example, Question, Trace, iter_jsonl, read_jsonl, write_json,
                                 write_jsonl)
 
 

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 
 from components.config import ProfileConfig
 from components.evaluate.client import EndpointSweep, run_endpoint_sweep
 from components.evaluate.scoring import score_by_budget
 from components.metrics import Run, SweepPoint, sweep_metrics
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def report_from_records(records: list[dict], budgets: list[int], min_tokens: int) -> dict:
@@ -36,9 +29,9 @@ def report_from_records(records: list[dict], budgets: list[int], min_tokens: int
 
 
 def evaluate_via_serve(cfg: ProfileConfig, model_path: Path, questions, out_path: Path, model_hash: str):
-    from components.serve.launch import start_server, stop_server
+    from components.serve.launch import free_port, start_server, stop_server
     ev, s = cfg.evaluate, cfg.serve
-    port = _free_port(s.host)
+    port = free_port(s.host)
     url = start_server(cfg, str(model_path), port=port)
     try:
         sweep = EndpointSweep(

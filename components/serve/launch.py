@@ -9,6 +9,14 @@ from typing import Optional
 from components.config import ProfileConfig
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for tests, benchmarks and throw-away evaluation servers)."""
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def app_args(cfg: ProfileConfig, model_path: str) -> dict:
     s, ev = cfg.serve, cfg.evaluate
     return {"model_path": str(model_path), "model_name": s.model_name, "engine": ev.engine, "dtype": cfg.model.dtype,

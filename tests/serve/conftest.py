@@ -1,6 +1,5 @@
 """A Ray Serve deployment of the tiny model on 127.0.0.1, shared by the serve tests."""
 import os
-import socket
 
 import openai
 import pytest
@@ -10,17 +9,11 @@ from components.config import parse_profile
 KEY = "test-key-123"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    from components.serve.launch import start_server, stop_server
+    from components.serve.launch import free_port, start_server, stop_server
     os.environ["S1FLOW_TEST_KEY"] = KEY
-    port = _free_port()
+    port = free_port()
     cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
                                    "max_batch_size": 8, "default_answer_tokens": 8},
                          "evaluate": {"unlimited_thinking_tokens": 48}}, "tiny")
