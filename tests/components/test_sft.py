@@ -38,3 +38,43 @@ def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, de
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "qwen2"
     assert json.loads((tmp_path / "work/loss_history.json").read_text())
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir, examples, tmp_path, monkeypatch):
+    """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4)."""
+    from transformers import TrainerCallback
+
+    import components.sft as sft
+
+    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4, deepspeed="never", learning_rate=1e-3)
+    ref = train_sft(cfg, tiny_model_dir, examples, tmp_path / "ref", tmp_path / "ref_work")
+
+    class KillAtStep6(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 6:
+                raise _Kill()
+
+    real_history = sft.LossHistory
+    monkeypatch.setattr(sft, "LossHistory", lambda: _with_kill(real_history(), KillAtStep6()))
+    with pytest.raises(_Kill):
+        train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
+    monkeypatch.setattr(sft, "LossHistory", real_history)
+    assert list((tmp_path / "work").glob("checkpoint-*"))
+    resumed = train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
+    assert resumed["resumed_from"] and resumed["steps"] == ref["steps"]
+    assert resumed["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
+
+
+def _with_kill(history, killer):
+    """A LossHistory that also raises at the kill step (Trainer takes one callback object per slot)."""
+    on_step_end = killer.on_step_end
+
+    def step_end(*a, **kw):
+        return on_step_end(*a, **kw)
+
+    history.on_step_end = step_end
+    return history
