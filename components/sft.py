@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -71,20 +72,37 @@ def use_deepspeed(cfg: SFTConfig) -> bool:
     return cfg.deepspeed == "auto" and torch.cuda.is_available()
 
 
-def _single_process_dist_env() -> None:
-    # DeepSpeed wants a process group even for one process; torchrun sets these otherwise.
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": os.environ.get("MASTER_PORT", "29531")}.items():
-        os.environ.setdefault(k, v)
+@contextmanager
+def single_process_group(enabled: bool):
+    """DeepSpeed wants a process group even for one process; torchrun/Ray set one up otherwise.
+
+    Sets RANK/WORLD_SIZE/MASTER_* (on a free port) only when no launcher did, and afterwards
+    restores the environment and tears the group and accelerate's singletons down, so nothing
+    leaks into later work in this process or into its child processes.
+    """
+    if not enabled or "RANK" in os.environ:
+        yield
+        return
+    from components.serve.launch import free_port
+    saved = dict(os.environ)  # accelerate adds ACCELERATE_USE_DEEPSPEED & co. too
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(free_port())})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        from accelerate.state import AcceleratorState, PartialState
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
 
 
 def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", cfg.world_size))
     accum = cfg.global_batch_size // (cfg.per_device_batch_size * world)
-    ds = None
-    if use_deepspeed(cfg):
-        _single_process_dist_env()
-        ds = cfg.deepspeed_config
+    ds = cfg.deepspeed_config if use_deepspeed(cfg) else None
     save_every = max(1, steps_per_epoch)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
     return TrainingArguments(
@@ -108,24 +126,25 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     model, tokenizer = load_model(base_dir, dtype)
     model.train()
     steps_per_epoch = max(1, len(examples) // cfg.global_batch_size)
-    args = training_arguments(cfg, work_dir, steps_per_epoch)
-    if max_steps is not None:
-        args.max_steps = max_steps
-    history = LossHistory()
-    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(examples),
-                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[history])
-    trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
-    started = time.time()
-    resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
-    try:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model(str(out_dir))
-    finally:
-        if args.deepspeed:
-            # transformers keeps a process-global ZeRO-3 flag that would make every later
-            # from_pretrained in this process partition its weights
-            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-            unset_hf_deepspeed_config()
+    with single_process_group(use_deepspeed(cfg)):
+        args = training_arguments(cfg, work_dir, steps_per_epoch)
+        if max_steps is not None:
+            args.max_steps = max_steps
+        history = LossHistory()
+        trainer = Trainer(model=model, args=args, train_dataset=ListDataset(examples),
+                          data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[history])
+        trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
+        started = time.time()
+        resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+            trainer.save_model(str(out_dir))
+        finally:
+            if args.deepspeed:
+                # transformers keeps a process-global ZeRO-3 flag that would make every later
+                # from_pretrained in this process partition its weights
+                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+                unset_hf_deepspeed_config()
     tokenizer.save_pretrained(out_dir)
     # the published model holds safetensors and JSON only: no pickled training_args.bin
     (out_dir / "training_args.bin").unlink(missing_ok=True)

@@ -38,6 +38,10 @@ def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, de
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "qwen2"
     assert json.loads((tmp_path / "work/loss_history.json").read_text())
+    import os
+
+    import torch
+    assert "MASTER_PORT" not in os.environ and not torch.distributed.is_initialized()  # nothing leaks
 
 
 class _Kill(Exception):
