@@ -1,0 +1,1 @@
+"""Inference engines (HF, vLLM), budget forcing and the test-time methods."""
