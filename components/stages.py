@@ -206,12 +206,29 @@ def tokenize_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     return asdict(report)
 
 
+def memory_plan(cfg: ProfileConfig, paths: Paths) -> dict:
+    """Print the ZeRO-3 memory estimate for this run; on CUDA, refuse a plan that cannot fit."""
+    from transformers import AutoConfig
+
+    from components.memory import check_fits, plan_dict, sft_memory_plan
+    world = cfg.sft.world_size
+    per_node = min(world, 8)
+    plan = sft_memory_plan(AutoConfig.from_pretrained(base_model_ref(cfg, paths)), cfg.sft,
+                           gpus_per_node=per_node, nodes=-(-world // per_node))
+    print(f"memory plan: {plan.describe()}")
+    if torch.cuda.is_available():
+        check_fits(plan, torch.cuda.get_device_properties(0).total_memory / 2**30)
+    return plan_dict(plan)
+
+
 def train_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     from components.formatting import TokenizedExample
     from components.sft import train_sft
     _threads()
     examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
+    plan = memory_plan(cfg, paths)  # fails fast, with the numbers, when the config cannot fit
     summary = train_sft(cfg.sft, base_model_ref(cfg, paths), examples, paths.sft_model, paths.sft_work, cfg.model.dtype)
+    summary["memory_plan"] = plan
     write_json(paths.metric("train.json"), summary)
     return summary
 
