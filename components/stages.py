@@ -259,6 +259,7 @@ def evaluate_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     digest = model_hash(paths.sft_model)
     per_task, all_samples = {}, []
     base = _engine(base_model_ref(cfg, paths), cfg)
+    sft = _engine(paths.sft_model, cfg) if cfg.evaluate.via == "in_process" else None  # once, for every task
     for name, questions in eval_questions(cfg, paths).items():
         base_acc = base_model_accuracy(base, questions, cfg.difficulty.max_new_tokens)
         if cfg.evaluate.via == "serve":
@@ -266,7 +267,7 @@ def evaluate_stage(cfg: ProfileConfig, paths: Paths) -> dict:
             report, samples = evaluate_via_serve(cfg, paths.sft_model, questions,
                                                  paths.root / "runs" / cfg.name / f"serve_samples_{name}.jsonl", digest)
         else:
-            report, gens = evaluate_sweep(_engine(paths.sft_model, cfg), questions, cfg.evaluate)
+            report, gens = evaluate_sweep(sft, questions, cfg.evaluate)
             samples = [{**g.model_dump(), "seed": cfg.evaluate.seed} for g in gens]
         report.update(base_accuracy=base_acc, questions=len(questions))
         per_task[name] = report

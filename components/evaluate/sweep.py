@@ -16,10 +16,8 @@ from typing import Optional
 
 from components.config import EvaluateConfig
 from components.filters.difficulty import student_attempts
-from components.formatting import thinking_prompt
 from components.grading import extract_answer, grade
-from components.inference.engine import Sampling
-from components.inference.methods import UNBOUNDED_METHODS, budget_spec, run_method, sweep_values
+from components.inference.methods import UNBOUNDED_METHODS, run_method, sweep_values
 from components.metrics import Run, SweepPoint, sweep_metrics
 from components.progress import progress_bar
 from components.records import Example, Generation, Question, Trace
@@ -29,14 +27,10 @@ def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: st
               budget: Optional[int]) -> list[Generation]:
     """One sweep point: ``budget`` thinking tokens (None: only the unlimited cap), or N samples when voting."""
     label = f"{method} {'no budget' if budget is None else budget}"
+    # No budget: the reference run is budget forcing capped only by unlimited_thinking_tokens.
+    name = "budget_forcing" if budget is None else method
     with progress_bar(f"evaluating ({label})", total=len(questions)) as advance:
-        if budget is None:
-            prompts = [thinking_prompt(engine.tokenizer, q.question) for q in questions]
-            results = engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts),
-                                             Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
-                                             progress=advance)
-        else:
-            results = run_method(method, engine, [q.question for q in questions], budget, cfg, progress=advance)
+        results = run_method(name, engine, [q.question for q in questions], budget, cfg, progress=advance)
     out = []
     for q, r in zip(questions, results):
         predicted = extract_answer(r.answer)

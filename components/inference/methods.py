@@ -32,8 +32,10 @@ def _greedy(cfg: EvaluateConfig) -> Sampling:
     return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
 
 
-def _prompted(engine, questions: Sequence[str], suffix: str) -> list[str]:
-    return [thinking_prompt(engine.tokenizer, f"{q}\n{suffix}") for q in questions]
+def _prompt_conditioned(engine, questions, hint: str, cfg, progress):
+    """Control by prompt only: the hint is appended to each question; the model decides when to stop."""
+    prompts = [thinking_prompt(engine.tokenizer, f"{q}\n{hint}") for q in questions]
+    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
 
 
 def budget_forcing(engine, questions, budget, cfg, progress=None):
@@ -49,20 +51,17 @@ def wait_extension(engine, questions, num_waits, cfg, progress=None):
 
 
 def token_conditional(engine, questions, budget, cfg, progress=None):
-    prompts = _prompted(engine, questions, f"Think for up to {budget} tokens.")
-    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+    return _prompt_conditioned(engine, questions, f"Think for up to {budget} tokens.", cfg, progress)
 
 
 def step_conditional(engine, questions, budget, cfg, progress=None):
     steps = max(1, budget // cfg.step_tokens)
-    prompts = _prompted(engine, questions, f"Think for up to {steps} steps.")
-    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+    return _prompt_conditioned(engine, questions, f"Think for up to {steps} steps.", cfg, progress)
 
 
 def class_conditional(engine, questions, budget, cfg, progress=None):
     hint = "Think briefly." if budget <= cfg.class_threshold else "Think step by step, thoroughly."
-    prompts = _prompted(engine, questions, hint)
-    return engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), _greedy(cfg), progress)
+    return _prompt_conditioned(engine, questions, hint, cfg, progress)
 
 
 def rejection_sampling(engine, questions, budget, cfg, progress=None):
