@@ -63,9 +63,32 @@ class PretrainConfig(Section):
     seed: int = 1
 
 
+class PoolSource(Section):
+    """One place questions come from; every source maps its rows onto the Question schema."""
+
+    kind: Literal["procedural", "jsonl", "parquet", "hf"] = "procedural"
+    name: str = Field("", description="source label in ids/reports; the dataset id for kind=hf")
+    path: str = Field("", description="file (jsonl/parquet) or directory of them")
+    config: Optional[str] = Field(None, description="HF dataset config")
+    split: str = "train"
+    id_field: str = Field("", description="row field used as id ('' = source + row number)")
+    question_field: str = "question"
+    answer_field: str = "answer"
+    limit: Optional[int] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _located(self) -> "PoolSource":
+        if self.kind in ("jsonl", "parquet") and not self.path:
+            raise ValueError(f"path: a {self.kind} source needs path (a file or a directory of *.{self.kind})")
+        if self.kind == "hf" and not self.name:
+            raise ValueError("name: an hf source needs the dataset id, e.g. AI-MO/NuminaMath-CoT")
+        return self
+
+
 class PoolConfig(Section):
-    source: Literal["procedural"] = "procedural"
-    size: int = Field(3000, gt=0)
+    sources: list[PoolSource] = Field(default_factory=lambda: [PoolSource()],
+                                      description="procedural | jsonl | parquet | hf, concatenated then deduplicated")
+    size: int = Field(3000, gt=0, description="questions the procedural source generates")
     seed: int = 2
     min_difficulty: int = Field(1, ge=1)
     max_difficulty: int = Field(6, ge=1)
@@ -76,16 +99,53 @@ class PoolConfig(Section):
     def _difficulty_range(self) -> "PoolConfig":
         if self.min_difficulty > self.max_difficulty:
             raise ValueError(f"min_difficulty: ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
+        if not self.sources:
+            raise ValueError("sources: list at least one source (e.g. - kind: procedural)")
         return self
 
 
-class TeacherConfig(Section):
-    kind: Literal["programmatic", "openai", "gemini"] = "programmatic"
+class ApiClientConfig(Section):
+    """An OpenAI-compatible chat endpoint called at scale: limits, retries, timeouts, cost."""
+
     model: str = "programmatic-v1"
-    base_url: Optional[str] = None
+    base_url: Optional[str] = Field(None, description="e.g. https://api.openai.com/v1 or a vLLM server's /v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never the key)")
-    slip_probability: float = Field(0.15, ge=0, le=1)
+    max_tokens: int = Field(32768, gt=0, description="completion cap per call")
+    temperature: float = Field(0.0, ge=0)
+    timeout_s: float = Field(600.0, gt=0, description="per call")
+    max_retries: int = Field(5, ge=0, description="on 429 / 5xx / timeouts / connection errors")
+    backoff_base_s: float = Field(1.0, gt=0, description="exponential backoff base; full jitter")
+    backoff_max_s: float = Field(60.0, gt=0)
+    requests_per_minute: Optional[float] = Field(None, gt=0, description="token bucket over all workers")
+    tokens_per_minute: Optional[float] = Field(None, gt=0, description="token bucket over all workers")
+    concurrency: int = Field(16, gt=0, description="calls in flight over all workers")
+    workers: int = Field(1, gt=0, description="Ray Data actors sharing the concurrency")
+    batch_size: int = Field(16, gt=0, description="questions per Ray Data batch (= per result shard)")
+    price_input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M prompt tokens, for the cost estimate")
+    price_output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields (e.g. reasoning_effort)")
+
+    @model_validator(mode="after")
+    def _workers_share(self) -> "ApiClientConfig":
+        if self.workers > self.concurrency:
+            raise ValueError(f"workers: ({self.workers}) > concurrency ({self.concurrency}); "
+                             "each worker needs at least one call in flight")
+        return self
+
+
+class TeacherConfig(ApiClientConfig):
+    kind: Literal["programmatic", "openai", "gemini", "vllm"] = "programmatic"
+    system_prompt: str = ""
+    slip_probability: float = Field(0.15, ge=0, le=1, description="programmatic teacher only")
     seed: int = 3
+
+
+class DomainConfig(ApiClientConfig):
+    """MSC domain of each question: a deterministic classifier or an LLM given the MSC list."""
+
+    classifier: Literal["deterministic", "llm"] = "deterministic"
+    max_tokens: int = Field(16, gt=0)
+    max_retries: int = Field(5, ge=0)
 
 
 class QualityConfig(Section):
@@ -102,6 +162,10 @@ class DecontaminationConfig(Section):
 class DifficultyConfig(Section):
     enabled: bool = True
     students: list[str] = Field(default_factory=lambda: ["base"], description="'base' or model paths/ids")
+    runner: Literal["engine", "ray_llm"] = Field("engine", description="engine: the project's HF/vLLM engine in a "
+                                                 "Ray Data actor; ray_llm: ray.data.llm's vLLM processor")
+    workers: int = Field(1, gt=0, description="Ray Data actors (engine replicas) per student")
+    num_gpus: float = Field(0, ge=0, description="per worker (tensor_parallel_size for vLLM)")
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(128, gt=0)
 
@@ -231,6 +295,7 @@ class ProfileConfig(Section):
     pool: PoolConfig = PoolConfig()
     teacher: TeacherConfig = TeacherConfig()
     quality: QualityConfig = QualityConfig()
+    domain: DomainConfig = DomainConfig()
     decontamination: DecontaminationConfig = DecontaminationConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     selection: SelectionConfig = SelectionConfig()

@@ -21,15 +21,19 @@ _ENGINE_STAGES = {"filter", "evaluate"}
 
 def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
     from components.inference.engines import engine_problem
-    from components.teacher import TEACHERS
+    from components.teachers import NEEDS_KEY, TEACHERS
 
     stages, out = set(stages), []
     if stages & _TEACHER_STAGES:
         if cfg.teacher.kind not in TEACHERS:
             out.append(f"teacher.kind: {cfg.teacher.kind!r} has no client in this build; available: {sorted(TEACHERS)}")
-        elif cfg.teacher.kind != "programmatic" and not os.environ.get(cfg.teacher.api_key_env):
+        elif cfg.teacher.kind in NEEDS_KEY and not os.environ.get(cfg.teacher.api_key_env):
             out.append(f"teacher.api_key_env: environment variable {cfg.teacher.api_key_env} is not set; "
                        "export the API key there (keys never go in params.yaml)")
+        if cfg.teacher.kind == "vllm" and not cfg.teacher.base_url:
+            out.append("teacher.base_url: a vllm teacher needs the server's URL, e.g. http://host:8000/v1")
+    if "filter" in stages and cfg.domain.classifier == "llm" and not cfg.domain.base_url:
+        out.append("domain.base_url: the llm classifier needs an OpenAI-compatible endpoint (…/v1)")
     if stages & _ENGINE_STAGES and (why := engine_problem(cfg.evaluate.engine)):
         out.append(f"evaluate.engine: {why}")
     if "filter" in stages:

@@ -43,6 +43,8 @@ class Trace(Record):
     raw: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    attempts: int = 1
+    latency_s: float = 0.0
 
 
 class Example(Record):

@@ -55,6 +55,9 @@ class Paths:
     def eval_samples(self) -> Path: return self._p("data", "eval_samples.jsonl")
     @property
     def sft_work(self) -> Path: return self._p("runs", "sft")
+    @property
+    def quarantine(self) -> Path: return self._p("data", "quarantine.jsonl")
+    def distill_shards(self, fingerprint: str) -> Path: return self._p("runs", f"distill/{fingerprint}")
     def metric(self, name: str) -> Path: return self._p("metrics", name)
     def plot(self, name: str) -> Path: return self._p("plots", name)
 
@@ -104,14 +107,13 @@ def collect_stage(cfg: ProfileConfig, paths: Paths) -> dict:
 
 
 def distill_stage(cfg: ProfileConfig, paths: Paths) -> dict:
-    from components.progress import progress_bar
-    from components.teacher import build_teacher, distill
-    teacher = build_teacher(cfg.teacher)
+    from components.distillation import distill_pool, merged_traces, teacher_fingerprint
     questions = read_jsonl(paths.pool, Question)
-    with progress_bar(f"distilling with {teacher.name}", total=len(questions)) as advance:
-        traces = distill(questions, teacher, progress=advance)
-    write_jsonl(paths.traces, traces)
-    return {"traces": len(traces), "failed": sum(not t.ok for t in traces)}
+    shard_dir = paths.distill_shards(teacher_fingerprint(cfg.teacher))
+    report = distill_pool(questions, cfg.teacher, shard_dir)
+    write_jsonl(paths.traces, merged_traces(questions, shard_dir))
+    write_json(paths.metric("distill_report.json"), report)
+    return report
 
 
 def _eval_texts(cfg: ProfileConfig, paths: Paths) -> list[str]:

@@ -1,31 +1,23 @@
-"""Teachers write reasoning traces; the distill stage runs one over the pool.
+"""The programmatic teacher of the embedded profile (no network, no cost).
 
-Every teacher implements :class:`Teacher` (``solve(question) -> Trace``); the
-registry maps ``teacher.kind`` in params to a builder. The programmatic teacher
-solves the question from its text, writes real column-by-column work whose
+It solves the question from its text, writes real column-by-column work whose
 length grows with the number of digits, sometimes slips and then writes
-"Wait, let me re-check" with the correction, and ends with the answer.
+"Wait, let me re-check" with the correction, and ends with the answer. The
+teacher simulator (components/teachers/simulator.py) serves it over HTTP.
 
-    teacher = build_teacher(cfg.teacher); trace = teacher.solve(question)
+    trace = ProgrammaticTeacher(cfg.teacher).solve(question)
 """
 from __future__ import annotations
 
 import hashlib
 import random
 import re
-from typing import Callable, Protocol
 
 from components.config import TeacherConfig
 from components.problems import parse_any
 from components.records import Question, Trace
 
 ANSWER_PREFIX = "Answer: "
-
-
-class Teacher(Protocol):
-    name: str
-
-    def solve(self, question: Question) -> Trace: ...
 
 
 def _rng_for(seed: int, question_id: str) -> random.Random:
@@ -49,6 +41,9 @@ class ProgrammaticTeacher:
         self.name = cfg.model
         self.cfg = cfg
 
+    async def attempt(self, question: Question) -> Trace:
+        return self.solve(question)
+
     def solve(self, question: Question) -> Trace:
         hit = parse_any(question.question)
         if hit is None:
@@ -66,26 +61,3 @@ class ProgrammaticTeacher:
         return Trace(question_id=question.id, teacher=self.name, thinking=thinking, answer=answer,
                      prompt_tokens=len(question.question.split()),
                      completion_tokens=len(thinking.split()) + len(answer.split()))
-
-
-TEACHERS: dict[str, Callable[[TeacherConfig], Teacher]] = {"programmatic": ProgrammaticTeacher}
-
-
-def build_teacher(cfg: TeacherConfig) -> Teacher:
-    if cfg.kind not in TEACHERS:
-        raise ValueError(f"teacher.kind: {cfg.kind!r} has no client in this build; "
-                         f"available: {sorted(TEACHERS)} (API teachers arrive with the curation issue)")
-    return TEACHERS[cfg.kind](cfg)
-
-
-def distill(questions: list[Question], teacher: Teacher, progress: Callable | None = None) -> list[Trace]:
-    """Run the teacher over every question; failures are kept as ``ok=False`` traces."""
-    traces = []
-    for q in questions:
-        try:
-            traces.append(teacher.solve(q))
-        except Exception as e:  # a failing call is recorded, never loses the batch
-            traces.append(Trace(question_id=q.id, teacher=teacher.name, ok=False, error=repr(e)))
-        if progress:
-            progress()
-    return traces
