@@ -74,6 +74,7 @@ class PoolSource(Section):
     id_field: str = Field("", description="row field used as id ('' = source + row number)")
     question_field: str = "question"
     answer_field: str = "answer"
+    answer_extract: Literal["none", "boxed"] = Field("none", description="boxed: the last \\boxed{} of a solution field")
     limit: Optional[int] = Field(None, gt=0)
 
     @model_validator(mode="after")

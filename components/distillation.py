@@ -74,7 +74,7 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: Path)
     import ray.data
 
     from components.progress import progress_bar
-    from components.raycluster import ensure_ray
+    from components.raycluster import actor_pool, ensure_ray
 
     store = ShardStore(shard_dir)
     done = store.done_ids()
@@ -87,8 +87,7 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: Path)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
         ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(),
                                                                   "workers": cfg.workers},
-                            batch_size=cfg.batch_size, concurrency=cfg.workers, num_cpus=0.1,
-                            max_concurrency=4)
+                            batch_size=cfg.batch_size, num_cpus=0.1, compute=actor_pool(cfg.workers, 4))
         spent, failed, finished = 0.0, 0, 0
         with progress_bar(f"distilling with {cfg.model}", total=len(pending)) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -38,3 +38,23 @@ def classify(question: str) -> str:
         if pattern.search(question):
             return code
     return "97"
+
+
+CLASSIFY_INSTRUCTION = ("Classify the question into one domain of the Mathematics Subject Classification (MSC). "
+                        "Domains:\n{domains}\nReply with the two-digit code only.")
+
+
+def classification_messages(question: str) -> list[dict]:
+    """The prompt s1 used in spirit: the MSC list, then the question; the reply is a code."""
+    listing = "\n".join(f"{code} {d['title']}" for code, d in sorted(msc_domains().items()))
+    return [{"role": "system", "content": CLASSIFY_INSTRUCTION.format(domains=listing)},
+            {"role": "user", "content": f"Question: {question}"}]
+
+
+def parse_msc(reply: str) -> str:
+    """The first known two-digit MSC code in an LLM's reply, or '' when there is none."""
+    known = msc_domains()
+    for code in re.findall(r"\b(\d{2})\b", reply):
+        if code in known:
+            return code
+    return ""

@@ -18,7 +18,7 @@ _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*[:：]\s*(.+)", re.I)
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     starts = [m.end() for m in _BOXED.finditer(text)]
     if not starts:
         return None
@@ -32,7 +32,7 @@ def _last_boxed(text: str) -> str | None:
 
 def extract_answer(text: str) -> str:
     """The final answer in ``text``: the last ``\\boxed{}``, else the last 'Answer:' line."""
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     hits = _ANSWER_LINE.findall(text)

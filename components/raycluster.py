@@ -18,3 +18,9 @@ def ensure_ray() -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+
+
+def actor_pool(size: int, calls_per_actor: int | None = None):
+    """A fixed pool of ``size`` Ray Data actors; async actors take several batches at once."""
+    from ray.data import ActorPoolStrategy
+    return ActorPoolStrategy(size=size, max_concurrent_calls_per_actor=calls_per_actor)

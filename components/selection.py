@@ -11,7 +11,9 @@ Ablations: ``diversity_only`` (uniform within the domain), ``random``,
 from __future__ import annotations
 
 import random
+from bisect import bisect
 from collections import defaultdict
+from itertools import accumulate
 from typing import Callable
 
 from components.records import Example
@@ -28,6 +30,8 @@ def _by_domain(examples: list[Example]) -> dict[str, list[Example]]:
 
 def _domain_sampling(examples: list[Example], size: int, rng: random.Random, length_weighted: bool) -> list[Example]:
     groups = _by_domain(examples)
+    longest = max((len(items) for items in groups.values()), default=0)
+    cum = list(accumulate(2.0 ** -rank for rank in range(longest)))  # 2^-rank, shared by every domain
     chosen: list[Example] = []
     while len(chosen) < size:
         domains = sorted(d for d, items in groups.items() if items)
@@ -35,7 +39,9 @@ def _domain_sampling(examples: list[Example], size: int, rng: random.Random, len
             break
         items = groups[rng.choice(domains)]
         if length_weighted:
-            idx = rng.choices(range(len(items)), weights=[2.0 ** -rank for rank in range(len(items))])[0]
+            # what rng.choices(weights=2^-rank) draws, in O(log n): same stream, same picks
+            n = len(items)
+            idx = bisect(cum, rng.random() * cum[n - 1], 0, n - 1)
         else:
             idx = rng.randrange(len(items))
         chosen.append(items.pop(idx))

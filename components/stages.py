@@ -95,15 +95,19 @@ def base_model_stage(cfg: ProfileConfig, paths: Paths) -> dict:
 
 
 def collect_stage(cfg: ProfileConfig, paths: Paths) -> dict:
-    from components.pool import generate_heldout, generate_pool
-    pool = generate_pool(cfg.pool)
+    from components.pool import generate_heldout
+    from components.pool_sources import load_pool
+    result = load_pool(cfg.pool)
     ev = cfg.evaluate
     heldout = generate_heldout(ev.test_seed, ev.test_size, cfg.pool.domains, ev.test_min_difficulty,
                                ev.test_max_difficulty)
-    write_jsonl(paths.pool, pool)
+    write_jsonl(paths.pool, result.questions)
+    write_jsonl(paths.quarantine, result.quarantined)
     write_jsonl(paths.heldout, heldout)
-    return {"pool": len(pool), "heldout": len(heldout),
-            "malformed": sum(1 for q in pool if q.metadata.get("malformed"))}
+    report = {**result.report, "pool": len(result.questions), "heldout": len(heldout),
+              "malformed": sum(1 for q in result.questions if q.metadata.get("malformed"))}
+    write_json(paths.metric("collect_report.json"), report)
+    return report
 
 
 def distill_stage(cfg: ProfileConfig, paths: Paths) -> dict:
@@ -126,70 +130,68 @@ def _eval_texts(cfg: ProfileConfig, paths: Paths) -> list[str]:
     return texts
 
 
+def student_engine(model: str, cfg: ProfileConfig):
+    """A student for the difficulty filter (built inside a Ray Data actor)."""
+    engine = _engine(model, cfg)
+    engine.batch_size = cfg.difficulty.batch_size
+    return engine
+
+
 def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
+    from functools import partial
+
+    from transformers import AutoTokenizer
+
+    from components.curation import classify_domains, quality_and_decontamination, student_solves
     from components.filters.decontamination import NgramIndex
-    from components.filters.difficulty import student_attempts, trace_length
-    from components.filters.quality import quality_reason
+    from components.filters.difficulty import trace_length
     from components.progress import progress_bar
     _threads()
     traces = {t.question_id: t for t in read_jsonl(paths.traces, Trace)}
     examples = [Example(question=q, trace=traces[q.id]) for q in read_jsonl(paths.pool, Question) if q.id in traces]
     index = NgramIndex.build(_eval_texts(cfg, paths), cfg.decontamination.ngram)
-    reasons: Counter = Counter()
     counts = {"pool": len(examples)}
-    kept = []
-    for ex in examples:
-        ex.drop_reason = quality_reason(ex, cfg.quality)
-        reasons[ex.drop_reason or "kept"] += 1
-        if not ex.drop_reason:
-            kept.append(ex)
-    counts["after_quality"] = len(kept)
-    survivors = []
-    for ex in kept:
-        if index.contaminated(ex.question.question):
-            reasons["contaminated"] += 1
-        else:
-            survivors.append(ex)
+    survivors, dropped = quality_and_decontamination(examples, cfg.quality, index)
+    reasons = Counter(ex.drop_reason for ex in dropped)
+    counts["after_quality"] = len(examples) - sum(n for r, n in reasons.items() if r != "contaminated")
     counts["after_decontamination"] = len(survivors)
     if cfg.difficulty.enabled and survivors:
         for student in cfg.difficulty.students:
-            engine = _engine(base_model_ref(cfg, paths) if student == "base" else student, cfg)
-            engine.batch_size = cfg.difficulty.batch_size
+            model = str(Path(base_model_ref(cfg, paths)).resolve()) if student == "base" and cfg.model.source != "hub" \
+                else (base_model_ref(cfg, paths) if student == "base" else student)
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
-                solved = student_attempts(engine, survivors, cfg.difficulty.max_new_tokens, progress=advance)
-            for ex, ok in zip(survivors, solved):
-                ex.student_correct[student] = ok
-        tokenizer = engine.tokenizer
+                solved = student_solves(survivors, partial(student_engine, model, cfg), model, cfg.difficulty,
+                                        progress=advance)
+            for ex in survivors:
+                ex.student_correct[student] = solved[ex.question.id]
         hard = [ex for ex in survivors if not any(ex.student_correct.values())]
         reasons["solved_by_student"] += len(survivors) - len(hard)
         survivors = hard
-    else:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(base_model_ref(cfg, paths))
+    counts["after_difficulty"] = len(survivors)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(cfg, paths))
     for ex in survivors:
         ex.trace_tokens = trace_length(tokenizer, ex)
-    counts["after_difficulty"] = len(survivors)
+    domain_outcome = classify_domains(survivors, cfg.domain)
     write_jsonl(paths.filtered, survivors)
-    report = {"counts": counts, "drop_reasons": dict(reasons)}
+    reasons["kept"] = len(survivors)
+    report = {"counts": counts, "drop_reasons": dict(reasons), "domain_classifier": cfg.domain.classifier,
+              **({"domain_outcome": dict(domain_outcome)} if domain_outcome else {})}
     write_json(paths.metric("filter_report.json"), report)
     return report
 
 
 def select_stage(cfg: ProfileConfig, paths: Paths) -> dict:
-    from components.domains import msc_domains
     from components.selection import select
+    from components.selection_report import plot_selection_report, selection_report
     examples = read_jsonl(paths.filtered, Example)
     s = cfg.selection
     chosen = select(examples, s.strategy, s.size, s.seed)
     write_jsonl(paths.selected, chosen)
-    lengths = sorted(e.trace_tokens for e in chosen)
-    report = {"strategy": s.strategy, "selected": len(chosen), "available": len(examples),
-              "per_domain": {f"{code} {msc_domains().get(code, {}).get('title', '?')}": n
-                             for code, n in sorted(Counter(e.question.msc for e in chosen).items())},
-              "trace_tokens_median": lengths[len(lengths) // 2] if lengths else 0,
-              "trace_tokens_mean": sum(lengths) / len(lengths) if lengths else 0}
+    filter_report = json.loads(paths.metric("filter_report.json").read_text())
+    report = selection_report(filter_report, chosen, len(examples), s.strategy)
     write_json(paths.metric("selection_report.json"), report)
-    return report
+    plot_selection_report(report, paths.plot("selection_report.png"))
+    return {k: v for k, v in report.items() if k != "trace_tokens"}
 
 
 def tokenize_stage(cfg: ProfileConfig, paths: Paths) -> dict:
@@ -294,8 +296,15 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     metrics.update(control=ev["control"], scaling=ev["scaling"], performance=ev["performance"],
                    base_accuracy=ev["base_accuracy"], accuracy_unlimited=ev["unlimited"]["accuracy"],
                    train_loss=train["train_loss"], sft_seconds=train["seconds"])
+    distill = paths.metric("distill_report.json")
+    if distill.exists():
+        d = json.loads(distill.read_text())
+        metrics.update({f"distill_{k}": d[k] for k in ("done", "failed", "calls", "prompt_tokens",
+                                                       "completion_tokens", "cost_usd")})
     artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
-                 paths.metric("selection_report.json"), paths.metric("train.json")]
+                 paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
+                 paths.metric("collect_report.json"), paths.metric("distill_report.json")]
+    artifacts = [a for a in artifacts if a.exists()]
     tags = {"model_hash": ev.get("model_hash", ""),
             **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
     history = paths.sft_work / "loss_history.json"

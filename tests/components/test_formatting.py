@@ -1,6 +1,6 @@
 from components.formatting import (ANSWER_START, IGNORE_INDEX, THINK_START, assistant_text, prompt_text,
                                    thinking_prompt, tokenize_dataset, tokenize_example)
-from components.teacher import ProgrammaticTeacher
+from components.teachers import ProgrammaticTeacher
 from components.config import TeacherConfig
 from components.records import Question
 

@@ -4,7 +4,7 @@ from components.config import PoolConfig, TeacherConfig
 from components.pool import generate_heldout, generate_pool
 from components.problems import FAMILIES, addition_steps, parse_any
 from components.records import Question
-from components.teacher import ProgrammaticTeacher, build_teacher, distill
+from components.teachers import ProgrammaticTeacher, build_teacher
 
 
 def test_pool_is_seeded_reproducible_and_diverse():
@@ -78,8 +78,8 @@ def test_teacher_slips_then_corrects_with_wait():
 def test_teacher_is_order_independent_and_records_failures():
     teacher = build_teacher(TeacherConfig(slip_probability=0.5))
     qs = generate_pool(PoolConfig(size=40))
-    fwd = {t.question_id: t for t in distill(qs, teacher)}
-    rev = {t.question_id: t for t in distill(qs[::-1], teacher)}
+    fwd = {q.id: teacher.solve(q) for q in qs}
+    rev = {q.id: teacher.solve(q) for q in qs[::-1]}
     assert fwd == rev
-    bad = distill([Question(id="b", source="t", question="Prove Fermat's last theorem.", answer="")], teacher)
-    assert not bad[0].ok and "could not parse" in bad[0].error
+    bad = teacher.solve(Question(id="b", source="t", question="Prove Fermat's last theorem.", answer=""))
+    assert not bad.ok and "could not parse" in bad.error

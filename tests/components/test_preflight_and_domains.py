@@ -17,7 +17,7 @@ def test_unavailable_teacher_and_engine_fail_before_work():
                          "evaluate": {"engine": "vllm"}}, "tiny")
     with pytest.raises(ConfigError) as e:
         preflight(cfg, ["collect", "distill", "filter", "evaluate"])
-    assert "teacher.kind: 'gemini'" in str(e.value) and "evaluate.engine: 'vllm' needs the vllm package" in str(e.value)
+    assert "teacher.api_key_env: environment variable S1FLOW_TEST_KEY is not set" in str(e.value) and "evaluate.engine: 'vllm' needs the vllm package" in str(e.value)
     preflight(cfg, ["collect"])  # stages that need neither still run
 
 

@@ -9,7 +9,7 @@ from components.formatting import tokenize_dataset
 from components.pool import generate_pool
 from components.config import PoolConfig
 from components.sft import train_sft, training_arguments
-from components.teacher import ProgrammaticTeacher
+from components.teachers import ProgrammaticTeacher
 
 
 @pytest.fixture(scope="module")
