@@ -5,8 +5,8 @@ Each transform is a plain function or callable class over a batch of examples
 laptop core or a Ray cluster. A dropped example keeps its ``drop_reason``;
 the driver counts reasons for the filter report.
 
-- quality and decontamination: stateless ``map_batches`` (the n-gram index is
-  shipped once to the workers through the object store);
+- quality and decontamination: stateless ``map_batches`` (the n-gram index
+  travels to the workers with the transform);
 - difficulty: each student attempts every question, as Ray Data batch
   inference: the project's HF/vLLM engine in actors (``runner: engine``) or
   ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile);
@@ -71,11 +71,10 @@ def _collect(ds) -> list[Example]:
 def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, index,
                                 batch_size: int = 2048) -> tuple[list[Example], list[Example]]:
     """(kept, dropped) after the quality checks and n-gram decontamination, as Ray Data transforms."""
-    import ray
     ds = _dataset(examples, batch_size)
     ds = ds.map_batches(quality_transform, fn_kwargs={"cfg_json": cfg.model_dump_json()},
                         batch_size=batch_size, batch_format="numpy")
-    ds = ds.map_batches(decontamination_transform, fn_kwargs={"index": ray.put(index)},
+    ds = ds.map_batches(decontamination_transform, fn_kwargs={"index": index},
                         batch_size=batch_size, batch_format="numpy")
     done = _collect(ds)
     return [ex for ex in done if not ex.drop_reason], [ex for ex in done if ex.drop_reason]

@@ -41,18 +41,36 @@ def cost_usd(trace: Trace | dict, cfg: TeacherConfig) -> float:
     return (t["prompt_tokens"] * cfg.price_input_per_mtok + t["completion_tokens"] * cfg.price_output_per_mtok) / 1e6
 
 
-class TeacherWorker:
-    """A Ray Data actor: one teacher client answering a batch with concurrent calls."""
+def batches_in_flight_per_worker(cfg: TeacherConfig) -> int:
+    """Batches an actor works on at once: enough to keep its share of the concurrency busy, one more
+    to bridge the gap while a batch's last call finishes. A kill loses at most these."""
+    per_worker = max(1, cfg.concurrency // cfg.workers)
+    return -(-per_worker // cfg.batch_size) + 1
 
-    def __init__(self, cfg_json: str, workers: int):
+
+def max_lost_on_kill(cfg: TeacherConfig) -> int:
+    """Questions whose calls a SIGKILL can waste: every batch in flight on every worker."""
+    return cfg.workers * batches_in_flight_per_worker(cfg) * cfg.batch_size
+
+
+class TeacherWorker:
+    """A Ray Data actor: one teacher client answering a batch with concurrent calls.
+
+    The worker writes the finished batch as a shard itself, before reporting back:
+    what a worker finished is on disk even if the driver dies the next moment."""
+
+    def __init__(self, cfg_json: str, workers: int, shard_url: str):
         from components.teachers import build_teacher
         cfg = TeacherConfig.model_validate_json(cfg_json)
         self.teacher = build_teacher(cfg) if cfg.kind == "programmatic" else build_teacher(cfg, workers=workers)
+        self.store = ShardStore(shard_url)
 
     async def __call__(self, batch: dict) -> dict:
         questions = [Question.model_validate_json(s) for s in batch["question"]]
         traces = await asyncio.gather(*(self.teacher.attempt(q) for q in questions))
-        return {"trace": [t.model_dump_json() for t in traces]}
+        self.store.write([t.model_dump() for t in traces])
+        return {"ok": [t.ok for t in traces], "prompt_tokens": [t.prompt_tokens for t in traces],
+                "completion_tokens": [t.completion_tokens for t in traces]}
 
 
 def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -> dict:
@@ -69,7 +87,7 @@ def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -
             "failure_reasons": dict(failures), "shards": len(store.shards())}
 
 
-def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: Path) -> dict:
+def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str | Path) -> dict:
     """Run the teacher over every question not yet done; returns the run's report."""
     import ray.data
 
@@ -86,15 +104,16 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: Path)
         blocks = -(-len(pending) // cfg.batch_size)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
         ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(),
-                                                                  "workers": cfg.workers},
-                            batch_size=cfg.batch_size, num_cpus=0.1, compute=actor_pool(cfg.workers, 4))
+                                                                  "workers": cfg.workers, "shard_url": store.url},
+                            batch_size=cfg.batch_size, num_cpus=0.1, 
+                            compute=actor_pool(cfg.workers, batches_in_flight_per_worker(cfg)))
         spent, failed, finished = 0.0, 0, 0
         with progress_bar(f"distilling with {cfg.model}", total=len(pending)) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                traces = [json.loads(s) for s in batch["trace"]]
-                store.write(traces)
+                traces = [{"prompt_tokens": int(p), "completion_tokens": int(c)}
+                          for p, c in zip(batch["prompt_tokens"], batch["completion_tokens"])]
                 spent += sum(cost_usd(t, cfg) for t in traces)
-                failed += sum(not t["ok"] for t in traces)
+                failed += int(sum(not ok for ok in batch["ok"]))
                 finished += len(traces)
                 rate = finished / max(time.monotonic() - start, 1e-9)
                 advance(len(traces), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
@@ -104,7 +123,7 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: Path)
     return report
 
 
-def merged_traces(questions: list[Question], shard_dir: Path) -> list[Trace]:
+def merged_traces(questions: list[Question], shard_dir: str | Path) -> list[Trace]:
     """One trace per question, in pool order (a failure where no attempt succeeded)."""
     latest = ShardStore(shard_dir).latest()
     missing = [q.id for q in questions if q.id not in latest]
