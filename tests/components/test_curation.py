@@ -1,0 +1,116 @@
+"""The filters as Ray Data transforms give what the plain functions give; domains; selection report."""
+import random
+from collections import Counter
+from functools import partial
+
+import pytest
+
+from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
+from components.curation import classify_domains, quality_and_decontamination, student_solves
+from components.domains import classify
+from components.filters.decontamination import NgramIndex
+from components.filters.difficulty import student_attempts
+from components.filters.quality import quality_reason
+from components.pool import generate_pool
+from components.records import Example, Trace
+from components.selection import select
+from components.selection_report import plot_selection_report, selection_report
+from components.serve.launch import free_port
+from components.teachers.programmatic import ProgrammaticTeacher
+from components.teachers.simulator import Simulator
+
+
+def _examples(n=120, seed=5, malformed=0.2):
+    from components.config import TeacherConfig
+    teacher = ProgrammaticTeacher(TeacherConfig())
+    out = []
+    for i, q in enumerate(generate_pool(PoolConfig(size=n, seed=seed, malformed_fraction=malformed))):
+        t = teacher.solve(q)
+        if i % 17 == 0:
+            t = Trace(question_id=q.id, teacher="t", ok=False, error="HTTP 500")
+        out.append(Example(question=q, trace=t))
+    return out
+
+
+def test_ray_transforms_match_the_plain_filters():
+    examples = _examples()
+    index = NgramIndex.build([examples[3].question.question, examples[8].question.question], n=8)
+    kept, dropped = quality_and_decontamination(examples, QualityConfig(), index)
+    expected = {}
+    for ex in examples:
+        expected[ex.question.id] = quality_reason(ex, QualityConfig()) or (
+            "contaminated" if index.contaminated(ex.question.question) else None)
+    got = {ex.question.id: ex.drop_reason for ex in kept + dropped}
+    assert got == expected
+    reasons = Counter(expected.values())
+    assert reasons["api_error"] >= 5 and reasons["contaminated"] >= 1 and reasons[None] == len(kept)
+    assert {"missing_figure", "ascii_art", "inconsistent_numbering"} <= set(reasons)
+
+
+def _student(model_dir):
+    from components.inference.hf_engine import HFEngine
+    return HFEngine.from_pretrained(str(model_dir), batch_size=16)
+
+
+def test_difficulty_attempts_as_ray_batch_inference_match_in_process(tiny_model_dir):
+    examples = _examples(n=24, malformed=0.0)
+    cfg = DifficultyConfig(max_new_tokens=6, batch_size=8, workers=1)
+    solved = student_solves(examples, partial(_student, tiny_model_dir), str(tiny_model_dir), cfg)
+    local = student_attempts(_student(tiny_model_dir), examples, cfg.max_new_tokens)
+    assert solved == {ex.question.id: ok for ex, ok in zip(examples, local)}
+
+
+def test_llm_domain_classifier_through_an_openai_compatible_endpoint():
+    examples = _examples(n=40, malformed=0.0)
+    for ex in examples:
+        ex.question.msc = ""
+    with Simulator(free_port()) as sim:
+        cfg = DomainConfig(classifier="llm", model="sim", base_url=sim.base_url, concurrency=8, workers=2,
+                           batch_size=8)
+        outcome = classify_domains(examples, cfg)
+        asked = sim.stats()["calls"]
+    assert outcome == {"classified": 40} and asked == 40
+    assert [ex.question.msc for ex in examples] == [classify(ex.question.question) for ex in examples]
+    assert {ex.question.msc for ex in examples} == {"97", "08", "11", "05"}
+
+
+def _reference_diversity(examples, size, seed):
+    """The first implementation (rng.choices over 2^-rank weights), kept to pin the fast one."""
+    from components.selection import _by_domain
+    rng = random.Random(seed)
+    groups = _by_domain(sorted(examples, key=lambda e: e.question.id))
+    chosen = []
+    while len(chosen) < size:
+        domains = sorted(d for d, items in groups.items() if items)
+        if not domains:
+            break
+        items = groups[rng.choice(domains)]
+        idx = rng.choices(range(len(items)), weights=[2.0 ** -r for r in range(len(items))])[0]
+        chosen.append(items.pop(idx))
+    return chosen
+
+
+def test_fast_diversity_sampling_picks_exactly_what_the_reference_picks():
+    rng = random.Random(1)
+    examples = _examples(n=400, malformed=0.0)
+    for ex in examples:
+        ex.trace_tokens = rng.randint(10, 500)
+    for seed in range(5):
+        assert [e.question.id for e in select(examples, "diversity", 150, seed)] == \
+               [e.question.id for e in _reference_diversity(examples, 150, seed)]
+
+
+def test_selection_report_json_and_png(tmp_path):
+    examples = _examples(n=200, malformed=0.0)
+    for i, ex in enumerate(examples):
+        ex.trace_tokens = 20 + i
+    chosen = select(examples, "diversity", 60, 0)
+    filter_report = {"counts": {"pool": 300, "after_quality": 250, "after_decontamination": 240,
+                                "after_difficulty": 200}, "drop_reasons": {"api_error": 50}}
+    report = selection_report(filter_report, chosen, len(examples), "diversity")
+    assert report["funnel"] == {**filter_report["counts"], "selected": 60}
+    assert sum(report["per_domain"].values()) == 60 and report["domains"] == 4
+    assert "05 Combinatorics" in report["per_domain"]
+    png = tmp_path / "selection_report.png"
+    plot_selection_report(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -1,0 +1,74 @@
+"""Pool sources: JSONL / Parquet / HF rows onto one schema; bad rows quarantined; duplicates dropped."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components import pool_sources
+from components.config import ConfigError, PoolConfig, PoolSource, parse_profile
+from components.pool_sources import load_pool, normalised_hash
+from tests.conftest import SHARED
+
+
+def test_normalised_hash_ignores_case_width_and_spacing():
+    assert normalised_hash("What is  2+2?\n") == normalised_hash("what is 2+2?") == normalised_hash("ＷＨＡＴ is 2+2?")
+    assert normalised_hash("What is 2+3?") != normalised_hash("What is 2+2?")
+
+
+def test_jsonl_and_parquet_rows_are_checked_quarantined_and_deduplicated(tmp_path):
+    rows = [{"id": 1, "problem": "Find x if x+1=3.", "solution": "x = \\boxed{2}"},
+            {"id": 2, "problem": "", "solution": "\\boxed{1}"},                  # empty question
+            {"id": 3, "problem": "What is 7*6?", "solution": "forty-two"},        # no boxed answer
+            {"id": 4, "problem": "FIND X  if x+1=3.", "solution": "\\boxed{2}"},  # duplicate text
+            {"id": 5, "problem": "What is 7*6?", "solution": "It is \\boxed{42}."}]
+    jl = tmp_path / "a.jsonl"
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    pq.write_table(pa.Table.from_pylist([{"q": "How many primes are below 10?", "a": 4},
+                                         {"q": "What is 7*6?", "a": 42},             # dup across sources
+                                         {"q": "Sum of 1..10?", "a": None}]), tmp_path / "b.parquet")
+    cfg = PoolConfig(sources=[
+        PoolSource(kind="jsonl", path=str(jl), name="numina", id_field="id", question_field="problem",
+                   answer_field="solution", answer_extract="boxed"),
+        PoolSource(kind="parquet", path=str(tmp_path), name="olympiad", question_field="q", answer_field="a")])
+    result = load_pool(cfg)
+    assert [(q.id, q.answer) for q in result.questions] == [("numina-1", "2"), ("numina-5", "42"), ("olympiad-0000000", "4")]
+    reasons = [r["reason"] for r in result.quarantined]
+    assert reasons[0] == "field 'problem' missing or not non-empty text"
+    assert reasons[1] == "field 'solution' missing or empty (no \\boxed{} in it)"
+    assert reasons[2].startswith("not valid JSON") and reasons[3] == "field 'a' missing or empty"
+    assert result.report["duplicates"] == 2 and result.report["quarantined"] == 4
+    assert result.report["sources"]["numina"] == {"rows": 6, "quarantined": 3, "duplicates": 1, "kept": 2}
+
+
+def test_hf_source_goes_through_the_same_mapping(monkeypatch):
+    seen = {}
+
+    def fake_hf(src):
+        seen["args"] = (src.name, src.config, src.split)
+        yield {"Question": "Find the number of ordered pairs (m, n) with m+n=5.", "Answer": 6, "ID": "1983-1"}
+    monkeypatch.setitem(pool_sources.ROW_READERS, "hf", fake_hf)
+    cfg = PoolConfig(sources=[PoolSource(kind="hf", name="gneubig/aime-1983-2024", question_field="Question",
+                                         answer_field="Answer", id_field="ID")])
+    (q,) = load_pool(cfg).questions
+    assert seen["args"] == ("gneubig/aime-1983-2024", None, "train")
+    assert (q.id, q.answer, q.source) == ("gneubig/aime-1983-2024-1983-1", "6", "gneubig/aime-1983-2024")
+
+
+def test_real_eval_files_load_as_a_pool_source():
+    files = sorted((SHARED / "data/eval").glob("*.jsonl")) if (SHARED / "data/eval").exists() else []
+    if not files:
+        pytest.skip("../shared/data/eval not present")
+    first = json.loads(files[0].read_text().splitlines()[0])
+    qf = "problem" if "problem" in first else "question"
+    result = load_pool(PoolConfig(sources=[PoolSource(kind="jsonl", path=str(files[0]), question_field=qf)]))
+    assert result.questions and not result.quarantined
+
+
+def test_source_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"tiny.pool.sources.0.path: a jsonl source needs path"):
+        parse_profile({"pool": {"sources": [{"kind": "jsonl"}]}}, "tiny")
+    with pytest.raises(ConfigError, match=r"tiny.pool.sources: list at least one source"):
+        parse_profile({"pool": {"sources": []}}, "tiny")
+    with pytest.raises(FileNotFoundError, match="pool.sources: /nope.jsonl not found"):
+        load_pool(PoolConfig(sources=[PoolSource(kind="jsonl", path="/nope.jsonl")]))
