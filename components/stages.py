@@ -327,6 +327,91 @@ STAGES: dict[str, Callable[[ProfileConfig, Paths], dict]] = {
 }
 
 
+STAGE_OUTPUTS: dict[str, Callable[[Paths], list[Path]]] = {
+    "base-model": lambda p: [p.base_model],
+    "collect": lambda p: [p.pool, p.heldout, p.quarantine],
+    "distill": lambda p: [p.traces],
+    "filter": lambda p: [p.filtered],
+    "select": lambda p: [p.selected],
+    "tokenize": lambda p: [p.sft_tokens],
+    "train": lambda p: [p.sft_model],
+    "evaluate": lambda p: [p.metric("eval.json"), p.eval_samples],
+    "register": lambda p: [p.metric("mlflow_run.json")],
+}
+
+
+def _files_signature(path: Path) -> list:
+    if not path.exists():
+        return [str(path), "missing"]
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def code_digest() -> str:
+    """The stage code itself: a changed component invalidates cached stage results."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def outputs_signature(name: str, paths: Paths) -> str:
+    """What this stage's outputs look like on disk now (paths, sizes, mtimes)."""
+    state = [_files_signature(o) for o in STAGE_OUTPUTS[name](paths)]
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()[:24]
+
+
+# The params each stage reads: the same lists as the stages' `params:` in dvc.yaml (a test keeps them equal).
+STAGE_PARAMS: dict[str, list[str]] = {
+    "base-model": ["model", "pretrain", "pool.domains", "pool.min_difficulty", "pool.max_difficulty"],
+    "collect": ["pool", "evaluate.test_size", "evaluate.test_seed", "evaluate.test_min_difficulty",
+                "evaluate.test_max_difficulty"],
+    "distill": ["teacher"],
+    "filter": ["quality", "decontamination", "difficulty", "domain"],
+    "select": ["selection"],
+    "tokenize": ["sft.block_size"],
+    "train": ["sft"],
+    "evaluate": ["evaluate"],
+    "register": ["tracking"],
+}
+
+
+def stage_params(name: str, cfg: ProfileConfig) -> dict:
+    data, out = cfg.model_dump(mode="json"), {}
+    for key in STAGE_PARAMS[name]:
+        node = data
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def stage_cache_key(name: str, cfg: ProfileConfig, upstream: str = "") -> str:
+    """Identifies one stage's work: its params, the code, and the upstream stage's outputs."""
+    state = [name, stage_params(name, cfg), code_digest(), upstream]
+    return f"s1flow-{cfg.name}-{name}-" + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class OutputLedger:
+    """The outputs each stage left when it last finished (runs/<profile>/ledger.json): a cached
+    stage whose outputs were since removed or changed is run again instead of trusted."""
+
+    def __init__(self, paths: Paths):
+        self.paths, self.file = paths, paths.root / "runs" / paths.profile / "ledger.json"
+
+    def _read(self) -> dict:
+        return json.loads(self.file.read_text()) if self.file.exists() else {}
+
+    def stale(self, name: str) -> bool:
+        return self._read().get(name) != outputs_signature(name, self.paths)
+
+    def record(self, name: str) -> str:
+        signature = outputs_signature(name, self.paths)
+        write_json(self.file, {**self._read(), name: signature})
+        return signature
+
+
 def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
     from components.preflight import preflight
     if name not in STAGES:

@@ -83,6 +83,17 @@ def serve(model: Optional[str] = typer.Option(None, help="model dir or hub id (d
 
 
 @app.command()
+def deploy(project: str = typer.Option(".", help="directory holding prefect.yaml (the flow code runs from here)")):
+    """Register the Prefect deployments (work pools, training concurrency limit, `prefect deploy --all`)."""
+    from pathlib import Path
+
+    from components.orchestration import register_deployments
+    for name in register_deployments(Path(project)):
+        typer.echo(f"deployment: {name}")
+    typer.echo("start a worker: prefect worker start --pool s1flow-local; then: prefect deployment run 's1-pipeline/tiny'")
+
+
+@app.command()
 def stages():
     """List the pipeline stages in order."""
     for name, fn in STAGES.items():

@@ -10,43 +10,78 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from components.config import load_config
 from components.preflight import preflight
-from components.stages import STAGES, Paths, run_stage
+from components.stages import STAGES, OutputLedger, Paths, outputs_signature, run_stage, stage_cache_key
+
+# Groups of stages users run on their own (each is a deployment in prefect.yaml).
+STAGE_GROUPS = {
+    "distill": ["collect", "distill"],
+    "curate": ["filter", "select", "tokenize"],
+    "train": ["train"],
+    "evaluate": ["evaluate", "register"],
+}
+from components.orchestration import TRAIN_TAG  # noqa: E402  (one training at a time)
 
 
-@task(retries=1, retry_delay_seconds=5)
-def stage_task(name: str, params_path: str, profile: str, overrides: list[str]) -> dict:
+def _cache_key(context, parameters: dict) -> str:
+    return parameters["cache_token"]
+
+
+@task(retries=1, retry_delay_seconds=5, persist_result=True, cache_key_fn=_cache_key)
+def stage_task(name: str, params_path: str, profile: str, overrides: list[str], cache_token: str) -> dict:
+    """One stage. Its result persists under a key of (stage, params, code, upstream outputs): a rerun of
+    the flow reuses every finished stage whose key and outputs are unchanged and resumes at the first
+    one that is not (a failed one, or one whose outputs were removed or changed)."""
     cfg = load_config(params_path, profile, overrides)
     return run_stage(name, cfg, Paths.for_profile(cfg.name))
 
 
-@flow(name="s1-pipeline", log_prints=True)
-def s1_pipeline(profile: Optional[str] = None, params_path: str = "params.yaml",
-                overrides: Optional[list[str]] = None) -> dict:
+def run_stages(stages: list[str], profile: Optional[str], params_path: str, overrides: Optional[list[str]],
+               retries: int = 1, timeout_s: Optional[float] = None) -> dict:
     overrides = overrides or []
     cfg = load_config(params_path, profile, overrides)  # fail fast, before any stage runs
-    preflight(cfg, STAGES)
-    results = {}
-    for name in STAGES:
-        results[name] = stage_task.with_options(name=name)(name, params_path, cfg.name, overrides)
-    results["profile"] = cfg.name
-    return results
-
-
-@flow(name="s1-evaluate", log_prints=True)
-def s1_evaluate(profile: Optional[str] = None, params_path: str = "params.yaml",
-                overrides: Optional[list[str]] = None, and_register: bool = True) -> dict:
-    """Evaluate the trained model (sweep; through Serve with evaluate.via=serve) and log/register it."""
-    overrides = overrides or []
-    cfg = load_config(params_path, profile, overrides)
-    stages = ["evaluate", "register"] if and_register else ["evaluate"]
     preflight(cfg, stages)
-    results = {name: stage_task.with_options(name=name)(name, params_path, cfg.name, overrides) for name in stages}
+    paths, results, order = Paths.for_profile(cfg.name), {}, list(STAGES)
+    ledger = OutputLedger(paths)
+    for name in stages:
+        i = order.index(name)  # the stage before, in pipeline order, as it is on disk now
+        upstream = outputs_signature(order[i - 1], paths) if i else ""
+        key = stage_cache_key(name, cfg, upstream)
+        options = {"name": name, "tags": [TRAIN_TAG] if name == "train" else [], "retries": retries,
+                   "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name)}
+        results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
+        ledger.record(name)
     results["profile"] = cfg.name
+    get_run_logger().info("stages done: %s", ", ".join(stages))
     return results
+
+
+def stage_flow(flow_name: str, stages: list[str], doc: str, extra_overrides: tuple[str, ...] = ()):
+    """A Prefect flow running ``stages`` in order; every deployment in prefect.yaml points at one."""
+
+    def run(profile: Optional[str] = None, params_path: str = "params.yaml", overrides: Optional[list[str]] = None,
+            retries: int = 1, timeout_s: Optional[float] = None) -> dict:
+        return run_stages(stages, profile, params_path, [*(overrides or []), *extra_overrides], retries, timeout_s)
+
+    run.__doc__ = doc
+    run.__name__ = flow_name.replace("-", "_")
+    return flow(name=flow_name, log_prints=True)(run)
+
+
+s1_pipeline = stage_flow("s1-pipeline", list(STAGES), "The whole pipeline, base model to registered model.")
+s1_base_model = stage_flow("s1-base-model", ["base-model"], "Build (tiny) or record (hub) the base model.")
+s1_distill = stage_flow("s1-distill", STAGE_GROUPS["distill"],
+                        "Collect the pool and distill traces (resumable; rerun to finish failures).")
+s1_curate = stage_flow("s1-curate", STAGE_GROUPS["curate"], "Filter, select s1K and tokenize.")
+s1_train = stage_flow("s1-train", STAGE_GROUPS["train"], "SFT on the tokenized selection (one training at a time).")
+s1_evaluate = stage_flow("s1-evaluate", STAGE_GROUPS["evaluate"],
+                         "Evaluate the trained model (budget sweep) and log, register, promote it.")
+s1_serve_eval = stage_flow("s1-serve-eval", STAGE_GROUPS["evaluate"],
+                           "The evaluation sweep through the Ray Serve endpoint users call, then register.",
+                           ("evaluate.via=serve",))
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.micro import write_micro_project
 
 BIN = str(Path(sys.executable).parent)
@@ -61,3 +62,14 @@ def test_param_change_reruns_only_dependent_stages(repo):
 def test_dvc_plots_render(repo):
     out = _run(["dvc", "plots", "show", "--json"], repo)
     assert "scaling.jsonl" in out
+
+
+def test_prefect_cache_keys_read_the_params_dvc_tracks():
+    import yaml
+
+    from components.stages import STAGE_PARAMS, STAGES
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(spec) == list(STAGES)
+    for name, stage in spec.items():
+        tracked = [p.removeprefix("${profile}.") for p in stage.get("params", []) if p != "profile"]
+        assert tracked == STAGE_PARAMS[name], name

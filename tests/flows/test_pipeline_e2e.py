@@ -115,14 +115,15 @@ def test_evaluation_flow_alone(pipeline_run):
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import s1_evaluate
+    from flows.pipeline import stage_flow
     root, _ = pipeline_run
     cwd = os.getcwd()
     os.chdir(root)
     try:
         with prefect_test_harness():
-            out = s1_evaluate(profile="tiny", overrides=["evaluate.method=wait_extension",
-                                                         "evaluate.wait_counts=[0, 1]"], and_register=False)
+            out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
+                profile="tiny", overrides=["evaluate.method=wait_extension",
+                                           "evaluate.wait_counts=[0, 1]"])
     finally:
         os.chdir(cwd)
     assert out["evaluate"]["method"] == "wait_extension"

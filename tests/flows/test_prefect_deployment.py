@@ -1,0 +1,80 @@
+"""`prefect deployment run` against a real Prefect server and worker on 127.0.0.1.
+
+The tiny pipeline (micro settings) is deployed from prefect.yaml with `s1flow deploy`,
+a process worker picks it up, and a failure in the train task is resumed from that task.
+"""
+import json
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.flows.services import BIN, prefect_server
+from tests.micro import write_micro_project
+
+pytestmark = pytest.mark.slow
+
+
+def _run_deployment(name: str, env: dict, cwd, params: dict | None = None) -> tuple[str, str]:
+    args = [str(BIN / "prefect"), "deployment", "run", name, "--watch", "--watch-interval", "2"]
+    for k, v in (params or {}).items():
+        args += ["--param", f"{k}={json.dumps(v)}"]
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    flow_run = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    state = httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run}").json()["state"]["type"]
+    return flow_run, state
+
+
+def _task_states(flow_run: str, env: dict) -> dict[str, str]:
+    runs = httpx.post(f"{env['PREFECT_API_URL']}/task_runs/filter",
+                      json={"flow_runs": {"id": {"any_": [flow_run]}}}).json()
+    states: dict[str, str] = {}
+    for r in sorted(runs, key=lambda r: r["expected_start_time"]):
+        states[r["name"].rsplit("-", 1)[0]] = r["state"]["name"]
+    return states
+
+
+def test_deployment_runs_on_a_worker_and_resumes_from_the_failed_task(tmp_path):
+    project = write_micro_project(tmp_path / "project")
+    shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
+    shutil.copytree(REPO / "flows", project / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "home").mkdir()
+    with prefect_server(tmp_path / "home") as env:
+        deployed = subprocess.run([str(BIN / "s1flow"), "deploy"], cwd=project, env=env, capture_output=True,
+                                  text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+        assert "deployment: s1-pipeline/tiny" in deployed.stdout and "deployment: s1-train/s1-32b" in deployed.stdout
+        limits = httpx.post(f"{env['PREFECT_API_URL']}/concurrency_limits/filter", json={}).json()
+        assert {(c["tag"], c["concurrency_limit"]) for c in limits} >= {("s1flow-train", 1)}
+        with open(tmp_path / "worker.log", "w") as log:
+            worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "s1flow-local"],
+                                      cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # 1) the training step breaks (its DeepSpeed config is missing): the flow run fails at train
+            broken = ["sft.deepspeed=always", "sft.deepspeed_config=missing/zero3.json"]
+            run, state = _run_deployment("s1-pipeline/tiny", env, project, {"overrides": broken, "retries": 0})
+            states = _task_states(run, env)
+            assert state == "FAILED", (tmp_path / "worker.log").read_text()[-3000:]
+            assert states["train"] == "Failed" and "evaluate" not in states
+            assert all(states[s] == "Completed" for s in ["base-model", "collect", "distill", "filter", "select",
+                                                         "tokenize"])
+            # 2) fixed: the rerun takes every finished stage from the persisted results, resumes at train
+            run, state = _run_deployment("s1-pipeline/tiny", env, project)
+            states = _task_states(run, env)
+            assert state == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+            assert all(states[s] == "Cached" for s in ["base-model", "collect", "distill", "filter", "select",
+                                                      "tokenize"]), states
+            assert all(states[s] == "Completed" for s in ["train", "evaluate", "register"]), states
+            # 3) an output removed by hand is noticed: that stage and what follows it run again
+            shutil.rmtree(project / "models/tiny/sft")
+            run, state = _run_deployment("s1-pipeline/tiny", env, project)
+            states = _task_states(run, env)
+            assert state == "COMPLETED" and states["tokenize"] == "Cached" and states["train"] == "Completed"
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    for rel in ["models/tiny/sft/model.safetensors", "metrics/tiny/eval.json", "metrics/tiny/mlflow_run.json"]:
+        assert (project / rel).exists(), rel
