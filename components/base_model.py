@@ -149,10 +149,11 @@ def build_base_model(cfg: ProfileConfig, out_dir: str | Path, checkpoint: Option
             "seconds": round(time.time() - started, 1)}
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
+def load_model(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None):
     """Load a saved (or hub) causal LM and its tokenizer, left-padded for batched generation."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
     model.eval()
     return model, tokenizer

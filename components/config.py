@@ -192,16 +192,31 @@ class SFTConfig(Section):
     gradient_checkpointing: bool = False
     deepspeed: Literal["auto", "never", "always"] = "auto"
     deepspeed_config: str = "infra/deepspeed/zero3.json"
-    world_size: int = Field(1, gt=0)
+    world_size: int = Field(1, gt=0, description="training processes (GPUs) in all")
+    packing: bool = Field(False, description="pack examples into block_size rows (global batch counts rows)")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    sequence_parallel_size: int = Field(1, gt=0, description="DeepSpeed Ulysses: GPUs sharing one sequence")
+    launcher: Literal["local", "ray"] = Field("local", description="ray: Ray Train TorchTrainer over world_size workers")
+    use_gpu: bool = Field(False, description="Ray Train workers take one GPU each")
+    checkpoint_uri: Optional[str] = Field(None, description="also keep checkpoints here (s3://... or a path); resume from it")
+    save_steps: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (default: each epoch)")
     seed: int = 5
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "SFTConfig":
-        per_step = self.per_device_batch_size * self.world_size
+        if self.world_size % self.sequence_parallel_size:
+            raise ValueError(f"sequence_parallel_size: ({self.sequence_parallel_size}) must divide world_size "
+                             f"({self.world_size})")
+        if self.sequence_parallel_size > 1 and self.deepspeed == "never":
+            raise ValueError("sequence_parallel_size: Ulysses needs DeepSpeed; set deepspeed to auto or always")
+        if self.packing and self.attn_implementation == "flash_attention_2" and self.sequence_parallel_size > 1:
+            raise ValueError("packing: not combined with Ulysses sequence parallelism here; turn one off")
+        per_step = self.per_device_batch_size * (self.world_size // self.sequence_parallel_size)
         if self.global_batch_size % per_step:
             raise ValueError(
-                f"global_batch_size: ({self.global_batch_size}) must be a multiple of "
-                f"per_device_batch_size*world_size ({self.per_device_batch_size}*{self.world_size})"
+                f"global_batch_size: ({self.global_batch_size}) must be a multiple of per_device_batch_size * "
+                f"data-parallel size ({self.per_device_batch_size}*{self.world_size // self.sequence_parallel_size}); "
+                "change per_device_batch_size or world_size so the global batch stays the same"
             )
         return self
 

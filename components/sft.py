@@ -28,15 +28,33 @@ from components.formatting import IGNORE_INDEX, TokenizedExample
 
 
 class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[TokenizedExample]):
+    """Examples (``TokenizedExample``) or packed rows (``PackedRow``) as dicts for a collator."""
+
+    def __init__(self, items: list):
         self.items = items
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        ex = self.items[i]
-        return {"input_ids": ex.input_ids, "labels": ex.labels}
+        return dict(vars(self.items[i]))
+
+
+class CountingCollator:
+    """Wraps a collator and counts real vs computed (padded) tokens: the padding efficiency."""
+
+    def __init__(self, inner):
+        self.inner, self.real, self.computed = inner, 0, 0
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        out = self.inner(batch)
+        self.real += sum(len(b["input_ids"]) for b in batch)
+        self.computed += out["input_ids"].numel()
+        return out
+
+    @property
+    def efficiency(self) -> float:
+        return self.real / self.computed if self.computed else 1.0
 
 
 @dataclass
@@ -99,11 +117,21 @@ def single_process_group(enabled: bool):
         PartialState._reset_state()
 
 
+def gradient_accumulation(cfg: SFTConfig, world: int) -> int:
+    """Steps to accumulate so the global batch stays ``global_batch_size`` for this many processes."""
+    data_parallel = max(1, world // cfg.sequence_parallel_size)
+    per_step = cfg.per_device_batch_size * data_parallel
+    if cfg.global_batch_size % per_step:
+        raise ValueError(f"sft.global_batch_size: {cfg.global_batch_size} is not a multiple of "
+                         f"per_device_batch_size*data-parallel size = {per_step} with {world} processes")
+    return cfg.global_batch_size // per_step
+
+
 def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", cfg.world_size))
-    accum = cfg.global_batch_size // (cfg.per_device_batch_size * world)
+    accum = gradient_accumulation(cfg, world)
     ds = cfg.deepspeed_config if use_deepspeed(cfg) else None
-    save_every = max(1, steps_per_epoch)
+    save_every = cfg.save_steps or max(1, steps_per_epoch)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
     return TrainingArguments(
         output_dir=str(work_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
@@ -113,8 +141,17 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
     )
+
+
+def _mfu(model, tokens_per_second: float, seq: int, devices: int):
+    from components.memory import param_counts
+    from components.throughput import mfu
+    c = model.config
+    total, _ = param_counts(c)  # from the config: ZeRO-3 leaves the local parameters empty
+    value = mfu(tokens_per_second, total, c.num_hidden_layers, c.hidden_size, seq, devices)
+    return None if value is None else round(value, 4)
 
 
 def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
@@ -123,16 +160,27 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     if not examples:
         raise ValueError("no training examples: the selection is empty (check the filter report)")
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    model, tokenizer = load_model(base_dir, dtype)
+    model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
     model.train()
-    steps_per_epoch = max(1, len(examples) // cfg.global_batch_size)
+    if cfg.packing:
+        from components.packing import PackedCollator, pack
+        items = pack(examples, cfg.block_size)
+        collator = CountingCollator(PackedCollator(tokenizer.pad_token_id, cfg.attn_implementation, model.dtype))
+    else:
+        items, collator = examples, CountingCollator(PadCollator(tokenizer.pad_token_id))
+    steps_per_epoch = max(1, len(items) // cfg.global_batch_size)
     with single_process_group(use_deepspeed(cfg)):
         args = training_arguments(cfg, work_dir, steps_per_epoch)
         if max_steps is not None:
             args.max_steps = max_steps
         history = LossHistory()
-        trainer = Trainer(model=model, args=args, train_dataset=ListDataset(examples),
-                          data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[history])
+        callbacks = [history]
+        if cfg.checkpoint_uri:
+            from components.checkpoints import CheckpointSync
+            callbacks.append(CheckpointSync(cfg.checkpoint_uri))
+            CheckpointSync(cfg.checkpoint_uri).restore_latest(work_dir)
+        trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
+                          callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
         started = time.time()
         resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
@@ -145,15 +193,20 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
                 # from_pretrained in this process partition its weights
                 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
                 unset_hf_deepspeed_config()
-    tokenizer.save_pretrained(out_dir)
-    # the published model holds safetensors and JSON only: no pickled training_args.bin
-    (out_dir / "training_args.bin").unlink(missing_ok=True)
-    (out_dir / "training_args.json").write_text(args.to_json_string())
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    if rank0:
+        tokenizer.save_pretrained(out_dir)
+        # the published model holds safetensors and JSON only: no pickled training_args.bin
+        (out_dir / "training_args.bin").unlink(missing_ok=True)
+        (out_dir / "training_args.json").write_text(args.to_json_string())
     seconds = time.time() - started
-    tokens = sum(len(e.input_ids) for e in examples) * cfg.epochs
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    tokens_per_second = collator.real * world / max(seconds, 1e-9)  # every rank saw as many tokens
     summary = {"train_loss": float(result.training_loss), "final_loss": history.rows[-1]["loss"] if history.rows else None,
                "steps": int(result.global_step), "seconds": round(seconds, 1),
-               "tokens_per_second": round(tokens / max(seconds, 1e-9), 1), "deepspeed": use_deepspeed(cfg),
-               "resumed_from": resume, "examples": len(examples)}
-    (work_dir / "loss_history.json").write_text(json.dumps(history.rows))
+               "tokens_per_second": round(tokens_per_second, 1), "padding_efficiency": round(collator.efficiency, 4),
+               "packing": cfg.packing, "rows": len(items), "mfu": _mfu(model, tokens_per_second, cfg.block_size, world),
+               "deepspeed": use_deepspeed(cfg), "world_size": world, "resumed_from": resume, "examples": len(examples)}
+    if rank0:
+        (work_dir / "loss_history.json").write_text(json.dumps(history.rows))
     return summary

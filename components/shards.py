@@ -37,6 +37,7 @@ class ShardStore:
         self.fs.makedirs(self.root, exist_ok=True)
 
     def shards(self) -> list[str]:
+        self.fs.invalidate_cache(self.root)  # other processes (workers) add shards
         return sorted(self.fs.glob(f"{self.root}/shard-*.jsonl"), key=lambda p: p.rsplit("/", 1)[-1])
 
     def rows(self) -> Iterator[dict]:

@@ -231,7 +231,13 @@ def train_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     _threads()
     examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
     plan = memory_plan(cfg, paths)  # fails fast, with the numbers, when the config cannot fit
-    summary = train_sft(cfg.sft, base_model_ref(cfg, paths), examples, paths.sft_model, paths.sft_work, cfg.model.dtype)
+    if cfg.sft.launcher == "ray":
+        from components.ray_sft import train_with_ray
+        summary = train_with_ray(cfg.sft, base_model_ref(cfg, paths), paths.sft_tokens, paths.sft_model,
+                                 paths.sft_work, cfg.model.dtype)
+    else:
+        summary = train_sft(cfg.sft, base_model_ref(cfg, paths), examples, paths.sft_model, paths.sft_work,
+                            cfg.model.dtype)
     summary["memory_plan"] = plan
     write_json(paths.metric("train.json"), summary)
     return summary
@@ -305,11 +311,19 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
                  paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
                  paths.metric("collect_report.json"), paths.metric("distill_report.json")]
     artifacts = [a for a in artifacts if a.exists()]
-    tags = {"model_hash": ev.get("model_hash", ""),
+    from components.lineage import input_hashes
+    data = input_hashes(paths.root, [str(p.relative_to(paths.root)) for p in
+                                     (paths.pool, paths.traces, paths.selected, paths.sft_tokens, paths.heldout,
+                                      paths.base_model)])
+    tags = {"model_hash": ev.get("model_hash", ""), **{f"dvc.{k}": v for k, v in data.items()},
             **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
+    version_tags = {"dataset": str(paths.selected.relative_to(paths.root)),
+                    "dataset_dvc_md5": data.get(str(paths.selected.relative_to(paths.root)), ""),
+                    "selection.strategy": cfg.selection.strategy}
     history = paths.sft_work / "loss_history.json"
     steps = json.loads(history.read_text()) if history.exists() else []
-    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps)
+    info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
+                            version_tags=version_tags)
     write_json(paths.metric("mlflow_run.json"), info)
     return info
 
@@ -347,12 +361,28 @@ def _files_signature(path: Path) -> list:
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
-def code_digest() -> str:
-    """The stage code itself: a changed component invalidates cached stage results."""
+# The code each stage depends on: the components/ entries of the stages' `deps:` in dvc.yaml (tested equal).
+STAGE_CODE: dict[str, list[str]] = {
+    "base-model": ["base_model.py", "tokenizer.py", "problems.py"],
+    "collect": ["pool.py", "pool_sources.py", "problems.py"],
+    "distill": ["teachers", "distillation.py"],
+    "filter": ["filters", "curation.py"],
+    "select": ["selection.py", "selection_report.py"],
+    "tokenize": ["formatting.py"],
+    "train": ["sft.py", "packing.py", "checkpoints.py", "ray_sft.py", "memory.py", "throughput.py"],
+    "evaluate": ["evaluate", "tasks.py", "inference"],
+    "register": ["tracking.py", "lineage.py"],
+}
+
+
+def code_digest(name: str) -> str:
+    """The stage's own code: editing it invalidates that stage's cached result (and what follows)."""
     root = Path(__file__).parent
     h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.read_bytes())
+    for entry in STAGE_CODE[name]:
+        target = root / entry
+        for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            h.update(str(f.relative_to(root)).encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -389,7 +419,7 @@ def stage_params(name: str, cfg: ProfileConfig) -> dict:
 
 def stage_cache_key(name: str, cfg: ProfileConfig, upstream: str = "") -> str:
     """Identifies one stage's work: its params, the code, and the upstream stage's outputs."""
-    state = [name, stage_params(name, cfg), code_digest(), upstream]
+    state = [name, stage_params(name, cfg), code_digest(name), upstream]
     return f"s1flow-{cfg.name}-{name}-" + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:24]
 
 

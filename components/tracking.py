@@ -95,12 +95,15 @@ def promote_if_better(client, name: str, version: str, metric: str, value: Optio
 
 def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], artifacts: list[Path],
                      model_dir: Path, tags: dict[str, str],
-                     step_metrics: Optional[list[dict]] = None) -> dict[str, Any]:
-    """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories."""
+                     step_metrics: Optional[list[dict]] = None,
+                     version_tags: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories;
+    ``version_tags`` go on the registered model version (e.g. the dataset's DVC hash)."""
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
     mlflow.set_experiment(cfg.tracking.experiment)
-    with mlflow.start_run(run_name=f"{cfg.name}-pipeline") as run:
-        mlflow.set_tags({"profile": cfg.name, "git_commit": git_commit(root), **tags})
+    commit = git_commit(root)
+    with mlflow.start_run(run_name=f"{cfg.name}-{cfg.selection.strategy}-{cfg.selection.size}") as run:
+        mlflow.set_tags({"profile": cfg.name, "git_commit": commit, **tags})
         params = flatten(cfg.model_dump(mode="json"))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
@@ -115,7 +118,10 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
             pip_requirements=["s1flow", "torch==2.13.0", "transformers>=5.19,<5.20"],
         )
         version = info.registered_model_version
-    decision = promote_if_better(mlflow.MlflowClient(), cfg.tracking.registered_model, str(version),
+    client = mlflow.MlflowClient()
+    for key, value in {**(version_tags or {}), "git_commit": commit, "run_id": run.info.run_id}.items():
+        client.set_model_version_tag(cfg.tracking.registered_model, str(version), key, value)
+    decision = promote_if_better(client, cfg.tracking.registered_model, str(version),
                                  cfg.tracking.champion_metric, metrics.get(cfg.tracking.champion_metric))
     return {"run_id": run.info.run_id, "experiment": cfg.tracking.experiment,
             "registered_model": cfg.tracking.registered_model, "model_version": version,

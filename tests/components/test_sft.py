@@ -48,14 +48,36 @@ class _Kill(Exception):
     pass
 
 
-def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir, examples, tmp_path, monkeypatch):
-    """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4)."""
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A moto S3 server on 127.0.0.1; credentials and endpoint only through the environment."""
+    import boto3
+
+    from tests.flows.services import moto_s3
+    with moto_s3() as endpoint:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3").create_bucket(Bucket="s1flow-ckpt")
+        yield "s3://s1flow-ckpt/sft"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir, examples, tmp_path, monkeypatch,
+                                                                  where, request):
+    """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4).
+    s3: the checkpoints are mirrored to S3 and the rerun starts on a clean disk (a new machine)."""
+    import shutil
+
     from transformers import TrainerCallback
 
     import components.sft as sft
 
-    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4, deepspeed="never", learning_rate=1e-3)
-    ref = train_sft(cfg, tiny_model_dir, examples, tmp_path / "ref", tmp_path / "ref_work")
+    uri = request.getfixturevalue("s3_bucket") if where == "s3" else None
+    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4, deepspeed="never", learning_rate=1e-3,
+                    checkpoint_uri=uri)
+    ref = train_sft(cfg.model_copy(update={"checkpoint_uri": None}), tiny_model_dir, examples, tmp_path / "ref",
+                    tmp_path / "ref_work")
 
     class KillAtStep6(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -68,8 +90,12 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
         train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
     monkeypatch.setattr(sft, "LossHistory", real_history)
     assert list((tmp_path / "work").glob("checkpoint-*"))
+    if uri:
+        from components.checkpoints import CheckpointSync
+        assert CheckpointSync(uri).complete_steps() == [4]
+        shutil.rmtree(tmp_path / "work")  # only the bucket survives
     resumed = train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
-    assert resumed["resumed_from"] and resumed["steps"] == ref["steps"]
+    assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["steps"] == ref["steps"]
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
 
 
@@ -82,3 +108,32 @@ def _with_kill(history, killer):
 
     history.on_step_end = step_end
     return history
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_keep_the_global_batch(tiny_model_dir, examples, tmp_path):
+    """world_size=2 through Ray Train (gloo on CPU): per-device 4 x 2 workers x accumulation 2 = 16 per step."""
+    from dataclasses import asdict
+
+    from components.ray_sft import train_with_ray
+    from components.records import write_jsonl
+    write_jsonl(tmp_path / "tokens.jsonl", [asdict(e) for e in examples * 2])  # 32 examples
+    cfg = SFTConfig(epochs=1, global_batch_size=16, per_device_batch_size=4, world_size=2, launcher="ray",
+                    deepspeed="never")
+    summary = train_with_ray(cfg, str(tiny_model_dir), tmp_path / "tokens.jsonl", tmp_path / "out", tmp_path / "work")
+    assert summary["world_size"] == 2 and summary["steps"] == 2  # 32 examples / 16 per step
+    args = json.loads((tmp_path / "out/training_args.json").read_text())
+    assert args["gradient_accumulation_steps"] == 2 and args["per_device_train_batch_size"] == 4
+    assert (tmp_path / "out/model.safetensors").exists() and not list((tmp_path / "out").glob("*.bin"))
+
+
+def test_world_size_must_keep_the_global_batch():
+    from components.config import ConfigError, parse_profile
+    with pytest.raises(ConfigError, match=r"global_batch_size: \(16\) must be a multiple of per_device_batch_size"):
+        parse_profile({"sft": {"global_batch_size": 16, "per_device_batch_size": 3, "world_size": 2}}, "tiny")
+    with pytest.raises(ConfigError, match=r"sequence_parallel_size: \(3\) must divide world_size"):
+        parse_profile({"sft": {"world_size": 16, "per_device_batch_size": 1, "sequence_parallel_size": 3}}, "tiny")
+    s1 = parse_profile({"sft": {"world_size": 16, "per_device_batch_size": 1, "global_batch_size": 16,
+                                "sequence_parallel_size": 2}}, "tiny").sft
+    from components.sft import gradient_accumulation
+    assert gradient_accumulation(s1, 16) == 2  # 8 data-parallel groups x 1 x 2 = 16

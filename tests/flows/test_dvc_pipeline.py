@@ -67,9 +67,46 @@ def test_dvc_plots_render(repo):
 def test_prefect_cache_keys_read_the_params_dvc_tracks():
     import yaml
 
-    from components.stages import STAGE_PARAMS, STAGES
+    from components.stages import STAGE_CODE, STAGE_PARAMS, STAGES
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert list(spec) == list(STAGES)
     for name, stage in spec.items():
         tracked = [p.removeprefix("${profile}.") for p in stage.get("params", []) if p != "profile"]
         assert tracked == STAGE_PARAMS[name], name
+        code = [d.removeprefix("components/") for d in stage["deps"] if d.startswith("components/")]
+        assert code == STAGE_CODE[name], name
+
+
+def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path, monkeypatch):
+    """The DVC remote of .dvc/config on a moto S3 server: push, clone, pull, nothing to reproduce."""
+    import boto3
+
+    from tests.flows.services import moto_s3
+
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    for k, v in creds.items():  # credentials only ever come from the environment
+        monkeypatch.setenv(k, v)
+    (repo / ".dvc/config").write_text((REPO / ".dvc/config").read_text())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    with moto_s3() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="s1flow-dvc")
+        _run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", endpoint], repo)
+        _run([*git, "add", "-A"], repo)
+        _run([*git, "commit", "-qm", "pipeline"], repo)
+        out = _run(["dvc", "push"], repo)
+        assert re.search(r"\d+ files? pushed", out), out
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="s1flow-dvc").get("Contents", [])]
+        assert keys and all(k.startswith("cache/files/md5/") for k in keys)
+        assert "testing" not in (repo / ".dvc/config").read_text()  # no secrets in the committed config
+
+        clone = tmp_path / "clone"
+        _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+        assert not (clone / "models/tiny/sft/model.safetensors").exists()
+        _run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", endpoint], clone)
+        _run(["dvc", "pull"], clone)
+    for rel in ["models/tiny/sft/model.safetensors", "models/tiny/base/model.safetensors", "data/tiny/s1k.jsonl",
+                "data/tiny/traces.jsonl", "data/tiny/eval_samples.jsonl"]:
+        assert (clone / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    out = _run(["dvc", "repro"], clone)
+    assert _ran(out) == set() and "Data and pipelines are up to date" in out

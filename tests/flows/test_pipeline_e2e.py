@@ -128,3 +128,45 @@ def test_evaluation_flow_alone(pipeline_run):
         os.chdir(cwd)
     assert out["evaluate"]["method"] == "wait_extension"
     assert [p["budget"] for p in out["evaluate"]["points"]] == [0, 1]
+
+
+def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
+    """infra/mlflow/server.sh (SQLite backend, proxied artefacts) receives the run, the model and the alias."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from components.config import load_config
+    from components.serve.launch import free_port
+    from components.stages import Paths, register_stage
+    from tests.conftest import REPO
+    from tests.flows.services import service
+
+    root, _ = pipeline_run
+    port = free_port()
+    env = {**os.environ, "S1FLOW_BIN": str(Path(sys.executable).parent), "S1FLOW_MLFLOW_PORT": str(port),
+           "S1FLOW_MLFLOW_DB": f"sqlite:///{tmp_path / 'server.db'}",
+           "S1FLOW_MLFLOW_ARTIFACTS": str(tmp_path / "artifacts")}
+    url = f"http://127.0.0.1:{port}"
+    with service(["bash", str(REPO / "infra/mlflow/server.sh")], f"{url}/health", tmp_path / "mlflow.log", env):
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        cfg = load_config("params.yaml", "tiny")
+        info = register_stage(cfg, Paths.for_profile("tiny"))
+        client = MlflowClient(tracking_uri=url)
+        run = client.get_run(info["run_id"])
+        assert info["tracking_uri"] == url
+        assert run.data.params["selection.strategy"] == "diversity" and "sft.learning_rate" in run.data.params
+        assert {"control", "performance", "distill_cost_usd", "distill_done"} <= set(run.data.metrics)
+        assert any(k.startswith("accuracy_budget_") for k in run.data.metrics)
+        assert len(run.data.tags["git_commit"]) in (40, 7) or run.data.tags["git_commit"] == "unknown"
+        assert run.data.tags["dvc.data/tiny/s1k.jsonl"] and run.data.tags["dvc.models/tiny/base"].startswith("dir:")
+        arts = {a.path for a in client.list_artifacts(info["run_id"])}
+        assert {"scaling.png", "selection_report.png", "eval.json"} <= arts
+        assert list((tmp_path / "artifacts").rglob("scaling.png"))  # stored by the server, not the client
+        champion = client.get_model_version_by_alias("s1flow-tiny", "champion")
+        assert str(champion.version) == str(info["model_version"])
+        assert champion.tags["dataset_dvc_md5"] == run.data.tags["dvc.data/tiny/s1k.jsonl"]
+        assert champion.tags["champion_decision"].startswith("first version with performance=")
