@@ -63,8 +63,9 @@ def sft_memory_plan(model_config, sft: SFTConfig, gpus_per_node: int, nodes: int
     cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
         total, largest, num_gpus_per_node=gpus_per_node, num_nodes=nodes, cpu_offload=cpu_offload,
         cpu_offload_params=cpu_offload, zero_init=True)
+    # Ulysses splits every sequence over sequence_parallel_size GPUs: each holds 1/sp of the activations
     act = activation_bytes(model_config, sft.block_size, sft.per_device_batch_size, sft.gradient_checkpointing,
-                           2 if sft.bf16 else 4)
+                           2 if sft.bf16 else 4) / sft.sequence_parallel_size
     return MemoryPlan(total, largest, gpus_per_node * nodes, cpu_offload, gpu / GIB, cpu / GIB, act / GIB)
 
 

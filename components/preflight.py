@@ -32,8 +32,12 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
                        "export the API key there (keys never go in params.yaml)")
         if cfg.teacher.kind == "vllm" and not cfg.teacher.base_url:
             out.append("teacher.base_url: a vllm teacher needs the server's URL, e.g. http://host:8000/v1")
-    if "filter" in stages and cfg.domain.classifier == "llm" and not cfg.domain.base_url:
-        out.append("domain.base_url: the llm classifier needs an OpenAI-compatible endpoint (…/v1)")
+    if "filter" in stages and cfg.domain.classifier == "llm":
+        if not cfg.domain.base_url:
+            out.append("domain.base_url: the llm classifier needs an OpenAI-compatible endpoint (…/v1)")
+        elif "127.0.0.1" not in cfg.domain.base_url and not os.environ.get(cfg.domain.api_key_env):
+            out.append(f"domain.api_key_env: environment variable {cfg.domain.api_key_env} is not set; "
+                       "export the classifier's API key there")
     if stages & _ENGINE_STAGES and (why := engine_problem(cfg.evaluate.engine)):
         out.append(f"evaluate.engine: {why}")
     if "filter" in stages:
@@ -42,6 +46,10 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
                 out.append(f"decontamination.eval_sets: {src} not found")
     if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
         out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
+    if "train" in stages and cfg.sft.attn_implementation == "flash_attention_2" \
+            and importlib.util.find_spec("flash_attn") is None:
+        out.append("sft.attn_implementation: flash_attention_2 needs the flash-attn package (pip install -e .[gpu] "
+                   "on a CUDA machine); use sdpa here")
     return out
 
 

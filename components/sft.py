@@ -127,9 +127,24 @@ def gradient_accumulation(cfg: SFTConfig, world: int) -> int:
     return cfg.global_batch_size // per_step
 
 
+def sequence_parallelism(cfg: SFTConfig, world: int):
+    """DeepSpeed Ulysses through accelerate: ``sp_size`` GPUs share each sequence (all-to-all over heads),
+    the rest are data-parallel. None when sequence parallelism is off."""
+    if cfg.sequence_parallel_size <= 1:
+        return None
+    from accelerate import ParallelismConfig
+    from accelerate.utils.dataclasses import DeepSpeedSequenceParallelConfig
+    return ParallelismConfig(
+        sp_backend="deepspeed", sp_size=cfg.sequence_parallel_size,
+        dp_shard_size=world // cfg.sequence_parallel_size,
+        sp_handler=DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True,
+                                                   sp_attn_implementation=cfg.attn_implementation))
+
+
 def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", cfg.world_size))
     accum = gradient_accumulation(cfg, world)
+    extra = {"parallelism_config": sp} if (sp := sequence_parallelism(cfg, world)) else {}
     ds = cfg.deepspeed_config if use_deepspeed(cfg) else None
     save_every = cfg.save_steps or max(1, steps_per_epoch)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
@@ -142,6 +157,7 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
+        **extra,
     )
 
 
