@@ -49,7 +49,8 @@ class MemoryPlan:
         return self.model_states_gib_per_gpu + self.activations_gib_per_gpu
 
     def describe(self) -> str:
-        return (f"{self.total_params / 1e9:.2f}B params on {self.gpus} GPU(s), ZeRO-3"
+        size = f"{self.total_params / 1e9:.2f}B" if self.total_params >= 1e8 else f"{self.total_params / 1e6:.2f}M"
+        return (f"{size} params on {self.gpus} GPU(s), ZeRO-3"
                 f"{' + CPU offload' if self.cpu_offload else ''}: model states {self.model_states_gib_per_gpu:.1f} GiB"
                 f" + activations {self.activations_gib_per_gpu:.1f} GiB = {self.gpu_gib:.1f} GiB per GPU; "
                 f"CPU {self.cpu_gib_per_node:.1f} GiB per node")

@@ -225,19 +225,37 @@ def memory_plan(cfg: ProfileConfig, paths: Paths) -> dict:
     return plan_dict(plan)
 
 
+def sft_fingerprint(cfg: ProfileConfig, paths: Paths) -> str:
+    """What a training run depends on: SFT params, the tokenized data, the base model. Checkpoints live
+    under it, so a run resumes only checkpoints of the same training (never another selection's)."""
+    from components.lineage import content_hash
+    base = Path(base_model_ref(cfg, paths))
+    if base.is_dir():  # config + weight file names and sizes: cheap even for 32B checkpoints
+        files = sorted((f.name, f.stat().st_size) for f in base.iterdir() if f.is_file())
+        base_id = json.dumps([files, (base / "config.json").read_text() if (base / "config.json").exists() else ""])
+    else:
+        base_id = str(base)
+    state = [cfg.sft.model_dump(mode="json", exclude={"checkpoint_uri"}), content_hash(paths.sft_tokens), base_id]
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def train_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     from components.formatting import TokenizedExample
     from components.sft import train_sft
     _threads()
     examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
     plan = memory_plan(cfg, paths)  # fails fast, with the numbers, when the config cannot fit
-    if cfg.sft.launcher == "ray":
+    fingerprint = sft_fingerprint(cfg, paths)
+    work = paths.sft_work / fingerprint
+    uri = cfg.sft.checkpoint_uri
+    sft = cfg.sft.model_copy(update={"checkpoint_uri": f"{uri.rstrip('/')}/{fingerprint}" if uri else None})
+    if sft.launcher == "ray":
         from components.ray_sft import train_with_ray
-        summary = train_with_ray(cfg.sft, base_model_ref(cfg, paths), paths.sft_tokens, paths.sft_model,
-                                 paths.sft_work, cfg.model.dtype)
+        summary = train_with_ray(sft, base_model_ref(cfg, paths), paths.sft_tokens, paths.sft_model, work,
+                                 cfg.model.dtype)
     else:
-        summary = train_sft(cfg.sft, base_model_ref(cfg, paths), examples, paths.sft_model, paths.sft_work,
-                            cfg.model.dtype)
+        summary = train_sft(sft, base_model_ref(cfg, paths), examples, paths.sft_model, work, cfg.model.dtype)
+    summary["work_dir"] = str(work)
     summary["memory_plan"] = plan
     write_json(paths.metric("train.json"), summary)
     return summary
@@ -301,7 +319,9 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     metrics = {f"accuracy_budget_{b}": a for b, a in ev["accuracy_by_budget"].items()}
     metrics.update(control=ev["control"], scaling=ev["scaling"], performance=ev["performance"],
                    base_accuracy=ev["base_accuracy"], accuracy_unlimited=ev["unlimited"]["accuracy"],
-                   train_loss=train["train_loss"], sft_seconds=train["seconds"])
+                   train_loss=train["train_loss"], sft_seconds=train["seconds"],
+                   **{f"sft_{k}": train[k] for k in ("tokens_per_second", "padding_efficiency", "mfu")
+                      if train.get(k) is not None})
     distill = paths.metric("distill_report.json")
     if distill.exists():
         d = json.loads(distill.read_text())
@@ -320,7 +340,7 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     version_tags = {"dataset": str(paths.selected.relative_to(paths.root)),
                     "dataset_dvc_md5": data.get(str(paths.selected.relative_to(paths.root)), ""),
                     "selection.strategy": cfg.selection.strategy}
-    history = paths.sft_work / "loss_history.json"
+    history = Path(train.get("work_dir", paths.sft_work)) / "loss_history.json"
     steps = json.loads(history.read_text()) if history.exists() else []
     info = log_pipeline_run(cfg, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
                             version_tags=version_tags)

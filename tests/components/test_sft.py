@@ -137,3 +137,22 @@ def test_world_size_must_keep_the_global_batch():
                                 "sequence_parallel_size": 2}}, "tiny").sft
     from components.sft import gradient_accumulation
     assert gradient_accumulation(s1, 16) == 2  # 8 data-parallel groups x 1 x 2 = 16
+
+
+def test_a_new_selection_never_resumes_another_trainings_checkpoints(tiny_model_dir, tmp_path):
+    """Checkpoints live under a fingerprint of (SFT params, tokenized data, base model)."""
+    import shutil
+
+    from components.config import parse_profile
+    from components.stages import Paths, sft_fingerprint
+    paths = Paths.for_profile("tiny", tmp_path)
+    shutil.copytree(tiny_model_dir, paths.base_model)
+    paths.sft_tokens.parent.mkdir(parents=True)
+    paths.sft_tokens.write_text('{"input_ids": [1, 2], "labels": [1, 2], "prompt_tokens": 0}\n')
+    cfg = parse_profile({}, "tiny")
+    first = sft_fingerprint(cfg, paths)
+    assert sft_fingerprint(cfg, paths) == first
+    assert sft_fingerprint(parse_profile({"sft": {"checkpoint_uri": "s3://b/x"}}, "tiny"), paths) == first
+    assert sft_fingerprint(parse_profile({"sft": {"learning_rate": 1e-4}}, "tiny"), paths) != first
+    paths.sft_tokens.write_text('{"input_ids": [1, 3], "labels": [1, 3], "prompt_tokens": 0}\n')  # another selection
+    assert sft_fingerprint(cfg, paths) != first
