@@ -444,8 +444,9 @@ def stage_cache_key(name: str, cfg: ProfileConfig, upstream: str = "") -> str:
 
 
 class OutputLedger:
-    """The outputs each stage left when it last finished (runs/<profile>/ledger.json): a cached
-    stage whose outputs were since removed or changed is run again instead of trusted."""
+    """The outputs a stage left on disk when it finished under a cache key (runs/<profile>/ledger.json).
+    A cached result is trusted only while the disk still holds those outputs: after they were removed,
+    changed, or overwritten by a run with other params, the stage runs again."""
 
     def __init__(self, paths: Paths):
         self.paths, self.file = paths, paths.root / "runs" / paths.profile / "ledger.json"
@@ -453,12 +454,12 @@ class OutputLedger:
     def _read(self) -> dict:
         return json.loads(self.file.read_text()) if self.file.exists() else {}
 
-    def stale(self, name: str) -> bool:
-        return self._read().get(name) != outputs_signature(name, self.paths)
+    def stale(self, name: str, key: str) -> bool:
+        return self._read().get(key) != outputs_signature(name, self.paths)
 
-    def record(self, name: str) -> str:
+    def record(self, name: str, key: str) -> str:
         signature = outputs_signature(name, self.paths)
-        write_json(self.file, {**self._read(), name: signature})
+        write_json(self.file, {**self._read(), key: signature})
         return signature
 
 

@@ -51,9 +51,9 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
         upstream = outputs_signature(order[i - 1], paths) if i else ""
         key = stage_cache_key(name, cfg, upstream)
         options = {"name": name, "tags": [TRAIN_TAG] if name == "train" else [], "retries": retries,
-                   "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name)}
+                   "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name, key)}
         results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
-        ledger.record(name)
+        ledger.record(name, key)
     results["profile"] = cfg.name
     get_run_logger().info("stages done: %s", ", ".join(stages))
     return results

@@ -73,6 +73,14 @@ def test_deployment_runs_on_a_worker_and_resumes_from_the_failed_task(tmp_path):
             run, state = _run_deployment("s1-pipeline/tiny", env, project)
             states = _task_states(run, env)
             assert state == "COMPLETED" and states["tokenize"] == "Cached" and states["train"] == "Completed"
+            # 4) an ablation overwrites the selection; going back to the default must not trust the old cache
+            run, state = _run_deployment("s1-pipeline/tiny", env, project, {"overrides": ["selection.seed=9"]})
+            assert state == "COMPLETED" and _task_states(run, env)["select"] == "Completed"
+            ablation = (project / "data/tiny/s1k.jsonl").read_text()
+            run, state = _run_deployment("s1-pipeline/tiny", env, project)
+            states = _task_states(run, env)
+            assert state == "COMPLETED" and states["filter"] == "Cached" and states["select"] == "Completed"
+            assert (project / "data/tiny/s1k.jsonl").read_text() != ablation
         finally:
             worker.terminate()
             worker.wait(30)
