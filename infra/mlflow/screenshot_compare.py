@@ -2,8 +2,9 @@
 
 Picks the newest run of each of two selection strategies in the experiment (by
 default s1K ``diversity`` vs the ``random`` ablation), starts an MLflow UI on
-127.0.0.1 over the same store, and saves the run-comparison page (params, metrics
-side by side, per-budget accuracy) as a PNG.
+127.0.0.1 over the same store, and saves the run-comparison page as a PNG: the
+params that differ, the metrics side by side (accuracy per budget, Control,
+Scaling, Performance, SFT and distillation figures) and the scaling plots.
 
     .venv/bin/s1flow run                                   # s1K run
     .venv/bin/s1flow run --set selection.strategy=random   # the random-1K ablation
@@ -14,6 +15,8 @@ Needs Debian's chromium (apt-get install chromium); nothing else leaves the mach
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import json
 import os
 import shutil
@@ -47,6 +50,74 @@ def newest_runs(client: MlflowClient, experiment: str, strategies: list[str]) ->
     return exp.experiment_id, ids
 
 
+# Run in the page once it has rendered: show only the params that differ, close the assistant panel,
+# then open the scaling plot in the artefact comparison (each step optional: the UI moves between versions).
+PAGE_SETUP = """(() => {
+  const done = [];
+  const byText = (t) => [...document.querySelectorAll('*')].filter(e => e.childElementCount === 0 && e.textContent.trim() === t);
+  const label = byText('Show diff only')[0];
+  const sw = label && label.closest('div').parentElement.querySelector('button[role=switch]');
+  if (sw) { sw.click(); done.push('diff only'); }
+  const close = [...document.querySelectorAll('button')].find(b => (b.getAttribute('aria-label') || '').toLowerCase() === 'close');
+  if (close) { close.click(); done.push('assistant closed'); }
+  return done.join(', ');
+})()"""
+OPEN_PLOT = """(() => {
+  const file = [...document.querySelectorAll('*')].find(
+    e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim() === 'scaling.png'));
+  if (!file) return '';
+  for (const el of [file, file.parentElement, file.parentElement && file.parentElement.parentElement]) { if (el) el.click(); }
+  return 'scaling.png opened';
+})()"""
+
+
+async def _cdp_screenshot(ws_url: str, url: str, width: int, height: int, out: Path) -> str:
+    import websockets
+    async with websockets.connect(ws_url, max_size=2**27) as ws:
+        counter = 0
+
+        async def call(method: str, **params):
+            nonlocal counter
+            counter += 1
+            await ws.send(json.dumps({"id": counter, "method": method, "params": params}))
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("id") == counter:
+                    return msg.get("result", {})
+        await call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        await call("Page.navigate", url=url)
+        await asyncio.sleep(10)  # the single-page app fetches runs, params and metrics
+        steps = []
+        for script in (PAGE_SETUP, OPEN_PLOT):
+            steps.append((await call("Runtime.evaluate", expression=script, returnByValue=True))["result"].get("value", ""))
+            await asyncio.sleep(4)
+        shot = await call("Page.captureScreenshot", format="png")
+        out.write_bytes(base64.b64decode(shot["data"]))
+        return ", ".join(x for x in steps if x)
+
+
+def screenshot(chromium: str, url: str, size: str, out: Path) -> str:
+    """Drive headless Chromium over the DevTools protocol (no extra packages: websockets comes with uvicorn)."""
+    width, height = (int(v) for v in size.split(","))
+    port = free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        browser = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                    f"--remote-debugging-port={port}", "about:blank"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=1).json()
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+            return asyncio.run(_cdp_screenshot(ws_url, url, width, height, out))
+        finally:
+            browser.terminate()
+            browser.wait(20)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,7 +130,7 @@ def main() -> None:
     ap.add_argument("--experiment", default="s1flow-tiny")
     ap.add_argument("--strategies", nargs=2, default=["diversity", "random"])
     ap.add_argument("--out", default="docs/mlflow_compare.png")
-    ap.add_argument("--size", default="1600,1400")
+    ap.add_argument("--size", default="1600,2100", help="viewport width,height in pixels")
     a = ap.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
@@ -80,10 +151,8 @@ def main() -> None:
         query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id])})
         url = f"{base}/#/compare-runs?{query}"
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as profile:
-            subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={a.size}",
-                            "--virtual-time-budget=30000", f"--screenshot={Path(a.out).resolve()}", url],
-                           check=True, capture_output=True, timeout=180)
+        steps = screenshot(chromium, url, a.size, Path(a.out))
+        print(f"page set-up: {steps or 'none'}")
         print(f"compared runs {run_ids[0]} ({a.strategies[0]}) and {run_ids[1]} ({a.strategies[1]}): {a.out}")
         print(f"same view live: {url}")
     finally:
