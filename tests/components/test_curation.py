@@ -114,3 +114,34 @@ def test_selection_report_json_and_png(tmp_path):
     png = tmp_path / "selection_report.png"
     plot_selection_report(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_ray_llm_runner_builds_a_vllm_processor_and_grades_its_output(monkeypatch):
+    """The s1-32b difficulty path: a real vLLMEngineProcessorConfig, our pre/post-processing, a stand-in
+    for the vLLM stage (no vLLM or GPU here) that answers correctly for every other question."""
+    import ray.data.llm
+
+    examples = _examples(n=10, malformed=0.0)
+    seen = {}
+
+    def fake_build_processor(config, preprocess, postprocess):
+        seen["config"] = config
+
+        def run(ds):
+            rows = [preprocess(r) for r in ds.take_all()]
+            seen["row"] = rows[0]
+            answered = [{**r, "generated_text": f"Answer: {r['gold'] if i % 2 == 0 else 'nope'}"}
+                        for i, r in enumerate(rows)]
+            return ray.data.from_items([postprocess(r) for r in answered])
+        return run
+    monkeypatch.setattr(ray.data.llm, "build_processor", fake_build_processor)
+    cfg = DifficultyConfig(runner="ray_llm", workers=2, num_gpus=4, batch_size=256, max_new_tokens=32768)
+    solved = student_solves(examples, lambda: None, "Qwen/Qwen2.5-7B-Instruct", cfg)
+    config = seen["config"]
+    assert config.model_source == "Qwen/Qwen2.5-7B-Instruct" and config.concurrency == 2
+    assert config.engine_kwargs["tensor_parallel_size"] == 4 and config.batch_size == 256
+    row = seen["row"]
+    question = next(ex.question.question for ex in examples if ex.question.id == row["id"])
+    assert row["messages"] == [{"role": "user", "content": question}]  # the student's own chat template
+    assert row["sampling_params"] == {"temperature": 0.0, "max_tokens": 32768}
+    assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 5
