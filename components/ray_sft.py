@@ -46,7 +46,9 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     ensure_ray()
     work_dir, out_dir = Path(work_dir).resolve(), Path(out_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    base = str(Path(base).resolve()) if Path(base).exists() else base
+    base = str(Path(base).resolve()) if Path(base).exists() else base  # workers have another cwd
+    if Path(cfg.deepspeed_config).exists():
+        cfg = cfg.model_copy(update={"deepspeed_config": str(Path(cfg.deepspeed_config).resolve())})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg.model_dump_json(), "base": base, "tokens_file": str(Path(tokens_file).resolve()),

@@ -157,8 +157,8 @@ def filter_stage(cfg: ProfileConfig, paths: Paths) -> dict:
     counts["after_decontamination"] = len(survivors)
     if cfg.difficulty.enabled and survivors:
         for student in cfg.difficulty.students:
-            model = str(Path(base_model_ref(cfg, paths)).resolve()) if student == "base" and cfg.model.source != "hub" \
-                else (base_model_ref(cfg, paths) if student == "base" else student)
+            ref = base_model_ref(cfg, paths) if student == "base" else student
+            model = str(Path(ref).resolve()) if Path(ref).exists() else ref  # Ray actors have another cwd
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
                 solved = student_solves(survivors, partial(student_engine, model, cfg), model, cfg.difficulty,
                                         progress=advance)

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from components.config import ProfileConfig
@@ -19,7 +20,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def app_args(cfg: ProfileConfig, model_path: str) -> dict:
     s, ev = cfg.serve, cfg.evaluate
-    return {"model_path": str(model_path), "model_name": s.model_name, "engine": ev.engine, "dtype": cfg.model.dtype,
+    # replicas run in Ray workers whose working directory is wherever Ray started: never a relative path
+    local = Path(model_path)
+    return {"model_path": str(local.resolve()) if local.exists() else str(model_path), "model_name": s.model_name, "engine": ev.engine, "dtype": cfg.model.dtype,
             "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s,
             "default_answer_tokens": s.default_answer_tokens,
             "unlimited_thinking_tokens": ev.unlimited_thinking_tokens,
