@@ -126,6 +126,11 @@ class ApiClientConfig(Section):
     price_output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields (e.g. reasoning_effort)")
 
+    @property
+    def calls_per_worker(self) -> int:
+        """Each worker's share of ``concurrency`` (the validator keeps it >= 1)."""
+        return max(1, self.concurrency // self.workers)
+
     @model_validator(mode="after")
     def _workers_share(self) -> "ApiClientConfig":
         if self.workers > self.concurrency:

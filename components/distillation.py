@@ -2,11 +2,12 @@
 
 Pending questions (those without a successful result shard) stream through
 ``map_batches`` into a pool of ``teacher.workers`` actors; each actor holds one
-teacher client with its share of the concurrency and rate limits, and answers a
-batch with concurrent calls. The driver writes every finished batch as a shard
-(components/shards.py) as it arrives: a restart, even after SIGKILL, skips every
-question already done and loses only the batches in flight. Failures are kept
-(error + raw response) and retried by the next run.
+teacher client with its share of the concurrency and rate limits, answers a
+batch with concurrent calls and writes the finished batch as a shard
+(components/shards.py) before reporting back: a restart, even after SIGKILL,
+skips every question already done and loses only the batches in flight. The
+driver only counts progress and cost. Failures are kept (error + raw response)
+and retried by the next run.
 
 Shards live under ``runs/<profile>/distill/<teacher fingerprint>``: changing the
 teacher (model, prompt, sampling) starts a fresh set instead of mixing traces.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from components.config import TeacherConfig
 from components.records import Question, Trace
-from components.shards import ShardStore
+from components.shards import ShardStore, latest_rows
 
 # Fields that change what the teacher writes; the others (limits, retries, workers) do not.
 _OUTPUT_FIELDS = ("kind", "model", "base_url", "system_prompt", "max_tokens", "temperature", "extra_body",
@@ -44,8 +45,7 @@ def cost_usd(trace: Trace | dict, cfg: TeacherConfig) -> float:
 def batches_in_flight_per_worker(cfg: TeacherConfig) -> int:
     """Batches an actor works on at once: enough to keep its share of the concurrency busy, one more
     to bridge the gap while a batch's last call finishes. A kill loses at most these."""
-    per_worker = max(1, cfg.concurrency // cfg.workers)
-    return -(-per_worker // cfg.batch_size) + 1
+    return -(-cfg.calls_per_worker // cfg.batch_size) + 1
 
 
 def max_lost_on_kill(cfg: TeacherConfig) -> int:
@@ -59,10 +59,9 @@ class TeacherWorker:
     The worker writes the finished batch as a shard itself, before reporting back:
     what a worker finished is on disk even if the driver dies the next moment."""
 
-    def __init__(self, cfg_json: str, workers: int, shard_url: str):
+    def __init__(self, cfg_json: str, shard_url: str):
         from components.teachers import build_teacher
-        cfg = TeacherConfig.model_validate_json(cfg_json)
-        self.teacher = build_teacher(cfg) if cfg.kind == "programmatic" else build_teacher(cfg, workers=workers)
+        self.teacher = build_teacher(TeacherConfig.model_validate_json(cfg_json))
         self.store = ShardStore(shard_url)
 
     async def __call__(self, batch: dict) -> dict:
@@ -75,8 +74,8 @@ class TeacherWorker:
 
 def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -> dict:
     wanted = {q.id for q in questions}
-    latest = {k: v for k, v in store.latest().items() if k in wanted}
-    rows = [r for r in store.rows() if r["question_id"] in wanted]
+    rows = [r for r in store.rows() if r["question_id"] in wanted]  # the shards are read once
+    latest = latest_rows(rows, store.id_key)
     failures = Counter(r["error"].split(" (attempt")[0][:60] for r in latest.values() if not r["ok"])
     return {"questions": len(questions), "done": sum(r["ok"] for r in latest.values()),
             "failed": sum(not r["ok"] for r in latest.values()), "missing": len(wanted - set(latest)),
@@ -104,19 +103,18 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str |
         blocks = -(-len(pending) // cfg.batch_size)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
         ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(),
-                                                                  "workers": cfg.workers, "shard_url": store.url},
-                            batch_size=cfg.batch_size, num_cpus=0.1, 
+                                                                  "shard_url": store.url},
+                            batch_size=cfg.batch_size, num_cpus=0.1,
                             compute=actor_pool(cfg.workers, batches_in_flight_per_worker(cfg)))
         spent, failed, finished = 0.0, 0, 0
         with progress_bar(f"distilling with {cfg.model}", total=len(pending)) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                traces = [{"prompt_tokens": int(p), "completion_tokens": int(c)}
-                          for p, c in zip(batch["prompt_tokens"], batch["completion_tokens"])]
-                spent += sum(cost_usd(t, cfg) for t in traces)
-                failed += int(sum(not ok for ok in batch["ok"]))
-                finished += len(traces)
+                spent += cost_usd({"prompt_tokens": int(batch["prompt_tokens"].sum()),
+                                   "completion_tokens": int(batch["completion_tokens"].sum())}, cfg)
+                failed += int((~batch["ok"]).sum())
+                finished += len(batch["ok"])
                 rate = finished / max(time.monotonic() - start, 1e-9)
-                advance(len(traces), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
+                advance(len(batch["ok"]), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
     seconds = time.monotonic() - start
     report.update(_summary(store, questions, cfg), seconds=round(seconds, 3),
                   questions_per_second=round(len(pending) / seconds, 3) if pending and seconds else None)

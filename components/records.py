@@ -76,7 +76,7 @@ class Generation(Record):
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> int:
-    """Write records atomically (temp file + rename) so a crash never leaves half a file."""
+    """Write records atomically (temp file, fsync, rename) so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -86,6 +86,8 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> int:
             line = r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r)
             f.write(line + "\n")
             n += 1
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return n
 

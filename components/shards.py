@@ -21,7 +21,19 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from components.records import write_jsonl
+
+
+def latest_rows(rows: Iterable[dict], id_key: str = "question_id") -> dict[str, dict]:
+    """One row per id: the first successful one, else the latest failure."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        key = row[id_key]
+        if key not in out or not out[key].get("ok", True):
+            out[key] = row
+    return out
 
 
 class ShardStore:
@@ -49,13 +61,7 @@ class ShardStore:
                         yield json.loads(line)
 
     def latest(self) -> dict[str, dict]:
-        """One row per id: the first successful one, else the latest failure."""
-        out: dict[str, dict] = {}
-        for row in self.rows():
-            key = row[self.id_key]
-            if key not in out or not out[key].get("ok", True):
-                out[key] = row
-        return out
+        return latest_rows(self.rows(), self.id_key)
 
     def done_ids(self) -> set[str]:
         return {k for k, row in self.latest().items() if row.get("ok", True)}
@@ -63,16 +69,10 @@ class ShardStore:
     def write(self, rows: list[dict]) -> str:
         """Write one shard atomically; names sort by time, then are unique per writer."""
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        text = "".join(json.dumps(row) + "\n" for row in rows)
         final = f"{self.root}/{name}"
-        if not self.local:
-            with self.fs.open(final, "w") as f:  # the object exists only once closed
-                f.write(text)
+        if self.local:
+            write_jsonl(final, rows)  # temp file (hidden from shards()), fsync, rename
             return final
-        tmp = f"{self.root}/.{name}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        with self.fs.open(final, "w") as f:  # the object exists only once closed
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
         return final

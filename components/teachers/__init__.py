@@ -9,12 +9,12 @@ error and the raw response. ``teacher.kind`` in params picks the client:
   (Gemini's OpenAI-compatible endpoint, a ``vllm serve`` of an open model),
   key from the env var named by ``teacher.api_key_env``.
 
-    teacher = build_teacher(cfg.teacher, workers=4); trace = await teacher.attempt(q)
+    teacher = build_teacher(cfg.teacher); trace = await teacher.attempt(q)
 """
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Protocol
+from typing import Callable, Protocol
 
 from components.config import TeacherConfig
 from components.records import Question, Trace
@@ -31,9 +31,9 @@ class Teacher(Protocol):
 class ApiTeacher:
     """A teacher behind an OpenAI-compatible chat endpoint."""
 
-    def __init__(self, cfg: TeacherConfig, workers: Optional[int] = None, **client_kw):
+    def __init__(self, cfg: TeacherConfig, **client_kw):
         self.name, self.cfg = cfg.model, cfg
-        self.client = ChatClient(cfg, kind=cfg.kind, workers=workers, **client_kw)
+        self.client = ChatClient(cfg, kind=cfg.kind, **client_kw)
 
     def messages(self, question: Question) -> list[dict]:
         system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []

@@ -92,20 +92,19 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, ret
 class ChatClient:
     """One worker's client: its share of the limits, its own connection pool."""
 
-    def __init__(self, cfg: ApiClientConfig, kind: str = "openai", workers: Optional[int] = None,
+    def __init__(self, cfg: ApiClientConfig, kind: str = "openai",
                  transport: Optional[httpx.AsyncBaseTransport] = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int = 0):
         base_url = cfg.base_url or DEFAULT_BASE_URLS.get(kind)
         if not base_url:
             raise ValueError(f"base_url: a {kind} client needs the endpoint's base URL (…/v1)")
         self.cfg, self.url = cfg, base_url.rstrip("/") + "/chat/completions"
-        workers = workers or cfg.workers
-        self.limits = Limits.share(cfg.requests_per_minute, cfg.tokens_per_minute, workers)
-        self.in_flight = asyncio.Semaphore(max(1, cfg.concurrency // workers))
+        self.limits = Limits.share(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.workers)
+        self.in_flight = asyncio.Semaphore(cfg.calls_per_worker)
         key = os.environ.get(cfg.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(cfg.timeout_s), transport=transport,
-                                      limits=httpx.Limits(max_connections=max(1, cfg.concurrency // workers) + 4))
+                                      limits=httpx.Limits(max_connections=cfg.calls_per_worker + 4))
         self.sleep, self.rng = sleep, random.Random(seed)
         self._mean_completion = float(min(cfg.max_tokens, 1024))
 

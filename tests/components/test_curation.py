@@ -3,8 +3,6 @@ import random
 from collections import Counter
 from functools import partial
 
-import pytest
-
 from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
 from components.curation import classify_domains, quality_and_decontamination, student_solves
 from components.domains import classify
