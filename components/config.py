@@ -207,6 +207,11 @@ class SFTConfig(Section):
     save_steps: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (default: each epoch)")
     seed: int = 5
 
+    def samples_per_step(self, world: int) -> int:
+        """Examples one forward/backward takes over ``world`` processes: per-device batch x data-parallel
+        groups (Ulysses puts sequence_parallel_size processes on each sequence)."""
+        return self.per_device_batch_size * max(1, world // self.sequence_parallel_size)
+
     @model_validator(mode="after")
     def _batch_divides(self) -> "SFTConfig":
         if self.world_size % self.sequence_parallel_size:
@@ -216,8 +221,7 @@ class SFTConfig(Section):
             raise ValueError("sequence_parallel_size: Ulysses needs DeepSpeed; set deepspeed to auto or always")
         if self.packing and self.attn_implementation == "flash_attention_2" and self.sequence_parallel_size > 1:
             raise ValueError("packing: not combined with Ulysses sequence parallelism here; turn one off")
-        per_step = self.per_device_batch_size * (self.world_size // self.sequence_parallel_size)
-        if self.global_batch_size % per_step:
+        if self.global_batch_size % self.samples_per_step(self.world_size):
             raise ValueError(
                 f"global_batch_size: ({self.global_batch_size}) must be a multiple of per_device_batch_size * "
                 f"data-parallel size ({self.per_device_batch_size}*{self.world_size // self.sequence_parallel_size}); "

@@ -119,8 +119,7 @@ def single_process_group(enabled: bool):
 
 def gradient_accumulation(cfg: SFTConfig, world: int) -> int:
     """Steps to accumulate so the global batch stays ``global_batch_size`` for this many processes."""
-    data_parallel = max(1, world // cfg.sequence_parallel_size)
-    per_step = cfg.per_device_batch_size * data_parallel
+    per_step = cfg.samples_per_step(world)
     if cfg.global_batch_size % per_step:
         raise ValueError(f"sft.global_batch_size: {cfg.global_batch_size} is not a multiple of "
                          f"per_device_batch_size*data-parallel size = {per_step} with {world} processes")
@@ -156,7 +155,8 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
+        dataloader_num_workers=0, remove_unused_columns=False,  # packed rows carry "lengths" for the collator
+        disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
         **extra,
     )
 
@@ -193,8 +193,9 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         callbacks = [history]
         if cfg.checkpoint_uri:
             from components.checkpoints import CheckpointSync
-            callbacks.append(CheckpointSync(cfg.checkpoint_uri))
-            CheckpointSync(cfg.checkpoint_uri).restore_latest(work_dir)
+            sync = CheckpointSync(cfg.checkpoint_uri)
+            sync.restore_latest(work_dir)
+            callbacks.append(sync)
         trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
