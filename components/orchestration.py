@@ -18,32 +18,26 @@ import yaml
 TRAIN_TAG = "s1flow-train"
 
 
-def _prefect(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+def _prefect(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("prefect")
-    return subprocess.run([str(exe), "--no-prompt", *args], env=env, capture_output=True, text=True, check=check)
+    return subprocess.run([str(exe), "--no-prompt", *args], env=env, cwd=cwd, capture_output=True, text=True)
 
 
-def work_pools(project: Path) -> list[str]:
-    spec = yaml.safe_load((project / "prefect.yaml").read_text())
-    return sorted({d["work_pool"]["name"] for d in spec["deployments"]})
-
-
-def register_deployments(project: Path, names: list[str] | None = None) -> list[str]:
+def register_deployments(project: Path) -> list[str]:
     """Create pools + the training limit (idempotent), deploy; returns the deployment names."""
     project = project.resolve()
+    deployments = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
     env = {**os.environ, "S1FLOW_PROJECT_DIR": str(project)}
-    for pool in work_pools(project):
-        if _prefect("work-pool", "inspect", pool, env=env, check=False).returncode != 0:
-            _prefect("work-pool", "create", pool, "--type", "process", env=env)
-    if _prefect("concurrency-limit", "inspect", TRAIN_TAG, env=env, check=False).returncode != 0:
-        _prefect("concurrency-limit", "create", TRAIN_TAG, "1", env=env)
-    args = ["deploy", "--all"] if not names else ["deploy", *sum((["--name", n] for n in names), [])]
-    done = subprocess.run([str(Path(sys.executable).with_name("prefect")), "--no-prompt", *args], cwd=project,
-                          env=env, capture_output=True, text=True)
+    run = lambda *args: _prefect(*args, env=env, cwd=project)  # noqa: E731
+    for pool in sorted({d["work_pool"]["name"] for d in deployments}):
+        if run("work-pool", "inspect", pool).returncode != 0:
+            run("work-pool", "create", pool, "--type", "process").check_returncode()
+    if run("concurrency-limit", "inspect", TRAIN_TAG).returncode != 0:
+        run("concurrency-limit", "create", TRAIN_TAG, "1").check_returncode()
+    done = run("deploy", "--all")
     if done.returncode != 0:
         raise RuntimeError(f"prefect deploy failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    spec = yaml.safe_load((project / "prefect.yaml").read_text())
-    return [f"{_flow_name(d['entrypoint'])}/{d['name']}" for d in spec["deployments"]]
+    return [f"{_flow_name(d['entrypoint'])}/{d['name']}" for d in deployments]
 
 
 def _flow_name(entrypoint: str) -> str:

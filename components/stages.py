@@ -329,16 +329,15 @@ def register_stage(cfg: ProfileConfig, paths: Paths) -> dict:
                                                        "completion_tokens", "cost_usd")})
     artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
                  paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
-                 paths.metric("collect_report.json"), paths.metric("distill_report.json")]
-    artifacts = [a for a in artifacts if a.exists()]
+                 paths.metric("collect_report.json"), paths.metric("distill_report.json")]  # those that exist
     from components.lineage import input_hashes
     data = input_hashes(paths.root, [str(p.relative_to(paths.root)) for p in
                                      (paths.pool, paths.traces, paths.selected, paths.sft_tokens, paths.heldout,
                                       paths.base_model)])
     tags = {"model_hash": ev.get("model_hash", ""), **{f"dvc.{k}": v for k, v in data.items()},
             **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
-    version_tags = {"dataset": str(paths.selected.relative_to(paths.root)),
-                    "dataset_dvc_md5": data.get(str(paths.selected.relative_to(paths.root)), ""),
+    dataset = str(paths.selected.relative_to(paths.root))
+    version_tags = {"dataset": dataset, "dataset_dvc_md5": data.get(dataset, ""),
                     "selection.strategy": cfg.selection.strategy}
     history = Path(train.get("work_dir", paths.sft_work)) / "loss_history.json"
     steps = json.loads(history.read_text()) if history.exists() else []
@@ -457,10 +456,8 @@ class OutputLedger:
     def stale(self, name: str, key: str) -> bool:
         return self._read().get(key) != outputs_signature(name, self.paths)
 
-    def record(self, name: str, key: str) -> str:
-        signature = outputs_signature(name, self.paths)
-        write_json(self.file, {**self._read(), key: signature})
-        return signature
+    def record(self, name: str, key: str) -> None:
+        write_json(self.file, {**self._read(), key: outputs_signature(name, self.paths)})
 
 
 def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:

@@ -13,6 +13,7 @@ from typing import Optional
 from prefect import flow, get_run_logger, task
 
 from components.config import load_config
+from components.orchestration import TRAIN_TAG  # one training at a time (a tag concurrency limit)
 from components.preflight import preflight
 from components.stages import STAGES, OutputLedger, Paths, outputs_signature, run_stage, stage_cache_key
 
@@ -23,7 +24,6 @@ STAGE_GROUPS = {
     "train": ["train"],
     "evaluate": ["evaluate", "register"],
 }
-from components.orchestration import TRAIN_TAG  # noqa: E402  (one training at a time)
 
 
 def _cache_key(context, parameters: dict) -> str:

@@ -22,7 +22,8 @@ def app_args(cfg: ProfileConfig, model_path: str) -> dict:
     s, ev = cfg.serve, cfg.evaluate
     # replicas run in Ray workers whose working directory is wherever Ray started: never a relative path
     local = Path(model_path)
-    return {"model_path": str(local.resolve()) if local.exists() else str(model_path), "model_name": s.model_name, "engine": ev.engine, "dtype": cfg.model.dtype,
+    return {"model_path": str(local.resolve()) if local.exists() else str(model_path),
+            "model_name": s.model_name, "engine": ev.engine, "dtype": cfg.model.dtype,
             "max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s,
             "default_answer_tokens": s.default_answer_tokens,
             "unlimited_thinking_tokens": ev.unlimited_thinking_tokens,

@@ -98,20 +98,9 @@ class Simulator:
             [sys.executable, "-m", "components.teachers.simulator", "--port", str(port),
              "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate), "--seed", str(seed)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        import httpx
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"teacher simulator exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise TimeoutError(f"teacher simulator not ready on {self.url}")
+        from components.waiting import wait_http
+        wait_http(self.url + "/health", self.proc, timeout=60,
+                  why=lambda: self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else "")
 
     @property
     def base_url(self) -> str:

@@ -31,6 +31,8 @@ from pathlib import Path
 import httpx
 from mlflow import MlflowClient
 
+from components.waiting import wait_http
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -142,12 +144,7 @@ def main() -> None:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_http(f"{base}/health", ui)
         query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id])})
         url = f"{base}/#/compare-runs?{query}"
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,30 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import httpx
-
 from components.serve.launch import free_port
+from components.waiting import wait_http
 
 BIN = Path(sys.executable).parent
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @contextmanager
@@ -39,7 +23,7 @@ def service(cmd: list[str], health_url: str, log: Path, env: dict | None = None,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy(), cwd=cwd,
                                 start_new_session=True)
     try:
-        wait_http(health_url, proc, log)
+        wait_http(health_url, proc, why=lambda: log.read_text()[-3000:])
         yield
     finally:
         proc.terminate()
