@@ -94,7 +94,7 @@ def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
     meta = {k: v for k, v in row.items() if k not in (src.question_field, src.answer_field)
             and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200}
     return Question(id=qid, source=label, question=question.strip(), answer=answer.strip(),
-                    difficulty=int(row.get("difficulty") or 0) if str(row.get("difficulty", "")).isdigit() else 0,
+                    difficulty=int(level) if (level := str(row.get("difficulty", ""))).isdigit() else 0,
                     metadata=meta)
 
 
