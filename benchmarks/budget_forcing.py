@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from components.config import EvaluateConfig, PoolConfig
+from components.config import HeldoutConfig, PoolConfig
+from components.data.pool import generate_heldout
 from components.formatting import ANSWER_START, thinking_prompt
 from components.inference.budget_forcing import BudgetSpec
 from components.inference.engine import Sampling
 from components.inference.hf_engine import HFEngine
-from components.pool import generate_heldout
 
 
 class PrefillCounter:
@@ -73,8 +73,7 @@ def main() -> None:
         raise SystemExit(f"--model {args.model} not found: run `make demo` (or pass a saved model directory)")
     engine = HFEngine.from_pretrained(args.model, batch_size=args.batch)
     counter = PrefillCounter(engine.model)
-    ev = EvaluateConfig()
-    qs = generate_heldout(ev.test_seed, args.batch, PoolConfig().domains, 3, 6)
+    qs = generate_heldout(HeldoutConfig().seed, args.batch, PoolConfig().domains, 3, 6)
     prompts = [thinking_prompt(engine.tokenizer, q.question) for q in qs]
     prompt_tokens = sum(len(engine.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     spec = BudgetSpec(max_thinking_tokens=args.budget, num_waits=args.waits, final_answer_prefix="Answer:",

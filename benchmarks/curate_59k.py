@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
 
 from components.config import PoolConfig, QualityConfig, TeacherConfig  # noqa: E402
-from components.curation import quality_and_decontamination  # noqa: E402
-from components.filters.decontamination import NgramIndex  # noqa: E402
-from components.pool import generate_heldout, generate_pool  # noqa: E402
+from components.curation.decontamination import NgramIndex  # noqa: E402
+from components.curation.filtering import quality_and_decontamination  # noqa: E402
+from components.curation.selection import select  # noqa: E402
+from components.data.pool import generate_heldout, generate_pool  # noqa: E402
+from components.distill.teachers.programmatic import ProgrammaticTeacher  # noqa: E402
 from components.records import Example  # noqa: E402
-from components.selection import select  # noqa: E402
-from components.teachers.programmatic import ProgrammaticTeacher  # noqa: E402
 
 SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared/data/eval"
 

@@ -29,7 +29,8 @@ def main() -> None:
     os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
 
     from components.config import load_config
-    from components.stages import STAGES, Paths, run_stage
+    from components.paths import Paths
+    from components.pipeline.registry import STAGES, run_stage
     from flows.pipeline import summary_lines
 
     cfg = load_config("params.yaml")

@@ -1,6 +1,6 @@
 """Distillation throughput against a teacher that answers in a fixed latency, vs the ideal.
 
-A local teacher (components/teachers/simulator.py) adds ``--latency-ms`` to each
+A local teacher (components/distill/teachers/simulator.py) adds ``--latency-ms`` to each
 call; with ``--concurrency`` calls in flight, the ideal rate is
 concurrency / latency questions per second. Prints the measured rate end to end
 (Ray Data actor start-up included, Ray itself already up) and in steady state
@@ -18,13 +18,13 @@ from pathlib import Path
 
 os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
 
+from components.common.network import free_port  # noqa: E402
+from components.common.raycluster import ensure_ray  # noqa: E402
 from components.config import PoolConfig, TeacherConfig  # noqa: E402
-from components.distillation import distill_pool  # noqa: E402
-from components.pool import generate_pool  # noqa: E402
-from components.raycluster import ensure_ray  # noqa: E402
-from components.serve.launch import free_port  # noqa: E402
-from components.shards import ShardStore  # noqa: E402
-from components.teachers.simulator import Simulator  # noqa: E402
+from components.data.pool import generate_pool  # noqa: E402
+from components.distill.distillation import distill_pool  # noqa: E402
+from components.distill.shards import ShardStore  # noqa: E402
+from components.distill.teachers.simulator import Simulator  # noqa: E402
 
 
 def main() -> None:

@@ -21,11 +21,10 @@ import httpx
 import torch
 
 from components.config import load_config
+from components.data.pool import generate_heldout
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec
 from components.inference.hf_engine import HFEngine
-from components.pool import generate_heldout
-
 
 MALFORMED = [
     (b"{not json", "application/json"),
@@ -91,10 +90,11 @@ def main() -> None:
     inproc = time.perf_counter() - t
     del engine
 
-    from components.serve.launch import free_port, start_server, stop_server
+    from components.common.network import free_port
+    from components.serving.launch import start_server, stop_server
     port = free_port()
     os.environ.pop(cfg.serve.api_key_env, None)
-    url = start_server(cfg, args.model, port=port)
+    url = start_server(cfg.serve, cfg.engine, cfg.model.dtype, args.model, port=port)
     try:
         asyncio.run(_load(url, cfg.serve.model_name, questions[:4], args.budget, 4, 0))  # warm-up
         wall, lat, codes, bad_codes = asyncio.run(

@@ -18,9 +18,9 @@ os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
 
 from components.config import load_config  # noqa: E402
 from components.formatting import TokenizedExample  # noqa: E402
+from components.paths import Paths  # noqa: E402
 from components.records import iter_jsonl  # noqa: E402
-from components.sft import train_sft  # noqa: E402
-from components.stages import Paths  # noqa: E402
+from components.training.sft import train_sft  # noqa: E402
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ from typing import List, Optional
 import typer
 
 from components.config import ConfigError, load_config
-from components.stages import STAGES, Paths, run_stage
+from components.paths import Paths
+from components.pipeline.registry import STAGES, run_stage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="s1flow: s1 test-time scaling pipeline. Stages: " + ", ".join(STAGES))
@@ -27,7 +28,7 @@ def _config(params: str, profile: Optional[str], overrides: Optional[List[str]])
         return load_config(params, profile, overrides or [])
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -43,13 +44,13 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
     """Run one pipeline stage (this is what each dvc.yaml stage calls)."""
     if name not in STAGES:
         typer.secho(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}", fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     cfg = _config(params, profile, set)
     try:
         result = run_stage(name, cfg, Paths.for_profile(cfg.name))
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(result, indent=2, default=str)[:4000])
 
 
@@ -57,13 +58,13 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
 def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Run the whole pipeline as a Prefect flow and print where the results are."""
     cfg = _config(params, profile, set)
-    from components.preflight import preflight
+    from components.pipeline.preflight import preflight
     from flows.pipeline import s1_pipeline, summary_lines
     try:
         preflight(cfg, STAGES)
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
     for line in summary_lines(result):
         typer.echo(line)
@@ -75,11 +76,11 @@ def serve(model: Optional[str] = typer.Option(None, help="model dir or hub id (d
           params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Serve the model with Ray Serve: OpenAI-compatible, budget fields per request (Ctrl-C stops)."""
     cfg = _config(params, profile, set)
-    from components.serve.launch import start_server
+    from components.serving.launch import start_server
     path = model or str(Paths.for_profile(cfg.name).sft_model)
     url = f"http://{cfg.serve.host}:{port or cfg.serve.port}/v1"
-    typer.echo(f"serving {path} as '{cfg.serve.model_name}' at {url} (engine {cfg.evaluate.engine})")
-    start_server(cfg, path, port=port, blocking=True)
+    typer.echo(f"serving {path} as '{cfg.serve.model_name}' at {url} (engine {cfg.engine.backend})")
+    start_server(cfg.serve, cfg.engine, cfg.model.dtype, path, port=port, blocking=True)
 
 
 @app.command()
@@ -87,7 +88,7 @@ def deploy(project: str = typer.Option(".", help="directory holding prefect.yaml
     """Register the Prefect deployments (work pools, training concurrency limit, `prefect deploy --all`)."""
     from pathlib import Path
 
-    from components.orchestration import register_deployments
+    from components.pipeline.deployments import register_deployments
     for name in register_deployments(Path(project)):
         typer.echo(f"deployment: {name}")
     typer.echo("start a worker: prefect worker start --pool s1flow-local; then: prefect deployment run 's1-pipeline/tiny'")
@@ -96,8 +97,15 @@ def deploy(project: str = typer.Option(".", help="directory holding prefect.yaml
 @app.command()
 def stages():
     """List the pipeline stages in order."""
-    for name, fn in STAGES.items():
-        typer.echo(f"{name:12s} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+    for name, stage in STAGES.items():
+        typer.echo(f"{name:12s} {stage.doc}")
+
+
+@app.command("dvc-yaml")
+def dvc_yaml():
+    """Print dvc.yaml as the stage registry defines it (redirect it to dvc.yaml after changing the registry)."""
+    from components.pipeline.dvc_yaml import render
+    typer.echo(render(), nl=False)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ from typing import Optional
 from prefect import flow, get_run_logger, task
 
 from components.config import load_config
-from components.orchestration import TRAIN_TAG  # one training at a time (a tag concurrency limit)
-from components.preflight import preflight
-from components.stages import STAGES, OutputLedger, Paths, outputs_signature, run_stage, stage_cache_key
+from components.paths import Paths
+from components.pipeline.deployments import TRAIN_TAG  # one training at a time (a tag concurrency limit)
+from components.pipeline.ledger import OutputLedger, outputs_signature, stage_cache_key
+from components.pipeline.preflight import preflight
+from components.pipeline.registry import STAGES, run_stage
 
 # Groups of stages users run on their own (each is a deployment in prefect.yaml).
 STAGE_GROUPS = {

@@ -18,11 +18,12 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained tiny Qwen2 + trained BPE tokenizer, saved like a hub model."""
-    from components.base_model import build_model, corpus_questions, textbook_document
     from components.config import ModelConfig, PoolConfig, PretrainConfig
-    from components.tokenizer import train_tokenizer
+    from components.data.base_model import build_model, corpus_questions, textbook_document
+    from components.data.tokenizer import train_tokenizer
 
-    qa = corpus_questions(PretrainConfig(documents=400), PoolConfig())
+    pool = PoolConfig()
+    qa = corpus_questions(PretrainConfig(documents=400), pool.domains, pool.min_difficulty, pool.max_difficulty)
     tok = train_tokenizer([textbook_document(q) for q, _ in qa], vocab_size=300)
     # head_dim 32: vLLM's CPU attention has no kernel for 16
     model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,

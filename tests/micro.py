@@ -16,7 +16,9 @@ MICRO = {
     "difficulty": {"max_new_tokens": 8},
     "selection": {"size": 40},
     "sft": {"epochs": 1, "global_batch_size": 8, "per_device_batch_size": 8},
-    "evaluate": {"test_size": 16, "budgets": [8, 16], "unlimited_thinking_tokens": 48, "batch_size": 16,
+    "heldout": {"size": 16},
+    "engine": {"unlimited_thinking_tokens": 48, "batch_size": 16},
+    "evaluate": {"budgets": [8, 16], "base_max_new_tokens": 8,
                  "max_answer_tokens": 8},
 }
 

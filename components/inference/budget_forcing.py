@@ -27,8 +27,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from components.data.tokenizer import ENDOFTEXT, IM_START
 from components.formatting import ANSWER_START, END
-from components.tokenizer import ENDOFTEXT, IM_START
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Engine registry: ``evaluate.engine`` names one; engines import lazily.
+"""Engine registry: ``engine.backend`` names one; engines import lazily.
 
     engine = build_engine("hf", "models/tiny/sft", batch_size=64)
 """
@@ -31,6 +31,6 @@ def engine_problem(name: str) -> str | None:
 
 def build_engine(name: str, model: str, dtype: str = "float32", **kwargs: Any):
     if name not in ENGINES:
-        raise ValueError(f"evaluate.engine: {name!r} is not available in this build; choose one of {sorted(ENGINES)}")
+        raise ValueError(f"engine.backend: {name!r} is not available in this build; choose one of {sorted(ENGINES)}")
     module, cls = ENGINES[name].split(":")
     return getattr(importlib.import_module(module), cls).from_pretrained(model, dtype, **kwargs)

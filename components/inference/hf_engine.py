@@ -14,9 +14,15 @@ from typing import Callable, Optional, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from components.base_model import load_model
-from components.inference.budget_forcing import (BudgetForcer, BudgetSpec, ForcedResult, ForcingVocab,
-                                                 max_new_tokens_for, split_result)
+from components.data.base_model import load_model
+from components.inference.budget_forcing import (
+    BudgetForcer,
+    BudgetSpec,
+    ForcedResult,
+    ForcingVocab,
+    max_new_tokens_for,
+    split_result,
+)
 from components.inference.engine import Completion, Sampling
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional, Sequence
 
+from components.common.grading import extract_answer, grade
 from components.config import EvaluateConfig
 from components.formatting import thinking_prompt
-from components.grading import extract_answer, grade
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
 from components.inference.engine import Sampling
 

@@ -21,8 +21,15 @@ import os
 import uuid
 from typing import Callable, Optional, Sequence
 
-from components.inference.budget_forcing import (BudgetSpec, ForcedResult, ForcingVocab, Phase, SequenceState,
-                                                 max_new_tokens_for, split_result)
+from components.inference.budget_forcing import (
+    BudgetSpec,
+    ForcedResult,
+    ForcingVocab,
+    Phase,
+    SequenceState,
+    max_new_tokens_for,
+    split_result,
+)
 from components.inference.engine import Completion, Sampling
 
 _BANNED = -1e9  # vLLM rejects -inf biases; this is as good as a ban

@@ -20,7 +20,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,8 @@ from pathlib import Path
 import httpx
 from mlflow import MlflowClient
 
-from components.waiting import wait_http
+from components.common.network import free_port
+from components.common.waiting import wait_http
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -60,7 +60,8 @@ PAGE_SETUP = """(() => {
   const label = byText('Show diff only')[0];
   const sw = label && label.closest('div').parentElement.querySelector('button[role=switch]');
   if (sw) { sw.click(); done.push('diff only'); }
-  const close = [...document.querySelectorAll('button')].find(b => (b.getAttribute('aria-label') || '').toLowerCase() === 'close');
+  const close = [...document.querySelectorAll('button')]
+    .find(b => (b.getAttribute('aria-label') || '').toLowerCase() === 'close');
   if (close) { close.click(); done.push('assistant closed'); }
   return done.join(', ');
 })()"""
@@ -118,12 +119,6 @@ def screenshot(chromium: str, url: str, size: str, out: Path) -> str:
         finally:
             browser.terminate()
             browser.wait(20)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

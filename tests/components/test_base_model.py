@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from components.base_model import _packed_blocks, build_model, pretrain
 from components.config import ModelConfig, PretrainConfig
+from components.data.base_model import _packed_blocks, build_model, pretrain
 
 MODEL = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
 CFG = PretrainConfig(steps=6, batch_size=2, block_size=16, warmup_steps=1)

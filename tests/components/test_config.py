@@ -1,7 +1,6 @@
 import pytest
 
 from components.config import ConfigError, load_config, parse_profile
-
 from tests.conftest import REPO
 
 

@@ -3,19 +3,19 @@ import random
 from collections import Counter
 from functools import partial
 
+from components.common.network import free_port
 from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
-from components.curation import classify_domains, quality_and_decontamination, student_solves
-from components.domains import classify
-from components.filters.decontamination import NgramIndex
-from components.filters.difficulty import student_attempts
-from components.filters.quality import quality_reason
-from components.pool import generate_pool
+from components.curation.decontamination import NgramIndex
+from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves
+from components.curation.quality import quality_reason
+from components.curation.selection import select
+from components.curation.selection_report import plot_selection_report, selection_report
+from components.data.domains import classify
+from components.data.pool import generate_pool
+from components.distill.teachers.programmatic import ProgrammaticTeacher
+from components.distill.teachers.simulator import Simulator
+from components.inference.attempts import student_attempts
 from components.records import Example, Trace
-from components.selection import select
-from components.selection_report import plot_selection_report, selection_report
-from components.serve.launch import free_port
-from components.teachers.programmatic import ProgrammaticTeacher
-from components.teachers.simulator import Simulator
 
 
 def _examples(n=120, seed=5, malformed=0.2):
@@ -74,7 +74,7 @@ def test_llm_domain_classifier_through_an_openai_compatible_endpoint():
 
 def _reference_diversity(examples, size, seed):
     """The first implementation (rng.choices over 2^-rank weights), kept to pin the fast one."""
-    from components.selection import _by_domain
+    from components.curation.selection import _by_domain
     rng = random.Random(seed)
     groups = _by_domain(sorted(examples, key=lambda e: e.question.id))
     chosen = []

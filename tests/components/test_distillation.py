@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from components.common.network import free_port
 from components.config import PoolConfig, TeacherConfig
-from components.distillation import distill_pool, max_lost_on_kill, merged_traces, teacher_fingerprint
-from components.pool import generate_pool
-from components.serve.launch import free_port
-from components.shards import ShardStore
-from components.teachers.simulator import Simulator
+from components.data.pool import generate_pool
+from components.distill.distillation import distill_pool, max_lost_on_kill, merged_traces, teacher_fingerprint
+from components.distill.shards import ShardStore
+from components.distill.teachers.simulator import Simulator
 from tests.conftest import REPO
 from tests.micro import write_micro_project
 

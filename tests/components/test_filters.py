@@ -4,11 +4,11 @@ from collections import Counter
 import pytest
 
 from components.config import QualityConfig
-from components.filters.decontamination import NgramIndex
-from components.filters.difficulty import student_attempts
-from components.filters.quality import quality_reason
+from components.curation.decontamination import NgramIndex
+from components.curation.quality import quality_reason
+from components.curation.selection import STRATEGIES, select
+from components.inference.attempts import student_attempts
 from components.records import Example, Question, Trace
-from components.selection import STRATEGIES, select
 
 
 def ex(question="What is 12 + 30?", thinking="2+0=2, carry 0, so far 2", answer="Answer: 42", ok=True,
@@ -78,7 +78,7 @@ class ScriptedStudent:
 
 
 def test_difficulty_drops_what_the_student_solves(monkeypatch):
-    import components.filters.difficulty as difficulty
+    import components.inference.attempts as difficulty
     monkeypatch.setattr(difficulty, "prompt_text", lambda tok, q: q)
     rows = [ex(qid=f"q{i}") for i in range(10)]
     solved = student_attempts(ScriptedStudent(), rows, max_new_tokens=8)

@@ -1,7 +1,15 @@
-from components.formatting import (ANSWER_START, IGNORE_INDEX, THINK_START, assistant_text, prompt_text,
-                                   thinking_prompt, tokenize_dataset, tokenize_example)
-from components.teachers import ProgrammaticTeacher
 from components.config import TeacherConfig
+from components.distill.teachers import ProgrammaticTeacher
+from components.formatting import (
+    ANSWER_START,
+    IGNORE_INDEX,
+    THINK_START,
+    assistant_text,
+    prompt_text,
+    thinking_prompt,
+    tokenize_dataset,
+    tokenize_example,
+)
 from components.records import Question
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from components.grading import extract_answer, grade
+from components.common.grading import extract_answer, grade
 from tests.conftest import SHARED
 
 

@@ -3,7 +3,7 @@ import pytest
 from transformers import Qwen2Config
 
 from components.config import ConfigError, SFTConfig
-from components.memory import check_fits, param_counts, sft_memory_plan
+from components.training.memory import check_fits, param_counts, sft_memory_plan
 
 QWEN25_32B = Qwen2Config(hidden_size=5120, intermediate_size=27648, num_hidden_layers=64, num_attention_heads=40,
                          num_key_value_heads=8, vocab_size=152064, tie_word_embeddings=False)

@@ -2,7 +2,7 @@
 import pytest
 
 from components.config import EvaluateConfig
-from components.evaluate import evaluate_sweep
+from components.evaluation import evaluate_sweep
 from components.inference.methods import METHODS, run_method, sweep_values, vote
 from components.records import Question
 
@@ -10,7 +10,7 @@ QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 =
 
 
 def cfg(**kw):
-    base = dict(budgets=[4, 8], unlimited_thinking_tokens=24, max_answer_tokens=4, voting_samples=[1, 3], wait_counts=[0, 2],
+    base = dict(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 3], wait_counts=[0, 2],
                 rejection_max_tries=3, step_tokens=4, class_threshold=4)
     return EvaluateConfig(**{**base, **kw})
 

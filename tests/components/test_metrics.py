@@ -1,6 +1,6 @@
 import pytest
 
-from components.metrics import Run, SweepPoint, control, performance, scaling, sweep_metrics
+from components.evaluation.metrics import Run, SweepPoint, control, performance, scaling, sweep_metrics
 
 
 def test_hand_computed_sweep():

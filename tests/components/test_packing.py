@@ -7,8 +7,8 @@ from transformers import AutoModelForCausalLM
 
 from components.config import SFTConfig
 from components.formatting import IGNORE_INDEX, TokenizedExample
-from components.packing import PackedCollator, block_causal_mask, pack, padding_efficiency
-from components.sft import train_sft
+from components.training.packing import PackedCollator, block_causal_mask, pack, padding_efficiency
+from components.training.sft import train_sft
 
 
 def _examples(n=40, seed=0, lo=5, hi=60):

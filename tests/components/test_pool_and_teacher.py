@@ -1,10 +1,10 @@
 from collections import Counter
 
 from components.config import PoolConfig, TeacherConfig
-from components.pool import generate_heldout, generate_pool
-from components.problems import FAMILIES, addition_steps, parse_any
+from components.data.pool import generate_heldout, generate_pool
+from components.data.problems import FAMILIES, addition_steps, parse_any
+from components.distill.teachers import ProgrammaticTeacher, build_teacher
 from components.records import Question
-from components.teachers import ProgrammaticTeacher, build_teacher
 
 
 def test_pool_is_seeded_reproducible_and_diverse():

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components import pool_sources
 from components.config import ConfigError, PoolConfig, PoolSource, parse_profile
-from components.pool_sources import load_pool, normalised_hash
+from components.data import pool_sources
+from components.data.pool_sources import load_pool, normalised_hash
 from tests.conftest import SHARED
 
 

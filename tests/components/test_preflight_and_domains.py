@@ -3,8 +3,8 @@ import json
 import pytest
 
 from components.config import ConfigError, parse_profile
-from components.domains import MSC_BY_DOMAIN, classify, msc_domains
-from components.preflight import preflight, problems
+from components.data.domains import MSC_BY_DOMAIN, classify, msc_domains
+from components.pipeline.preflight import preflight, problems
 from tests.conftest import SHARED
 
 
@@ -14,10 +14,11 @@ def test_unavailable_teacher_and_engine_fail_before_work():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
     cfg = parse_profile({"teacher": {"kind": "gemini", "api_key_env": "S1FLOW_TEST_KEY"},
-                         "evaluate": {"engine": "vllm"}}, "tiny")
+                         "engine": {"backend": "vllm"}}, "tiny")
     with pytest.raises(ConfigError) as e:
         preflight(cfg, ["collect", "distill", "filter", "evaluate"])
-    assert "teacher.api_key_env: environment variable S1FLOW_TEST_KEY is not set" in str(e.value) and "evaluate.engine: 'vllm' needs the vllm package" in str(e.value)
+    assert "teacher.api_key_env: environment variable S1FLOW_TEST_KEY is not set" in str(e.value)
+    assert "engine.backend: 'vllm' needs the vllm package" in str(e.value)
     preflight(cfg, ["collect"])  # stages that need neither still run
 
 

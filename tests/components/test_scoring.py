@@ -1,6 +1,6 @@
 import pytest
 
-from components.evaluate.scoring import pass_at_k, score, score_by_budget
+from components.evaluation.scoring import pass_at_k, score, score_by_budget
 
 
 def rec(q, seed, correct, budget=8, tokens=5):

@@ -4,12 +4,11 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from components.config import SFTConfig, TeacherConfig
+from components.config import PoolConfig, SFTConfig, TeacherConfig
+from components.data.pool import generate_pool
+from components.distill.teachers import ProgrammaticTeacher
 from components.formatting import tokenize_dataset
-from components.pool import generate_pool
-from components.config import PoolConfig
-from components.sft import train_sft, training_arguments
-from components.teachers import ProgrammaticTeacher
+from components.training.sft import train_sft, training_arguments
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
 
     from transformers import TrainerCallback
 
-    import components.sft as sft
+    import components.training.sft as sft
 
     uri = request.getfixturevalue("s3_bucket") if where == "s3" else None
     cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4, deepspeed="never", learning_rate=1e-3,
@@ -91,7 +90,7 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
     monkeypatch.setattr(sft, "LossHistory", real_history)
     assert list((tmp_path / "work").glob("checkpoint-*"))
     if uri:
-        from components.checkpoints import CheckpointSync
+        from components.training.checkpoints import CheckpointSync
         assert CheckpointSync(uri).complete_steps() == [4]
         shutil.rmtree(tmp_path / "work")  # only the bucket survives
     resumed = train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
@@ -115,8 +114,8 @@ def test_two_ray_train_workers_keep_the_global_batch(tiny_model_dir, examples, t
     """world_size=2 through Ray Train (gloo on CPU): per-device 4 x 2 workers x accumulation 2 = 16 per step."""
     from dataclasses import asdict
 
-    from components.ray_sft import train_with_ray
     from components.records import write_jsonl
+    from components.training.ray_launcher import train_with_ray
     write_jsonl(tmp_path / "tokens.jsonl", [asdict(e) for e in examples * 2])  # 32 examples
     cfg = SFTConfig(epochs=1, global_batch_size=16, per_device_batch_size=4, world_size=2, launcher="ray",
                     deepspeed="never")
@@ -135,7 +134,7 @@ def test_world_size_must_keep_the_global_batch():
         parse_profile({"sft": {"world_size": 16, "per_device_batch_size": 1, "sequence_parallel_size": 3}}, "tiny")
     s1 = parse_profile({"sft": {"world_size": 16, "per_device_batch_size": 1, "global_batch_size": 16,
                                 "sequence_parallel_size": 2}}, "tiny").sft
-    from components.sft import gradient_accumulation
+    from components.training.sft import gradient_accumulation
     assert gradient_accumulation(s1, 16) == 2  # 8 data-parallel groups x 1 x 2 = 16
 
 
@@ -144,15 +143,17 @@ def test_a_new_selection_never_resumes_another_trainings_checkpoints(tiny_model_
     import shutil
 
     from components.config import parse_profile
-    from components.stages import Paths, sft_fingerprint
+    from components.paths import Paths
+    from components.training.train_stage import sft_fingerprint
     paths = Paths.for_profile("tiny", tmp_path)
+    fp = lambda c, p: sft_fingerprint(c.sft, str(p.base_model), p.sft_tokens)  # noqa: E731
     shutil.copytree(tiny_model_dir, paths.base_model)
     paths.sft_tokens.parent.mkdir(parents=True)
     paths.sft_tokens.write_text('{"input_ids": [1, 2], "labels": [1, 2], "prompt_tokens": 0}\n')
     cfg = parse_profile({}, "tiny")
-    first = sft_fingerprint(cfg, paths)
-    assert sft_fingerprint(cfg, paths) == first
-    assert sft_fingerprint(parse_profile({"sft": {"checkpoint_uri": "s3://b/x"}}, "tiny"), paths) == first
-    assert sft_fingerprint(parse_profile({"sft": {"learning_rate": 1e-4}}, "tiny"), paths) != first
+    first = fp(cfg, paths)
+    assert fp(cfg, paths) == first
+    assert fp(parse_profile({"sft": {"checkpoint_uri": "s3://b/x"}}, "tiny"), paths) == first
+    assert fp(parse_profile({"sft": {"learning_rate": 1e-4}}, "tiny"), paths) != first
     paths.sft_tokens.write_text('{"input_ids": [1, 3], "labels": [1, 3], "prompt_tokens": 0}\n')  # another selection
-    assert sft_fingerprint(cfg, paths) != first
+    assert fp(cfg, paths) != first

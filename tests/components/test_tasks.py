@@ -1,7 +1,7 @@
 import pytest
 
-from components.grading import grade_choice, grade_question
-from components.tasks import load_task
+from components.common.grading import grade_choice, grade_question
+from components.evaluation.tasks import load_task
 from tests.conftest import SHARED
 
 

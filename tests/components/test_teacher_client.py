@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from components.config import ApiClientConfig, TeacherConfig
+from components.distill.teachers import ApiTeacher
+from components.distill.teachers.client import ApiError, ChatClient, backoff_delay, parse_chat_response
+from components.distill.teachers.ratelimit import TokenBucket
 from components.records import Question
-from components.teachers import ApiTeacher
-from components.teachers.client import ApiError, ChatClient, backoff_delay, parse_chat_response
-from components.teachers.ratelimit import TokenBucket
 
 
 def _body(content="Answer: 4", reasoning=None, usage=True, finish="stop"):

@@ -2,7 +2,7 @@
 import mlflow
 from mlflow import MlflowClient
 
-from components.tracking import flatten, promote_if_better
+from components.tracking.mlflow_run import flatten, promote_if_better
 
 
 def test_champion_moves_only_to_a_better_version(tmp_path):

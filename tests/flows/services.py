@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from components.serve.launch import free_port
-from components.waiting import wait_http
+from components.common.network import free_port
+from components.common.waiting import wait_http
 
 BIN = Path(sys.executable).parent
 

@@ -64,19 +64,6 @@ def test_dvc_plots_render(repo):
     assert "scaling.jsonl" in out
 
 
-def test_prefect_cache_keys_read_the_params_dvc_tracks():
-    import yaml
-
-    from components.stages import STAGE_CODE, STAGE_PARAMS, STAGES
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(spec) == list(STAGES)
-    for name, stage in spec.items():
-        tracked = [p.removeprefix("${profile}.") for p in stage.get("params", []) if p != "profile"]
-        assert tracked == STAGE_PARAMS[name], name
-        code = [d.removeprefix("components/") for d in stage["deps"] if d.startswith("components/")]
-        assert code == STAGE_CODE[name], name
-
-
 def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path, monkeypatch):
     """The DVC remote of .dvc/config on a moto S3 server: push, clone, pull, nothing to reproduce."""
     import boto3

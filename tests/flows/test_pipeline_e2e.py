@@ -91,7 +91,8 @@ def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
     import os
 
     from components.config import load_config
-    from components.stages import Paths, run_stage
+    from components.paths import Paths
+    from components.pipeline.registry import run_stage
     root, _ = pipeline_run
     cwd = os.getcwd()
     os.chdir(root)
@@ -138,9 +139,10 @@ def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
 
     from mlflow import MlflowClient
 
+    from components.common.network import free_port
     from components.config import load_config
-    from components.serve.launch import free_port
-    from components.stages import Paths, register_stage
+    from components.paths import Paths
+    from components.tracking.register_stage import register_stage
     from tests.conftest import REPO
     from tests.flows.services import service
 

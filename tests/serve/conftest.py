@@ -11,13 +11,14 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    from components.serve.launch import free_port, start_server, stop_server
+    from components.common.network import free_port
+    from components.serving.launch import start_server, stop_server
     os.environ["S1FLOW_TEST_KEY"] = KEY
     port = free_port()
     cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
                                    "max_batch_size": 8, "default_answer_tokens": 8},
-                         "evaluate": {"unlimited_thinking_tokens": 48}}, "tiny")
-    url = start_server(cfg, str(tiny_model_dir), port=port)
+                         "engine": {"unlimited_thinking_tokens": 48}, "evaluate": {"budgets": [16, 32]}}, "tiny")
+    url = start_server(cfg.serve, cfg.engine, cfg.model.dtype, str(tiny_model_dir), port=port)
     yield url
     stop_server()
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from components.evaluate.client import EndpointSweep, run_endpoint_sweep
-from components.evaluate.scoring import score_by_budget
+from components.evaluation.client import EndpointSweep, run_endpoint_sweep
+from components.evaluation.scoring import score_by_budget
 from components.records import Question
 from tests.serve.conftest import KEY
 

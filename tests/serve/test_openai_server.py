@@ -3,7 +3,6 @@ import httpx
 import openai
 import pytest
 
-
 from tests.serve.conftest import KEY
 
 

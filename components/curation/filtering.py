@@ -1,0 +1,174 @@
+"""The s1K filters as Ray Data transforms: quality, decontamination, difficulty, domain.
+
+Each transform is a plain function or callable class over a batch of examples
+(serialised as JSON in an ``example`` column), so the same code runs on one
+laptop core or a Ray cluster. A dropped example keeps its ``drop_reason``;
+the driver counts reasons for the filter report.
+
+- quality and decontamination: stateless ``map_batches`` (the n-gram index
+  travels to the workers with the transform);
+- difficulty: each student attempts every question, as Ray Data batch
+  inference: the project's HF/vLLM engine in actors (``runner: engine``) or
+  ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile);
+- domain: the deterministic classifier, or an LLM given the MSC list through
+  the same OpenAI-compatible client as the teacher.
+
+    kept, reasons = quality_and_decontamination(examples, cfg.quality, index)
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Callable, Optional
+
+from components.common.raycluster import actor_pool
+from components.common.threads import use_threads
+from components.config import DifficultyConfig, DomainConfig, QualityConfig
+from components.records import Example
+
+
+def _dataset(examples: list[Example], batch_size: int):
+    import ray.data
+
+    from components.common.raycluster import ensure_ray
+    ensure_ray()
+    rows = [{"id": ex.question.id, "example": ex.model_dump_json()} for ex in examples]
+    return ray.data.from_items(rows, override_num_blocks=max(1, min(64, -(-len(rows) // batch_size))))
+
+
+def _examples(batch: dict) -> list[Example]:
+    return [Example.model_validate_json(s) for s in batch["example"]]
+
+
+def _rows(examples: list[Example]) -> dict:
+    return {"id": [ex.question.id for ex in examples], "example": [ex.model_dump_json() for ex in examples]}
+
+
+def quality_transform(batch: dict, cfg_json: str) -> dict:
+    from components.curation.quality import quality_reason
+    cfg = QualityConfig.model_validate_json(cfg_json)
+    examples = _examples(batch)
+    for ex in examples:
+        ex.drop_reason = quality_reason(ex, cfg)
+    return _rows(examples)
+
+
+def decontamination_transform(batch: dict, index) -> dict:
+    examples = _examples(batch)
+    for ex in examples:
+        if not ex.drop_reason and index.contaminated(ex.question.question):
+            ex.drop_reason = "contaminated"
+    return _rows(examples)
+
+
+def _collect(ds) -> list[Example]:
+    out: list[Example] = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        out += _examples(batch)
+    return sorted(out, key=lambda ex: ex.question.id)
+
+
+def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, index,
+                                batch_size: int = 2048) -> tuple[list[Example], list[Example]]:
+    """(kept, dropped) after the quality checks and n-gram decontamination, as Ray Data transforms."""
+    ds = _dataset(examples, batch_size)
+    ds = ds.map_batches(quality_transform, fn_kwargs={"cfg_json": cfg.model_dump_json()},
+                        batch_size=batch_size, batch_format="numpy")
+    ds = ds.map_batches(decontamination_transform, fn_kwargs={"index": index},
+                        batch_size=batch_size, batch_format="numpy")
+    done = _collect(ds)
+    return [ex for ex in done if not ex.drop_reason], [ex for ex in done if ex.drop_reason]
+
+
+class StudentWorker:
+    """A Ray Data actor holding one student engine; answers batches of questions greedily."""
+
+    def __init__(self, engine_factory: Callable, max_new_tokens: int):
+        use_threads()
+        self.engine, self.max_new_tokens = engine_factory(), max_new_tokens
+
+    def __call__(self, batch: dict) -> dict:
+        from components.inference.attempts import student_attempts
+        examples = _examples(batch)
+        solved = student_attempts(self.engine, examples, self.max_new_tokens)
+        return {"id": list(batch["id"]), "solved": solved}
+
+
+def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig) -> dict[str, bool]:
+    """The s1-32b path: ray.data.llm's vLLM processor (chat template, batching, TP inside)."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from components.common.grading import extract_answer, grade
+    config = vLLMEngineProcessorConfig(
+        model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
+        engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
+                       "max_model_len": cfg.max_new_tokens + 4096})
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {"id": row["id"], "gold": row["gold"],
+                                "messages": [{"role": "user", "content": row["question"]}],
+                                "sampling_params": {"temperature": 0.0, "max_tokens": cfg.max_new_tokens}},
+        postprocess=lambda row: {"id": row["id"], "solved": grade(extract_answer(row["generated_text"]), row["gold"])})
+    import ray.data
+    ds = ray.data.from_items([{"id": ex.question.id, "question": ex.question.question, "gold": ex.question.answer}
+                              for ex in examples])
+    return {r["id"]: bool(r["solved"]) for r in processor(ds).take_all()}
+
+
+def student_solves(examples: list[Example], engine_factory: Callable, model: str, cfg: DifficultyConfig,
+                   progress: Optional[Callable[[int], None]] = None) -> dict[str, bool]:
+    """question id -> whether this student solved it (Ray Data batch inference)."""
+    if cfg.runner == "ray_llm":
+        return _ray_llm_attempts(examples, model, cfg)
+    ds = _dataset(examples, cfg.batch_size).map_batches(
+        StudentWorker, fn_constructor_kwargs={"engine_factory": engine_factory, "max_new_tokens": cfg.max_new_tokens},
+        batch_size=cfg.batch_size, batch_format="numpy", num_gpus=cfg.num_gpus or None,
+        compute=actor_pool(cfg.workers))
+    out: dict[str, bool] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        out.update(zip(batch["id"].tolist(), map(bool, batch["solved"])))
+        if progress:
+            progress(len(batch["id"]))
+    return out
+
+
+class DomainWorker:
+    """A Ray Data actor classifying questions into MSC domains with an LLM."""
+
+    def __init__(self, cfg_json: str):
+        from components.distill.teachers.client import ChatClient
+        cfg = DomainConfig.model_validate_json(cfg_json)
+        self.client = ChatClient(cfg, kind="openai")
+
+    async def __call__(self, batch: dict) -> dict:
+        from components.data.domains import classification_messages, parse_msc
+        from components.distill.teachers.client import ApiError
+
+        async def one(question: str) -> str:
+            try:
+                return parse_msc((await self.client.chat(classification_messages(question))).content)
+            except ApiError:
+                return ""
+        examples = _examples(batch)
+        codes = await asyncio.gather(*(one(ex.question.question) for ex in examples))
+        return {"id": list(batch["id"]), "msc": list(codes)}
+
+
+def classify_domains(examples: list[Example], cfg: DomainConfig) -> Counter:
+    """Set each example's MSC code in place; returns how many the classifier could not place."""
+    from components.data.domains import classify
+    outcome: Counter = Counter()
+    if cfg.classifier == "deterministic":
+        for ex in examples:
+            ex.question.msc = classify(ex.question.question)
+        return outcome
+    ds = _dataset(examples, cfg.batch_size).map_batches(
+        DomainWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json()}, batch_size=cfg.batch_size,
+        batch_format="numpy", num_cpus=0.1, compute=actor_pool(cfg.workers, 4))
+    codes = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        codes.update(zip(batch["id"].tolist(), batch["msc"].tolist()))
+    for ex in examples:
+        ex.question.msc = codes.get(ex.question.id) or "unknown"
+        outcome["unclassified" if ex.question.msc == "unknown" else "classified"] += 1
+    return outcome

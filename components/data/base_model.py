@@ -1,0 +1,160 @@
+"""Base-model stage: the embedded stand-in for Qwen2.5-Instruct.
+
+Builds a tiny Qwen2-architecture causal LM from params, trains its BPE
+tokenizer, and pre-trains it briefly on a procedural corpus: worked solutions
+written as plain "textbook" documents, plus chat turns in which the assistant
+answers directly without thinking (like an instruct model). SFT later teaches
+it to think in the s1 format. Saved with ``save_pretrained`` (safetensors) and
+loaded back with ``AutoModelForCausalLM``/``AutoTokenizer`` like a hub model.
+
+    build_base_model(model_cfg, pretrain_cfg, corpus, out_dir="models/tiny/base")
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from components.config import ModelConfig, PretrainConfig
+from components.data.problems import FAMILIES, parse_any
+from components.common.progress import progress_bar
+from components.data.tokenizer import ENDOFTEXT, train_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def textbook_document(question: str) -> str:
+    family, ops = parse_any(question)
+    lines = family.solution_lines(ops)
+    return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
+
+
+def chat_direct_answer(question: str, answer: str, tokenizer) -> str:
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": f"Answer: {answer}"}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def corpus_questions(cfg: PretrainConfig, domains: list[str], min_difficulty: int,
+                     max_difficulty: int) -> list[tuple[str, str]]:
+    """Questions of the pool's domains and difficulty range, for the pre-training corpus."""
+    rng = random.Random(cfg.seed)
+    out = []
+    for i in range(cfg.documents):
+        fam = FAMILIES[domains[i % len(domains)]]
+        p = fam.generate(rng, rng.randint(min_difficulty, max_difficulty))
+        out.append((p.text, p.answer))
+    return out
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(cfg.seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True, rope_theta=10000.0, pad_token_id=pad_id, eos_token_id=eos_id,
+        bos_token_id=None, use_cache=True,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def _packed_blocks(token_lists: list[list[int]], block: int, sep: int) -> torch.Tensor:
+    flat: list[int] = []
+    for ids in token_lists:
+        flat.extend(ids)
+        flat.append(sep)
+    n = len(flat) // block
+    return torch.tensor(flat[: n * block]).view(n, block)
+
+
+def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optional[Path] = None,
+             checkpoint_every: int = 250) -> list[float]:
+    """Plain next-token pre-training over packed blocks; returns the loss curve.
+
+    With ``checkpoint`` set, state (model, optimizer, schedule, data RNG) is saved
+    every ``checkpoint_every`` steps and a rerun continues from it, replaying the
+    same batches an uninterrupted run would have seen.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    start, losses = 0, []
+    fingerprint = cfg.model_dump_json()
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
+            start, losses = state["step"], state["losses"]
+    model.train()
+    with progress_bar("pre-training base model", total=cfg.steps) as advance:
+        advance(start)
+        for step in range(start, cfg.steps):
+            idx = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=gen)
+            batch = blocks[idx]
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            advance(loss=f"{loss.item():.3f}")
+            if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"fingerprint": fingerprint, "step": step + 1, "losses": losses,
+                            "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "generator": gen.get_state()}, tmp)
+                tmp.replace(checkpoint)
+    model.eval()
+    return losses
+
+
+def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpus: list[tuple[str, str]],
+                     out_dir: str | Path, checkpoint: Optional[Path] = None) -> dict:
+    """Train tokenizer + pre-train the embedded model on ``corpus`` (question, answer) pairs; save both
+    to ``out_dir``. ``checkpoint``: where to keep resumable pre-training state (removed when done)."""
+    out_dir = Path(out_dir)
+    if model_cfg.source == "hub":
+        raise ValueError("model.source is 'hub': nothing to build; the model is loaded by name")
+    started = time.time()
+    qa = corpus
+    rng = random.Random(pretrain_cfg.seed + 1)
+    textbook = [textbook_document(q) for q, _ in qa]
+    tokenizer = train_tokenizer(textbook, model_cfg.vocab_size)
+    docs = [chat_direct_answer(q, a, tokenizer) if rng.random() < pretrain_cfg.direct_answer_fraction else t
+            for (q, a), t in zip(qa, textbook)]
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    model = build_model(model_cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    blocks = _packed_blocks(ids, pretrain_cfg.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))
+    losses = pretrain(model, blocks, pretrain_cfg, checkpoint) if pretrain_cfg.enabled else []
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+            "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
+            "seconds": round(time.time() - started, 1)}
+
+
+def load_model(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None):
+    """Load a saved (or hub) causal LM and its tokenizer, left-padded for batched generation."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
+    model.eval()
+    return model, tokenizer

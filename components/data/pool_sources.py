@@ -1,0 +1,144 @@
+"""Pool sources: every source's rows mapped onto one Question schema, checked, deduplicated.
+
+A source is procedural (components/data/pool.py), local JSONL or Parquet (a file or a
+directory of them), or a Hugging Face dataset by name. Each row must carry a
+non-empty question and a reference answer; rows that do not go to the quarantine
+file with the reason (the job never stops on one bad row). Exact duplicates
+(after Unicode normalisation, case folding and whitespace collapsing) are
+dropped by hash, the first occurrence kept.
+
+    result = load_pool(cfg.pool); result.questions, result.quarantined, result.report
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from components.config import PoolConfig, PoolSource
+from components.common.grading import last_boxed
+from components.records import Question
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalised_hash(text: str) -> str:
+    norm = _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return hashlib.sha256(norm.encode()).hexdigest()
+
+
+def _files(path: Path, ext: str) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.glob(f"**/*.{ext}"))
+    if not path.exists():
+        raise FileNotFoundError(f"pool.sources: {path} not found")
+    return [path]
+
+
+def _jsonl_rows(src: PoolSource) -> Iterator[dict | str]:
+    for f in _files(Path(src.path), "jsonl"):
+        with open(f) as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield f"not valid JSON ({e.msg}): {line[:200]}"
+
+
+def _parquet_rows(src: PoolSource) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+    for f in _files(Path(src.path), "parquet"):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+
+
+def _hf_rows(src: PoolSource) -> Iterator[dict]:
+    from datasets import load_dataset
+    yield from load_dataset(src.name, src.config, split=src.split)
+
+
+ROW_READERS: dict[str, Callable[[PoolSource], Iterator]] = {
+    "jsonl": _jsonl_rows, "parquet": _parquet_rows, "hf": _hf_rows,
+}
+
+
+def _label(src: PoolSource) -> str:
+    return src.name or (Path(src.path).stem if src.path else src.kind)
+
+
+def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
+    """The Question of one row, or the reason it cannot be one."""
+    if not isinstance(row, dict):
+        return row if isinstance(row, str) else f"row is {type(row).__name__}, not an object"
+    question = row.get(src.question_field)
+    if not isinstance(question, str) or not question.strip():
+        return f"field {src.question_field!r} missing or not non-empty text"
+    answer = row.get(src.answer_field)
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if isinstance(answer, str) and src.answer_extract == "boxed":
+        answer = last_boxed(answer) or ""
+    if not isinstance(answer, str) or not answer.strip():
+        how = " (no \\boxed{} in it)" if src.answer_extract == "boxed" else ""
+        return f"field {src.answer_field!r} missing or empty{how}"
+    label = _label(src)
+    rid = row.get(src.id_field) if src.id_field else None
+    qid = f"{label}-{rid}" if rid not in (None, "") else f"{label}-{i:07d}"
+    meta = {k: v for k, v in row.items() if k not in (src.question_field, src.answer_field)
+            and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200}
+    return Question(id=qid, source=label, question=question.strip(), answer=answer.strip(),
+                    difficulty=int(level) if (level := str(row.get("difficulty", ""))).isdigit() else 0,
+                    metadata=meta)
+
+
+@dataclass
+class PoolResult:
+    questions: list[Question] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def load_pool(cfg: PoolConfig) -> PoolResult:
+    """All sources, in order: schema-checked, quarantined, deduplicated."""
+    from components.data.pool import generate_pool
+    out = PoolResult()
+    seen_text: dict[str, str] = {}
+    seen_ids: set[str] = set()
+    per_source: dict[str, Counter] = {}
+    for src in cfg.sources:
+        label, counts = _label(src), Counter()
+        if src.kind == "procedural":
+            candidates: Iterator = iter(generate_pool(cfg))
+        else:
+            candidates = (row_to_question(r, i, src) for i, r in enumerate(ROW_READERS[src.kind](src)))
+        for i, q in enumerate(candidates):
+            if src.limit and i >= src.limit:
+                break
+            counts["rows"] += 1
+            if isinstance(q, str):
+                out.quarantined.append({"source": label, "row": i, "reason": q})
+                counts["quarantined"] += 1
+                continue
+            if q.id in seen_ids:
+                out.quarantined.append({"source": label, "row": i, "reason": f"duplicate id {q.id!r}"})
+                counts["quarantined"] += 1
+                continue
+            digest = normalised_hash(q.question)
+            if digest in seen_text:
+                counts["duplicates"] += 1
+                continue
+            seen_text[digest], counts["kept"] = q.id, counts["kept"] + 1
+            seen_ids.add(q.id)
+            out.questions.append(q)
+        per_source[label] = counts
+    out.report = {"sources": {k: dict(v) for k, v in per_source.items()}, "questions": len(out.questions),
+                  "quarantined": len(out.quarantined),
+                  "duplicates": sum(c["duplicates"] for c in per_source.values())}
+    return out

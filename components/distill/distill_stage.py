@@ -1,0 +1,17 @@
+"""Stage entry point of the distill package (receives only the ``teacher`` section)."""
+from __future__ import annotations
+
+from components.config import TeacherConfig
+from components.paths import Paths
+from components.records import Question, read_jsonl, write_json, write_jsonl
+
+
+def distill_stage(teacher: TeacherConfig, paths: Paths) -> dict:
+    """Ask the teacher for a reasoning trace per pool question (resumable: finished shards are kept)."""
+    from components.distill.distillation import distill_pool, merged_traces, teacher_fingerprint
+    questions = read_jsonl(paths.pool, Question)
+    shard_dir = paths.distill_shards(teacher_fingerprint(teacher))
+    report = distill_pool(questions, teacher, shard_dir)
+    write_jsonl(paths.traces, merged_traces(questions, shard_dir))
+    write_json(paths.metric("distill_report.json"), report)
+    return report

@@ -1,0 +1,69 @@
+"""Teachers write reasoning traces; the distill stage runs one over the pool.
+
+Every teacher has ``name`` and ``async attempt(question) -> Trace`` and never
+raises for a bad call: a failure comes back as ``Trace(ok=False)`` with the
+error and the raw response. ``teacher.kind`` in params picks the client:
+
+- ``programmatic``: the embedded teacher (components/distill/teachers/programmatic.py);
+- ``openai`` / ``gemini`` / ``vllm``: any OpenAI-compatible chat endpoint
+  (Gemini's OpenAI-compatible endpoint, a ``vllm serve`` of an open model),
+  key from the env var named by ``teacher.api_key_env``.
+
+    teacher = build_teacher(cfg.teacher); trace = await teacher.attempt(q)
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from components.config import TeacherConfig
+from components.distill.teachers.client import ApiError, ChatClient
+from components.distill.teachers.programmatic import ProgrammaticTeacher
+from components.records import Question, Trace
+
+
+class Teacher(Protocol):
+    name: str
+
+    async def attempt(self, question: Question) -> Trace: ...
+
+
+class ApiTeacher:
+    """A teacher behind an OpenAI-compatible chat endpoint."""
+
+    def __init__(self, cfg: TeacherConfig, **client_kw):
+        self.name, self.cfg = cfg.model, cfg
+        self.client = ChatClient(cfg, kind=cfg.kind, **client_kw)
+
+    def messages(self, question: Question) -> list[dict]:
+        system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+        return system + [{"role": "user", "content": question.question}]
+
+    async def attempt(self, question: Question) -> Trace:
+        start = time.monotonic()
+        try:
+            r = await self.client.chat(self.messages(question))
+        except ApiError as e:
+            return Trace(question_id=question.id, teacher=self.name, ok=False, error=str(e), raw=e.raw,
+                         attempts=e.attempts, latency_s=round(time.monotonic() - start, 3))
+        truncated = r.finish_reason == "length"
+        return Trace(question_id=question.id, teacher=self.name, thinking=r.reasoning,
+                     answer="" if truncated else r.content, prompt_tokens=r.prompt_tokens,
+                     completion_tokens=r.completion_tokens, attempts=r.attempts,
+                     latency_s=round(time.monotonic() - start, 3))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+TEACHERS: dict[str, Callable[..., Teacher]] = {
+    "programmatic": lambda cfg, **_: ProgrammaticTeacher(cfg),
+    "openai": ApiTeacher, "gemini": ApiTeacher, "vllm": ApiTeacher,
+}
+NEEDS_KEY = {"openai", "gemini"}  # a local vLLM server usually runs without one
+
+
+def build_teacher(cfg: TeacherConfig, **kw) -> Teacher:
+    if cfg.kind not in TEACHERS:
+        raise ValueError(f"teacher.kind: {cfg.kind!r} unknown; available: {sorted(TEACHERS)}")
+    return TEACHERS[cfg.kind](cfg, **kw)

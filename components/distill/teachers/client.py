@@ -1,0 +1,151 @@
+"""An OpenAI-compatible chat-completions client for batch jobs that spend real money.
+
+Every call goes through the worker's rate limits, has a per-call timeout, and
+is retried with exponential backoff and full jitter on 429, 5xx, timeouts and
+connection errors (``Retry-After`` honoured). Anything else fails at once.
+A response that is not the JSON we expect raises :class:`ApiError` with the
+raw text kept, so the failure is recorded, never silently dropped.
+
+Reasoning comes back in ``message.reasoning_content`` (DeepSeek, vLLM),
+``message.reasoning`` (some gateways) or as a ``<think>`` block in the content.
+
+    client = ChatClient(cfg.teacher); result = await client.chat([{"role": "user", "content": q}])
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+import httpx
+
+from components.config import ApiClientConfig
+from components.distill.teachers.ratelimit import Limits
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+DEFAULT_BASE_URLS = {"gemini": "https://generativelanguage.googleapis.com/v1beta/openai/",
+                     "openai": "https://api.openai.com/v1"}
+_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.S)
+
+
+class ApiError(Exception):
+    """A call that failed for good (after any retries); ``raw`` keeps what came back."""
+
+    def __init__(self, message: str, raw: str = "", retryable: bool = False, retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.raw, self.retryable, self.retry_after = raw, retryable, retry_after
+        self.attempts = 1
+
+
+@dataclass
+class ChatResult:
+    content: str
+    reasoning: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    finish_reason: str = ""
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def parse_chat_response(body: str) -> ChatResult:
+    """The message text and reasoning of one chat-completions response body."""
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        message = choice["message"]
+        content = message.get("content") or ""
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ApiError(f"malformed response ({type(e).__name__}: {e})", raw=body[:20000]) from None
+    if not isinstance(content, str):
+        raise ApiError("malformed response (message.content is not text)", raw=body[:20000])
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    if not reasoning and (m := _THINK.match(content)):
+        reasoning, content = m.group(1).strip(), m.group(2)
+    usage = data.get("usage") or {}
+    return ChatResult(content=content.strip(), reasoning=str(reasoning).strip(),
+                      prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(reasoning + content)),
+                      attempts=1, finish_reason=str(choice.get("finish_reason") or ""))
+
+
+def _retry_after(response: httpx.Response) -> Optional[float]:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, retry_after: Optional[float]) -> float:
+    """Full-jitter exponential backoff; a server's Retry-After is a floor."""
+    delay = rng.uniform(0, min(cap, base * 2 ** attempt))
+    return max(delay, retry_after or 0.0)
+
+
+class ChatClient:
+    """One worker's client: its share of the limits, its own connection pool."""
+
+    def __init__(self, cfg: ApiClientConfig, kind: str = "openai",
+                 transport: Optional[httpx.AsyncBaseTransport] = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int = 0):
+        base_url = cfg.base_url or DEFAULT_BASE_URLS.get(kind)
+        if not base_url:
+            raise ValueError(f"base_url: a {kind} client needs the endpoint's base URL (…/v1)")
+        self.cfg, self.url = cfg, base_url.rstrip("/") + "/chat/completions"
+        self.limits = Limits.share(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.workers)
+        self.in_flight = asyncio.Semaphore(cfg.calls_per_worker)
+        key = os.environ.get(cfg.api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(cfg.timeout_s), transport=transport,
+                                      limits=httpx.Limits(max_connections=cfg.calls_per_worker + 4))
+        self.sleep, self.rng = sleep, random.Random(seed)
+        self._mean_completion = float(min(cfg.max_tokens, 1024))
+
+    def _payload(self, messages: list[dict]) -> dict[str, Any]:
+        return {"model": self.cfg.model, "messages": messages, "max_tokens": self.cfg.max_tokens,
+                "temperature": self.cfg.temperature, **self.cfg.extra_body}
+
+    async def _once(self, payload: dict) -> ChatResult:
+        try:
+            response = await self.http.post(self.url, json=payload)
+        except httpx.TimeoutException:
+            raise ApiError(f"timed out after {self.cfg.timeout_s:g} s", retryable=True) from None
+        except httpx.TransportError as e:
+            raise ApiError(f"connection error: {e!r}", retryable=True) from None
+        if response.status_code != 200:
+            raise ApiError(f"HTTP {response.status_code}", raw=response.text[:20000],
+                           retryable=response.status_code in RETRYABLE_STATUS, retry_after=_retry_after(response))
+        return parse_chat_response(response.text)
+
+    async def chat(self, messages: list[dict]) -> ChatResult:
+        payload = self._payload(messages)
+        estimate = sum(estimate_tokens(m["content"]) for m in messages) + self._mean_completion
+        async with self.in_flight:
+            for attempt in range(self.cfg.max_retries + 1):
+                await self.limits.acquire(estimate)
+                try:
+                    result = await self._once(payload)
+                except ApiError as e:
+                    self.limits.settle(estimate, 0)
+                    if not e.retryable or attempt == self.cfg.max_retries:
+                        e.args = (f"{e.args[0]} (attempt {attempt + 1} of {self.cfg.max_retries + 1})",)
+                        e.attempts = attempt + 1
+                        raise
+                    await self.sleep(backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s,
+                                                   self.rng, e.retry_after))
+                    continue
+                self.limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
+                self._mean_completion = 0.9 * self._mean_completion + 0.1 * result.completion_tokens
+                result.attempts = attempt + 1
+                return result
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

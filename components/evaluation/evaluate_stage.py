@@ -1,0 +1,72 @@
+"""Stage entry point of the evaluation package: the budget sweep on every task in ``evaluate.tasks``."""
+from __future__ import annotations
+
+import hashlib
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Callable, Optional
+
+from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
+from components.paths import Paths, base_model_ref
+from components.records import Question, read_jsonl, write_json, write_jsonl
+
+# (serve section, engine section, dtype, model path) -> a context manager yielding the endpoint's base URL.
+# The pipeline passes Serve's launcher in; evaluation never imports serving.
+EndpointLauncher = Callable[[ServeConfig, EngineConfig, str, str], AbstractContextManager[str]]
+
+
+def model_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def eval_questions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, list[Question]]:
+    from components.evaluation.tasks import load_task
+    out = {}
+    for name in evaluate.tasks:
+        if name == "heldout":
+            out[name] = read_jsonl(paths.heldout, Question)[: evaluate.task_limit]
+        else:
+            out[name] = load_task(name, evaluate.task_files.get(name), evaluate.task_limit)
+    return out
+
+
+def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfig, serve: ServeConfig,
+                   paths: Paths, launch_endpoint: Optional[EndpointLauncher] = None) -> dict:
+    """Sweep thinking budgets on every task in evaluate.tasks (the first is the headline) and plot scaling."""
+    from components.common.threads import use_threads
+    from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
+    from components.evaluation.provenance import provenance
+    from components.inference.build import engine_for
+    use_threads()
+    digest = model_hash(paths.sft_model)
+    per_task, all_samples = {}, []
+    base = engine_for(engine, model.dtype, base_model_ref(model, paths))
+    sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
+    for name, questions in eval_questions(evaluate, paths).items():
+        base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
+        if evaluate.via == "serve":
+            from components.evaluation.served import evaluate_via_serve
+            if launch_endpoint is None:
+                raise ValueError("evaluate.via: 'serve' needs the Serve launcher (run the stage through s1flow)")
+            with launch_endpoint(serve, engine, model.dtype, str(paths.sft_model)) as url:
+                report, samples = evaluate_via_serve(evaluate, serve, url, questions,
+                                                     paths.runs / f"serve_samples_{name}.jsonl", digest)
+        else:
+            report, gens = evaluate_sweep(sft, questions, evaluate)
+            samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
+        report.update(base_accuracy=base_acc, questions=len(questions))
+        per_task[name] = report
+        all_samples += [{**r, "task": name} for r in samples]
+    headline = per_task[evaluate.tasks[0]]
+    report = {**headline, "task": evaluate.tasks[0], "tasks": per_task, "model_hash": digest,
+              "engine": engine.backend, "provenance": provenance(evaluate, engine, model.dtype, digest)}
+    write_jsonl(paths.eval_samples, all_samples)
+    write_json(paths.metric("eval.json"), report)
+    write_jsonl(paths.plot("scaling.jsonl"), [
+        {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
+         "accuracy": p["accuracy"]} for p in report["points"]])
+    plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")
+    return report

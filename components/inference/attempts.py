@@ -1,0 +1,27 @@
+"""A model answering questions directly in its own chat format (no thinking), graded against the reference.
+
+The difficulty filter's students and evaluation's base-model reference both use it.
+
+    solved = student_attempts(engine, examples, max_new_tokens=48)
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from components.common.grading import extract_answer, grade
+from components.formatting import prompt_text
+from components.inference.engine import Sampling
+from components.records import Example
+
+
+def student_attempts(engine, examples: list[Example], max_new_tokens: int,
+                     progress: Optional[Callable[[int], None]] = None) -> list[bool]:
+    """Whether the engine, answering greedily in its own chat format, solves each example."""
+    prompts = [prompt_text(engine.tokenizer, ex.question.question) for ex in examples]
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    outputs = []
+    for start in range(0, len(prompts), engine.batch_size):
+        outputs += [c.text for c in engine.generate(prompts[start:start + engine.batch_size], sampling)]
+        if progress:
+            progress(min(engine.batch_size, len(prompts) - start))
+    return [grade(extract_answer(o), ex.question.answer) for o, ex in zip(outputs, examples)]

@@ -1,0 +1,48 @@
+"""Stage entry point of the tracking package: one MLflow run for the whole pipeline, the model registered.
+
+It declares the whole profile: the run records every parameter of every stage.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.config import ProfileConfig
+from components.paths import Paths
+from components.records import write_json
+
+
+def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
+    """Log params, metrics, plots and lineage to MLflow; register the model and promote the champion."""
+    from components.tracking.lineage import input_hashes
+    from components.tracking.mlflow_run import log_pipeline_run
+    ev = json.loads(paths.metric("eval.json").read_text())
+    train = json.loads(paths.metric("train.json").read_text())
+    metrics = {f"accuracy_budget_{b}": a for b, a in ev["accuracy_by_budget"].items()}
+    metrics.update(control=ev["control"], scaling=ev["scaling"], performance=ev["performance"],
+                   base_accuracy=ev["base_accuracy"], accuracy_unlimited=ev["unlimited"]["accuracy"],
+                   train_loss=train["train_loss"], sft_seconds=train["seconds"],
+                   **{f"sft_{k}": train[k] for k in ("tokens_per_second", "padding_efficiency", "mfu")
+                      if train.get(k) is not None})
+    distill = paths.metric("distill_report.json")
+    if distill.exists():
+        d = json.loads(distill.read_text())
+        metrics.update({f"distill_{k}": d[k] for k in ("done", "failed", "calls", "prompt_tokens",
+                                                       "completion_tokens", "cost_usd")})
+    artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
+                 paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
+                 paths.metric("collect_report.json"), paths.metric("distill_report.json")]  # those that exist
+    data = input_hashes(paths.root, [str(p.relative_to(paths.root)) for p in
+                                     (paths.pool, paths.traces, paths.selected, paths.sft_tokens, paths.heldout,
+                                      paths.base_model)])
+    tags = {"model_hash": ev.get("model_hash", ""), **{f"dvc.{k}": v for k, v in data.items()},
+            **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
+    dataset = str(paths.selected.relative_to(paths.root))
+    version_tags = {"dataset": dataset, "dataset_dvc_md5": data.get(dataset, ""),
+                    "selection.strategy": profile.selection.strategy}
+    history = Path(train.get("work_dir", paths.sft_work)) / "loss_history.json"
+    steps = json.loads(history.read_text()) if history.exists() else []
+    info = log_pipeline_run(profile, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
+                            version_tags=version_tags)
+    write_json(paths.metric("mlflow_run.json"), info)
+    return info

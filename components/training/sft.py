@@ -1,0 +1,229 @@
+"""SFT stage: full fine-tuning on the selected traces with the HF Trainer.
+
+Loss only on the assistant turn (see :mod:`components.formatting`). DeepSpeed
+ZeRO-3 (``infra/deepspeed/zero3.json``) is used when ``sft.deepspeed`` is
+``always``, or ``auto`` on a CUDA machine; otherwise the plain Trainer runs
+the same arguments. Checkpoints are safetensors; a rerun resumes from the last
+checkpoint in ``work_dir``.
+
+    train_sft(cfg.sft, base_dir, examples, out_dir, work_dir)
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from components.config import SFTConfig
+from components.data.base_model import load_model
+from components.formatting import IGNORE_INDEX, TokenizedExample
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Examples (``TokenizedExample``) or packed rows (``PackedRow``) as dicts for a collator."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(vars(self.items[i]))
+
+
+class CountingCollator:
+    """Wraps a collator and counts real vs computed (padded) tokens: the padding efficiency."""
+
+    def __init__(self, inner):
+        self.inner, self.real, self.computed = inner, 0, 0
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        out = self.inner(batch)
+        self.real += sum(len(b["input_ids"]) for b in batch)
+        self.computed += out["input_ids"].numel()
+        return out
+
+    @property
+    def efficiency(self) -> float:
+        return self.real / self.computed if self.computed else 1.0
+
+
+@dataclass
+class PadCollator:
+    pad_id: int
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):  # right padding for training
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class LossHistory(TrainerCallback):
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.rows.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()
+                                                            if isinstance(v, (int, float))}})
+
+
+def use_deepspeed(cfg: SFTConfig) -> bool:
+    if cfg.deepspeed == "always":
+        return True
+    return cfg.deepspeed == "auto" and torch.cuda.is_available()
+
+
+@contextmanager
+def single_process_group(enabled: bool):
+    """DeepSpeed wants a process group even for one process; torchrun/Ray set one up otherwise.
+
+    Sets RANK/WORLD_SIZE/MASTER_* (on a free port) only when no launcher did, and afterwards
+    restores the environment and tears the group and accelerate's singletons down, so nothing
+    leaks into later work in this process or into its child processes.
+    """
+    if not enabled or "RANK" in os.environ:
+        yield
+        return
+    from components.common.network import free_port
+    saved = dict(os.environ)  # accelerate adds ACCELERATE_USE_DEEPSPEED & co. too
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(free_port())})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        from accelerate.state import AcceleratorState, PartialState
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+
+
+def gradient_accumulation(cfg: SFTConfig, world: int) -> int:
+    """Steps to accumulate so the global batch stays ``global_batch_size`` for this many processes."""
+    per_step = cfg.samples_per_step(world)
+    if cfg.global_batch_size % per_step:
+        raise ValueError(f"sft.global_batch_size: {cfg.global_batch_size} is not a multiple of "
+                         f"per_device_batch_size*data-parallel size = {per_step} with {world} processes")
+    return cfg.global_batch_size // per_step
+
+
+def sequence_parallelism(cfg: SFTConfig, world: int):
+    """DeepSpeed Ulysses through accelerate: ``sp_size`` GPUs share each sequence (all-to-all over heads),
+    the rest are data-parallel. None when sequence parallelism is off."""
+    if cfg.sequence_parallel_size <= 1:
+        return None
+    from accelerate import ParallelismConfig
+    from accelerate.utils.dataclasses import DeepSpeedSequenceParallelConfig
+    return ParallelismConfig(
+        sp_backend="deepspeed", sp_size=cfg.sequence_parallel_size,
+        dp_shard_size=world // cfg.sequence_parallel_size,
+        sp_handler=DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True,
+                                                   sp_attn_implementation=cfg.attn_implementation))
+
+
+def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> TrainingArguments:
+    world = int(os.environ.get("WORLD_SIZE", cfg.world_size))
+    accum = gradient_accumulation(cfg, world)
+    extra = {"parallelism_config": sp} if (sp := sequence_parallelism(cfg, world)) else {}
+    ds = cfg.deepspeed_config if use_deepspeed(cfg) else None
+    save_every = cfg.save_steps or max(1, steps_per_epoch)
+    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
+    return TrainingArguments(
+        output_dir=str(work_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2, weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=accum,
+        bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
+        use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
+        save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=False,  # packed rows carry "lengths" for the collator
+        disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
+        **extra,
+    )
+
+
+def _mfu(model, tokens_per_second: float, seq: int, devices: int):
+    from components.training.memory import param_counts
+    from components.training.throughput import mfu
+    c = model.config
+    total, _ = param_counts(c)  # from the config: ZeRO-3 leaves the local parameters empty
+    value = mfu(tokens_per_second, total, c.num_hidden_layers, c.hidden_size, seq, devices)
+    return None if value is None else round(value, 4)
+
+
+def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
+              work_dir: str | Path, dtype: str = "float32", max_steps: Optional[int] = None) -> dict:
+    """Fine-tune ``base_dir`` on ``examples``; save the final model to ``out_dir``."""
+    if not examples:
+        raise ValueError("no training examples: the selection is empty (check the filter report)")
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
+    model.train()
+    if cfg.packing:
+        from components.training.packing import PackedCollator, pack
+        items = pack(examples, cfg.block_size)
+        collator = CountingCollator(PackedCollator(tokenizer.pad_token_id, cfg.attn_implementation, model.dtype))
+    else:
+        items, collator = examples, CountingCollator(PadCollator(tokenizer.pad_token_id))
+    steps_per_epoch = max(1, len(items) // cfg.global_batch_size)
+    with single_process_group(use_deepspeed(cfg)):
+        args = training_arguments(cfg, work_dir, steps_per_epoch)
+        if max_steps is not None:
+            args.max_steps = max_steps
+        history = LossHistory()
+        callbacks = [history]
+        if cfg.checkpoint_uri:
+            from components.training.checkpoints import CheckpointSync
+            sync = CheckpointSync(cfg.checkpoint_uri)
+            sync.restore_latest(work_dir)
+            callbacks.append(sync)
+        trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
+                          callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
+        started = time.time()
+        resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+            trainer.save_model(str(out_dir))
+        finally:
+            if args.deepspeed:
+                # transformers keeps a process-global ZeRO-3 flag that would make every later
+                # from_pretrained in this process partition its weights
+                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+                unset_hf_deepspeed_config()
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    if rank0:
+        tokenizer.save_pretrained(out_dir)
+        # the published model holds safetensors and JSON only: no pickled training_args.bin
+        (out_dir / "training_args.bin").unlink(missing_ok=True)
+        (out_dir / "training_args.json").write_text(args.to_json_string())
+    seconds = time.time() - started
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    tokens_per_second = collator.real * world / max(seconds, 1e-9)  # every rank saw as many tokens
+    summary = {"train_loss": float(result.training_loss), "final_loss": history.rows[-1]["loss"] if history.rows else None,
+               "steps": int(result.global_step), "seconds": round(seconds, 1),
+               "tokens_per_second": round(tokens_per_second, 1), "padding_efficiency": round(collator.efficiency, 4),
+               "packing": cfg.packing, "rows": len(items), "mfu": _mfu(model, tokens_per_second, cfg.block_size, world),
+               "deepspeed": use_deepspeed(cfg), "world_size": world, "resumed_from": resume, "examples": len(examples)}
+    if rank0:
+        (work_dir / "loss_history.json").write_text(json.dumps(history.rows))
+    return summary

@@ -1,0 +1,63 @@
+"""Stage entry point: supervised fine-tuning (receives only ``sft`` and ``model``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from components.config import ModelConfig, SFTConfig
+from components.paths import Paths, base_model_ref
+from components.records import iter_jsonl, write_json
+
+
+def memory_plan(sft: SFTConfig, model_ref: str) -> dict:
+    """Print the ZeRO-3 memory estimate for this run; on CUDA, refuse a plan that cannot fit."""
+    import torch
+    from transformers import AutoConfig
+
+    from components.training.memory import check_fits, plan_dict, sft_memory_plan
+    per_node = min(sft.world_size, 8)
+    plan = sft_memory_plan(AutoConfig.from_pretrained(model_ref), sft, gpus_per_node=per_node,
+                           nodes=-(-sft.world_size // per_node))
+    print(f"memory plan: {plan.describe()}")
+    if torch.cuda.is_available():
+        check_fits(plan, torch.cuda.get_device_properties(0).total_memory / 2**30)
+    return plan_dict(plan)
+
+
+def sft_fingerprint(sft: SFTConfig, model_ref: str, tokens: Path) -> str:
+    """What a training run depends on: SFT params, the tokenized data, the base model. Checkpoints live
+    under it, so a run resumes only checkpoints of the same training (never another selection's)."""
+    from components.common.hashing import content_hash
+    base = Path(model_ref)
+    if base.is_dir():  # config + weight file names and sizes: cheap even for 32B checkpoints
+        files = sorted((f.name, f.stat().st_size) for f in base.iterdir() if f.is_file())
+        base_id = json.dumps([files, (base / "config.json").read_text() if (base / "config.json").exists() else ""])
+    else:
+        base_id = str(base)
+    state = [sft.model_dump(mode="json", exclude={"checkpoint_uri"}), content_hash(tokens), base_id]
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def train_stage(sft: SFTConfig, model: ModelConfig, paths: Paths) -> dict:
+    """Supervised fine-tuning of the base model on the tokenized selection (resumes its own checkpoints)."""
+    from components.common.threads import use_threads
+    from components.formatting import TokenizedExample
+    from components.training.sft import train_sft
+    use_threads()
+    model_ref = base_model_ref(model, paths)
+    examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
+    plan = memory_plan(sft, model_ref)  # fails fast, with the numbers, when the config cannot fit
+    fingerprint = sft_fingerprint(sft, model_ref, paths.sft_tokens)
+    work = paths.sft_work / fingerprint
+    uri = sft.checkpoint_uri
+    run_cfg = sft.model_copy(update={"checkpoint_uri": f"{uri.rstrip('/')}/{fingerprint}" if uri else None})
+    if run_cfg.launcher == "ray":
+        from components.training.ray_launcher import train_with_ray
+        summary = train_with_ray(run_cfg, model_ref, paths.sft_tokens, paths.sft_model, work, model.dtype)
+    else:
+        summary = train_sft(run_cfg, model_ref, examples, paths.sft_model, work, model.dtype)
+    summary["work_dir"] = str(work)
+    summary["memory_plan"] = plan
+    write_json(paths.metric("train.json"), summary)
+    return summary

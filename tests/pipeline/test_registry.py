@@ -1,0 +1,89 @@
+"""The stage registry is the single truth: dvc.yaml, entry signatures, the code each stage runs."""
+import ast
+import inspect
+
+import pytest
+
+from components.pipeline.dvc_yaml import render
+from components.pipeline.registry import (
+    COMPONENTS,
+    SHARED_CODE,
+    STAGES,
+    WHOLE_PROFILE,
+    code_files,
+    run_stage,
+    stage_arguments,
+)
+from tests.conftest import REPO
+from tests.imports import closure
+
+
+def test_committed_dvc_yaml_is_the_rendered_registry():
+    assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml drifted: run `s1flow dvc-yaml > dvc.yaml`"
+
+
+def test_stage_order_is_the_pipeline():
+    assert list(STAGES) == ["base-model", "collect", "distill", "filter", "select", "tokenize", "train", "evaluate",
+                            "register"]
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_entry_takes_exactly_the_declared_config(name):
+    stage = STAGES[name]
+    params = inspect.signature(stage.function()).parameters
+    assert set(params) == {*stage.params, "paths", *stage.services}, name
+    assert stage.doc, f"{name}: the entry function needs a one-line docstring (s1flow stages prints it)"
+
+
+@pytest.mark.parametrize("name", [n for n, s in STAGES.items() if WHOLE_PROFILE not in s.params.values()])
+def test_a_stage_never_sees_the_whole_profile(name):
+    """Stages that declare sections cannot reach an undeclared one: they are never handed the profile,
+    and no module they run loads params.yaml itself."""
+    from components.config import parse_profile
+    stage = STAGES[name]
+    args = stage_arguments(stage, parse_profile({}, "tiny"))
+    assert not any(type(v).__name__ == "ProfileConfig" for v in args.values())
+    for f in closure(stage.entry.split(":")[0]):
+        if f.name == "config.py":
+            continue
+        names = {n.id for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Name)}
+        names |= {a.name for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ImportFrom)
+                  for a in n.names}
+        assert not names & {"ProfileConfig", "load_config", "parse_profile"}, f"{name}: {f} reads the whole profile"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_declared_code_covers_everything_the_stage_runs(name):
+    """Editing any module a stage runs must rerun it (DVC deps and the Prefect cache key hash this list)."""
+    stage = STAGES[name]
+    declared = set(code_files(name))
+    modules = [stage.entry.split(":")[0], *(ref.split(":")[0] for ref in stage.services.values())]
+    ran = set().union(*(closure(m) for m in modules))
+    missing = sorted(str(f.relative_to(COMPONENTS)) for f in ran - declared)
+    assert not missing, f"{name}: add to its registry code: {missing}"
+
+
+def test_changing_an_undeclared_key_does_not_change_a_stage_key_and_a_declared_one_does():
+    from components.config import parse_profile
+    from components.pipeline.ledger import stage_cache_key
+    base = parse_profile({}, "tiny")
+    assert stage_cache_key("filter", base) == stage_cache_key("filter", parse_profile({"evaluate": {"seed": 9}}, "tiny"))
+    assert stage_cache_key("filter", base) != stage_cache_key("filter", parse_profile({"engine": {"batch_size": 7}},
+                                                                                      "tiny"))
+    assert stage_cache_key("evaluate", base) != stage_cache_key("evaluate", parse_profile(
+        {"engine": {"unlimited_thinking_tokens": 512}}, "tiny"))
+    assert stage_cache_key("collect", base) != stage_cache_key("collect", parse_profile({"heldout": {"size": 50}},
+                                                                                        "tiny"))
+    assert stage_cache_key("tokenize", base) == stage_cache_key("tokenize", parse_profile({"sft": {"epochs": 1}}, "tiny"))
+
+
+def test_unknown_stage_is_refused_by_name(tmp_path):
+    from components.config import parse_profile
+    from components.paths import Paths
+    with pytest.raises(ValueError, match="unknown stage 'trian'"):
+        run_stage("trian", parse_profile({}, "tiny"), Paths.for_profile("tiny", tmp_path))
+
+
+def test_shared_code_exists():
+    for entry in SHARED_CODE:
+        assert (COMPONENTS / entry).exists(), entry
