@@ -20,9 +20,9 @@ from typing import Optional
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from components.common.progress import progress_bar
 from components.config import ModelConfig, PretrainConfig
 from components.data.problems import FAMILIES, parse_any
-from components.common.progress import progress_bar
 from components.data.tokenizer import ENDOFTEXT, train_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,13 +91,9 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start, losses = 0, []
-    fingerprint = cfg.model_dump_json()
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
-            start, losses = state["step"], state["losses"]
+    if checkpoint is not None:  # safetensors + JSON, keyed by model, corpus and config (see save_pretrain_state)
+        key = pretrain_state_key(model, blocks, cfg)
+        start, losses = load_pretrain_state(checkpoint, key, model, opt, sched, gen) or (0, [])
     model.train()
     with progress_bar("pre-training base model", total=cfg.steps) as advance:
         advance(start)
@@ -111,12 +107,7 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
             losses.append(loss.item())
             advance(loss=f"{loss.item():.3f}")
             if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"fingerprint": fingerprint, "step": step + 1, "losses": losses,
-                            "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "generator": gen.get_state()}, tmp)
-                tmp.replace(checkpoint)
+                save_pretrain_state(checkpoint, key, step + 1, losses, model, opt, sched, gen)
     model.eval()
     return losses
 
@@ -158,3 +149,85 @@ def load_model(path: str | Path, dtype: str = "float32", attn_implementation: st
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
     model.eval()
     return model, tokenizer
+
+
+# --- resumable pre-training state: one safetensors file with a JSON header, nothing ever unpickled.
+# Keyed by everything that shapes the model: model config and initial weights (architecture, seed),
+# the token blocks (tokenizer and corpus) and the pre-training config; a state under another key is
+# ignored, never loaded into a model it does not fit.
+_STATE_FORMAT = "s1flow-pretrain-state/1"
+
+
+def _tensor_digest(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def pretrain_state_key(model: torch.nn.Module, blocks: torch.Tensor, cfg) -> str:
+    """sha256 of (model config, initial weights, token blocks, pre-training config)."""
+    import hashlib
+    import json
+    h = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if k != "transformers_version"}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        _tensor_digest(h, p)
+    _tensor_digest(h, blocks)
+    h.update(cfg.model_dump_json().encode())
+    return h.hexdigest()
+
+
+def save_pretrain_state(path: Path, key: str, step: int, losses: list[float], model: torch.nn.Module,
+               opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> None:
+    """Write the state atomically (temp file, then rename)."""
+    import json
+
+    from safetensors.torch import save_file
+    tensors = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    slots: dict[str, dict[str, Optional[list]]] = {}
+    for idx, entry in opt_state["state"].items():
+        slots[str(idx)] = {}
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().clone().contiguous()
+                slots[str(idx)][name] = None
+            else:
+                slots[str(idx)][name] = [value]  # plain numbers stay in JSON
+    tensors["generator"] = gen.get_state()
+    header = {"format": _STATE_FORMAT, "key": key, "step": step, "losses": losses, "optimizer_slots": slots,
+              "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"s1flow": json.dumps(header)})
+    tmp.replace(path)
+
+
+def load_pretrain_state(path: Path, key: str, model: torch.nn.Module, opt: torch.optim.Optimizer, sched,
+               gen: torch.Generator) -> Optional[tuple[int, list[float]]]:
+    """Restore model, optimizer, schedule and generator from ``path`` if it holds a state under ``key``;
+    returns (step, losses), or None when there is no usable state (missing, foreign, unreadable)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = json.loads((f.metadata() or {}).get("s1flow", "{}"))
+            if header.get("format") != _STATE_FORMAT or header.get("key") != key:
+                return None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError):
+        return None  # a torn or foreign file: start over rather than crash
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {}
+    for idx, entry in header["optimizer_slots"].items():
+        state[int(idx)] = {name: tensors[f"optimizer.{idx}.{name}"] if v is None else v[0]
+                           for name, v in entry.items()}
+    opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+    sched.load_state_dict(header["scheduler"])
+    gen.set_state(tensors["generator"])
+    return int(header["step"]), list(header["losses"])
