@@ -74,8 +74,11 @@ class PoolSource(Section):
     id_field: str = Field("", description="row field used as id ('' = source + row number)")
     question_field: str = "question"
     answer_field: str = "answer"
-    answer_extract: Literal["none", "boxed"] = Field("none", description="boxed: the last \\boxed{} of a solution field")
+    answer_extract: Literal["none", "boxed"] = Field("none", description="boxed: the last \\boxed{} of a solution "
+                                                     "field (a bare integer solution is kept as the answer)")
     limit: Optional[int] = Field(None, gt=0)
+    max_year: Optional[int] = Field(None, description="keep only rows whose year_field is <= this (s1: AIME <= 2022)")
+    year_field: str = Field("Year", description="row field holding the year, for max_year")
 
     @model_validator(mode="after")
     def _located(self) -> "PoolSource":
@@ -161,7 +164,9 @@ class QualityConfig(Section):
 
 class DecontaminationConfig(Section):
     ngram: int = Field(8, ge=1)
-    eval_sets: list[str] = Field(default_factory=list, description="JSONL files or task names to decontaminate against")
+    tasks: list[str] = Field(default_factory=list, description="benchmarks by name (aime24 | aime25 | math500 | amc23 | "
+                             "gpqa_diamond), loaded by evaluation's task loaders (evaluate.task_files, else the hub)")
+    eval_sets: list[str] = Field(default_factory=list, description="extra JSONL files (field problem or question)")
     include_heldout: bool = True
 
 
@@ -177,9 +182,17 @@ class DifficultyConfig(Section):
 
 
 class SelectionConfig(Section):
-    strategy: Literal["diversity", "random", "longest", "diversity_only", "all"] = "diversity"
+    strategy: Literal["s1", "diversity", "random", "longest", "diversity_only", "all"] = "diversity"
     size: int = Field(600, gt=0)
     seed: int = 4
+    phase1_correct_sources: list[str] = Field(
+        default_factory=lambda: ["aime", "gpqa"],
+        description="s1 phase 1: regexes (case-insensitive) on a question's source / source_type; the ones the "
+                    "teacher answered correctly are all taken")
+    phase1_long_sources: list[str] = Field(
+        default_factory=lambda: ["openaimath", "hendrycks", "(^|/)math($|/)"],
+        description="s1 phase 1: regexes for MATH; taken when the teacher is correct and the trace is long")
+    phase1_min_trace_tokens: int = Field(5600, ge=0, description="s1 phase 1: 'long' MATH trace, in tokens")
 
 
 class SFTConfig(Section):
@@ -261,6 +274,8 @@ class EngineConfig(Section):
 
 class EvaluateConfig(Section):
     via: Literal["in_process", "serve"] = Field("in_process", description="serve: sweep through the Serve endpoint")
+    allow_contaminated: bool = Field(False, description="report a task the training data was not decontaminated "
+                                     "against (warns; the MLflow run is tagged contaminated=true) instead of refusing")
     tasks: list[str] = Field(default_factory=lambda: ["heldout"],
                              description="heldout | aime24 | aime25 | math500 | amc23 | gpqa_diamond")
     task_files: dict[str, str] = Field(default_factory=dict, description="local JSONL per task (else its HF dataset)")

@@ -5,14 +5,34 @@ answer (``\\frac{14}{3}`` = ``14/3``, ``90^\\circ`` = ``90``); math-verify's
 numeric tolerance also accepts a decimal close to a fraction
 (``4.6666666667`` for ``14/3``), which we keep, as s1's evaluation does.
 
+Multiple choice (GPQA) reads the *final* choice of the response: the last
+``\\boxed{C}``, else the last "Answer: C" / "answer is (C)", else the last
+parenthesised "(C)", else a response that is just the letter.
+:func:`grade_response` is the one entry every path uses (in-process sweep, Serve
+sweep, Algorithm 1's teacher check): it grades by the question's kind.
+:data:`GRADER_VERSION` goes into evaluation run keys, so a grading change never
+mixes with samples graded under the old rules.
+
     grade(extract_answer("Answer: 7798"), "7798") -> True
+    grade_response(question, "... so the answer is (C)") -> ("C", True)
 """
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 
 from math_verify import parse, verify
+
+
+def _math_verify_version() -> str:
+    try:
+        return version("math-verify")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+GRADER_VERSION = f"s1flow-grading-2/math-verify-{_math_verify_version()}"
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*[:：]\s*(.+)", re.I)
@@ -59,17 +79,46 @@ def grade(predicted: str, gold: str) -> bool:
         return False
 
 
-_CHOICE = re.compile(r"\(?\b([A-D])\b\)?")
+_BOXED_CHOICE = re.compile(r"^\s*(?:\\text\{|\\mathrm\{|\\textbf\{)?\s*\(?([A-D])\)?\s*\}?\s*[.]?\s*$")
+_ANSWER_CHOICE = re.compile(r"(?i:answer)\s*(?:is|:|：)\s*[:：]?\s*(?i:option\s*)?\(?([A-D])\b\)?")
+_PAREN_CHOICE = re.compile(r"\(([A-D])\)")
+_ONLY_CHOICE = re.compile(r"^\s*\(?([A-D])\)?\s*[.]?\s*$")
+
+
+def extract_choice(text: str) -> str:
+    """The final option letter of a multiple-choice response ('' when there is none)."""
+    boxed = last_boxed(text)
+    if boxed is not None and (m := _BOXED_CHOICE.match(boxed)):
+        return m.group(1)
+    for pattern in (_ANSWER_CHOICE, _PAREN_CHOICE):
+        hits = pattern.findall(text)
+        if hits:
+            return hits[-1]
+    m = _ONLY_CHOICE.match(text)
+    return m.group(1) if m else ""
 
 
 def grade_choice(predicted: str, gold_letter: str) -> bool:
-    """Multiple choice (GPQA): the first standalone option letter in the prediction."""
-    m = _CHOICE.search(predicted.strip())
-    return bool(m) and m.group(1) == gold_letter.strip().upper()
+    """Multiple choice (GPQA): the final option letter of the prediction equals the gold letter."""
+    letter = extract_choice(predicted)
+    return bool(letter) and letter == gold_letter.strip().upper()
+
+
+def is_multiple_choice(question) -> bool:
+    return question.metadata.get("kind") == "multiple_choice"
 
 
 def grade_question(question, predicted: str) -> bool:
-    """Grade by the question's kind (``metadata.kind``: math or multiple_choice)."""
-    if question.metadata.get("kind") == "multiple_choice":
+    """Grade an extracted answer by the question's kind (``metadata.kind``: math or multiple_choice)."""
+    if is_multiple_choice(question):
         return grade_choice(predicted, question.answer)
     return grade(predicted, question.answer)
+
+
+def grade_response(question, text: str) -> tuple[str, bool]:
+    """(predicted, correct) for a whole response, by the question's kind: the one grading entry point."""
+    if is_multiple_choice(question):
+        letter = extract_choice(text)
+        return letter, bool(letter) and letter == question.answer.strip().upper()
+    predicted = extract_answer(text)
+    return predicted, grade(predicted, question.answer)

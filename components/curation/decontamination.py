@@ -5,6 +5,11 @@ checks each pool question against it: linear in pool size, no pairwise
 comparison. Texts shorter than n words contribute themselves as one gram, so
 exact matches of short questions are caught too.
 
+The n-gram hashes are 64-bit blake2b digests of the normalised words
+(:func:`components.common.hashing.stable_hash`), never Python's ``hash()``:
+that is salted per process, and the index is built in the driver but probed
+in Ray Data workers, which must compute the same numbers.
+
     index = NgramIndex.build(eval_texts, n=8); index.contaminated(question)
 """
 from __future__ import annotations
@@ -13,6 +18,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
+
+from components.common.hashing import stable_hash
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -23,9 +30,10 @@ def normalise(text: str) -> list[str]:
 
 
 def ngrams(words: list[str], n: int) -> set[int]:
+    """Stable 64-bit hashes of the word n-grams (the whole text when shorter than n words)."""
     if len(words) < n:
-        return {hash(tuple(words))} if words else set()
-    return {hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)}
+        return {stable_hash(" ".join(words))} if words else set()
+    return {stable_hash(" ".join(words[i:i + n])) for i in range(len(words) - n + 1)}
 
 
 @dataclass
@@ -48,4 +56,7 @@ class NgramIndex:
         words = normalise(text)
         if " ".join(words) in self.exact:
             return True
-        return any(g in self.grams for g in ngrams(words, self.n))
+        if len(words) < self.n:
+            return bool(words) and stable_hash(" ".join(words)) in self.grams
+        grams = self.grams
+        return any(stable_hash(" ".join(words[i:i + self.n])) in grams for i in range(len(words) - self.n + 1))

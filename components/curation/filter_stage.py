@@ -1,9 +1,18 @@
-"""Stage entry point: the quality, decontamination and difficulty filters, trace lengths and MSC domains."""
+"""Stage entry point: the quality, decontamination and difficulty filters, trace lengths and MSC domains.
+
+Two outputs: ``filtered.jsonl`` (after every filter: what s1's diversity phase and
+Algorithm 1 draw from) and ``quality_pool.jsonl`` (after quality and
+decontamination, before difficulty: what the paper's ablations draw from). Both
+carry trace lengths and MSC domains. The filter report records the benchmarks the
+pool was decontaminated against (``decontaminated_against``); the evaluate stage
+refuses to report any other.
+"""
 from __future__ import annotations
 
 from collections import Counter
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 from components.config import (
     DecontaminationConfig,
@@ -13,18 +22,38 @@ from components.config import (
     ModelConfig,
     QualityConfig,
 )
+from components.curation.pools import quality_pool_path
 from components.paths import Paths, absolute_model_ref, base_model_ref
 from components.records import Example, Question, Trace, iter_jsonl, read_jsonl, write_json, write_jsonl
 
 
-def _eval_texts(decontamination: DecontaminationConfig, paths: Paths) -> list[str]:
-    texts = [d["question"] for d in iter_jsonl(paths.heldout)] if decontamination.include_heldout else []
+def eval_texts(decontamination: DecontaminationConfig, paths: Paths,
+               task_files: Optional[dict[str, str]] = None) -> tuple[list[str], dict[str, dict]]:
+    """Every evaluation question to decontaminate against, and what they are ({name: {questions, source}})."""
+    from components.data.tasks import TASKS, load_task
+    texts: list[str] = []
+    against: dict[str, dict] = {}
+    if decontamination.include_heldout:
+        held = [d["question"] for d in iter_jsonl(paths.heldout)]
+        texts += held
+        against["heldout"] = {"questions": len(held), "source": str(paths.heldout)}
+    for name in decontamination.tasks:
+        if name not in TASKS:
+            raise ValueError(f"decontamination.tasks: unknown task {name!r}; choose from {sorted(TASKS)}")
+        path = (task_files or {}).get(name)
+        questions = load_task(name, path)  # every question, whatever evaluate.task_limit says
+        texts += [q.question for q in questions]
+        # GPQA's text carries the shuffled options; its question alone is indexed as well
+        texts += [q.question.split("\n\n(A)")[0] for q in questions if q.metadata.get("kind") == "multiple_choice"]
+        against[name] = {"questions": len(questions), "source": path or TASKS[name].hf_dataset}
     for src in decontamination.eval_sets:
         if not Path(src).exists():
             raise FileNotFoundError(f"decontamination.eval_sets: {src} not found; give JSONL paths with a 'problem' "
                                     "or 'question' field")
-        texts += [d.get("problem") or d.get("question", "") for d in iter_jsonl(src)]
-    return texts
+        rows = [d.get("problem") or d.get("question", "") for d in iter_jsonl(src)]
+        texts += rows
+        against[f"file:{src}"] = {"questions": len(rows), "source": src}
+    return texts, against
 
 
 def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int):
@@ -34,7 +63,8 @@ def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int
 
 
 def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig, difficulty: DifficultyConfig,
-                 domain: DomainConfig, engine: EngineConfig, model: ModelConfig, paths: Paths) -> dict:
+                 domain: DomainConfig, engine: EngineConfig, model: ModelConfig, paths: Paths,
+                 task_files: Optional[dict[str, str]] = None) -> dict:
     """Quality, decontamination and difficulty filters; trace lengths and MSC domains of what survives."""
     from transformers import AutoTokenizer
 
@@ -46,12 +76,20 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     use_threads()
     traces = {t.question_id: t for t in read_jsonl(paths.traces, Trace)}
     examples = [Example(question=q, trace=traces[q.id]) for q in read_jsonl(paths.pool, Question) if q.id in traces]
-    index = NgramIndex.build(_eval_texts(decontamination, paths), decontamination.ngram)
+    texts, against = eval_texts(decontamination, paths, task_files)
+    index = NgramIndex.build(texts, decontamination.ngram)
     counts = {"pool": len(examples)}
     survivors, dropped = quality_and_decontamination(examples, quality, index)
     reasons = Counter(ex.drop_reason for ex in dropped)
     counts["after_quality"] = len(examples) - sum(n for r, n in reasons.items() if r != "contaminated")
     counts["after_decontamination"] = len(survivors)
+    # trace lengths and domains once, on the whole quality pool (the ablations need them; the survivors of
+    # the difficulty filter below are a subset and keep theirs)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths))
+    for ex in survivors:
+        ex.trace_tokens = trace_length(tokenizer, ex)
+    domain_outcome = classify_domains(survivors, domain)
+    write_jsonl(quality_pool_path(paths), survivors)
     if difficulty.enabled and survivors:
         for student in difficulty.students:
             ref = absolute_model_ref(base_model_ref(model, paths) if student == "base" else student)
@@ -64,13 +102,10 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
         reasons["solved_by_student"] += len(survivors) - len(hard)
         survivors = hard
     counts["after_difficulty"] = len(survivors)
-    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths))
-    for ex in survivors:
-        ex.trace_tokens = trace_length(tokenizer, ex)
-    domain_outcome = classify_domains(survivors, domain)
     write_jsonl(paths.filtered, survivors)
     reasons["kept"] = len(survivors)
     report = {"counts": counts, "drop_reasons": dict(reasons), "domain_classifier": domain.classifier,
+              "decontaminated_against": against, "ngram": decontamination.ngram,
               **({"domain_outcome": dict(domain_outcome)} if domain_outcome else {})}
     write_json(paths.metric("filter_report.json"), report)
     return report

@@ -1,22 +1,36 @@
-"""Selection: s1's diversity sampling and the paper's ablations, seeded.
+"""Selection: s1's Algorithm 1, its diversity sampling and the paper's ablations, seeded.
 
-``diversity`` (s1K): repeat until ``size`` are chosen: pick an MSC domain
-uniformly at random, then one of its questions with probability proportional
-to 2^-rank, rank = position when sorted by trace length, longest first.
+``s1`` (Algorithm 1, the s1-32b default): phase 1 takes every AIME/GPQA example
+the teacher answered correctly and every MATH example the teacher answered
+correctly with a trace longer than ``phase1_min_trace_tokens`` (sources matched
+by the regexes ``phase1_correct_sources`` / ``phase1_long_sources`` on the
+question's source and ``source_type``); phase 2 fills up to ``size`` with
+``diversity``. If phase 1 alone exceeds ``size``, its longest traces are kept.
+``diversity``: repeat until ``size`` are chosen: pick an MSC domain uniformly at
+random, then one of its questions with probability proportional to 2^-rank,
+rank = position when sorted by trace length, longest first.
 Ablations: ``diversity_only`` (uniform within the domain), ``random``,
-``longest`` and ``all``.
+``longest`` and ``all``. Which pool each strategy draws from is
+:data:`ABLATION_POOL` (the select stage reads it).
 
-    chosen = select(examples, strategy="diversity", size=1000, seed=0)
+    chosen = select(examples, strategy="s1", size=1000, seed=0, selection=cfg.selection)
 """
 from __future__ import annotations
 
 import random
+import re
 from bisect import bisect
 from collections import defaultdict
 from itertools import accumulate
-from typing import Callable
+from typing import Callable, Optional
 
+from components.config import SelectionConfig
 from components.records import Example
+
+# The paper's ablations isolate one criterion each, so they draw from the pool after the quality filter
+# (and decontamination), before the difficulty filter; ``all`` is that whole pool (s1's "59K-full").
+# s1 and diversity draw from the pool after every filter.
+ABLATION_POOL = frozenset({"random", "longest", "diversity_only", "all"})
 
 
 def _by_domain(examples: list[Example]) -> dict[str, list[Example]]:
@@ -68,14 +82,53 @@ def _all(examples, size, rng):
     return list(examples)
 
 
-STRATEGIES: dict[str, Callable[[list[Example], int, random.Random], list[Example]]] = {
-    "diversity": _diversity, "diversity_only": _diversity_only, "random": _random,
+def _source_text(ex: Example) -> str:
+    return f"{ex.question.source} {ex.question.metadata.get('source_type', '')}"
+
+
+def _matches(patterns: list[str], text: str) -> bool:
+    return any(re.search(p, text, re.I) for p in patterns)
+
+
+def teacher_correct(ex: Example) -> bool:
+    """Whether the teacher's answer agrees with the reference (math-verify, or the option letter)."""
+    from components.common.grading import grade_response
+    return ex.trace.ok and grade_response(ex.question, ex.trace.answer)[1]
+
+
+def phase1(examples: list[Example], cfg: SelectionConfig) -> list[Example]:
+    """Algorithm 1, phase 1: teacher-correct AIME/GPQA examples, and teacher-correct long MATH traces."""
+    out = []
+    for ex in examples:
+        src = _source_text(ex)
+        take_all = _matches(cfg.phase1_correct_sources, src)
+        long_math = _matches(cfg.phase1_long_sources, src) and ex.trace_tokens > cfg.phase1_min_trace_tokens
+        if (take_all or long_math) and teacher_correct(ex):
+            out.append(ex)
+    return out
+
+
+def _s1(examples, size, rng, cfg: Optional[SelectionConfig] = None):
+    first = phase1(examples, cfg or SelectionConfig())
+    if len(first) >= size:
+        return _longest(first, size, rng)
+    taken = {ex.question.id for ex in first}
+    rest = [ex for ex in examples if ex.question.id not in taken]
+    return first + _domain_sampling(rest, size - len(first), rng, length_weighted=True)
+
+
+STRATEGIES: dict[str, Callable[..., list[Example]]] = {
+    "s1": _s1, "diversity": _diversity, "diversity_only": _diversity_only, "random": _random,
     "longest": _longest, "all": _all,
 }
 
 
-def select(examples: list[Example], strategy: str, size: int, seed: int) -> list[Example]:
+def select(examples: list[Example], strategy: str, size: int, seed: int,
+           selection: Optional[SelectionConfig] = None) -> list[Example]:
+    """``size`` examples by ``strategy``; ``selection`` gives Algorithm 1's phase-1 thresholds (strategy s1)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"selection.strategy: {strategy!r} unknown; choose from {sorted(STRATEGIES)}")
     ordered = sorted(examples, key=lambda e: e.question.id)  # input order must not matter
+    if strategy == "s1":
+        return _s1(ordered, size, random.Random(seed), selection)
     return STRATEGIES[strategy](ordered, size, random.Random(seed))

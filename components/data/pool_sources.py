@@ -7,6 +7,12 @@ file with the reason (the job never stops on one bad row). Exact duplicates
 (after Unicode normalisation, case folding and whitespace collapsing) are
 dropped by hash, the first occurrence kept.
 
+Row filters: ``max_year`` keeps only rows whose ``year_field`` is at most that
+year (s1 keeps AIME up to 2022 so AIME24/25 stay unseen); rows past it are
+counted as ``excluded``, rows without a readable year are quarantined.
+``answer_extract: boxed`` reads the last ``\\boxed{}`` of a solution; a
+solution that is a bare integer (the AIME sources) is the answer itself.
+
     result = load_pool(cfg.pool); result.questions, result.quarantined, result.report
 """
 from __future__ import annotations
@@ -25,6 +31,8 @@ from components.common.grading import last_boxed
 from components.records import Question
 
 _SPACE = re.compile(r"\s+")
+_BARE_INTEGER = re.compile(r"^[+-]?\d+$")
+EXCLUDED = "excluded by a row filter"
 
 
 def normalised_hash(text: str) -> str:
@@ -84,10 +92,16 @@ def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)
     if isinstance(answer, str) and src.answer_extract == "boxed":
-        answer = last_boxed(answer) or ""
+        answer = last_boxed(answer) or (answer.strip() if _BARE_INTEGER.match(answer.strip()) else "")
     if not isinstance(answer, str) or not answer.strip():
         how = " (no \\boxed{} in it)" if src.answer_extract == "boxed" else ""
         return f"field {src.answer_field!r} missing or empty{how}"
+    if src.max_year is not None:
+        year = str(row.get(src.year_field, "")).strip()
+        if not year.isdigit():
+            return f"field {src.year_field!r} missing or not a year (max_year filter)"
+        if int(year) > src.max_year:
+            return EXCLUDED
     label = _label(src)
     rid = row.get(src.id_field) if src.id_field else None
     qid = f"{label}-{rid}" if rid not in (None, "") else f"{label}-{i:07d}"
@@ -122,6 +136,9 @@ def load_pool(cfg: PoolConfig) -> PoolResult:
             if src.limit and i >= src.limit:
                 break
             counts["rows"] += 1
+            if q == EXCLUDED:
+                counts["excluded"] += 1
+                continue
             if isinstance(q, str):
                 out.quarantined.append({"source": label, "row": i, "reason": q})
                 counts["quarantined"] += 1

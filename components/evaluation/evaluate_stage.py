@@ -1,7 +1,16 @@
-"""Stage entry point of the evaluation package: the budget sweep on every task in ``evaluate.tasks``."""
+"""Stage entry point of the evaluation package: the budget sweep on every task in ``evaluate.tasks``.
+
+Before anything runs, the stage checks that the training data was decontaminated
+against every task it reports (``decontaminated_against`` in the filter report):
+it refuses otherwise, or with ``evaluate.allow_contaminated`` warns, lists the
+tasks under ``contaminated`` in eval.json and marks the provenance (the register
+stage then tags the MLflow run ``contaminated=true``).
+"""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable, Optional
@@ -9,6 +18,27 @@ from typing import Callable, Optional
 from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+class ContaminationError(RuntimeError):
+    """A reported task the training data was not decontaminated against."""
+
+
+def contamination_check(tasks: list[str], filter_report: Path, allow: bool) -> list[str]:
+    """The tasks in ``tasks`` the training pool was not decontaminated against; raises unless ``allow``."""
+    against = json.loads(filter_report.read_text()).get("decontaminated_against", {}) if filter_report.exists() else {}
+    missing = [t for t in tasks if t not in against]
+    if missing:
+        msg = (f"evaluate.tasks: {missing} not in the training data's decontamination "
+               f"({sorted(against) or 'none'}, from {filter_report}); add them to decontamination.tasks and rerun "
+               "the filter stage, or set evaluate.allow_contaminated: true to report them tagged contaminated")
+        if not allow:
+            raise ContaminationError(msg)
+        log.warning("CONTAMINATED: %s", msg)
+    return missing
+
 
 # (serve section, engine section, dtype, model path) -> a context manager yielding the endpoint's base URL.
 # The pipeline passes Serve's launcher in; evaluation never imports serving.
@@ -23,7 +53,7 @@ def model_hash(path: Path) -> str:
 
 
 def eval_questions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, list[Question]]:
-    from components.evaluation.tasks import load_task
+    from components.data.tasks import load_task
     out = {}
     for name in evaluate.tasks:
         if name == "heldout":
@@ -38,8 +68,9 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     """Sweep thinking budgets on every task in evaluate.tasks (the first is the headline) and plot scaling."""
     from components.common.threads import use_threads
     from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
-    from components.evaluation.provenance import provenance
+    from components.evaluation.provenance import engine_version, provenance
     from components.inference.build import engine_for
+    contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)
     per_task, all_samples = {}, []
@@ -52,8 +83,10 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
             if launch_endpoint is None:
                 raise ValueError("evaluate.via: 'serve' needs the Serve launcher (run the stage through s1flow)")
             with launch_endpoint(serve, engine, model.dtype, str(paths.sft_model)) as url:
-                report, samples = evaluate_via_serve(evaluate, serve, url, questions,
-                                                     paths.runs / f"serve_samples_{name}.jsonl", digest)
+                report, samples = evaluate_via_serve(
+                    evaluate, serve, url, questions, paths.runs / f"serve_samples_{name}.jsonl", digest,
+                    engine=f"{engine.backend} {engine_version(engine.backend)}",
+                    thinking_cap=engine.unlimited_thinking_tokens)
         else:
             report, gens = evaluate_sweep(sft, questions, evaluate)
             samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
@@ -62,7 +95,8 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
         all_samples += [{**r, "task": name} for r in samples]
     headline = per_task[evaluate.tasks[0]]
     report = {**headline, "task": evaluate.tasks[0], "tasks": per_task, "model_hash": digest,
-              "engine": engine.backend, "provenance": provenance(evaluate, engine, model.dtype, digest)}
+              "engine": engine.backend, "contaminated": contaminated,
+              "provenance": {**provenance(evaluate, engine, model.dtype, digest), "contaminated": bool(contaminated)}}
     write_jsonl(paths.eval_samples, all_samples)
     write_json(paths.metric("eval.json"), report)
     write_jsonl(paths.plot("scaling.jsonl"), [

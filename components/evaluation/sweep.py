@@ -3,7 +3,8 @@
 For each budget the model thinks under ``evaluate.method`` (budget forcing by
 default: ``max_thinking_tokens=budget``), plus one run capped only by
 ``unlimited_thinking_tokens``; methods in ``compare_methods`` are swept too.
-Answers are graded with math-verify. The base model answers in its own chat format as the reference.
+Answers are graded by the question's kind (math-verify, or the final option
+letter). The base model answers in its own chat format as the reference.
 Produces per-sample records, per-budget points, Control/Scaling/Performance
 and the scaling-curve PNG.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Optional
 
-from components.common.grading import extract_answer, grade
+from components.common.grading import grade_response
 from components.common.progress import progress_bar
 from components.config import EvaluateConfig
 from components.evaluation.metrics import Run, SweepPoint, sweep_metrics
@@ -33,12 +34,12 @@ def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: st
         results = run_method(name, engine, [q.question for q in questions], budget, cfg, progress=advance)
     out = []
     for q, r in zip(questions, results):
-        predicted = extract_answer(r.answer)
+        predicted, correct = grade_response(q, r.answer)  # by the question's kind (GPQA: the option letter)
         out.append(Generation(
             question_id=q.id, budget=budget, method=method, prompt=q.question, thinking=r.thinking,
             answer=r.answer, thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens,
             waits_used=r.waits_used, hit_budget=r.hit_budget, predicted=predicted, gold=q.answer,
-            correct=grade(predicted, q.answer),
+            correct=correct,
         ))
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components.config import ProfileConfig
+from components.curation.pools import quality_pool_path
 from components.paths import Paths
 
 COMPONENTS = Path(__file__).resolve().parents[1]
@@ -76,15 +77,17 @@ STAGE_LIST: tuple[Stage, ...] = (
           inputs=lambda p: [p.pool], outs=lambda p: [p.traces], metrics=lambda p: [p.metric("distill_report.json")]),
     Stage("filter", "components.curation.filter_stage:filter_stage",
           {"quality": "quality", "decontamination": "decontamination", "difficulty": "difficulty",
-           "domain": "domain", "engine": "engine", "model": "model"},
+           "domain": "domain", "engine": "engine", "model": "model", "task_files": "evaluate.task_files"},
           code=("curation", "inference", "distill/teachers", "data/base_model.py", "data/tokenizer.py",
-                "data/problems.py", "data/domains.py", "data/msc_domains.json"),
-          inputs=lambda p: [p.pool, p.heldout, p.traces, p.base_model], outs=lambda p: [p.filtered],
+                "data/problems.py", "data/domains.py", "data/msc_domains.json", "data/tasks.py"),
+          inputs=lambda p: [p.pool, p.heldout, p.traces, p.base_model],
+          outs=lambda p: [p.filtered, quality_pool_path(p)],
           metrics=lambda p: [p.metric("filter_report.json")]),
     Stage("select", "components.curation.select_stage:select_stage", {"selection": "selection"},
-          code=("curation/select_stage.py", "curation/selection.py", "curation/selection_report.py",
+          code=("curation/select_stage.py", "curation/selection.py", "curation/selection_report.py", "curation/pools.py",
                 "data/domains.py", "data/problems.py", "data/msc_domains.json"),
-          inputs=lambda p: [p.filtered, p.metric("filter_report.json")], outs=lambda p: [p.selected],
+          inputs=lambda p: [p.filtered, quality_pool_path(p), p.metric("filter_report.json")],
+          outs=lambda p: [p.selected],
           metrics=lambda p: [p.metric("selection_report.json")], uncached=lambda p: [p.plot("selection_report.png")]),
     Stage("tokenize", "components.training.tokenize_stage:tokenize_stage", {"block_size": "sft.block_size", "model": "model"},
           code=("training/tokenize_stage.py",), inputs=lambda p: [p.selected, p.base_model], outs=lambda p: [p.sft_tokens],
@@ -95,8 +98,10 @@ STAGE_LIST: tuple[Stage, ...] = (
           metrics=lambda p: [p.metric("train.json")]),
     Stage("evaluate", "components.evaluation.evaluate_stage:evaluate_stage",
           {"evaluate": "evaluate", "engine": "engine", "model": "model", "serve": "serve"},
-          code=("evaluation", "inference", "serving", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
-          inputs=lambda p: [p.heldout, p.base_model, p.sft_model], outs=lambda p: [p.eval_samples],
+          code=("evaluation", "inference", "serving", "data/base_model.py", "data/tokenizer.py", "data/problems.py",
+                "data/tasks.py"),
+          inputs=lambda p: [p.heldout, p.base_model, p.sft_model, p.metric("filter_report.json")],
+          outs=lambda p: [p.eval_samples],
           metrics=lambda p: [p.metric("eval.json")], uncached=lambda p: [p.plot("scaling.png")],
           plots=(Plot(lambda p: p.plot("scaling.jsonl"), "avg_thinking_tokens", "accuracy",
                       "Accuracy vs thinking tokens (budget forcing)"),),

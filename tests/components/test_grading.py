@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from components.common.grading import extract_answer, grade
-from tests.conftest import SHARED
+
+EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
 
 @pytest.mark.parametrize("pred,gold", [
@@ -28,9 +30,7 @@ def test_extraction():
 
 
 def _rows(name):
-    path = SHARED / "data/eval" / name
-    if not path.exists():
-        pytest.skip("shared eval data not present")
+    path = EVAL / name
     return [json.loads(l) for l in path.open()]
 
 

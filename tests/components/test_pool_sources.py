@@ -1,5 +1,6 @@
 """Pool sources: JSONL / Parquet / HF rows onto one schema; bad rows quarantined; duplicates dropped."""
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,7 +9,8 @@ import pytest
 from components.config import ConfigError, PoolConfig, PoolSource, parse_profile
 from components.data import pool_sources
 from components.data.pool_sources import load_pool, normalised_hash
-from tests.conftest import SHARED
+
+EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
 
 def test_normalised_hash_ignores_case_width_and_spacing():
@@ -56,13 +58,39 @@ def test_hf_source_goes_through_the_same_mapping(monkeypatch):
 
 
 def test_real_eval_files_load_as_a_pool_source():
-    files = sorted((SHARED / "data/eval").glob("*.jsonl")) if (SHARED / "data/eval").exists() else []
-    if not files:
-        pytest.skip("../shared/data/eval not present")
+    files = sorted(EVAL.glob("*.jsonl"))
+    assert len(files) == 3
     first = json.loads(files[0].read_text().splitlines()[0])
     qf = "problem" if "problem" in first else "question"
     result = load_pool(PoolConfig(sources=[PoolSource(kind="jsonl", path=str(files[0]), question_field=qf)]))
     assert result.questions and not result.quarantined
+
+
+def test_aime_rows_after_max_year_are_excluded_and_bare_integers_kept(monkeypatch):
+    rows = [{"ID": "2021-I-1", "Year": 2021, "Question": "Find the number of ways one can tile a strip.", "Answer": 6},
+            {"ID": "2022-I-2", "Year": "2022", "Question": "Find the least odd prime factor of 2019^8+1.", "Answer": 97},
+            {"ID": "2024-I-1", "Year": 2024, "Question": "Every morning Aya goes for a walk.", "Answer": 204},
+            {"ID": "x", "Question": "A row without a year.", "Answer": 1}]
+    monkeypatch.setitem(pool_sources.ROW_READERS, "hf", lambda src: iter(rows))
+    cfg = PoolConfig(sources=[PoolSource(kind="hf", name="gneubig/aime-1983-2024", question_field="Question",
+                                         answer_field="Answer", id_field="ID", max_year=2022)])
+    result = load_pool(cfg)
+    assert [str(q.metadata["Year"]) for q in result.questions] == ["2021", "2022"]
+    assert result.report["sources"]["gneubig/aime-1983-2024"]["excluded"] == 1
+    assert [r["reason"] for r in result.quarantined] == ["field 'Year' missing or not a year (max_year filter)"]
+    # a solution field with no \boxed{} that is a bare integer is the answer (AIME rows in s1's 59K)
+    rows[:] = [{"question": "What is 6*7?", "solution": " 42 "}, {"question": "What is 1/2+1/2?", "solution": "one"}]
+    boxed = PoolConfig(sources=[PoolSource(kind="hf", name="s", question_field="question", answer_field="solution",
+                                           answer_extract="boxed")])
+    result = load_pool(boxed)
+    assert [q.answer for q in result.questions] == ["42"] and len(result.quarantined) == 1
+
+
+def test_s1_32b_keeps_aime_up_to_2022():
+    from components.config import load_config
+    cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml", profile="s1-32b")
+    aime = [s for s in cfg.pool.sources if "aime" in s.name.lower()]
+    assert aime and all(s.max_year == 2022 for s in aime)
 
 
 def test_source_config_errors_name_the_field():

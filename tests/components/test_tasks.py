@@ -1,15 +1,16 @@
+from pathlib import Path
+
 import pytest
 
 from components.common.grading import grade_choice, grade_question
-from components.evaluation.tasks import load_task
-from tests.conftest import SHARED
+from components.data.tasks import load_task
+
+EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
 
 @pytest.mark.parametrize("name,n", [("aime24", 30), ("amc23", 40), ("math500", 500)])
 def test_local_files_load_into_one_schema(name, n):
-    path = SHARED / "data/eval" / f"{name}.jsonl"
-    if not path.exists():
-        pytest.skip("shared eval data not present")
+    path = EVAL / f"{name}.jsonl"
     qs = load_task(name, path)
     assert len(qs) == n and len({q.id for q in qs}) == n
     assert all(q.question and q.answer and q.source == name for q in qs)

@@ -5,6 +5,10 @@ profile, tests) or from its Hugging Face dataset (the real profile). GPQA
 Diamond becomes a multiple-choice question with options shuffled
 deterministically per question; its answer is the letter.
 
+They live in ``data`` (not ``evaluation``) because two stages read them: the
+evaluate stage scores on them, and the filter stage decontaminates the
+training pool against the same questions (``decontamination.tasks``).
+
     questions = load_task("math500", path="data/eval/math500.jsonl", limit=100)
 """
 from __future__ import annotations
