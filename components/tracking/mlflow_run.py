@@ -5,11 +5,18 @@ takes questions and budget-forcing fields, and is registered under
 ``tracking.registered_model``. With no tracking URI, a SQLite store in the
 working directory is used (artifacts under ``./mlruns``).
 
+Nothing secret reaches the tracking server: every param and tag value goes
+through :func:`redact` (URL userinfo ``https://user:pass@host`` and query values
+of keys such as ``key=``, ``token=``, ``sig=`` become ``***``; a field whose own
+name says secret, e.g. ``extra_body.api_key``, is masked whole). Keys that name an
+environment variable (``api_key_env``) are kept: they hold a name, not a secret.
+
     info = log_pipeline_run(cfg, params, metrics, artifacts, model_dir)
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +31,36 @@ CHAMPION = "champion"
 
 def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+MASK = "***"
+_SECRET_NAME = re.compile(r"(^|[_.\-])(api[_-]?key|apikey|key|token|access[_-]?token|secret|password|passwd|pwd|"
+                          r"auth|authorization|credential|credentials|signature|sig|session[_-]?token|"
+                          r"x-amz-signature|x-amz-credential|x-amz-security-token)$", re.I)
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<userinfo>[^/@\s?#]+)@", re.I)
+_QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#\s]+)=(?P<value>[^&;#\s]*)")
+
+
+def _secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name)) and not name.lower().endswith("_env")
+
+
+def redact(value: Any) -> Any:
+    """``value`` with credentials masked (strings only; other types unchanged)."""
+    if not isinstance(value, str):
+        return value
+    out = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", value)
+    return _QUERY_PAIR.sub(lambda m: f"{m['sep']}{m['key']}={MASK if _secret_name(m['key']) else m['value']}", out)
+
+
+def safe_params(params: dict[str, Any]) -> dict[str, str]:
+    """Flattened params ready for MLflow: secrets masked, values cut to 500 characters."""
+    out = {}
+    for k, v in params.items():
+        leaf = k.rsplit(".", 1)[-1]
+        out[k] = MASK if _secret_name(leaf) and v not in (None, "") else str(redact(v if not isinstance(v, (list, tuple))
+                                                                                    else [redact(x) for x in v]))[:500]
+    return out
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -105,9 +142,11 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
     mlflow.set_experiment(cfg.tracking.experiment)
     commit = git_commit(root)
     with mlflow.start_run(run_name=f"{cfg.name}-{cfg.selection.strategy}-{cfg.selection.size}") as run:
-        mlflow.set_tags({"profile": cfg.name, "git_commit": commit, **tags})
-        params = flatten(cfg.model_dump(mode="json"))
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        run_tags = {"profile": cfg.name, "git_commit": commit, **tags}
+        if str(tags.get("eval.contaminated", "")).lower() == "true":
+            run_tags["contaminated"] = "true"  # evaluate.allow_contaminated let a non-decontaminated task through
+        mlflow.set_tags({k: redact(str(v)) for k, v in run_tags.items()})
+        mlflow.log_params(safe_params(flatten(cfg.model_dump(mode="json"))))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         for row in step_metrics or []:
             mlflow.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=int(row["step"]))
@@ -127,4 +166,4 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
                                  cfg.tracking.champion_metric, metrics.get(cfg.tracking.champion_metric))
     return {"run_id": run.info.run_id, "experiment": cfg.tracking.experiment,
             "registered_model": cfg.tracking.registered_model, "model_version": version,
-            "tracking_uri": mlflow.get_tracking_uri(), **decision}
+            "tracking_uri": redact(mlflow.get_tracking_uri()), **decision}
