@@ -21,10 +21,15 @@ def test_every_method_runs_by_name(tiny_engine, name):
     value = sweep_values(name, c)[-1]
     results = run_method(name, tiny_engine, QS, value, c)
     assert len(results) == len(QS)
+    cap = tiny_engine.unlimited  # the engine's thinking cap: what a prompt-conditioned method can reach at most
     for r in results:
-        assert r.thinking_tokens >= 0 and r.tries >= 1
-    if name == "budget_forcing":
-        assert all(r.thinking_tokens <= value for r in results)
+        assert r.tries >= 1 and r.answer_tokens <= c.max_answer_tokens + 8  # prefix + answer, never unbounded
+        if name in ("budget_forcing", "rejection_sampling"):
+            assert r.thinking_tokens <= value or (name == "rejection_sampling" and r.tries == c.rejection_max_tries)
+        else:  # each sample thinks at most up to the cap; voting reports the samples' sum
+            assert r.thinking_tokens <= cap * r.tries
+    if name == "budget_forcing":  # an untrained model never ends thinking by itself: the budget ends it
+        assert all(r.thinking_tokens == value and r.hit_budget for r in results)
     if name == "majority_voting":
         assert all(r.tries == value for r in results)
     if name == "wait_extension":

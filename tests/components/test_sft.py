@@ -32,7 +32,7 @@ def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, de
     out = tmp_path / "sft"
     summary = train_sft(cfg, tiny_model_dir, examples, out, tmp_path / "work")
     assert summary["deepspeed"] is (deepspeed == "always")
-    assert summary["steps"] == 2 and summary["final_loss"] < 10
+    assert summary["steps"] == 2  # that the loss falls far below the untrained one: test_sft_learns.py
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "qwen2"
