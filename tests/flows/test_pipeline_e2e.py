@@ -8,12 +8,16 @@ from tests.micro import write_micro_project
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
+    import os
+    import subprocess
+
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.pipeline import s1_pipeline
-
     root = write_micro_project(tmp_path_factory.mktemp("e2e"))
-    import os
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "micro project"]):  # runs record the commit
+        subprocess.run([*git, *cmd], cwd=root, check=True, capture_output=True)
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -134,6 +138,7 @@ def test_evaluation_flow_alone(pipeline_run):
 def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
     """infra/mlflow/server.sh (SQLite backend, proxied artefacts) receives the run, the model and the alias."""
     import os
+    import subprocess
     import sys
     from pathlib import Path
 
@@ -163,7 +168,8 @@ def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
         assert run.data.params["selection.strategy"] == "diversity" and "sft.learning_rate" in run.data.params
         assert {"control", "performance", "distill_cost_usd", "distill_done"} <= set(run.data.metrics)
         assert any(k.startswith("accuracy_budget_") for k in run.data.metrics)
-        assert len(run.data.tags["git_commit"]) in (40, 7) or run.data.tags["git_commit"] == "unknown"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        assert len(head) == 40 and run.data.tags["git_commit"] == head
         assert run.data.tags["dvc.data/tiny/s1k.jsonl"] and run.data.tags["dvc.models/tiny/base"].startswith("dir:")
         arts = {a.path for a in client.list_artifacts(info["run_id"])}
         assert {"scaling.png", "selection_report.png", "eval.json"} <= arts
