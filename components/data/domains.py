@@ -1,6 +1,6 @@
 """Mathematics Subject Classification domains and the deterministic classifier.
 
-The real profile classifies with an LLM prompted with the MSC list (issue 5);
+The real profile classifies with an LLM prompted with the MSC list (components/curation/filtering.py);
 the tiny profile uses :func:`classify`, which recognises each procedural
 family and falls back to keyword rules.
 """

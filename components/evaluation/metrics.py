@@ -1,4 +1,4 @@
-"""s1's test-time-scaling metrics over a sweep of budgets (design.md §1).
+"""s1's test-time-scaling metrics over a sweep of budgets (Control, Scaling, Performance; Muennighoff et al. 2025, §3).
 
 * Control: fraction of runs whose thinking length stays within the
   [min, max] asked for (a run with no max only needs to reach the min).
