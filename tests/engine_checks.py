@@ -1,8 +1,10 @@
-"""Budget-forcing behaviour every engine must show; run on HF in-process and on vLLM in its venv.
+"""The engine protocol's conformance checks: every engine (HF, vLLM offline, vLLM async) must pass them.
 
-Each ``check_*`` takes an engine built on the tiny untrained Qwen2 and asserts.
-``python -m tests.engine_checks --engine vllm --model DIR`` runs them all and
-prints a JSON verdict per check (used by tests/components/test_vllm_engine.py).
+Each ``check_*`` takes an engine built on the tiny untrained Qwen2 and asserts
+(budget-forcing guarantees, the ``on_token`` callback, plain generation).
+``python -m tests.engine_checks --engine vllm --model DIR`` runs them all on the
+offline vLLM engine and then on the async one (through :class:`SyncFacade`) and
+prints a JSON verdict per engine and check (used by tests/components/test_vllm_engine.py).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 import traceback
 
 from components.formatting import thinking_prompt
-from components.inference.budget_forcing import BudgetSpec
+from components.inference.budget_forcing import BudgetSpec, Phase
 from components.inference.engine import Sampling
 
 QUESTIONS = ["What is 12 + 34?", "What is the digit sum of 98765?", "Solve for x: x - 5 = 7. What is x?",
@@ -106,31 +108,66 @@ def check_plain_generation_stops_and_caps(engine):
     assert all(c.token_ids == [v.end_id] and c.finish_reason == "stop" for c in out)
 
 
+def check_on_token_reports_every_token_with_its_phase(engine):
+    v = engine.vocab
+    specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w, final_answer_prefix=p, max_answer_tokens=a)
+             for b, w, p, a in [(6, 0, "Answer:", 5), (20, 2, "", 3), (3, 0, "", 1), (12, 1, "Answer:", 8)]]
+    for sampling in (Sampling(), stop_bias(engine, 100.0), stop_bias(engine, -100.0)):
+        seen: dict[int, list] = {}
+
+        def record(i, t, ph, _seen=seen):
+            _seen.setdefault(i, []).append((t, ph))
+
+        res = engine.generate_forced(prompts(engine, 4), specs, sampling, on_token=record)
+        assert sorted(seen) == [0, 1, 2, 3], sorted(seen)
+        for i, r in enumerate(res):
+            live = [(t, ph) for t, ph in seen[i] if ph is not Phase.DONE]
+            assert [t for t, _ in live] == r.token_ids[:len(live)], (i, live, r.token_ids)
+            assert [t for t, ph in live if ph is Phase.THINKING] == r.token_ids[:r.thinking_tokens]
+            assert tuple(t for t, ph in live if ph is Phase.DELIMITER) == v.delimiter_ids
+            answer = [t for t, ph in live if ph is Phase.ANSWER]
+            assert answer[-1] == v.end_id, answer  # the closing <|im_end|> is reported too
+            assert engine.tokenizer.decode([t for t in answer[:-1] if t not in v.banned_ids]) == r.answer
+
+
 CHECKS = {name: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 
-def _async_check(model: str) -> str:
-    import asyncio
+class SyncFacade:
+    """The async engine's coroutines as plain calls (its loop runs in a thread), so the checks apply as is."""
 
-    from components.inference.vllm_engine import AsyncVLLMEngine
+    def __init__(self, factory):
+        import asyncio
+        import threading
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.engine = self._run(factory())
+        self.tokenizer, self.vocab, self.name = self.engine.tokenizer, self.engine.vocab, self.engine.name
 
-    async def run():
-        engine = AsyncVLLMEngine.from_pretrained(model, "float32", batch_size=8, unlimited_thinking_tokens=64)
+    def _run(self, coro):
+        import asyncio
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def generate(self, *a, **kw):
+        return self._run(self.engine.generate(*a, **kw))
+
+    def generate_forced(self, *a, **kw):
+        return self._run(self.engine.generate_forced(*a, **kw))
+
+    def shutdown(self):
+        self.engine.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def run_checks(engine) -> dict[str, str]:
+    verdicts = {}
+    for name, fn in CHECKS.items():
         try:
-            specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w) for b, w in [(5, 0), (20, 2), (12, 1)]]
-            res = await engine.generate_forced(prompts(engine, 3), specs, stop_bias(engine, 100.0))
-            assert [r.waits_used for r in res] == [0, 2, 1], [r.waits_used for r in res]
-            free = await engine.generate_forced(prompts(engine, 3), specs)
-            assert all(r.thinking_tokens <= s.max_thinking_tokens for r, s in zip(free, specs))
-            return free
-        finally:
-            engine.shutdown()
-
-    try:
-        asyncio.run(run())
-        return "ok"
-    except Exception:
-        return traceback.format_exc()[-1500:]
+            fn(engine)
+            verdicts[name] = "ok"
+        except Exception:
+            verdicts[name] = traceback.format_exc()[-1500:]
+    return verdicts
 
 
 def main() -> None:
@@ -139,17 +176,18 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     args = ap.parse_args()
     from components.inference.engines import build_engine
-    engine = build_engine(args.engine, args.model, "float32", batch_size=8, unlimited_thinking_tokens=64)
-    verdicts = {}
-    for name, fn in CHECKS.items():
-        try:
-            fn(engine)
-            verdicts[name] = "ok"
-        except Exception:
-            verdicts[name] = traceback.format_exc()[-1500:]
-    if args.engine == "vllm":  # the async (serving) engine forces budgets and waits too
-        del engine
-        verdicts["check_async_engine_forces_budgets"] = _async_check(args.model)
+    kw = dict(batch_size=8, unlimited_thinking_tokens=64)
+    engine = build_engine(args.engine, args.model, "float32", **kw)
+    verdicts = {f"{engine.name}:{k}": v for k, v in run_checks(engine).items()}
+    engine.shutdown()
+    if args.engine == "vllm":  # the async (serving) engine, through the same checks
+
+        async def build():
+            return build_engine("vllm", args.model, "float32", serving=True, **kw)
+
+        facade = SyncFacade(build)
+        verdicts.update({f"vllm_async:{k}": v for k, v in run_checks(facade).items()})
+        facade.shutdown()
     print("ENGINE_CHECKS " + json.dumps(verdicts), flush=True)
     sys.stdout.flush()
 

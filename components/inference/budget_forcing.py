@@ -237,6 +237,31 @@ class BudgetForcer:
         return action
 
 
+class PhaseTracker:
+    """The phase of each emitted token, read from the tokens alone (engines whose forcing runs elsewhere).
+
+    Reports what :meth:`BudgetForcer.observe` reports for the same token: thinking tokens
+    THINKING, the delimiter's tokens DELIMITER, answer tokens (and the closing ``<|im_end|>``)
+    ANSWER, anything after it DONE. Thinking bans ``<|im_start|>``, so its first appearance
+    opens the delimiter.
+    """
+
+    def __init__(self, vocab: ForcingVocab):
+        self.vocab, self.phase, self.left = vocab, Phase.THINKING, 0
+
+    def push(self, token: int) -> Phase:
+        phase = self.phase
+        if phase is Phase.THINKING and token == self.vocab.delimiter_ids[0]:
+            phase, self.phase, self.left = Phase.DELIMITER, Phase.DELIMITER, len(self.vocab.delimiter_ids)
+        if phase is Phase.DELIMITER:
+            self.left -= 1
+            if self.left == 0:
+                self.phase = Phase.ANSWER
+        elif phase is Phase.ANSWER and token == self.vocab.end_id:
+            self.phase = Phase.DONE
+        return phase
+
+
 @dataclass
 class ForcedResult:
     thinking: str

@@ -1,8 +1,11 @@
 """The engine protocol every inference backend implements (HF transformers, vLLM).
 
-Two calls: ``generate`` (plain batched generation with stop tokens, min/max new
-tokens, sampling, logit bias / banned tokens) and ``generate_forced`` (budget
-forcing, see :mod:`components.inference.budget_forcing`).
+``generate`` (plain batched generation with stop tokens, min/max new tokens,
+sampling, logit bias / banned tokens), ``generate_forced`` (budget forcing, see
+:mod:`components.inference.budget_forcing`; an optional ``on_token(index, token,
+phase)`` callback sees each generated token, for streaming), ``shutdown`` (free
+the engine) and ``context_length`` (the model's maximum sequence length, or None).
+The async vLLM engine offers the same calls as coroutines.
 
     out = engine.generate(prompts, Sampling(max_new_tokens=32, stop_token_ids=(im_end,)))
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
-from components.inference.budget_forcing import BudgetSpec, ForcedResult
+from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 
 
 @dataclass(frozen=True)
@@ -62,5 +65,11 @@ class Engine(Protocol):
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]: ...
 
+    @property
+    def context_length(self) -> Optional[int]: ...
+
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = ...,
-                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]: ...
+                        progress: Optional[Callable[[int], None]] = None,
+                        on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]: ...
+
+    def shutdown(self) -> None: ...

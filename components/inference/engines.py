@@ -14,6 +14,9 @@ ENGINES: dict[str, str] = {
 }
 
 
+# Serving replicas want the async form where a backend has one (continuous batching, streaming, aborts).
+SERVING_ENGINES: dict[str, str] = {**ENGINES, "vllm": "components.inference.vllm_engine:AsyncVLLMEngine"}
+
 # The package each engine needs beyond the core install.
 REQUIRES = {"vllm": "vllm"}
 
@@ -29,8 +32,10 @@ def engine_problem(name: str) -> str | None:
     return None
 
 
-def build_engine(name: str, model: str, dtype: str = "float32", **kwargs: Any):
-    if name not in ENGINES:
-        raise ValueError(f"engine.backend: {name!r} is not available in this build; choose one of {sorted(ENGINES)}")
-    module, cls = ENGINES[name].split(":")
+def build_engine(name: str, model: str, dtype: str = "float32", serving: bool = False, **kwargs: Any):
+    """``serving=True``: the async engine where the backend has one (its calls are coroutines)."""
+    table = SERVING_ENGINES if serving else ENGINES
+    if name not in table:
+        raise ValueError(f"engine.backend: {name!r} is not available in this build; choose one of {sorted(table)}")
+    module, cls = table[name].split(":")
     return getattr(importlib.import_module(module), cls).from_pretrained(model, dtype, **kwargs)

@@ -40,11 +40,17 @@ class LogitBiasProcessor(LogitsProcessor):
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
     def __init__(self, forcer: BudgetForcer, prompt_len: int):
-        self.forcer, self.prompt_len = forcer, prompt_len
+        self.forcer, self.prompt_len, self.observed = forcer, prompt_len, 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        started = input_ids.shape[1] > self.prompt_len
-        return self.forcer.step(input_ids[:, -1].tolist() if started else None, scores)
+        self.observed = input_ids.shape[1] - self.prompt_len  # generated tokens seen so far
+        return self.forcer.step(input_ids[:, -1].tolist() if self.observed > 0 else None, scores)
+
+    def observe_rest(self, generated: torch.LongTensor) -> None:
+        """``generate`` never shows the processor its final token: account for (and report) it."""
+        for pos in range(self.observed, generated.shape[1]):
+            for row, tok in enumerate(generated[:, pos].tolist()):
+                self.forcer.observe(row, tok)
 
 
 class HFEngine:
@@ -60,6 +66,16 @@ class HFEngine:
         model, tokenizer = load_model(path, dtype)
         return cls(model, tokenizer, **kw)
 
+    @property
+    def context_length(self) -> Optional[int]:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def shutdown(self) -> None:
+        """Drop the model's weights (the engine is unusable afterwards)."""
+        self.model = None
+        import gc
+        gc.collect()
+
     def _cap(self, spec: BudgetSpec) -> BudgetSpec:
         if spec.max_thinking_tokens is None:
             return dataclasses.replace(spec, max_thinking_tokens=self.unlimited)
@@ -73,12 +89,14 @@ class HFEngine:
         prompt_len = enc["input_ids"].shape[1]
         kwargs = self._sampling_kwargs(sampling, int(seeds[0]))
         processors = self._bias_processors(sampling)
-        processors.append(BudgetForcingLogitsProcessor(forcer, prompt_len))
+        forcing = BudgetForcingLogitsProcessor(forcer, prompt_len)
+        processors.append(forcing)
         out = self.model.generate(
             **enc, max_new_tokens=max_new_tokens_for(specs, self.vocab, self.unlimited),
             logits_processor=LogitsProcessorList(processors),
             eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
         )
+        forcing.observe_rest(out[:, prompt_len:])
         return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]
 
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],

