@@ -2,6 +2,7 @@
 import random
 from collections import Counter
 from functools import partial
+from pathlib import Path
 
 from components.common.network import free_port
 from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
@@ -143,3 +144,54 @@ def test_ray_llm_runner_builds_a_vllm_processor_and_grades_its_output(monkeypatc
     assert row["messages"] == [{"role": "user", "content": question}]  # the student's own chat template
     assert row["sampling_params"] == {"temperature": 0.0, "max_tokens": 32768}
     assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 5
+
+
+EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
+
+
+def _pool_example(qid: str, text: str) -> Example:
+    from components.records import Question
+    q = Question(id=qid, source="t", question=text, answer="1", msc="97")
+    return Example(question=q, trace=Trace(question_id=qid, teacher="t", thinking="a long enough thinking trace",
+                                           answer="Answer: 1"))
+
+
+def test_ngram_decontamination_in_ray_workers_catches_paraphrases():
+    """The index is built in the driver and probed in Ray Data workers (other processes): the n-gram hashes
+    must agree there. Paraphrases that share 8-grams with an AIME24/AMC23 question but are not identical are
+    dropped, as are exact copies; clean questions are kept."""
+    from components.data.tasks import load_task
+    evals = load_task("aime24", EVAL / "aime24.jsonl") + load_task("amc23", EVAL / "amc23.jsonl")
+    index = NgramIndex.build([q.question for q in evals], n=8)
+    aya, cities = evals[0].question, next(q.question for q in evals if q.question.startswith("Cities"))
+    paraphrases = [
+        "Rephrased for practice: " + " ".join(aya.split()[3:30]) + " What is her speed?",
+        "Two friends: " + " ".join(cities.split()[6:24]) + " When do they meet?",
+        "Every morning Aya goes for a $9$-kilometer-long walk, then asks: how long is it in miles?",
+    ]
+    copies = [evals[5].question, evals[40].question.upper()]
+    clean = ["What is the digit sum of 123456?", "Find the number of primes below 100.",
+             "A train leaves at noon at 60 km/h; how far has it gone by 3 pm?"]
+    assert not any(p in {q.question for q in evals} for p in paraphrases)
+    rows = [_pool_example(f"p{i}", t) for i, t in enumerate(paraphrases)]
+    rows += [_pool_example(f"x{i}", t) for i, t in enumerate(copies)]
+    rows += [_pool_example(f"c{i}", t) for i, t in enumerate(clean)]
+    kept, dropped = quality_and_decontamination(rows, QualityConfig(), index)
+    assert sorted(ex.question.id for ex in dropped) == ["p0", "p1", "p2", "x0", "x1"]
+    assert {ex.drop_reason for ex in dropped} == {"contaminated"}
+    assert sorted(ex.question.id for ex in kept) == ["c0", "c1", "c2"]
+
+
+def test_ngram_hashes_are_the_same_in_another_process():
+    import os
+    import subprocess
+    import sys
+
+    from components.curation.decontamination import ngrams, normalise
+    words = normalise("Every morning Aya goes for a 9-kilometer-long walk and stops at a coffee shop")
+    code = ("from components.curation.decontamination import ngrams, normalise;"
+            "print(sorted(ngrams(normalise('Every morning Aya goes for a 9-kilometer-long walk and stops at a "
+            "coffee shop'), 8)))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
+    assert other == str(sorted(ngrams(words, 8)))

@@ -56,3 +56,40 @@ def test_math500_gold_answers_graded_against_themselves_and_rejected_when_pertur
     ints = [r for r in rows if r["answer"].isdigit()][:30]
     for r in ints:
         assert not grade(str(int(r["answer"]) + 1), r["answer"])
+
+
+@pytest.mark.parametrize("text,letter", [
+    ("A careful check gives (C)", "C"), ("Answer: C", "C"), (r"so \boxed{C}", "C"), (r"\boxed{\text{D}}", "D"),
+    ("The answer is (C).", "C"), ("(B)", "B"), ("B", "B"), ("Options (A) and (B) fail, so it is (C).", "C"),
+    ("Answer: A. Option (B) was tempting.", "A"), ("The answer is a prime, namely (D)", "D"),
+])
+def test_multiple_choice_reads_the_final_choice(text, letter):
+    from components.common.grading import extract_choice, grade_choice
+    assert extract_choice(text) == letter
+    assert grade_choice(text, letter) and not grade_choice(text, "A" if letter != "A" else "B")
+
+
+def test_multiple_choice_without_a_choice_is_wrong():
+    from components.common.grading import grade_choice
+    assert not grade_choice("I am not sure about any of them", "A") and not grade_choice("", "A")
+
+
+def test_one_grading_function_by_kind_on_the_in_process_path(monkeypatch):
+    """GPQA through the in-process sweep is graded by its final option letter, not as math."""
+    import importlib
+    from types import SimpleNamespace
+
+    from components.config import EvaluateConfig
+    from components.records import Question
+    sweep = importlib.import_module("components.evaluation.sweep")  # the package exports a function 'sweep'
+    qs = [Question(id="g", source="gpqa_diamond", question="Noble gas?\n\n(A) Iron\n(B) Neon", answer="B",
+                   metadata={"kind": "multiple_choice"}),
+          Question(id="m", source="math500", question="1/2 + 1/2?", answer="1", metadata={"kind": "math"})]
+    answers = {"Noble gas?\n\n(A) Iron\n(B) Neon": "Iron is a metal; a careful check gives (B)", "1/2 + 1/2?": r"\boxed{1}"}
+
+    def fake_run_method(name, engine, prompts, budget, cfg, progress=None):
+        return [SimpleNamespace(thinking="t", answer=answers[p], thinking_tokens=3, answer_tokens=2, waits_used=0,
+                                hit_budget=False) for p in prompts]
+    monkeypatch.setattr(sweep, "run_method", fake_run_method)
+    gens = sweep.run_point(None, qs, EvaluateConfig(), "budget_forcing", 8)
+    assert [(g.predicted, g.correct) for g in gens] == [("B", True), ("1", True)]
