@@ -80,3 +80,19 @@ def test_changed_settings_do_not_reuse_samples(server, tmp_path):
     asyncio.run(run_endpoint_sweep(QS[:2], _sweep(server, budgets=(4,), seeds=(0,)), out))
     records = asyncio.run(run_endpoint_sweep(QS[:2], _sweep(server, budgets=(4,), seeds=(0,), model_hash="new"), out))
     assert len(records) == 2 and len(_lines(out)) == 4
+
+
+def test_min_thinking_tokens_is_accepted_and_honoured_by_the_endpoint(server, tmp_path):
+    records = asyncio.run(run_endpoint_sweep(QS[:2], _sweep(server, budgets=(12,), seeds=(0,), min_thinking_tokens=6,
+                                                            engine="hf", thinking_cap=48), tmp_path / "s.jsonl"))
+    assert len(records) == 2 and not any(r.get("failed") for r in records)
+    assert all(6 <= r["thinking_tokens"] <= 12 for r in records)
+
+
+def test_a_request_the_endpoint_rejects_is_recorded_and_the_sweep_goes_on(server, tmp_path):
+    """A budget over the engine's thinking cap is refused by the endpoint (4xx): recorded, not fatal."""
+    out = tmp_path / "s.jsonl"
+    records = asyncio.run(run_endpoint_sweep(QS[:2], _sweep(server, budgets=(8, 10_000), seeds=(0,)), out))
+    assert len(records) == 4
+    assert [r["budget"] for r in records if r.get("failed")] == [10_000, 10_000]
+    assert all(not r.get("failed") for r in records if r["budget"] == 8)
