@@ -147,6 +147,8 @@ class TeacherConfig(ApiClientConfig):
     system_prompt: str = ""
     slip_probability: float = Field(0.15, ge=0, le=1, description="programmatic teacher only")
     seed: int = 3
+    max_cost_usd: Optional[float] = Field(None, gt=0, description="spend cap over this teacher's shard set (every "
+                                          "run, every attempt): distill stops, resumably, once it is reached")
 
 
 class DomainConfig(ApiClientConfig):

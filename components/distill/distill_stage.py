@@ -8,10 +8,12 @@ from components.records import Question, read_jsonl, write_json, write_jsonl
 
 def distill_stage(teacher: TeacherConfig, paths: Paths) -> dict:
     """Ask the teacher for a reasoning trace per pool question (resumable: finished shards are kept)."""
-    from components.distill.distillation import distill_pool, merged_traces, teacher_fingerprint
+    from components.distill import distillation as d
     questions = read_jsonl(paths.pool, Question)
-    shard_dir = paths.distill_shards(teacher_fingerprint(teacher))
-    report = distill_pool(questions, teacher, shard_dir)
-    write_jsonl(paths.traces, merged_traces(questions, shard_dir))
+    shard_dir = paths.distill_shards(d.teacher_fingerprint(teacher))
+    report = d.distill_pool(questions, teacher, shard_dir)
     write_json(paths.metric("distill_report.json"), report)
+    if report["stopped_at_cost_cap"]:
+        raise d.CostCapReached(d.cost_cap_message(report))  # no partial traces.jsonl for later stages to cache
+    write_jsonl(paths.traces, d.merged_traces(questions, shard_dir))
     return report

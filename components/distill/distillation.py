@@ -9,6 +9,19 @@ skips every question already done and loses only the batches in flight. The
 driver only counts progress and cost. Failures are kept (error + raw response)
 and retried by the next run.
 
+Exactly once for money, not only for results:
+
+- every question is isolated: whatever one call raises becomes that question's
+  recorded failure (error + raw text), never a lost batch of paid answers;
+- cost counts every attempt the provider reports usage for, failed ones too;
+- ``teacher.max_cost_usd`` caps the spend over the whole shard set (every run):
+  the workers book each call's cost with one ledger actor and start no call
+  once what is left under the cap is spent, so the run overshoots by at most
+  the calls in flight; the questions not asked stay pending, the stage stops
+  with a clear message, and a rerun with a higher cap continues where it stopped;
+- a lock on the shard directory (:meth:`ShardStore.lock`) makes a second
+  concurrent run refuse instead of paying again for every pending question.
+
 Shards live under ``runs/<profile>/distill/<teacher fingerprint>``: changing the
 teacher (model, prompt, sampling) starts a fresh set instead of mixing traces.
 
@@ -22,10 +35,15 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from components.config import TeacherConfig
 from components.distill.shards import ShardStore, latest_rows
 from components.records import Question, Trace
+
+
+class CostCapReached(RuntimeError):
+    """The run stopped at ``teacher.max_cost_usd``; finished work is kept and a rerun continues."""
 
 # Fields that change what the teacher writes; the others (limits, retries, workers) do not.
 _OUTPUT_FIELDS = ("kind", "model", "base_url", "system_prompt", "max_tokens", "temperature", "extra_body",
@@ -57,19 +75,67 @@ class TeacherWorker:
     """A Ray Data actor: one teacher client answering a batch with concurrent calls.
 
     The worker writes the finished batch as a shard itself, before reporting back:
-    what a worker finished is on disk even if the driver dies the next moment."""
+    what a worker finished is on disk even if the driver dies the next moment.
+    ``ledger``: the run's :class:`SpendLedger` actor under a spend cap; once it
+    says nothing is left, the worker starts no more calls (those questions stay pending)."""
 
-    def __init__(self, cfg_json: str, shard_url: str):
+    def __init__(self, cfg_json: str, shard_url: str, ledger=None):
         from components.distill.teachers import build_teacher
-        self.teacher = build_teacher(TeacherConfig.model_validate_json(cfg_json))
+        self.cfg = TeacherConfig.model_validate_json(cfg_json)
+        self.teacher = build_teacher(self.cfg)
         self.store = ShardStore(shard_url)
+        self.ledger, self.exhausted = ledger, False
+        self.slots = asyncio.Semaphore(self.cfg.calls_per_worker)  # the cap is checked when a call can start
+
+    async def _budget_left(self) -> bool:
+        if self.ledger is not None and not self.exhausted:
+            self.exhausted = await self.ledger.left.remote() <= 0
+        return not self.exhausted
+
+    async def answer(self, question: Question) -> Optional[Trace]:
+        """One question, isolated: a trace (done or failed), or None when the spend cap is reached."""
+        from components.distill.teachers import unexpected_failure
+        async with self.slots:
+            if not await self._budget_left():
+                return None
+            start = time.monotonic()
+            try:
+                trace = await self.teacher.attempt(question)
+            except Exception as e:  # teachers should not raise; if one does, only this question fails
+                trace = unexpected_failure(question, getattr(self.teacher, "name", self.cfg.model), e,
+                                           time.monotonic() - start)
+            if self.ledger is not None:
+                await self.ledger.spend.remote(cost_usd(trace, self.cfg))
+            return trace
 
     async def __call__(self, batch: dict) -> dict:
         questions = [Question.model_validate_json(s) for s in batch["question"]]
-        traces = await asyncio.gather(*(self.teacher.attempt(q) for q in questions))
-        self.store.write([t.model_dump() for t in traces])
-        return {"ok": [t.ok for t in traces], "prompt_tokens": [t.prompt_tokens for t in traces],
-                "completion_tokens": [t.completion_tokens for t in traces]}
+        results = await asyncio.gather(*(self.answer(q) for q in questions))
+        traces = [t for t in results if t is not None]
+        if traces:
+            self.store.write([t.model_dump() for t in traces])
+        return {"status": ["unasked" if t is None else "done" if t.ok else "failed" for t in results],
+                "prompt_tokens": [t.prompt_tokens if t else 0 for t in results],
+                "completion_tokens": [t.completion_tokens if t else 0 for t in results]}
+
+
+class SpendLedger:
+    """What is left under the cap, shared by every worker of a run (a Ray actor: one booking at a time)."""
+
+    def __init__(self, left_usd: float):
+        self._left = left_usd
+
+    def left(self) -> float:
+        return self._left
+
+    def spend(self, usd: float) -> float:
+        self._left -= usd
+        return self._left
+
+
+def spent_usd(rows: list[dict], cfg: TeacherConfig) -> float:
+    """What the shard set's rows cost (every attempt's billed usage, done and failed)."""
+    return sum(cost_usd(r, cfg) for r in rows)
 
 
 def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -> dict:
@@ -87,38 +153,62 @@ def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -
 
 
 def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str | Path) -> dict:
-    """Run the teacher over every question not yet done; returns the run's report."""
+    """Run the teacher over every question not yet done, under the spend cap; returns the run's report
+    (``stopped_at_cost_cap`` says the cap left questions unasked). Raises :class:`LockHeld` when another
+    run holds the shard directory."""
+    store = ShardStore(shard_dir)
+    with store.lock():
+        return _distill_locked(questions, cfg, store)
+
+
+def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardStore) -> dict:
     import ray.data
 
     from components.common.progress import progress_bar
     from components.common.raycluster import actor_pool, ensure_ray
 
-    store = ShardStore(shard_dir)
-    done = store.done_ids()
+    rows = list(store.rows())  # read once, under the lock: what is done, what was spent
+    latest = latest_rows(rows, store.id_key)
+    done = {k for k, r in latest.items() if r.get("ok", True)}
     pending = [q for q in questions if q.id not in done]
-    report = {"skipped_done": len(questions) - len(pending), "attempted": len(pending)}
-    start = time.monotonic()
-    if pending:
+    spent_before = spent_usd(rows, cfg)
+    left = None if cfg.max_cost_usd is None else max(0.0, cfg.max_cost_usd - spent_before)
+    report = {"skipped_done": len(questions) - len(pending), "attempted": len(pending),
+              "cost_cap_usd": cfg.max_cost_usd, "spent_before_usd": round(spent_before, 6)}
+    start, spent, unasked = time.monotonic(), 0.0, 0
+    if pending and left == 0:
+        unasked = len(pending)
+    elif pending:
         ensure_ray()
         blocks = -(-len(pending) // cfg.batch_size)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
-        ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(),
-                                                                  "shard_url": store.url},
+        ledger = None if left is None else ray.remote(num_cpus=0)(SpendLedger).remote(left)
+        ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={
+                                "cfg_json": cfg.model_dump_json(), "shard_url": store.url, "ledger": ledger},
                             batch_size=cfg.batch_size, num_cpus=0.1,
                             compute=actor_pool(cfg.workers, batches_in_flight_per_worker(cfg)))
-        spent, failed, finished = 0.0, 0, 0
+        failed, finished = 0, 0
         with progress_bar(f"distilling with {cfg.model}", total=len(pending)) as advance:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 spent += cost_usd({"prompt_tokens": int(batch["prompt_tokens"].sum()),
                                    "completion_tokens": int(batch["completion_tokens"].sum())}, cfg)
-                failed += int((~batch["ok"]).sum())
-                finished += len(batch["ok"])
+                status = batch["status"]
+                failed += int((status == "failed").sum())
+                unasked += int((status == "unasked").sum())
+                finished += len(status)
                 rate = finished / max(time.monotonic() - start, 1e-9)
-                advance(len(batch["ok"]), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
+                advance(len(status), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
     seconds = time.monotonic() - start
-    report.update(_summary(store, questions, cfg), seconds=round(seconds, 3),
+    report.update(_summary(store, questions, cfg), seconds=round(seconds, 3), spent_this_run_usd=round(spent, 6),
+                  unasked=unasked, stopped_at_cost_cap=unasked > 0,
                   questions_per_second=round(len(pending) / seconds, 3) if pending and seconds else None)
     return report
+
+
+def cost_cap_message(report: dict) -> str:
+    return (f"distill: spend cap teacher.max_cost_usd=${report['cost_cap_usd']:g} reached "
+            f"(${report['cost_usd']:.4f} spent on this teacher's shards); {report['unasked']} questions not asked, "
+            f"{report['done']} done and kept. Raise teacher.max_cost_usd and run the stage again to continue.")
 
 
 def merged_traces(questions: list[Question], shard_dir: str | Path) -> list[Trace]:

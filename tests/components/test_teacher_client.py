@@ -124,3 +124,67 @@ def test_truncated_generation_keeps_no_answer():
     t = asyncio.run(ApiTeacher(cfg, transport=httpx.MockTransport(handler)).attempt(
         Question(id="q", source="t", question="2+2?", answer="4")))
     assert t.ok and t.answer == ""  # the quality filter drops it as truncated_trace
+
+
+def test_retry_after_is_capped_by_backoff_max():
+    """A gateway's 'Retry-After: 3600' must not park the worker (and its calls) for an hour."""
+    sleeps, calls = [], []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(429, headers={"Retry-After": "3600"}) if len(calls) < 3 else httpx.Response(200, text=_body())
+    cfg = ApiClientConfig(model="m", base_url="http://teacher.test/v1", max_retries=3, backoff_base_s=0.5,
+                          backoff_max_s=5.0)
+    r = asyncio.run(_client(handler, cfg=cfg, sleeps=sleeps).chat([{"role": "user", "content": "q"}]))
+    assert r.attempts == 3 and sleeps == [5.0, 5.0]  # the floor is honoured up to the cap
+    assert backoff_delay(0, 1.0, 8.0, random.Random(0), retry_after=-4) <= 1.0
+
+
+@pytest.mark.parametrize("usage", ['"n/a"', '[1, 2]', '{"prompt_tokens": "ten", "completion_tokens": 3}',
+                                   '{"prompt_tokens": [5], "completion_tokens": 3}',
+                                   '{"prompt_tokens": 5, "completion_tokens": -3}'])
+def test_a_usage_field_of_the_wrong_type_is_a_malformed_response_with_the_raw_text(usage):
+    body = '{"choices": [{"message": {"content": "Answer: 4"}}], "usage": %s}' % usage
+    with pytest.raises(ApiError, match="malformed response") as e:
+        parse_chat_response(body)
+    assert e.value.raw == body
+
+
+@pytest.mark.parametrize("error", [httpx.TooManyRedirects("Exceeded maximum allowed redirects."),
+                                   httpx.DecodingError("bad gzip"), RuntimeError("a bug in a transport")])
+def test_any_error_of_a_call_becomes_a_recorded_failure_never_an_exception(error):
+    def handler(request):
+        raise error
+    cfg = TeacherConfig(kind="vllm", model="m", base_url="http://teacher.test/v1", max_retries=0)
+    t = asyncio.run(ApiTeacher(cfg, transport=httpx.MockTransport(handler)).attempt(
+        Question(id="q", source="t", question="2+2?", answer="4")))
+    assert not t.ok and type(error).__name__ in t.error and t.raw
+
+
+def test_cost_counts_every_attempt_that_reports_usage():
+    """A 200 with unusable content but a usage block is billed: count it, also when the call fails for good."""
+    billed_bad = '{"choices": [{"message": {"content": ["x"]}}], "usage": {"prompt_tokens": 7, "completion_tokens": 900}}'
+    script = [httpx.Response(502, text=billed_bad), httpx.Response(503, text="busy"),  # billed, retried
+              httpx.Response(200, text=_body(reasoning="r"))]
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return script[len(calls) - 1]
+    cfg = ApiClientConfig(model="m", base_url="http://teacher.test/v1", max_retries=3, backoff_base_s=0.01)
+    r = asyncio.run(_client(handler, cfg=cfg).chat([{"role": "user", "content": "q"}]))
+    assert r.attempts == 3 and (r.prompt_tokens, r.completion_tokens) == (7 + 10, 900 + 20)
+
+    def always_billed(request):
+        return httpx.Response(200, text=billed_bad)
+    tcfg = TeacherConfig(kind="vllm", model="m", base_url="http://teacher.test/v1", max_retries=2)
+    t = asyncio.run(ApiTeacher(tcfg, transport=httpx.MockTransport(always_billed)).attempt(
+        Question(id="q", source="t", question="2+2?", answer="4")))
+    assert not t.ok and (t.prompt_tokens, t.completion_tokens) == (7, 900)  # one attempt (not retryable), billed
+
+    def billed_502(request):
+        return httpx.Response(502, text=billed_bad)
+    t = asyncio.run(ApiTeacher(tcfg.model_copy(update={"backoff_base_s": 0.001, "backoff_max_s": 0.001}),
+                               transport=httpx.MockTransport(billed_502)).attempt(
+        Question(id="q", source="t", question="2+2?", answer="4")))
+    assert not t.ok and t.attempts == 3 and (t.prompt_tokens, t.completion_tokens) == (21, 2700)

@@ -2,7 +2,7 @@
 
 Every teacher has ``name`` and ``async attempt(question) -> Trace`` and never
 raises for a bad call: a failure comes back as ``Trace(ok=False)`` with the
-error and the raw response. ``teacher.kind`` in params picks the client:
+error, the raw response and the tokens billed for it (every attempt's usage). ``teacher.kind`` in params picks the client:
 
 - ``programmatic``: the embedded teacher (components/distill/teachers/programmatic.py);
 - ``openai`` / ``gemini`` / ``vllm``: any OpenAI-compatible chat endpoint
@@ -20,6 +20,13 @@ from components.config import TeacherConfig
 from components.distill.teachers.client import ApiError, ChatClient
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question, Trace
+
+
+def unexpected_failure(question: Question, teacher: str, error: BaseException, seconds: float = 0.0) -> Trace:
+    """A failure trace for an exception no teacher should raise (recorded and retried, never a lost batch)."""
+    return Trace(question_id=question.id, teacher=teacher, ok=False,
+                 error=f"unexpected error ({type(error).__name__}: {error})"[:2000],
+                 raw=getattr(error, "raw", "") or repr(error)[:20000], latency_s=round(seconds, 3))
 
 
 class Teacher(Protocol):
@@ -45,7 +52,10 @@ class ApiTeacher:
             r = await self.client.chat(self.messages(question))
         except ApiError as e:
             return Trace(question_id=question.id, teacher=self.name, ok=False, error=str(e), raw=e.raw,
+                         prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
                          attempts=e.attempts, latency_s=round(time.monotonic() - start, 3))
+        except Exception as e:  # a bug or a shape nobody foresaw: this question fails, the batch goes on
+            return unexpected_failure(question, self.name, e, time.monotonic() - start)
         truncated = r.finish_reason == "length"
         return Trace(question_id=question.id, teacher=self.name, thinking=r.reasoning,
                      answer="" if truncated else r.content, prompt_tokens=r.prompt_tokens,

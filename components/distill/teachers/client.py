@@ -2,9 +2,12 @@
 
 Every call goes through the worker's rate limits, has a per-call timeout, and
 is retried with exponential backoff and full jitter on 429, 5xx, timeouts and
-connection errors (``Retry-After`` honoured). Anything else fails at once.
-A response that is not the JSON we expect raises :class:`ApiError` with the
-raw text kept, so the failure is recorded, never silently dropped.
+connection errors (``Retry-After`` honoured, up to ``backoff_max_s``). Anything
+else fails at once. A response that is not the JSON we expect, and any other
+error of the HTTP stack (too many redirects, a decoding error), raises
+:class:`ApiError` with the raw text kept, so the failure is recorded, never
+silently dropped. Tokens are counted for every attempt whose response reports
+``usage`` (failed attempts too): that is what the provider bills.
 
 Reasoning comes back in ``message.reasoning_content`` (DeepSeek, vLLM),
 ``message.reasoning`` (some gateways) or as a ``<think>`` block in the content.
@@ -39,6 +42,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.raw, self.retryable, self.retry_after = raw, retryable, retry_after
         self.attempts = 1
+        self.prompt_tokens, self.completion_tokens = _billed_usage(raw)  # every attempt's, once the call ends
 
 
 @dataclass
@@ -53,6 +57,27 @@ class ChatResult:
 
 def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
+
+
+def _token_count(value: Any) -> int:
+    """A usage count as the provider sent it; anything but a non-negative whole number is malformed."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+        raise ValueError(f"not a token count: {value!r}")
+    return int(value)
+
+
+def _billed_usage(body: str) -> tuple[int, int]:
+    """(prompt, completion) tokens a response body reports, (0, 0) when it reports none we can read:
+    failed attempts are billed too when the provider says so."""
+    if not body or '"usage"' not in body:
+        return 0, 0
+    try:
+        usage = json.loads(body).get("usage")
+        return _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
+    except (ValueError, AttributeError, TypeError):
+        return 0, 0
 
 
 def parse_chat_response(body: str) -> ChatResult:
@@ -70,9 +95,13 @@ def parse_chat_response(body: str) -> ChatResult:
     if not reasoning and (m := _THINK.match(content)):
         reasoning, content = m.group(1).strip(), m.group(2)
     usage = data.get("usage") or {}
-    return ChatResult(content=content.strip(), reasoning=str(reasoning).strip(),
-                      prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(reasoning + content)),
+    try:
+        prompt_tokens = _token_count(usage.get("prompt_tokens"))
+        completion_tokens = _token_count(usage.get("completion_tokens"))
+    except (AttributeError, ValueError) as e:
+        raise ApiError(f"malformed response (usage: {e})", raw=body[:20000]) from None
+    return ChatResult(content=content.strip(), reasoning=str(reasoning).strip(), prompt_tokens=prompt_tokens,
+                      completion_tokens=completion_tokens or estimate_tokens(str(reasoning) + content),
                       attempts=1, finish_reason=str(choice.get("finish_reason") or ""))
 
 
@@ -84,9 +113,10 @@ def _retry_after(response: httpx.Response) -> Optional[float]:
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, retry_after: Optional[float]) -> float:
-    """Full-jitter exponential backoff; a server's Retry-After is a floor."""
+    """Full-jitter exponential backoff; a server's Retry-After is a floor, itself capped at ``cap``
+    (a gateway asking for an hour must not park a worker, and its calls, for an hour)."""
     delay = rng.uniform(0, min(cap, base * 2 ** attempt))
-    return max(delay, retry_after or 0.0)
+    return max(delay, min(max(retry_after or 0.0, 0.0), cap))
 
 
 class ChatClient:
@@ -119,24 +149,40 @@ class ChatClient:
             raise ApiError(f"timed out after {self.cfg.timeout_s:g} s", retryable=True) from None
         except httpx.TransportError as e:
             raise ApiError(f"connection error: {e!r}", retryable=True) from None
+        except httpx.HTTPError as e:  # too many redirects, an invalid URL or header, a decoding error
+            raise ApiError(f"request failed ({type(e).__name__}: {e})", raw=repr(e)) from None
+        try:
+            text = response.text
+        except (UnicodeDecodeError, LookupError) as e:
+            raise ApiError(f"undecodable response ({type(e).__name__}: {e})",
+                           raw=response.content[:20000].decode("utf-8", "replace")) from None
         if response.status_code != 200:
-            raise ApiError(f"HTTP {response.status_code}", raw=response.text[:20000],
+            raise ApiError(f"HTTP {response.status_code}", raw=text[:20000],
                            retryable=response.status_code in RETRYABLE_STATUS, retry_after=_retry_after(response))
-        return parse_chat_response(response.text)
+        try:
+            return parse_chat_response(text)
+        except ApiError:
+            raise
+        except Exception as e:  # a body shape nobody foresaw: a failure with its text, never a crash
+            raise ApiError(f"unexpected response ({type(e).__name__}: {e})", raw=text[:20000]) from None
 
     async def chat(self, messages: list[dict]) -> ChatResult:
         payload = self._payload(messages)
         estimate = sum(estimate_tokens(m["content"]) for m in messages) + self._mean_completion
+        billed = [0, 0]  # prompt, completion tokens over every attempt that reported usage
         async with self.in_flight:
             for attempt in range(self.cfg.max_retries + 1):
                 await self.limits.acquire(estimate)
                 try:
                     result = await self._once(payload)
                 except ApiError as e:
-                    self.limits.settle(estimate, 0)
+                    self.limits.settle(estimate, e.prompt_tokens + e.completion_tokens)
+                    billed[0] += e.prompt_tokens
+                    billed[1] += e.completion_tokens
                     if not e.retryable or attempt == self.cfg.max_retries:
                         e.args = (f"{e.args[0]} (attempt {attempt + 1} of {self.cfg.max_retries + 1})",)
                         e.attempts = attempt + 1
+                        e.prompt_tokens, e.completion_tokens = billed
                         raise
                     await self.sleep(backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s,
                                                    self.rng, e.retry_after))
@@ -144,6 +190,8 @@ class ChatClient:
                 self.limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
                 self._mean_completion = 0.9 * self._mean_completion + 0.1 * result.completion_tokens
                 result.attempts = attempt + 1
+                result.prompt_tokens += billed[0]
+                result.completion_tokens += billed[1]
                 return result
         raise AssertionError("unreachable")
 

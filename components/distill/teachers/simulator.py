@@ -5,7 +5,9 @@ holds the trace, ``content`` the answer) and MSC classification prompts with the
 deterministic classifier. For dry runs of the distillation job, its tests and
 benchmarks: ``--latency-ms`` adds a fixed delay per call, ``--fault-rate`` makes
 that share of calls answer 429, 500, hang past any sane timeout, or return
-malformed JSON (one of the four, seeded).
+malformed JSON (one of the four, seeded). ``--faults`` picks other kinds:
+``bad_usage`` (a good answer whose ``usage`` is not an object) and
+``billed_malformed`` (unusable content, but billed: ``usage`` is reported).
 
     python -m components.distill.teachers.simulator --port 8765 --latency-ms 200 --fault-rate 0.1
     GET /stats -> {"calls": n, "faults": {...}, "by_question": {question_text: calls}}
@@ -23,10 +25,12 @@ from collections import Counter
 from typing import Optional
 
 FAULTS = ("429", "500", "hang", "malformed")
+MORE_FAULTS = ("bad_usage", "billed_malformed")
 CLASSIFY_MARKER = "Mathematics Subject Classification"
 
 
-def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, hang_s: float = 3600.0):
+def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, hang_s: float = 3600.0,
+              faults: tuple[str, ...] = FAULTS):
     from aiohttp import web
 
     from components.config import TeacherConfig
@@ -57,7 +61,7 @@ def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, ha
         if latency_s:
             await asyncio.sleep(latency_s)
         if fault_rate and rng.random() < fault_rate:
-            fault = rng.choice(FAULTS)
+            fault = rng.choice(faults)
             stats["faults"][fault] += 1
             if fault == "429":
                 return web.json_response({"error": {"message": "rate limited"}}, status=429,
@@ -66,16 +70,25 @@ def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, ha
                 return web.json_response({"error": {"message": "internal error"}}, status=500)
             if fault == "hang":
                 await asyncio.sleep(hang_s)
-            return web.Response(text='{"choices": [{"message": {"content": "trunc', content_type="application/json")
+            if fault in ("malformed", "hang"):
+                return web.Response(text='{"choices": [{"message": {"content": "trunc',
+                                    content_type="application/json")
+        else:
+            fault = None
         msg = answer(messages)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         completion = len((msg["content"] + " " + msg["reasoning_content"]).split())
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prompt_tokens + completion}
+        if fault == "bad_usage":
+            usage = "n/a"
+        if fault == "billed_malformed":
+            msg = {"content": ["not", "text"], "reasoning_content": ""}
         return web.json_response({
             "id": f"chatcmpl-{stats['calls']}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "simulator"),
             "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                      "total_tokens": prompt_tokens + completion}})
+            "usage": usage})
 
     async def get_stats(request: web.Request) -> web.Response:
         return web.json_response({"calls": stats["calls"], "faults": dict(stats["faults"]),
@@ -92,11 +105,13 @@ def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, ha
 class Simulator:
     """The simulator in a child process (so it never competes with the caller's event loop)."""
 
-    def __init__(self, port: int, latency_ms: float = 0, fault_rate: float = 0.0, seed: int = 0):
+    def __init__(self, port: int, latency_ms: float = 0, fault_rate: float = 0.0, seed: int = 0,
+                 faults: tuple[str, ...] = FAULTS):
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "components.distill.teachers.simulator", "--port", str(port),
-             "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate), "--seed", str(seed)],
+             "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate), "--seed", str(seed),
+             "--faults", ",".join(faults)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         from components.common.waiting import wait_http
         wait_http(self.url + "/health", self.proc, timeout=60,
@@ -132,8 +147,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {FAULTS + MORE_FAULTS}")
     a = ap.parse_args(argv)
-    web.run_app(build_app(a.latency_ms / 1000, a.fault_rate, a.seed), host=a.host, port=a.port,
+    faults = tuple(f for f in a.faults.split(",") if f)
+    if unknown := set(faults) - set(FAULTS + MORE_FAULTS):
+        ap.error(f"--faults: unknown {sorted(unknown)}")
+    web.run_app(build_app(a.latency_ms / 1000, a.fault_rate, a.seed, faults=faults), host=a.host, port=a.port,
                 print=lambda *_: None, access_log=None)
 
 
