@@ -337,7 +337,11 @@ class ServeConfig(Section):
     max_batch_size: int = Field(16, gt=0)
     batch_wait_timeout_s: float = Field(0.1, ge=0, description="how long a batch waits to fill; closed-loop clients need ~0.1 s")
     default_answer_tokens: int = Field(32, gt=0)
-    api_key_env: str = Field("S1FLOW_API_KEY", description="env var holding the bearer token; unset = no auth")
+    api_key_env: str = Field("S1FLOW_API_KEY", description="env var holding the bearer token; unset = no auth "
+                             "(refused unless host is loopback)")
+    max_queued_requests: int = Field(64, gt=0, description="requests in flight per replica (streams included); "
+                                     "more get 429 with Retry-After")
+    max_request_bytes: int = Field(1 << 20, gt=0, description="request bodies over this get 413")
 
 
 class TrackingConfig(Section):

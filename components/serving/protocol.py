@@ -1,122 +1,231 @@
 """OpenAI-compatible request/response shapes with s1's budget fields.
 
-Requests accept the usual OpenAI fields plus ``max_thinking_tokens``,
-``min_thinking_tokens``, ``num_waits``, ``wait_strings``, ``final_answer_prefix``
-and ``method``; responses put the thinking in ``reasoning_content`` and count it
-in ``usage.completion_tokens_details.reasoning_tokens``.
+Requests accept the usual OpenAI fields (``n``, ``seed``, ``stop``, ``max_tokens`` /
+``max_completion_tokens``, ``stream_options.include_usage``, text content parts)
+plus ``max_thinking_tokens``, ``min_thinking_tokens``, ``num_waits``,
+``wait_strings``, ``final_answer_prefix`` and ``method``. Responses put the
+thinking in both ``reasoning_content`` and ``reasoning`` (vLLM's current name) and
+count it in ``usage.completion_tokens_details.reasoning_tokens``. Unknown fields are
+ignored; known OpenAI features this server does not implement (``logprobs``,
+``tools``, ...) get a 400 naming the field instead of being silently dropped.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
+
+# Per-request size limits, checked at parse time (a bad request never reaches the engine).
+MAX_N = 16
+MAX_PROMPTS = 64  # prompts x n per completions request
+MAX_MESSAGES = 256
+MAX_WAIT_STRINGS = 16
+MAX_STOP = 4
+MAX_STRING_CHARS = 1000  # each wait string / stop string / final answer prefix
+MAX_SEED = 2**31 - 1
+
+# OpenAI fields we know and do not implement: value -> is it a request for the feature?
+UNSUPPORTED: dict[str, Any] = {
+    "logprobs": lambda v: bool(v), "top_logprobs": lambda v: bool(v), "echo": lambda v: bool(v),
+    "suffix": lambda v: bool(v), "best_of": lambda v: v not in (None, 1), "tools": lambda v: bool(v),
+    "functions": lambda v: bool(v), "tool_choice": lambda v: v not in (None, "none"),
+    "function_call": lambda v: v not in (None, "none"), "logit_bias": lambda v: bool(v),
+    "response_format": lambda v: v not in (None, {}) and not (isinstance(v, dict) and v.get("type") == "text"),
+    "presence_penalty": lambda v: v not in (None, 0, 0.0), "frequency_penalty": lambda v: v not in (None, 0, 0.0),
+}
 
 
 class APIError(Exception):
     """An error answered with an OpenAI-style body: {"error": {message, type, param, code}}."""
 
     def __init__(self, status: int, message: str, param: Optional[str] = None, type_: str = "invalid_request_error",
-                 code: Optional[str] = None):
+                 code: Optional[str] = None, headers: Optional[dict] = None):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = status, message, param, type_, code
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def _string(v: str, field: str) -> str:
+    if not v:
+        raise ValueError(f"{field} must be non-empty strings")
+    if len(v) > MAX_STRING_CHARS:
+        raise ValueError(f"{field}: each string may be at most {MAX_STRING_CHARS} characters, got {len(v)}")
+    return v
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class BudgetFields(BaseModel):
-    model_config = ConfigDict(extra="allow")  # unknown OpenAI fields (logprobs, user, ...) are ignored
+    model_config = ConfigDict(extra="allow")  # unknown OpenAI fields (user, ...) are ignored
 
     model: str
     max_tokens: Optional[int] = Field(None, gt=0, description="cap on answer tokens")
+    max_completion_tokens: Optional[int] = Field(None, gt=0, description="cap on answer tokens (newer name)")
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
-    n: int = Field(1, ge=1, le=1)
+    stream_options: Optional[StreamOptions] = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: Optional[Union[str, list[str]]] = None
     max_thinking_tokens: Optional[int] = Field(None, ge=0)
     min_thinking_tokens: int = Field(0, ge=0)
     num_waits: int = Field(0, ge=0, le=64)
-    wait_strings: list[str] = Field(default_factory=lambda: ["Wait"], min_length=1)
-    final_answer_prefix: str = ""
+    wait_strings: list[str] = Field(default_factory=lambda: ["Wait"], min_length=1, max_length=MAX_WAIT_STRINGS)
+    final_answer_prefix: str = Field("", max_length=MAX_STRING_CHARS)
     method: Literal["budget_forcing"] = "budget_forcing"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data):
+        if isinstance(data, dict):
+            for name, asks in UNSUPPORTED.items():
+                if name in data and asks(data[name]):
+                    raise ValueError(f"{name}: not supported by this server; remove the field")
+        return data
+
+    @field_validator("wait_strings")
+    @classmethod
+    def _waits(cls, v: list[str]) -> list[str]:
+        return [_string(w, "wait_strings") for w in v]
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        if v is None:
+            return None
+        stops = [v] if isinstance(v, str) else v
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(stops)}")
+        return [_string(s, "stop") for s in stops] or None
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
-            raise ValueError(f"min_thinking_tokens ({self.min_thinking_tokens}) > max_thinking_tokens "
-                             f"({self.max_thinking_tokens})")
-        if any(not w for w in self.wait_strings):
-            raise ValueError("wait_strings must be non-empty strings")
+            raise ValueError(f"min_thinking_tokens: {self.min_thinking_tokens} > max_thinking_tokens "
+                             f"({self.max_thinking_tokens}); lower the minimum or raise the maximum")
+        if self.seed is not None and self.seed + self.n - 1 > MAX_SEED:
+            raise ValueError(f"seed: seed + n - 1 must be <= {MAX_SEED} (sample i uses seed + i)")
         return self
+
+    @property
+    def answer_cap(self) -> Optional[int]:
+        return self.max_completion_tokens or self.max_tokens
 
     def spec(self, default_answer_tokens: int) -> BudgetSpec:
         return BudgetSpec(max_thinking_tokens=self.max_thinking_tokens, min_thinking_tokens=self.min_thinking_tokens,
                           num_waits=self.num_waits, wait_strings=tuple(self.wait_strings),
                           final_answer_prefix=self.final_answer_prefix,
-                          max_answer_tokens=self.max_tokens or default_answer_tokens)
+                          max_answer_tokens=self.answer_cap or default_answer_tokens)
 
 
 class CompletionRequest(BudgetFields):
     prompt: Union[str, list[str]]
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must not be an empty list")
+        if isinstance(v, list) and len(v) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request, got {len(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fanout(self):
+        k = 1 if isinstance(self.prompt, str) else len(self.prompt)
+        if k * self.n > MAX_PROMPTS:
+            raise ValueError(f"prompt: prompts x n = {k * self.n} exceeds {MAX_PROMPTS}; send fewer prompts or a smaller n")
+        return self
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[TextPart]]
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class ChatRequest(BudgetFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+
+    @model_validator(mode="after")
+    def _stream_n(self):
+        if self.stream and self.n != 1:
+            raise ValueError("stream: streaming supports n = 1; send n separate requests")
+        return self
 
 
-def _usage(prompt_tokens: int, r: ForcedResult) -> dict:
-    completion = r.thinking_tokens + r.answer_tokens
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-            "completion_tokens_details": {"reasoning_tokens": r.thinking_tokens}}
+def apply_stop(r: ForcedResult, stops: Optional[list[str]]) -> tuple[str, bool]:
+    """The answer cut at its first stop string (excluded), and whether one was found."""
+    if not stops:
+        return r.answer, False
+    cut = min((i for i in (r.answer.find(s) for s in stops) if i >= 0), default=-1)
+    return (r.answer[:cut], True) if cut >= 0 else (r.answer, False)
+
+
+def finish_reason(r: ForcedResult, spec: BudgetSpec, stopped: bool = False) -> str:
+    if stopped:
+        return "stop"
+    return "length" if r.answer_tokens >= spec.max_answer_tokens else "stop"
+
+
+def usage(prompt_tokens: int, results: list[ForcedResult]) -> dict:
+    reasoning = sum(r.thinking_tokens for r in results)
+    completion = reasoning + sum(r.answer_tokens for r in results)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
 
 
 def _meta(r: ForcedResult) -> dict:
     return {"waits_used": r.waits_used, "hit_budget": r.hit_budget, "thinking_tokens": r.thinking_tokens}
 
 
-def finish_reason(r: ForcedResult, spec: BudgetSpec) -> str:
-    return "length" if r.answer_tokens >= spec.max_answer_tokens else "stop"
-
-
-def completion_response(model: str, results: list[tuple[int, ForcedResult, BudgetSpec]]) -> dict:
-    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                          "completion_tokens_details": {"reasoning_tokens": 0}}
-    for i, (ptoks, r, spec) in enumerate(results):
-        choices.append({"index": i, "text": r.answer, "reasoning_content": r.thinking, "logprobs": None,
-                        "finish_reason": finish_reason(r, spec), "s1": _meta(r)})
-        u = _usage(ptoks, r)
-        for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            usage[k] += u[k]
-        usage["completion_tokens_details"]["reasoning_tokens"] += r.thinking_tokens
+def completion_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
+                        stops: Optional[list[str]]) -> dict:
+    choices = []
+    for i, r in enumerate(results):
+        text, stopped = apply_stop(r, stops)
+        choices.append({"index": i, "text": text, "reasoning_content": r.thinking, "reasoning": r.thinking,
+                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped), "s1": _meta(r)})
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": model, "choices": choices, "usage": usage}
+            "model": model, "choices": choices, "usage": usage(prompt_tokens, results)}
 
 
-def chat_response(model: str, prompt_tokens: int, r: ForcedResult, spec: BudgetSpec) -> dict:
+def chat_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
+                  stops: Optional[list[str]]) -> dict:
+    choices = []
+    for i, r in enumerate(results):
+        text, stopped = apply_stop(r, stops)
+        choices.append({"index": i, "message": {"role": "assistant", "content": text, "reasoning_content": r.thinking,
+                                                "reasoning": r.thinking},
+                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped), "s1": _meta(r)})
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.answer,
-                                                 "reasoning_content": r.thinking},
-                         "finish_reason": finish_reason(r, spec), "s1": _meta(r)}],
-            "usage": _usage(prompt_tokens, r)}
+            "model": model, "choices": choices, "usage": usage(prompt_tokens * len(results), results)}
 
 
-def chat_chunk(chunk_id: str, model: str, delta: dict, finish: Optional[str] = None,
+def chat_chunk(chunk_id: str, model: str, delta: Optional[dict], finish: Optional[str] = None,
                usage: Optional[dict] = None) -> dict:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
     out = {"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+           "choices": choices}
     if usage is not None:
         out["usage"] = usage
     return out

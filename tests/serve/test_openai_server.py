@@ -49,14 +49,28 @@ def test_streaming_matches_non_streaming(client):
     assert finish == full.choices[0].finish_reason
 
 
-def test_concurrent_requests_share_batches(client):
+def test_concurrent_requests_share_batches(server, client):
     from concurrent.futures import ThreadPoolExecutor
     def one(i):
         return client.completions.create(model="tiny", prompt=f"What is {i} + {i}?", max_tokens=4,
                                          extra_body={"max_thinking_tokens": 8}).usage.completion_tokens_details
+    before = httpx.get(f"{server}/health").json()
     with ThreadPoolExecutor(8) as pool:
         outs = list(pool.map(one, range(16)))
+    after = httpx.get(f"{server}/health").json()
     assert all(o.reasoning_tokens <= 8 for o in outs)
+    batches = after["batches"] - before["batches"]
+    items = after["mean_batch_size"] * after["batches"] - before["mean_batch_size"] * before["batches"]
+    assert 0 < batches < 16 and items / batches > 1, (before, after)  # requests really shared forward passes
+
+
+def test_key_reaches_replicas_and_guards_every_route(server):
+    for path in ("/v1/models", "/docs", "/openapi.json"):
+        assert httpx.get(f"{server}{path}", timeout=30).status_code == 401
+        assert httpx.get(f"{server}{path}", timeout=30, headers={"Authorization": "Bearer ключ".encode()}
+                         ).status_code == 401
+    assert httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).status_code == 200
+    assert httpx.get(f"{server}/health", timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize("body,status,param", [
