@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 
+from components.common.grading import GRADER_VERSION
 from components.config import EngineConfig, EvaluateConfig
 
 
@@ -22,4 +23,4 @@ def provenance(evaluate: EvaluateConfig, engine: EngineConfig, dtype: str, model
             "unlimited_thinking_tokens": engine.unlimited_thinking_tokens, "seed": ev.seed,
             "seeds": ev.seeds, "temperature": ev.temperature, "top_p": ev.top_p, "via": ev.via,
             "max_answer_tokens": ev.max_answer_tokens, "final_answer_prefix": ev.final_answer_prefix,
-            "model_hash": model_hash, "python": platform.python_version()}
+            "model_hash": model_hash, "grader_version": GRADER_VERSION, "python": platform.python_version()}
