@@ -61,6 +61,17 @@ def decontamination_transform(batch: dict, index) -> dict:
     return _rows(examples)
 
 
+def quality_and_decontamination_transform(batch: dict, cfg_json: str, index) -> dict:
+    """Both checks in one pass over the batch (one JSON decode and encode per example, not two)."""
+    from components.curation.quality import quality_reason
+    cfg = QualityConfig.model_validate_json(cfg_json)
+    examples = _examples(batch)
+    for ex in examples:
+        ex.drop_reason = quality_reason(ex, cfg) or ("contaminated" if index.contaminated(ex.question.question)
+                                                     else None)
+    return _rows(examples)
+
+
 def _collect(ds) -> list[Example]:
     out: list[Example] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -72,9 +83,8 @@ def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, ind
                                 batch_size: int = 2048) -> tuple[list[Example], list[Example]]:
     """(kept, dropped) after the quality checks and n-gram decontamination, as Ray Data transforms."""
     ds = _dataset(examples, batch_size)
-    ds = ds.map_batches(quality_transform, fn_kwargs={"cfg_json": cfg.model_dump_json()},
-                        batch_size=batch_size, batch_format="numpy")
-    ds = ds.map_batches(decontamination_transform, fn_kwargs={"index": index},
+    ds = ds.map_batches(quality_and_decontamination_transform,
+                        fn_kwargs={"cfg_json": cfg.model_dump_json(), "index": index},
                         batch_size=batch_size, batch_format="numpy")
     done = _collect(ds)
     return [ex for ex in done if not ex.drop_reason], [ex for ex in done if ex.drop_reason]
