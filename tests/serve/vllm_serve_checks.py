@@ -65,9 +65,12 @@ def check_context_length_is_checked_on_vllm(url, service):
 
 
 def check_n_and_stop(url, service):
-    r = chat(url, n=2, temperature=1.0, seed=3, final_answer_prefix="Answer: 42", stop=" 4").json()
-    assert [c["message"]["content"] for c in r["choices"]] == ["Answer:", "Answer:"], r
-    assert all(c["finish_reason"] == "stop" for c in r["choices"])
+    kw = dict(temperature=1.0, max_thinking_tokens=10)
+    many = chat(url, n=2, seed=3, **kw).json()["choices"]
+    singles = [chat(url, seed=3 + i, **kw).json()["choices"][0] for i in range(2)]
+    assert [c["message"] for c in many] == [c["message"] for c in singles], (many, singles)  # sample i: seed + i
+    r = chat(url, max_thinking_tokens=4, final_answer_prefix="Answer: 42", stop=" 4").json()["choices"][0]
+    assert r["s1"]["hit_budget"] and r["message"]["content"] == "Answer:" and r["finish_reason"] == "stop", r
 
 
 def check_client_disconnect_aborts_the_request(url, service):
