@@ -5,8 +5,9 @@ Each transform is a plain function or callable class over a batch of examples
 laptop core or a Ray cluster. A dropped example keeps its ``drop_reason``;
 the driver counts reasons for the filter report.
 
-- quality and decontamination: stateless ``map_batches`` (the n-gram index
-  travels to the workers with the transform);
+- quality and decontamination: one stateless ``map_batches`` (the n-gram
+  index travels to the workers with the transform; its hashes are stable
+  across processes);
 - difficulty: each student attempts every question, as Ray Data batch
   inference: the project's HF/vLLM engine in actors (``runner: engine``) or
   ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile);
@@ -42,23 +43,6 @@ def _examples(batch: dict) -> list[Example]:
 
 def _rows(examples: list[Example]) -> dict:
     return {"id": [ex.question.id for ex in examples], "example": [ex.model_dump_json() for ex in examples]}
-
-
-def quality_transform(batch: dict, cfg_json: str) -> dict:
-    from components.curation.quality import quality_reason
-    cfg = QualityConfig.model_validate_json(cfg_json)
-    examples = _examples(batch)
-    for ex in examples:
-        ex.drop_reason = quality_reason(ex, cfg)
-    return _rows(examples)
-
-
-def decontamination_transform(batch: dict, index) -> dict:
-    examples = _examples(batch)
-    for ex in examples:
-        if not ex.drop_reason and index.contaminated(ex.question.question):
-            ex.drop_reason = "contaminated"
-    return _rows(examples)
 
 
 def quality_and_decontamination_transform(batch: dict, cfg_json: str, index) -> dict:
