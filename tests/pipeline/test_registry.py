@@ -87,3 +87,20 @@ def test_unknown_stage_is_refused_by_name(tmp_path):
 def test_shared_code_exists():
     for entry in SHARED_CODE:
         assert (COMPONENTS / entry).exists(), entry
+
+
+@pytest.mark.parametrize("profile", ["tiny", "s1-32b"])
+def test_every_declared_param_is_written_in_params_yaml(profile):
+    """DVC refuses a stage whose params are missing from params.yaml (defaults do not count)."""
+    import yaml
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())[profile]
+    missing = []
+    for stage in STAGES.values():
+        for path in stage.params.values():
+            node = raw
+            for part in [] if path == WHOLE_PROFILE else path.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    missing.append(f"{stage.name}: {profile}.{path}")
+                    break
+                node = node[part]
+    assert not missing, f"write these keys in params.yaml: {missing}"
