@@ -31,21 +31,24 @@ def _number(rng: random.Random, digits: int) -> int:
 def addition_steps(a: int, b: int) -> list[str]:
     """Column addition from the right, one line per column.
 
-    Every line restates what is left of both numbers and the digits found so
-    far, so each step reads only the line before it: the next column is the
-    last digit of each number left, and the last line holds the sum.
+    The first line restates the operands exactly as the question writes them
+    ("596 + 880"), so copying them is a copy of an identical context. Every
+    column line has the same shape, "x+y+carry=sum, carry c, so far S, left
+    A + B": the carry term is always written (fixed positions for the digit
+    sum), and the line restates what is left of both numbers and the digits
+    found so far, so each step reads only the line before it.
     """
     left_a, left_b = str(a), str(b)
     width = max(len(left_a), len(left_b))
     left_a, left_b = left_a.zfill(width), left_b.zfill(width)
-    lines, carry, so_far = [f"{left_a}+{left_b}"], 0, ""
+    lines, carry, so_far = [f"{left_a} + {left_b}"], 0, ""
     while left_a:
         x, y = int(left_a[-1]), int(left_b[-1])
         left_a, left_b = left_a[:-1], left_b[:-1]
         s = x + y + carry
-        terms = f"{x}+{y}" + (f"+{carry}" if carry else "")
+        terms = f"{x}+{y}+{carry}"
         carry, so_far = s // 10, f"{s % 10}{so_far}"
-        rest = f"{left_a}+{left_b}" if left_a else "none"
+        rest = f"{left_a} + {left_b}" if left_a else "none"
         lines.append(f"{terms}={s}, carry {carry}, so far {so_far}, left {rest}")
     if carry:
         lines.append(f"Write the final carry: {carry}{so_far}")

@@ -1,0 +1,145 @@
+"""Robustness of the miniature: the tiny pipeline over seeds and torch thread counts.
+
+Each (seed, threads) run is its own process in its own root directory; the seed
+shifts every seed of the world (model init, pre-training data, pool, teacher,
+selection, SFT, held-out set), so seeds are independent worlds. Prints accuracy
+per budget per run, then mean ± sd per budget per thread count, and checks the
+targets of issue 14 (top budget >= 0.8, monotone in budget, base <= 5%).
+
+    python benchmarks/miniature.py --seeds 3 --threads 1 2 [--parallel 2] [--root DIR] [--set key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["base-model", "collect", "distill", "filter", "select", "tokenize", "train", "evaluate"]
+SEEDED = ["model.seed", "pretrain.seed", "pool.seed", "teacher.seed", "selection.seed", "sft.seed",
+          "heldout.seed", "evaluate.seed"]
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """Seed 0 is params.yaml as committed; seed k adds 100*k to every seed of the world."""
+    from components.config import load_config
+    cfg = load_config(REPO / "params.yaml")
+    out = []
+    for key in SEEDED:
+        section, field = key.split(".")
+        out.append(f"{key}={getattr(getattr(cfg, section), field) + 100 * seed}")
+    return out
+
+
+def run_one(root: Path, overrides: list[str]) -> dict:
+    """Run the stages in ``root`` (this process); return the evaluation summary and stage times."""
+    from components.config import load_config
+    from components.paths import Paths
+    from components.pipeline.registry import run_stage
+    root.mkdir(parents=True, exist_ok=True)
+    os.chdir(root)
+    if not (root / "infra").exists():
+        os.symlink(REPO / "infra", root / "infra")
+    cfg = load_config(REPO / "params.yaml", overrides=overrides)
+    paths = Paths.for_profile(cfg.name, root)
+    times, res = {}, {}
+    for name in STAGES:
+        t = time.perf_counter()
+        res[name] = run_stage(name, cfg, paths)
+        times[name] = round(time.perf_counter() - t, 1)
+    ev = res["evaluate"]
+    return {"base": ev["base_accuracy"], "budgets": {str(p["budget"]): p["accuracy"] for p in ev["points"]},
+            "avg_thinking": {str(p["budget"]): p["avg_thinking_tokens"] for p in ev["points"]},
+            "unlimited": ev["unlimited"]["accuracy"], "times": times, "total_s": round(sum(times.values()), 1)}
+
+
+def _spawn(seed: int, threads: int, root: Path, extra: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, S1FLOW_THREADS=str(threads), S1FLOW_NO_PROGRESS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, __file__, "--one", str(root / f"seed{seed}-t{threads}"), "--seed", str(seed)]
+    for o in extra:
+        cmd += ["--set", o]
+    log = open(root / f"seed{seed}-t{threads}.log", "w")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _mean_sd(xs: list[float]) -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+
+
+def report(results: dict[tuple[int, int], dict]) -> bool:
+    budgets = sorted({b for r in results.values() for b in r["budgets"]}, key=int)
+    head = "seed thr   base " + " ".join(f"{b:>6}" for b in budgets) + "  unlim  total_s"
+    print(head)
+    for (seed, thr), r in sorted(results.items()):
+        print(f"{seed:>4} {thr:>3} {r['base']:6.3f} " + " ".join(f"{r['budgets'][b]:6.3f}" for b in budgets)
+              + f" {r['unlimited']:6.3f} {r['total_s']:8.1f}")
+    ok = True
+    for thr in sorted({t for _, t in results}):
+        rs = [r for (_, t), r in results.items() if t == thr]
+        print(f"\nthreads={thr}: mean ± sd over {len(rs)} seed(s)")
+        print(f"  base (no thinking) {_mean_sd([r['base'] for r in rs])}")
+        for b in budgets:
+            print(f"  budget {b:>4}: {_mean_sd([r['budgets'][b] for r in rs])}")
+        print(f"  no budget  : {_mean_sd([r['unlimited'] for r in rs])}")
+    for (seed, thr), r in sorted(results.items()):
+        accs = [r["budgets"][b] for b in budgets]
+        mono = all(b2 >= b1 for b1, b2 in zip(accs, accs[1:]))
+        top, base = accs[-1], r["base"]
+        good = top >= 0.8 and mono and base <= 0.05
+        ok &= good
+        print(f"seed {seed} threads {thr}: top {top:.3f} (>=0.8 {top >= 0.8}), monotone {mono}, "
+              f"base {base:.3f} (<=0.05 {base <= 0.05}) -> {'PASS' if good else 'FAIL'}")
+    print("ALL PASS" if ok else "NOT ALL PASS")
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    ap.add_argument("--seed-list", type=int, nargs="*", help="explicit seeds (overrides --seeds)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--parallel", type=int, default=1, help="runs at once (use 1 for clean timings)")
+    ap.add_argument("--root", default="/tmp/s1flow-miniature")
+    ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        res = run_one(Path(args.one), seed_overrides(args.seed) + args.set)
+        (Path(args.one) / "miniature.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res))
+        return
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
+    todo = [(s, t) for t in args.threads for s in seeds]
+    running: list[tuple[tuple[int, int], subprocess.Popen]] = []
+    results: dict[tuple[int, int], dict] = {}
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            key = todo.pop(0)
+            running.append((key, _spawn(*key, root, args.set)))
+        time.sleep(2)
+        for key, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((key, proc))
+            out = root / f"seed{key[0]}-t{key[1]}" / "miniature.json"
+            if proc.returncode == 0 and out.exists():
+                results[key] = json.loads(out.read_text())
+                print(f"done seed {key[0]} threads {key[1]}: {json.dumps(results[key])}", flush=True)
+            else:
+                print(f"FAILED seed {key[0]} threads {key[1]} (see {root}/seed{key[0]}-t{key[1]}.log)", flush=True)
+    (root / "summary.json").write_text(json.dumps({f"{s}-{t}": r for (s, t), r in results.items()}, indent=1))
+    if results:
+        report(results)
+
+
+if __name__ == "__main__":
+    main()
