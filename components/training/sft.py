@@ -3,8 +3,9 @@
 Loss only on the assistant turn (see :mod:`components.formatting`). DeepSpeed
 ZeRO-3 (``infra/deepspeed/zero3.json``) is used when ``sft.deepspeed`` is
 ``always``, or ``auto`` on a CUDA machine; otherwise the plain Trainer runs
-the same arguments. Checkpoints are safetensors; a rerun resumes from the last
-checkpoint in ``work_dir``.
+the same arguments. Checkpoints are safetensors; a rerun resumes from the newest
+complete checkpoint (``COMPLETE`` marker) in ``work_dir`` or, with
+``sft.checkpoint_uri``, in durable storage (components/training/checkpoints.py).
 
     train_sft(cfg.sft, base_dir, examples, out_dir, work_dir)
 """
@@ -20,7 +21,6 @@ from typing import Optional
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from components.config import SFTConfig
 from components.data.base_model import load_model
@@ -190,17 +190,14 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         if max_steps is not None:
             args.max_steps = max_steps
         history = LossHistory()
-        callbacks = [history]
-        if cfg.checkpoint_uri:
-            from components.training.checkpoints import CheckpointSync
-            sync = CheckpointSync(cfg.checkpoint_uri)
-            sync.restore_latest(work_dir)
-            callbacks.append(sync)
+        from components.training.checkpoints import CheckpointSync, resume_checkpoint
+        sync = CheckpointSync(cfg.checkpoint_uri)  # marks complete checkpoints; mirrors them when a URI is set
+        callbacks = [history, sync]
         trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
         started = time.time()
-        resume = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
+        resume = resume_checkpoint(work_dir, sync)  # the newest complete one, local or remote, behind a barrier
         try:
             result = trainer.train(resume_from_checkpoint=resume)
             trainer.save_model(str(out_dir))

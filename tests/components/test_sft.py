@@ -65,7 +65,8 @@ def s3_bucket(monkeypatch):
 def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir, examples, tmp_path, monkeypatch,
                                                                   where, request):
     """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4).
-    s3: the checkpoints are mirrored to S3 and the rerun starts on a clean disk (a new machine)."""
+    s3: the checkpoints are mirrored to S3 and the rerun starts on a clean disk (a new machine).
+    An unmarked checkpoint-6 directory (no COMPLETE) is never resumed from."""
     import shutil
 
     from transformers import TrainerCallback
@@ -93,6 +94,7 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
         from components.training.checkpoints import CheckpointSync
         assert CheckpointSync(uri).complete_steps() == [4]
         shutil.rmtree(tmp_path / "work")  # only the bucket survives
+    (tmp_path / "work/checkpoint-6").mkdir(parents=True)  # unmarked: a save cut short, or a rank's empty mkdir
     resumed = train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
     assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["steps"] == ref["steps"]
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
