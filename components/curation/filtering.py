@@ -41,36 +41,32 @@ def _examples(batch: dict) -> list[Example]:
     return [Example.model_validate_json(s) for s in batch["example"]]
 
 
-def _rows(examples: list[Example]) -> dict:
-    return {"id": [ex.question.id for ex in examples], "example": [ex.model_dump_json() for ex in examples]}
-
-
 def quality_and_decontamination_transform(batch: dict, cfg_json: str, index) -> dict:
-    """Both checks in one pass over the batch (one JSON decode and encode per example, not two)."""
+    """Both checks in one pass over the batch; returns only each id's drop reason ('' = kept)."""
     from components.curation.quality import quality_reason
     cfg = QualityConfig.model_validate_json(cfg_json)
-    examples = _examples(batch)
-    for ex in examples:
-        ex.drop_reason = quality_reason(ex, cfg) or ("contaminated" if index.contaminated(ex.question.question)
-                                                     else None)
-    return _rows(examples)
-
-
-def _collect(ds) -> list[Example]:
-    out: list[Example] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        out += _examples(batch)
-    return sorted(out, key=lambda ex: ex.question.id)
+    reasons = []
+    for ex in _examples(batch):
+        reasons.append(quality_reason(ex, cfg) or ("contaminated" if index.contaminated(ex.question.question) else ""))
+    return {"id": list(batch["id"]), "reason": reasons}
 
 
 def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, index,
                                 batch_size: int = 2048) -> tuple[list[Example], list[Example]]:
-    """(kept, dropped) after the quality checks and n-gram decontamination, as Ray Data transforms."""
+    """(kept, dropped) after the quality checks and n-gram decontamination, as one Ray Data transform.
+
+    Workers send back only (id, reason); the reason is set on the given examples (in place), so the driver
+    never decodes the examples again."""
     ds = _dataset(examples, batch_size)
     ds = ds.map_batches(quality_and_decontamination_transform,
                         fn_kwargs={"cfg_json": cfg.model_dump_json(), "index": index},
                         batch_size=batch_size, batch_format="numpy")
-    done = _collect(ds)
+    reasons: dict[str, str] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        reasons.update(zip(batch["id"].tolist(), batch["reason"].tolist()))
+    done = sorted(examples, key=lambda ex: ex.question.id)
+    for ex in done:
+        ex.drop_reason = reasons[ex.question.id] or None
     return [ex for ex in done if not ex.drop_reason], [ex for ex in done if ex.drop_reason]
 
 
