@@ -7,6 +7,7 @@ per budget per run, then mean ± sd per budget per thread count, and checks the
 targets of issue 14 (top budget >= 0.8, monotone in budget, base <= 5%).
 
     python benchmarks/miniature.py --seeds 3 --threads 1 2 [--parallel 2] [--root DIR] [--set key=value ...]
+    python benchmarks/miniature.py --root DIR --report-only   # summarise finished runs
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (use 1 for clean timings)")
     ap.add_argument("--root", default="/tmp/s1flow-miniature")
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
+    ap.add_argument("--report-only", action="store_true", help="only summarise the runs already under --root")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -116,6 +118,13 @@ def main() -> None:
         print(json.dumps(res))
         return
     root = Path(args.root)
+    if args.report_only:
+        found = {}
+        for f in sorted(root.glob("seed*-t*/miniature.json")):
+            seed, thr = f.parent.name.removeprefix("seed").split("-t")
+            found[(int(seed), int(thr))] = json.loads(f.read_text())
+        report(found)
+        return
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     todo = [(s, t) for t in args.threads for s in seeds]

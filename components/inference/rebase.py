@@ -1,0 +1,200 @@
+"""REBASE: reward-balanced tree search over reasoning steps (Wu et al. 2024), behind a reward interface.
+
+A step is one line of thinking. Every round, the unfinished nodes of the frontier
+are scored by a process reward model; the round's expansion budget (``width``
+minus the leaves already finished) is split over the frontier in proportion to
+``softmax(reward / temperature)``; each expansion samples one more line. A leaf
+is finished when the model closes its thinking (or reaches ``max_thinking_tokens``).
+The answer is a vote over the finished leaves: ``majority`` or ``weighted`` (by
+reward). Compute is counted as in s1's Fig. 7: every thinking token generated
+for the question, over all branches.
+
+Rewards: ``programmatic`` checks each line against the procedural world's
+worked solution (``components.data.problems``; a wrong line followed by "Wait,
+let me re-check: <right line>" is a correction, not an error); any other name is
+a Hugging Face sequence-classification process reward model loaded by name (for
+s1-32b, e.g. a math PRM), scoring the question plus the steps so far.
+
+    results = rebase(engine, questions, RebaseSpec(width=8), build_reward("programmatic"))
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence
+
+from components.common.grading import extract_answer, grade
+from components.formatting import ANSWER_START, thinking_prompt
+from components.inference.budget_forcing import ForcedResult
+from components.inference.engine import Sampling
+
+RECHECK = "Wait, let me re-check: "
+
+
+class ProcessReward(Protocol):
+    name: str
+
+    def score(self, question: str, steps: Sequence[str]) -> float:
+        """Reward in [0, 1] of a partial trace (its steps so far)."""
+
+
+class ProgrammaticProcessReward:
+    """The procedural world's verifier: the share of lines that are right where they stand."""
+
+    name = "programmatic"
+
+    def score(self, question: str, steps: Sequence[str]) -> float:
+        from components.data.problems import parse_any
+        hit = parse_any(question)
+        if hit is None or not steps:
+            return 0.5
+        family, ops = hit
+        reference = family.solution_lines(ops)
+        j, good, pending_error = 0, 0, False
+        for line in steps:
+            line = line.strip()
+            if j < len(reference) and line == reference[j]:
+                good, j, pending_error = good + 1, j + 1, False
+            elif line.startswith(RECHECK) and j < len(reference) and line[len(RECHECK):] == reference[j]:
+                good, j = good + 1 + pending_error, j + 1  # a correction redeems the slip before it
+                pending_error = False
+            else:
+                pending_error = True
+        return good / len(steps)
+
+
+class ModelProcessReward:
+    """A process reward model from the hub (sequence classification; the last logit's sigmoid is the reward)."""
+
+    def __init__(self, name: str, device: str = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        self.name = name
+        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name).to(device).eval()
+        self.device = device
+
+    def score(self, question: str, steps: Sequence[str]) -> float:
+        import torch
+        enc = self.tokenizer(question, "\n".join(steps), return_tensors="pt", truncation=True).to(self.device)
+        with torch.no_grad():
+            logits = self.model(**enc).logits[0]
+        return float(torch.sigmoid(logits[-1]))
+
+
+def build_reward(name: str) -> ProcessReward:
+    return ProgrammaticProcessReward() if name == "programmatic" else ModelProcessReward(name)
+
+
+@dataclass(frozen=True)
+class RebaseSpec:
+    width: int = 8                 # finished leaves wanted per question (= expansions per round at the start)
+    temperature: float = 0.2       # softmax temperature over rewards when splitting the expansions
+    sample_temperature: float = 1.0
+    top_p: float = 1.0
+    max_step_tokens: int = 64      # one line
+    max_thinking_tokens: int = 400
+    max_answer_tokens: int = 16
+    vote: str = "majority"         # majority | weighted
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.width < 1 or self.temperature <= 0:
+            raise ValueError("width must be >= 1 and temperature > 0")
+        if self.vote not in ("majority", "weighted"):
+            raise ValueError(f"vote must be 'majority' or 'weighted', got {self.vote!r}")
+
+
+@dataclass
+class Node:
+    steps: list[str] = field(default_factory=list)
+    tokens: int = 0
+    reward: float = 0.5
+    done: bool = False
+
+
+def allocate(rewards: Sequence[float], budget: int, temperature: float) -> list[int]:
+    """Split ``budget`` expansions over nodes by softmax(reward / T), largest remainders first."""
+    if budget <= 0 or not rewards:
+        return [0] * len(rewards)
+    m = max(rewards)
+    w = [math.exp((r - m) / temperature) for r in rewards]
+    total = sum(w)
+    raw = [budget * x / total for x in w]
+    out = [int(x) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: budget - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _newline_ids(tokenizer) -> tuple[int, ...]:
+    return tuple(i for t, i in tokenizer.get_vocab().items()
+                 if tokenizer.convert_tokens_to_string([t]).endswith("\n"))
+
+
+def _vote(answers: Sequence[str], weights: Sequence[float]) -> str:
+    groups: list[tuple[str, float]] = []
+    for a, w in zip(answers, weights):
+        if not a:
+            continue
+        for k, (rep, tot) in enumerate(groups):
+            if grade(a, rep):
+                groups[k] = (rep, tot + w)
+                break
+        else:
+            groups.append((a, w))
+    return max(groups, key=lambda g: g[1])[0] if groups else ""
+
+
+def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessReward) -> list[ForcedResult]:
+    """Tree search per question (all questions' expansions batched per round)."""
+    tok = engine.tokenizer
+    think_end = tok.convert_tokens_to_ids("<|im_start|>")
+    stops = _newline_ids(tok) + (think_end, tok.convert_tokens_to_ids("<|im_end|>"))
+    prompts = [thinking_prompt(tok, q) for q in questions]
+    frontier: list[list[Node]] = [[Node()] for _ in questions]
+    finished: list[list[Node]] = [[] for _ in questions]
+    spent = [0] * len(questions)
+    rnd = 0
+    while any(frontier):
+        jobs: list[tuple[int, Node]] = []
+        for qi, nodes in enumerate(frontier):
+            want = spec.width - len(finished[qi])
+            for node, k in zip(nodes, allocate([n.reward for n in nodes], want, spec.temperature)):
+                jobs += [(qi, node)] * k
+        if not jobs:
+            break
+        texts = [prompts[qi] + "".join(s + "\n" for s in node.steps) for qi, node in jobs]
+        sampling = Sampling(temperature=spec.sample_temperature, top_p=spec.top_p, seed=spec.seed + 7919 * rnd,
+                            max_new_tokens=spec.max_step_tokens, stop_token_ids=stops)
+        outs = engine.generate(texts, sampling)
+        new_frontier: list[list[Node]] = [[] for _ in questions]
+        for (qi, node), out in zip(jobs, outs):
+            spent[qi] += out.completion_tokens
+            line = out.text.split("\n")[0].replace("<|im_start|>", "").strip()
+            child = Node(steps=node.steps + ([line] if line else []), tokens=node.tokens + out.completion_tokens)
+            closed = bool(out.token_ids) and out.token_ids[-1] == think_end
+            child.done = closed or child.tokens >= spec.max_thinking_tokens or (not line and not closed)
+            child.reward = reward.score(questions[qi], child.steps)
+            (finished[qi] if child.done else new_frontier[qi]).append(child)
+        frontier = [f if len(finished[qi]) < spec.width else [] for qi, f in enumerate(new_frontier)]
+        rnd += 1
+    # Answers for every finished leaf (greedy, after the end-of-thinking delimiter).
+    leaves = [(qi, n) for qi in range(len(questions)) for n in finished[qi]]
+    answer_texts = [prompts[qi] + "\n".join(n.steps) + "\n" + ANSWER_START for qi, n in leaves]
+    outs = engine.generate(answer_texts, Sampling(max_new_tokens=spec.max_answer_tokens,
+                                                  stop_token_ids=(tok.convert_tokens_to_ids("<|im_end|>"),)))
+    by_q: dict[int, list[tuple[Node, str]]] = {}
+    for (qi, n), out in zip(leaves, outs):
+        by_q.setdefault(qi, []).append((n, out.text.replace("<|im_end|>", "").strip()))
+    results = []
+    for qi in range(len(questions)):
+        mine = by_q.get(qi, [])
+        answers = [extract_answer(a) for _, a in mine]
+        weights = [n.reward if spec.vote == "weighted" else 1.0 for n, _ in mine]
+        winner = _vote(answers, weights)
+        best = max(mine, key=lambda x: x[0].reward, default=(Node(), ""))
+        results.append(ForcedResult(
+            thinking="\n".join(best[0].steps), answer=f"Answer: {winner}" if winner else best[1],
+            thinking_tokens=spent[qi], answer_tokens=0, waits_used=0, hit_budget=False, token_ids=[],
+            tries=len(mine)))
+    return results
