@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
 from components.formatting import ANSWER_START, thinking_prompt

@@ -1,6 +1,5 @@
 from components.data.problems import addition_steps
-from components.inference.rebase import (ProgrammaticProcessReward, RebaseSpec, allocate, build_reward,
-                                         rebase)
+from components.inference.rebase import ProgrammaticProcessReward, RebaseSpec, allocate, build_reward, rebase
 
 Q = "What is 958 + 67?"
 
