@@ -101,8 +101,10 @@ class _VLLMRequests:
     def _params(self, sampling: Sampling, seed: int, **kw):
         from vllm import SamplingParams
         bias = {t: (_BANNED if b == float("-inf") else b) for t, b in sampling.biases().items()}
+        # detokenize=False: results are decoded here from token ids, so vLLM need not decode every
+        # token (and every logprob token) on the way out
         return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
-                              logit_bias=bias or None, skip_special_tokens=True, **kw)
+                              logit_bias=bias or None, skip_special_tokens=True, detokenize=False, **kw)
 
     def _plain_params(self, n: int, sampling: Sampling) -> list:
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
