@@ -12,7 +12,6 @@ os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 @pytest.fixture(scope="session")

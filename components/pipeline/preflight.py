@@ -44,6 +44,13 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
         for src in cfg.decontamination.eval_sets:
             if not Path(src).exists():
                 out.append(f"decontamination.eval_sets: {src} not found")
+    if "evaluate" in stages and not cfg.evaluate.allow_contaminated:
+        uncovered = [t for t in cfg.evaluate.tasks
+                     if t not in cfg.decontamination.tasks and not (t == "heldout" and cfg.decontamination.include_heldout)]
+        if uncovered:
+            out.append(f"evaluate.tasks: {uncovered} would be reported, but the training data is not decontaminated "
+                       "against them; add them to decontamination.tasks (or set evaluate.allow_contaminated: true to "
+                       "report them tagged contaminated)")
     if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
         out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
     if "train" in stages and cfg.sft.attn_implementation == "flash_attention_2" \

@@ -1,11 +1,9 @@
-import json
 
 import pytest
 
 from components.config import ConfigError, parse_profile
 from components.data.domains import MSC_BY_DOMAIN, classify, msc_domains
 from components.pipeline.preflight import preflight, problems
-from tests.conftest import SHARED
 
 
 def test_unavailable_teacher_and_engine_fail_before_work():
@@ -36,9 +34,7 @@ def test_domain_codes_are_real_msc_codes():
     assert len(domains) == 61
     assert all(code in domains for code in MSC_BY_DOMAIN.values())
     assert domains["05"]["title"] == "Combinatorics"
-    shared = SHARED / "data/msc_domains.json"
-    if shared.exists():
-        assert {d["code"] for d in json.loads(shared.read_text())} == set(domains)
+    assert domains["11"]["title"] == "Number theory" and domains["97"]["title"] == "Mathematics education"
 
 
 def test_classifier():
@@ -47,3 +43,15 @@ def test_classifier():
     assert classify("In how many ways can one of 3 chess or 4 go players be picked?") == "05"
     assert classify("Solve for x: x - 3 = 4. What is x?") == "08"
     assert classify("Find the remainder when 2^100 is divided by 7.") == "11"
+
+
+def test_reporting_a_benchmark_not_decontaminated_against_fails_before_any_work():
+    from components.config import ConfigError, parse_profile
+    from components.pipeline.preflight import preflight
+    cfg = parse_profile({"evaluate": {"tasks": ["heldout", "aime24"]}}, "tiny")
+    with pytest.raises(ConfigError, match=r"evaluate.tasks: \['aime24'\] would be reported"):
+        preflight(cfg, ["collect", "evaluate"])
+    preflight(cfg, ["collect"])  # a run without evaluation is not concerned
+    preflight(parse_profile({"evaluate": {"tasks": ["heldout", "aime24"]}, "decontamination": {"tasks": ["aime24"]}},
+                            "tiny"), ["evaluate"])
+    preflight(parse_profile({"evaluate": {"tasks": ["aime24"], "allow_contaminated": True}}, "tiny"), ["evaluate"])
