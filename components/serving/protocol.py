@@ -82,7 +82,7 @@ class BudgetFields(BaseModel):
     num_waits: int = Field(0, ge=0, le=64)
     wait_strings: list[str] = Field(default_factory=lambda: ["Wait"], min_length=1, max_length=MAX_WAIT_STRINGS)
     final_answer_prefix: str = Field("", max_length=MAX_STRING_CHARS)
-    method: Literal["budget_forcing"] = "budget_forcing"
+    method: Literal["budget_forcing", "majority_voting"] = "budget_forcing"
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +113,8 @@ class BudgetFields(BaseModel):
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
             raise ValueError(f"min_thinking_tokens: {self.min_thinking_tokens} > max_thinking_tokens "
                              f"({self.max_thinking_tokens}); lower the minimum or raise the maximum")
+        if self.method == "majority_voting" and self.stream:
+            raise ValueError("method: majority_voting answers once all n samples are in; it cannot stream")
         if self.seed is not None and self.seed + self.n - 1 > MAX_SEED:
             raise ValueError(f"seed: seed + n - 1 must be <= {MAX_SEED} (sample i uses seed + i)")
         return self
@@ -198,25 +200,56 @@ def _meta(r: ForcedResult) -> dict:
     return {"waits_used": r.waits_used, "hit_budget": r.hit_budget, "thinking_tokens": r.thinking_tokens}
 
 
+def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int) -> list[tuple[int, dict]]:
+    """``method: majority_voting``: for each run of ``n`` samples (one prompt), the index of the sample that
+    carries the voted answer and the vote's record (samples included). Votes are the final answers of the
+    stop-cut texts, grouped by grading equivalence as the offline ``majority_voting`` method groups them;
+    the largest group wins (ties: the group seen first), represented by its first sample."""
+    from components.common.grading import extract_answer
+    from components.inference.methods import vote_groups
+    out = []
+    for start in range(0, len(results), n):
+        mine = results[start:start + n]
+        cut = [apply_stop(r, stops) for r in mine]
+        answers = [extract_answer(t) for t, _ in cut]
+        groups = vote_groups(answers)
+        best = max(groups, key=len) if groups else [0]
+        samples = [{"index": j, "text": t, "reasoning_content": r.thinking, "extracted_answer": a,
+                    "finish_reason": finish_reason(r, spec, stopped), **_meta(r)}
+                   for j, (r, (t, stopped), a) in enumerate(zip(mine, cut, answers))]
+        out.append((start + best[0], {"method": "majority_voting", "voted_answer": answers[best[0]] if groups else "",
+                                      "votes": len(best) if groups else 0, "voted_sample": best[0],
+                                      "samples": samples}))
+    return out
+
+
 def completion_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                        stops: Optional[list[str]]) -> dict:
+                        stops: Optional[list[str]], vote_n: Optional[int] = None) -> dict:
+    """``vote_n``: majority voting over runs of that many samples per prompt (then one choice per prompt)."""
     choices = []
-    for i, r in enumerate(results):
+    picks = voted(results, spec, stops, vote_n) if vote_n else [(i, None) for i in range(len(results))]
+    for i, (k, record) in enumerate(picks):
+        r = results[k]
         text, stopped = apply_stop(r, stops)
         choices.append({"index": i, "text": text, "reasoning_content": r.thinking, "reasoning": r.thinking,
-                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped), "s1": _meta(r)})
+                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped),
+                        "s1": {**_meta(r), **(record or {})}})
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": model, "choices": choices, "usage": usage(prompt_tokens, results)}
 
 
 def chat_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                  stops: Optional[list[str]]) -> dict:
+                  stops: Optional[list[str]], vote: bool = False) -> dict:
+    """``vote``: majority voting over all the samples (one choice, the voted one, with the samples in ``s1``)."""
     choices = []
-    for i, r in enumerate(results):
+    picks = voted(results, spec, stops, len(results)) if vote else [(i, None) for i in range(len(results))]
+    for i, (k, record) in enumerate(picks):
+        r = results[k]
         text, stopped = apply_stop(r, stops)
         choices.append({"index": i, "message": {"role": "assistant", "content": text, "reasoning_content": r.thinking,
                                                 "reasoning": r.thinking},
-                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped), "s1": _meta(r)})
+                        "logprobs": None, "finish_reason": finish_reason(r, spec, stopped),
+                        "s1": {**_meta(r), **(record or {})}})
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": choices, "usage": usage(prompt_tokens * len(results), results)}
 

@@ -238,7 +238,8 @@ class S1Service:
         lens = [self.prompt_tokens(p, spec, "prompt") for p in prompts]
         jobs = [(p, spec, self.sampling(req, j)) for p in prompts for j in range(req.n)]
         results = await self.generate_all(jobs)
-        return completion_response(req.model, sum(lens) * req.n, results, spec, req.stop)
+        return completion_response(req.model, sum(lens) * req.n, results, spec, req.stop,
+                                   vote_n=req.n if req.method == "majority_voting" else None)
 
     def chat_setup(self, req: ChatRequest) -> tuple[str, BudgetSpec, int]:
         spec = req.spec(self.default_answer_tokens)
@@ -249,7 +250,7 @@ class S1Service:
     async def chat(self, req: ChatRequest) -> dict:
         prompt, spec, n = self.chat_setup(req)
         results = await self.generate_all([(prompt, spec, self.sampling(req, j)) for j in range(req.n)])
-        return chat_response(req.model, n, results, spec, req.stop)
+        return chat_response(req.model, n, results, spec, req.stop, vote=req.method == "majority_voting")
 
     async def stream(self, req: ChatRequest, prompt: str, spec: BudgetSpec, prompt_tokens: int):
         """Server-sent events: thinking deltas (``reasoning_content`` and ``reasoning``), then answer deltas."""
