@@ -7,10 +7,11 @@ runs inside vLLM as a V1 batch-level logits processor
 tokens; prefix caching is on. vLLM imports
 lazily: nothing here loads unless ``evaluate.engine: vllm`` is chosen.
 
-Which tokens were forced is read back from the processed log-probabilities
-(``logprobs_mode="processed_logprobs"``): a forced token is the only finite
-logit, so its log-probability is exactly 0. That gives the exact number of
-waits used without any state shared with the worker processes.
+The exact number of forced waits per request comes back through a shared-memory
+counter the logits processor writes (:class:`~components.inference.vllm_forcing.WaitSlots`;
+workers on this host). ``S1FLOW_VLLM_WAITS=logprobs`` reads them back instead from
+each token's processed log-probability (a forced token is the only finite logit,
+so its log-probability is exactly 0): works across nodes, costs throughput.
 
     engine = VLLMEngine.from_pretrained("models/tiny/sft", tensor_parallel_size=1)      # offline
     engine = AsyncVLLMEngine.from_pretrained("models/tiny/sft")                          # serving (async)
@@ -83,10 +84,16 @@ class _VLLMRequests:
 
     name = "vllm"
 
-    def __init__(self, backend, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024):
+    def __init__(self, backend, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024,
+                 waits_readback: Optional[str] = None):
+        from components.inference.vllm_forcing import WaitSlots
         self.backend = backend  # vllm.LLM or AsyncLLM
         self.tokenizer, self.batch_size, self.unlimited = tokenizer, batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
+        mode = waits_readback or os.environ.get("S1FLOW_VLLM_WAITS", "shm")
+        if mode not in ("shm", "logprobs"):
+            raise ValueError(f"S1FLOW_VLLM_WAITS: {mode!r}; choose shm or logprobs")
+        self.slots = WaitSlots() if mode == "shm" else None
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
@@ -130,19 +137,34 @@ class _VLLMRequests:
         params = []
         for i, spec in enumerate(specs):
             seed = sampling.seed + i
+            slot = (self.slots.name, self.slots.take()) if self.slots else None
             params.append(self._params(
                 sampling, seed, max_tokens=max_new_tokens_for([spec], self.vocab, self.unlimited),
-                stop_token_ids=[self.vocab.end_id], logprobs=0,
-                extra_args={EXTRA_KEY: encode_request(spec, self.vocab, not sampling.greedy, seed)},
+                stop_token_ids=[self.vocab.end_id], **({} if slot else {"logprobs": 0}),
+                extra_args={EXTRA_KEY: encode_request(spec, self.vocab, not sampling.greedy, seed, slot)},
             ))
         return specs, params
 
-    def _forced_result(self, spec: BudgetSpec, output) -> ForcedResult:
+    def _release(self, params) -> list[Optional[int]]:
+        """Forced waits per request from the shared counters (None in logprobs mode); frees the slots."""
+        from components.inference.vllm_forcing import EXTRA_KEY
+        out = []
+        for p in params:
+            slot = p.extra_args[EXTRA_KEY]["slot"]
+            out.append(self.slots.read_and_release(slot[1]) if slot else None)
+        return out
+
+    def _forced_result(self, spec: BudgetSpec, output, waits: Optional[int] = None) -> ForcedResult:
         c = output.outputs[0]
         ids = list(c.token_ids)
-        forced = [lp is not None and lp.get(t) is not None and lp[t].logprob == 0.0
-                  for t, lp in zip(ids, c.logprobs or [None] * len(ids))]
-        return split_result(replay_state(spec, self.vocab, ids, forced), ids, self.vocab)
+        if waits is None:
+            forced = [lp is not None and lp.get(t) is not None and lp[t].logprob == 0.0
+                      for t, lp in zip(ids, c.logprobs or [None] * len(ids))]
+            st = replay_state(spec, self.vocab, ids, forced)
+        else:
+            st = replay_state(spec, self.vocab, ids, [False] * len(ids))
+            st.waits_used = waits
+        return split_result(st, ids, self.vocab)
 
 
     def _emit(self, on_token, index: int, tracker: PhaseTracker, new_ids: Sequence[int]) -> None:
@@ -175,15 +197,20 @@ class VLLMEngine(_VLLMRequests):
                         on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each generated token (index into ``prompts``)."""
         specs, params = self._forced_params(prompts, specs, sampling)
-        outs = self.backend.generate(list(prompts), params, use_tqdm=False)
+        try:
+            outs = self.backend.generate(list(prompts), params, use_tqdm=False)
+        finally:
+            waits = self._release(params)
         if progress:
             progress(len(prompts))
         if on_token is not None:
             for i, o in enumerate(outs):
                 self._emit(on_token, i, PhaseTracker(self.vocab), o.outputs[0].token_ids)
-        return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
+        return [self._forced_result(spec, o, w) for spec, o, w in zip(specs, outs, waits)]
 
     def shutdown(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
         core = getattr(getattr(self.backend, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()
@@ -231,10 +258,16 @@ class AsyncVLLMEngine(_VLLMRequests):
             tracker = PhaseTracker(self.vocab)
             return lambda new: self._emit(on_token, i, tracker, new)
 
-        outs = await asyncio.gather(*(self._final(p, sp, sink(i)) for i, (p, sp) in enumerate(zip(prompts, params))))
+        try:
+            outs = await asyncio.gather(*(self._final(p, sp, sink(i))
+                                          for i, (p, sp) in enumerate(zip(prompts, params))))
+        finally:
+            waits = self._release(params)
         if progress:
             progress(len(prompts))
-        return [self._forced_result(spec, o) for spec, o in zip(specs, outs)]
+        return [self._forced_result(spec, o, w) for spec, o, w in zip(specs, outs, waits)]
 
     def shutdown(self) -> None:
         self.backend.shutdown()
+        if self.slots is not None:
+            self.slots.close()

