@@ -13,7 +13,6 @@ normalised and grouped by math-verify equivalence.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Callable, Optional, Sequence
 
 from components.common.grading import extract_answer, grade
@@ -88,40 +87,9 @@ def rejection_sampling(engine, questions, budget, cfg, progress=None):
     return chosen
 
 
-MAX_OFF_MAIN_CHARS = 200  # off the main thread, longer answers are compared as strings only
-
-
-def _equivalent_off_main(a: str, b: str) -> bool:
-    """``grade(a, b)`` for threads other than the main one (a server's event loop or worker threads):
-    math-verify's timeouts use SIGALRM, which only the main thread can set, so there every comparison would
-    fail. Here they are off; short answers (bounded size) keep a comparison's cost bounded instead."""
-    import logging
-
-    from math_verify import parse, verify
-    if not a.strip():
-        return False
-    if a.strip() == b.strip():
-        return True
-    if len(a) > MAX_OFF_MAIN_CHARS or len(b) > MAX_OFF_MAIN_CHARS:
-        return False
-    quiet = logging.getLogger("math_verify")
-    level, quiet.level = quiet.level, logging.ERROR  # it warns on every call that the timeout is off
-    try:
-        def parsed(x):
-            return parse(f"${x}$", parsing_timeout=None) or parse(x, parsing_timeout=None)
-        g, p = parsed(b), parsed(a)
-        return bool(g and p and verify(g, p, timeout_seconds=None))
-    except Exception:
-        return False
-    finally:
-        quiet.level = level
-
-
 def equivalent(a: str, b: str) -> bool:
-    """Grading equivalence of two answers, from any thread."""
-    if threading.current_thread() is threading.main_thread():
-        return grade(a, b)
-    return _equivalent_off_main(a, b)
+    """Grading equivalence of two answers, from any thread (the server votes off the main thread)."""
+    return grade(a, b)
 
 
 def vote_groups(answers: Sequence[str]) -> list[list[int]]:

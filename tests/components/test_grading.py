@@ -93,3 +93,15 @@ def test_one_grading_function_by_kind_on_the_in_process_path(monkeypatch):
     monkeypatch.setattr(sweep, "run_method", fake_run_method)
     gens = sweep.run_point(None, qs, EvaluateConfig(), "budget_forcing", 8)
     assert [(g.predicted, g.correct) for g in gens] == [("B", True), ("1", True)]
+
+
+def test_grading_works_off_the_main_thread_and_does_not_poison_the_main_thread():
+    """math-verify's timeouts need SIGALRM (main thread only); servers grade on other threads."""
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=(grade("0.5", "1/2"), grade(r"\frac{14}{3}", "14/3"),
+                                                      grade("3", "1/2"))))
+    t.start()
+    t.join()
+    assert out["r"] == (True, True, False)
+    assert grade("0.5", "1/2") and not grade("3", "1/2")
