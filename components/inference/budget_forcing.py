@@ -166,6 +166,21 @@ class BudgetForcer:
     # BAN_TURN (answer: the model chooses, minus <|im_start|>).
     BAN_STOPS, BAN_TURN = -1, -2
 
+    @classmethod
+    def partition(cls, actions) -> tuple[list[int], list[int], list[int], list[int]]:
+        """``(row, action)`` pairs split into rows whose stops are banned, rows whose turn end is banned,
+        and forced rows with their tokens (the shape both the HF and the vLLM processors apply)."""
+        stop_rows, turn_rows, forced_rows, forced_tokens = [], [], [], []
+        for row, action in actions:
+            if action == cls.BAN_STOPS:
+                stop_rows.append(row)
+            elif action == cls.BAN_TURN:
+                turn_rows.append(row)
+            else:
+                forced_rows.append(row)
+                forced_tokens.append(action)
+        return stop_rows, turn_rows, forced_rows, forced_tokens
+
     def _decide(self, st: SequenceState, stop_signal: float) -> int:
         spec = st.spec
         if st.phase is Phase.DONE:
@@ -202,16 +217,8 @@ class BudgetForcer:
             for row, tok in enumerate(last_tokens):
                 self.observe(row, tok)
         signals = self.stop_signals(scores)
-        forced_rows, forced_tokens, ban_stop_rows, ban_turn_rows = [], [], [], []
-        for row, st in enumerate(self.states):
-            action = self._decide(st, signals[row])
-            if action == self.BAN_STOPS:
-                ban_stop_rows.append(row)
-            elif action == self.BAN_TURN:
-                ban_turn_rows.append(row)
-            else:
-                forced_rows.append(row)
-                forced_tokens.append(action)
+        ban_stop_rows, ban_turn_rows, forced_rows, forced_tokens = self.partition(
+            (row, self._decide(st, signals[row])) for row, st in enumerate(self.states))
         neg = float("-inf")
         if ban_stop_rows:
             cols = list(self.vocab.stop_ids) + list(self.vocab.banned_ids)

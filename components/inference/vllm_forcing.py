@@ -173,20 +173,14 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if sampled:
             probs = torch.softmax(sub[sampled].float(), dim=-1)[:, stop].sum(-1).tolist()
             prob_sig = dict(zip(sampled, probs))
-        stop_rows, turn_rows, forced_rows, forced_tokens = [], [], [], []
+        actions = []
         for i, (row, f) in enumerate(zip(rows, forcers)):
             signal = prob_sig[i] if i in prob_sig else float(greedy_sig[i])
-            action = f.forcer._decide(f.state, signal)
+            actions.append((row, f.forcer._decide(f.state, signal)))
             if f.counts is not None and f.state.waits_used != f.waits:  # before the wait's first token is out
                 f.waits = f.state.waits_used
                 f.counts[f.slot] = f.waits
-            if action == BudgetForcer.BAN_STOPS:
-                stop_rows.append(row)
-            elif action == BudgetForcer.BAN_TURN:
-                turn_rows.append(row)
-            else:
-                forced_rows.append(row)
-                forced_tokens.append(action)
+        stop_rows, turn_rows, forced_rows, forced_tokens = BudgetForcer.partition(actions)
         neg = float("-inf")
         dev = logits.device
         if stop_rows:
