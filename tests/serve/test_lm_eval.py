@@ -10,15 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from components.serving.service import S1Service, build_api
+from components.serving.service import S1Service
+from tests.serve.local_server import serving
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm_eval"
 KEY = "lm-eval-key"
@@ -28,21 +27,11 @@ LIMIT = 3
 
 @pytest.fixture(scope="module")
 def url(tiny_engine):
-    import uvicorn
-
-    from components.common.network import free_port
     os.environ["S1FLOW_LMEVAL_KEY"] = KEY
     service = S1Service("", engine_obj=tiny_engine, model_name="tiny", max_batch_size=8, batch_wait_timeout_s=0.05,
                         default_answer_tokens=8, unlimited_thinking_tokens=64, api_key_env="S1FLOW_LMEVAL_KEY")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_api(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(service) as base:
+        yield base
 
 
 def _docs() -> list[dict]:

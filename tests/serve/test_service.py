@@ -5,16 +5,16 @@ surface (n, stop, content parts, reasoning fields, max_completion_tokens,
 include_usage, unsupported fields), auth on every route, back-pressure.
 """
 import json
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
 from components.config import ServeConfig
 from components.serving.launch import check_auth, is_loopback
-from components.serving.service import S1Service, build_api
+from components.serving.service import S1Service
+from tests.serve.local_server import serving
 
 KEY = "svc-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -34,36 +34,17 @@ class PoisonEngine:
         return self.inner.generate_forced(prompts, specs, sampling, **kw)
 
 
-def _serve(service):
-    import uvicorn
-
-    from components.common.network import free_port
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_api(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def make_server(tiny_engine, monkeypatch_module):
     monkeypatch_module.setenv("S1FLOW_SVC_KEY", KEY)
-    started = []
+    with ExitStack() as servers:
 
-    def make(**kw):
-        args = dict(model_name="tiny", max_batch_size=8, batch_wait_timeout_s=0.2, default_answer_tokens=8,
-                    unlimited_thinking_tokens=64, api_key_env="S1FLOW_SVC_KEY")
-        service = S1Service("", engine_obj=PoisonEngine(tiny_engine), **{**args, **kw})
-        server, thread, url = _serve(service)
-        started.append((server, thread))
-        return url
+        def make(**kw):
+            args = dict(model_name="tiny", max_batch_size=8, batch_wait_timeout_s=0.2, default_answer_tokens=8,
+                        unlimited_thinking_tokens=64, api_key_env="S1FLOW_SVC_KEY")
+            return servers.enter_context(serving(S1Service("", engine_obj=PoisonEngine(tiny_engine), **{**args, **kw})))
 
-    yield make
-    for server, thread in started:
-        server.should_exit = True
-        thread.join(timeout=10)
+        yield make
 
 
 @pytest.fixture(scope="module")

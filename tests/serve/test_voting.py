@@ -5,14 +5,13 @@ equivalent answers grouped, as ``components.inference.methods.vote`` does) and, 
 ``choices[i].s1.samples``, every sample.
 """
 import dataclasses
-import threading
-import time
 
 import httpx
 import pytest
 
 from components.inference.methods import vote
-from components.serving.service import S1Service, build_api
+from components.serving.service import S1Service
+from tests.serve.local_server import serving
 
 # sample i uses seed + i; the tiny model's answers are replaced by these per seed
 ANSWERS = {0: "Answer: 3", 1: "Answer: 1/2", 2: "Answer: 0.5", 3: "Answer: \\frac{1}{2}", 4: "Answer: 3"}
@@ -33,21 +32,11 @@ class SeededAnswers:
 
 @pytest.fixture(scope="module")
 def url(tiny_engine):
-    import uvicorn
-
-    from components.common.network import free_port
     service = S1Service("", engine_obj=SeededAnswers(tiny_engine), model_name="tiny", max_batch_size=8,
                         batch_wait_timeout_s=0.05, default_answer_tokens=4, unlimited_thinking_tokens=64,
                         api_key_env="S1FLOW_VOTING_TEST_NO_KEY")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_api(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(service) as base:
+        yield base
 
 
 def post(url, route, **body):

@@ -1,0 +1,27 @@
+"""The OpenAI-compatible app (components/serving/service.py) under uvicorn in a thread, without Ray."""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def serving(service) -> Iterator[str]:
+    """Serve ``service`` on a free loopback port for the block; yields its base URL."""
+    import uvicorn
+
+    from components.common.network import free_port
+    from components.serving.service import build_api
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_api(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
