@@ -68,9 +68,9 @@ def _holder_text(info: dict) -> str:
 
 class ShardStore:
     def __init__(self, root: str | Path, id_key: str = "question_id"):
-        import fsspec
+        from components.common.storage import url_to_fs
         root = str(root)
-        self.fs, path = fsspec.core.url_to_fs(root)
+        self.fs, path = url_to_fs(root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.local = "file" in protocols
         self.root = str(Path(path).resolve()) if self.local else path.rstrip("/")

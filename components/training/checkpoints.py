@@ -78,8 +78,8 @@ class CheckpointSync(TrainerCallback):
     def __init__(self, uri: Optional[str] = None):
         self.uri = uri.rstrip("/") if uri else None
         if self.uri:
-            import fsspec
-            self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+            from components.common.storage import url_to_fs
+            self.fs, self.root = url_to_fs(self.uri)
 
     def _remote(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
