@@ -87,14 +87,8 @@ def _run(phase: str, work: Path, uri: str, tmp: Path) -> list[tuple[int, dict]]:
 
 @pytest.fixture
 def bucket(monkeypatch):
-    import boto3
-
-    from tests.flows.services import moto_s3
-    with moto_s3() as endpoint:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        boto3.client("s3").create_bucket(Bucket="s1flow-ranks")
+    from tests.flows.services import moto_bucket
+    with moto_bucket(monkeypatch, "s1flow-ranks"):
         yield "s3://s1flow-ranks/sft"
 
 

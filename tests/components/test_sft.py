@@ -50,14 +50,8 @@ class _Kill(Exception):
 @pytest.fixture
 def s3_bucket(monkeypatch):
     """A moto S3 server on 127.0.0.1; credentials and endpoint only through the environment."""
-    import boto3
-
-    from tests.flows.services import moto_s3
-    with moto_s3() as endpoint:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        boto3.client("s3").create_bucket(Bucket="s1flow-ckpt")
+    from tests.flows.services import moto_bucket
+    with moto_bucket(monkeypatch, "s1flow-ckpt"):
         yield "s3://s1flow-ckpt/sft"
 
 

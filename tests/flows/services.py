@@ -53,3 +53,16 @@ def moto_s3() -> Iterator[str]:
     with service([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                  f"http://127.0.0.1:{port}/moto-api/", log):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def moto_bucket(monkeypatch, bucket: str) -> Iterator[str]:
+    """A moto S3 server with ``bucket`` created; credentials and endpoint only through the environment.
+    Yields the server's endpoint URL."""
+    import boto3
+    with moto_s3() as endpoint:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield endpoint
