@@ -25,3 +25,13 @@ def serving(service) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class WrappedEngine:
+    """An engine that delegates everything the server reads to ``inner``; subclasses override
+    ``generate_forced`` to script failures or answers."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.tokenizer, self.vocab = inner.name, inner.tokenizer, inner.vocab
+        self.context_length = inner.context_length

@@ -14,19 +14,14 @@ import pytest
 from components.config import ServeConfig
 from components.serving.launch import check_auth, is_loopback
 from components.serving.service import S1Service
-from tests.serve.local_server import serving
+from tests.serve.local_server import WrappedEngine, serving
 
 KEY = "svc-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-class PoisonEngine:
+class PoisonEngine(WrappedEngine):
     """The tiny engine, except that a prompt containing POISON fails inside generate_forced."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name, self.tokenizer, self.vocab = inner.name, inner.tokenizer, inner.vocab
-        self.context_length = inner.context_length
 
     def generate_forced(self, prompts, specs, sampling, **kw):
         if any("POISON" in p for p in prompts):

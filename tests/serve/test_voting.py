@@ -11,19 +11,14 @@ import pytest
 
 from components.inference.methods import vote
 from components.serving.service import S1Service
-from tests.serve.local_server import serving
+from tests.serve.local_server import WrappedEngine, serving
 
 # sample i uses seed + i; the tiny model's answers are replaced by these per seed
 ANSWERS = {0: "Answer: 3", 1: "Answer: 1/2", 2: "Answer: 0.5", 3: "Answer: \\frac{1}{2}", 4: "Answer: 3"}
 
 
-class SeededAnswers:
+class SeededAnswers(WrappedEngine):
     """The tiny engine, with the answer text chosen by the sampling seed."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name, self.tokenizer, self.vocab = inner.name, inner.tokenizer, inner.vocab
-        self.context_length = inner.context_length
 
     def generate_forced(self, prompts, specs, sampling, **kw):
         res = self.inner.generate_forced(prompts, specs, sampling, **kw)
