@@ -59,6 +59,27 @@ def check_wait_strings_rotate_in_order(engine):
     assert r.thinking == "Wait Hmm AlternativelyWait", r.thinking
 
 
+def check_empty_wait_string_suppresses_the_delimiter_and_appends_nothing(engine):
+    """s1's "no string" ablation: each wait only bans the end of thinking for one step (the model's own token)."""
+    v = engine.vocab
+    ps = prompts(engine, 3)
+    for k in (1, 3):
+        res = engine.generate_forced(ps, [BudgetSpec(max_thinking_tokens=200, num_waits=k, wait_strings=("",))] * 3,
+                                     stop_bias(engine, 100.0))
+        own = engine.generate(ps, Sampling(max_new_tokens=k, logit_bias={i: 100.0 for i in v.stop_ids},
+                                           banned_token_ids=v.stop_ids + v.banned_ids))
+        for r, o in zip(res, own):
+            assert r.thinking_tokens == k and r.waits_used == k and not r.hit_budget, (k, r)
+            assert r.token_ids[:k] == o.token_ids, (r.token_ids[:k], o.token_ids)  # what the model picks, unforced
+    spec = BudgetSpec(max_thinking_tokens=200, num_waits=4, wait_strings=("", "Wait"))
+    r = engine.generate_forced(ps[:1], [spec], stop_bias(engine, 100.0))[0]
+    assert r.waits_used == 4 and r.thinking.count("Wait") == 2, r.thinking
+    assert r.thinking_tokens == 2 + 2 * len(v.encode("Wait"))
+    spec = BudgetSpec(max_thinking_tokens=100, min_thinking_tokens=10, wait_strings=("",))
+    r = engine.generate_forced(ps[:1], [spec], stop_bias(engine, 100.0))[0]
+    assert r.thinking_tokens == 10 and r.waits_used == 10, r
+
+
 def check_min_thinking_tokens_extends_with_waits(engine):
     spec = BudgetSpec(max_thinking_tokens=100, min_thinking_tokens=10, wait_strings=("Wait",))
     wait_len = len(engine.vocab.encode("Wait"))

@@ -9,7 +9,10 @@ forces one token:
   and the final-answer prefix, token by token (the model answers now);
 * the model would end thinking (pick ``<|im_start|>``/``<|im_end|>``) before
   ``min_thinking_tokens`` or while waits remain: force the wait string's tokens
-  instead (rotating ``wait_strings``), counted as thinking tokens;
+  instead (rotating ``wait_strings``), counted as thinking tokens; the empty
+  wait string (:data:`NO_WAIT_STRING`, s1's "no string" ablation) only
+  suppresses the delimiter for that step: nothing is appended and the model
+  chooses among the other tokens;
 * the answer reaches ``max_answer_tokens``: force ``<|im_end|>``.
 
 Under sampling, "the model would stop" is decided exactly as the sampler would
@@ -29,6 +32,8 @@ import torch
 
 from components.data.tokenizer import ENDOFTEXT, IM_START
 from components.formatting import ANSWER_START, END
+
+NO_WAIT_STRING = ""  # a wait that suppresses the end of thinking and appends nothing
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,8 @@ class BudgetSpec:
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
             raise ValueError(f"min_thinking_tokens ({self.min_thinking_tokens}) > "
                              f"max_thinking_tokens ({self.max_thinking_tokens})")
-        if not self.wait_strings or any(not w for w in self.wait_strings):
-            raise ValueError("wait_strings must hold at least one non-empty string")
+        if not self.wait_strings:
+            raise ValueError("wait_strings must hold at least one string ('' = suppress the delimiter only)")
         if self.max_answer_tokens <= 0:
             raise ValueError("max_answer_tokens must be > 0")
 
@@ -195,6 +200,8 @@ class BudgetForcer:
                 if st.thinking_tokens < spec.min_thinking_tokens or st.waits_used < spec.num_waits:
                     wait = st.wait_ids[st.waits_used % len(st.wait_ids)]
                     st.waits_used += 1
+                    if not wait:  # the empty wait string: no end of thinking here, nothing appended
+                        return self.BAN_STOPS
                     st.queue = deque(wait)
                     return st.queue.popleft()
                 return self._end_thinking(st, forced=False)

@@ -25,6 +25,7 @@ import uuid
 from typing import Callable, Optional, Sequence
 
 from components.inference.budget_forcing import (
+    NO_WAIT_STRING,
     BudgetSpec,
     ForcedResult,
     ForcingVocab,
@@ -55,7 +56,7 @@ def replay_state(spec: BudgetSpec, vocab: ForcingVocab, token_ids: Sequence[int]
     i = 0
     while i < n_think:  # forced spans inside thinking are whole wait strings, in rotation order
         wait = st.wait_ids[st.waits_used % len(st.wait_ids)]
-        if forced[i] and tuple(token_ids[i:i + len(wait)]) == wait:
+        if wait and forced[i] and tuple(token_ids[i:i + len(wait)]) == wait:  # '' leaves no forced token
             st.waits_used += 1
             i += len(wait)
         else:
@@ -134,6 +135,9 @@ class _VLLMRequests:
             raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
         specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
                  for s in specs]
+        if self.slots is None and any(NO_WAIT_STRING in s.wait_strings for s in specs):
+            raise ValueError("wait_strings: the empty wait string forces no token, so S1FLOW_VLLM_WAITS=logprobs "
+                             "cannot count its waits; use the shared-memory counters (S1FLOW_VLLM_WAITS=shm)")
         params = []
         for i, spec in enumerate(specs):
             seed = sampling.seed + i

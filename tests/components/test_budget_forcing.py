@@ -19,3 +19,8 @@ def test_hf_engine(tiny_engine, name):
 def test_bad_specs_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BudgetSpec(**kwargs)
+
+
+def test_the_empty_wait_string_is_a_valid_spec_and_whitespace_is_kept():
+    assert BudgetSpec(wait_strings=("",)).wait_strings == ("",)
+    assert BudgetSpec(wait_strings=("", " Hmm")).wait_strings == ("", " Hmm")
