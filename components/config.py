@@ -246,7 +246,7 @@ class SFTConfig(Section):
 
 
 MethodName = Literal["budget_forcing", "wait_extension", "token_conditional", "step_conditional", "class_conditional",
-                     "rejection_sampling", "majority_voting"]
+                     "rejection_sampling", "majority_voting", "rebase"]
 
 
 class HeldoutConfig(Section):
@@ -302,6 +302,24 @@ class EvaluateConfig(Section):
     class_threshold: int = Field(96, gt=0, description="budgets up to this get the 'think briefly' prompt")
     voting_samples: list[int] = Field(default_factory=lambda: [1, 2, 4], description="N for majority voting")
     wait_counts: list[int] = Field(default_factory=lambda: [0, 1, 2, 4], description="num_waits for wait_extension")
+    rebase_widths: list[int] = Field(default_factory=lambda: [2, 4, 8], description="REBASE's compute levels: "
+                                     "finished leaves per question (its sweep values)")
+    rebase_temperature: float = Field(0.2, gt=0, description="REBASE: softmax temperature over the process rewards")
+    rebase_reward: str = Field("programmatic", min_length=1, description="REBASE's process reward: programmatic "
+                               "(the procedural world's line checker) or a Hugging Face process reward model by name")
+    rebase_vote: Literal["majority", "weighted"] = Field("weighted", description="REBASE's final vote over its leaves")
+    rebase_step_tokens: int = Field(64, gt=0, description="REBASE: most tokens per step (one line of thinking)")
+    compute_matched: list[MethodName] = Field(default_factory=list, description="sequential vs parallel at equal "
+                                              "compute (s1 Fig. 7): methods compared by average thinking tokens per "
+                                              "question, parallel samples and REBASE's expanded nodes summed; [] = off")
+    wait_string_ablation: list[str] = Field(default_factory=list, description="wait strings compared when "
+                                            "extrapolating ('' = none: the delimiter suppressed, nothing appended); "
+                                            "[] = off")
+    ablation_num_waits: int = Field(2, gt=0, description="forced waits per question in the wait-string ablation")
+    num_waits_ablation: list[int] = Field(default_factory=list, description="numbers of forced waits compared "
+                                          "(extrapolation, s1 Table 4); [] = off")
+    ablation_limit: Optional[int] = Field(None, gt=0, description="the compute-matched comparison and the ablations "
+                                          "run on the headline task's first N questions (None: all)")
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> "EvaluateConfig":
@@ -314,8 +332,22 @@ class EvaluateConfig(Section):
                 f"min_thinking_tokens: ({self.min_thinking_tokens}) > smallest budget ({min(self.budgets)}); "
                 "lower it or raise the budgets"
             )
-        if not self.wait_strings or any(not s.strip() for s in self.wait_strings):
-            raise ValueError("wait_strings: must be non-empty strings")
+        if not self.wait_strings:
+            raise ValueError("wait_strings: list at least one wait string ('' = none: nothing appended)")
+        for key in ("wait_strings", "wait_string_ablation"):
+            blank = [w for w in getattr(self, key) if w and not w.strip()]
+            if blank:
+                raise ValueError(f"{key}: whitespace-only wait strings {blank!r} are not allowed; write '' for none "
+                                 "(the end-of-thinking delimiter suppressed, nothing appended)")
+        if len(set(self.wait_string_ablation)) != len(self.wait_string_ablation):
+            raise ValueError("wait_string_ablation: list each wait string once")
+        if len(set(self.compute_matched)) != len(self.compute_matched):
+            raise ValueError("compute_matched: list each method once")
+        for key in ("rebase_widths", "voting_samples"):
+            if not getattr(self, key) or any(v <= 0 for v in getattr(self, key)):
+                raise ValueError(f"{key}: list positive integers, got {getattr(self, key)}")
+        if any(v < 0 for v in self.num_waits_ablation):
+            raise ValueError(f"num_waits_ablation: numbers of waits are >= 0, got {self.num_waits_ablation}")
         if not self.tasks:
             raise ValueError("tasks: list at least one task (e.g. heldout)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

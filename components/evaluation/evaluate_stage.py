@@ -65,10 +65,16 @@ def eval_questions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, list[Que
 
 def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfig, serve: ServeConfig,
                    paths: Paths, launch_endpoint: Optional[EndpointLauncher] = None) -> dict:
-    """Sweep thinking budgets on every task in evaluate.tasks (the first is the headline) and plot scaling."""
+    """Sweep thinking budgets on every task in evaluate.tasks (the first is the headline) and plot scaling.
+
+    On the headline task also the compute-matched comparison (``evaluate.compute_matched``; plotted to
+    ``compute_matched.png``) and the extrapolation ablations (``wait_string_ablation``, ``num_waits_ablation``),
+    in process (after the Serve sweep with ``via: serve``)."""
     from components.common.threads import use_threads
     from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
+    from components.evaluation.plot import plot_compute_matched
     from components.evaluation.provenance import engine_version, provenance
+    from components.evaluation.sweep import evaluation_extras, has_extras
     from components.inference.build import engine_for
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
@@ -76,7 +82,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     per_task, all_samples = {}, []
     base = engine_for(engine, model.dtype, base_model_ref(model, paths))
     sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
-    for name, questions in eval_questions(evaluate, paths).items():
+    for i, (name, questions) in enumerate(eval_questions(evaluate, paths).items()):
         base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
         if evaluate.via == "serve":
             from components.evaluation.served import evaluate_via_serve
@@ -87,8 +93,13 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
                     evaluate, serve, url, questions, paths.runs / f"serve_samples_{name}.jsonl", digest,
                     engine=f"{engine.backend} {engine_version(engine.backend)}",
                     thinking_cap=engine.unlimited_thinking_tokens)
-        else:
-            report, gens = evaluate_sweep(sft, questions, evaluate)
+            if i == 0 and has_extras(evaluate):  # the comparison and ablations run in process, after Serve
+                sft = engine_for(engine, model.dtype, str(paths.sft_model))
+                more, gens = evaluation_extras(sft, questions, evaluate)
+                report.update(more)
+                samples += [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
+        else:  # the compute-matched comparison and the ablations: headline task only
+            report, gens = evaluate_sweep(sft, questions, evaluate, extras=i == 0)
             samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
         report.update(base_accuracy=base_acc, questions=len(questions))
         per_task[name] = report
@@ -103,4 +114,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
         {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
          "accuracy": p["accuracy"]} for p in report["points"]])
     plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")
+    if "compute_matched" in report:
+        plot_compute_matched(report["compute_matched"], paths.plot("compute_matched.png"),
+                             title=f"Sequential vs parallel scaling on {report['task']}")
     return report

@@ -16,7 +16,7 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
         pts = res["points"]
         ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], "o-",
                 label=f"SFT + {method.replace('_', ' ')}")
-        prefix = "N=" if method in PARALLEL_METHODS else "W=" if method == "wait_extension" else "B="
+        prefix = VALUE_LABEL.get(method, "B=")
         for p in pts:
             ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
                         textcoords="offset points", xytext=(4, -12), fontsize=7)
@@ -25,6 +25,39 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
     if report.get("base_accuracy") is not None:
         ax.axhline(100 * report["base_accuracy"], ls="--", color="gray", label="base model (no thinking)")
     ax.set_xlabel("average thinking tokens")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+VALUE_LABEL = {"majority_voting": "N=", "rebase": "w=", "wait_extension": "W="}
+
+
+def plot_compute_matched(result: dict, path: str | Path,
+                         title: str = "Sequential vs parallel scaling on the held-out set") -> None:
+    """s1's Fig. 7: accuracy vs average thinking tokens per question (parallel samples and REBASE's expanded
+    nodes summed), one line per method of the compute-matched comparison."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, res in result["methods"].items():
+        pts = sorted(res["points"], key=lambda p: p["avg_thinking_tokens"])
+        kind = "parallel" if method in PARALLEL_METHODS else "sequential"
+        ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts],
+                "o--" if kind == "parallel" else "o-", label=f"{method.replace('_', ' ')} ({kind})")
+        prefix = VALUE_LABEL.get(method, "B=")
+        for p in pts:
+            ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
+                        textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set_xlabel("average thinking tokens per question (parallel: summed)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title)

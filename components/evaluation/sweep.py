@@ -6,7 +6,9 @@ default: ``max_thinking_tokens=budget``), plus one run capped only by
 Answers are graded by the question's kind (math-verify, or the final option
 letter). The base model answers in its own chat format as the reference.
 Produces per-sample records, per-budget points, Control/Scaling/Performance
-and the scaling-curve PNG.
+and the scaling-curve PNG; optionally (config lists, empty = off) the
+compute-matched comparison of sequential and parallel methods (s1 Fig. 7) and
+the extrapolation ablations (wait strings, number of waits; s1 Table 4).
 
     report = evaluate_sweep(engine, questions, cfg.evaluate)
 """
@@ -70,8 +72,87 @@ def base_model_accuracy(engine, questions: list[Question], max_new_tokens: int) 
     return sum(solved) / len(solved)
 
 
-def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
-    """The main method's sweep (top-level keys) plus every method in ``compare_methods``."""
+def _ablation_row(gens: list[Generation]) -> dict:
+    n = len(gens)
+    return {"accuracy": sum(g.correct for g in gens) / n,
+            "avg_thinking_tokens": sum(g.thinking_tokens for g in gens) / n,
+            "avg_waits_used": sum(g.waits_used for g in gens) / n, "questions": n}
+
+
+def wait_label(s: str) -> str:
+    """How a wait string is shown in tables: ``''`` is s1's "no string" (the delimiter suppressed only)."""
+    return "(none)" if s == "" else s
+
+
+def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    """s1's extrapolation ablations, each a ``wait_extension`` run (no maximum; end of thinking suppressed
+    ``num_waits`` times): the wait strings of ``wait_string_ablation`` at ``ablation_num_waits`` waits, after a
+    no-extrapolation row (0 waits); and the numbers of waits of ``num_waits_ablation`` with ``wait_strings``."""
+    runs: dict[tuple[tuple[str, ...], int], list[Generation]] = {}
+
+    def run(strings: tuple[str, ...], k: int) -> list[Generation]:
+        key = (strings, 0 if k == 0 else k)
+        if k == 0:  # no wait is forced: the strings do not matter
+            key = ((), 0)
+        if key not in runs:
+            sub = cfg.model_copy(update={"wait_strings": list(strings) or list(cfg.wait_strings)})
+            gens = run_point(engine, questions, sub, "wait_extension", k)
+            tag = "+".join(wait_label(w) for w in strings) if k else "none"
+            runs[key] = [g.model_copy(update={"method": f"wait_extension[{tag}]"}) for g in gens]
+        return runs[key]
+
+    out: dict = {}
+    if cfg.wait_string_ablation:
+        rows = [{"wait_string": None, "label": "no extrapolation", "num_waits": 0, **_ablation_row(run((), 0))}]
+        for w in cfg.wait_string_ablation:
+            rows.append({"wait_string": w, "label": f"{cfg.ablation_num_waits}x {wait_label(w)}",
+                         "num_waits": cfg.ablation_num_waits, **_ablation_row(run((w,), cfg.ablation_num_waits))})
+        out["wait_strings"] = rows
+    if cfg.num_waits_ablation:
+        strings = tuple(cfg.wait_strings)
+        out["num_waits"] = [{"num_waits": k, "wait_strings": list(strings), **_ablation_row(run(strings, k))}
+                            for k in sorted(set(cfg.num_waits_ablation))]
+    return out, [g for gens in runs.values() for g in gens]
+
+
+def matched_table(per_method: dict[str, dict], reference: str) -> list[dict]:
+    """At each compute level of ``reference`` (its points' average thinking tokens per question), every method's
+    best accuracy among its points that spend no more; None where a method never spends that little."""
+    rows = []
+    for level in sorted(p["avg_thinking_tokens"] for p in per_method[reference]["points"]):
+        row: dict = {"thinking_tokens": level, "accuracy": {}, "at": {}}
+        for m, res in per_method.items():
+            fit = [p for p in res["points"] if p["avg_thinking_tokens"] <= level + 1e-9]
+            best = max(fit, key=lambda p: (p["accuracy"], -p["avg_thinking_tokens"]), default=None)
+            row["accuracy"][m] = None if best is None else best["accuracy"]
+            row["at"][m] = None if best is None else {"value": best["budget"],
+                                                      "avg_thinking_tokens": best["avg_thinking_tokens"]}
+        rows.append(row)
+    return rows
+
+
+def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
+                    done: Optional[dict[str, dict]] = None) -> tuple[dict, list[Generation]]:
+    """Sequential vs parallel scaling at equal compute (s1 Fig. 7): every method in ``compute_matched`` swept over
+    its values on ``questions``, on one axis (average thinking tokens per question, parallel samples and REBASE's
+    expanded nodes summed), and the matched table at the first method's compute levels. ``done``: sweeps already
+    run on the same questions (reused, not rerun)."""
+    per_method, gens_all = {}, []
+    for m in cfg.compute_matched:
+        if done and m in done:
+            per_method[m] = done[m]
+            continue
+        per_method[m], gens = sweep(engine, questions, cfg, m)
+        gens_all += gens
+    reference = cfg.compute_matched[0]
+    return {"questions": len(questions), "reference": reference, "methods": per_method,
+            "table": matched_table(per_method, reference)}, gens_all
+
+
+def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
+                   extras: bool = True) -> tuple[dict, list[Generation]]:
+    """The main method's sweep (top-level keys) plus every method in ``compare_methods``; with ``extras``, the
+    compute-matched comparison and the extrapolation ablations (on the first ``ablation_limit`` questions)."""
     methods = [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
     per_method, all_gens = {}, []
     for m in methods:
@@ -86,4 +167,29 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
         "accuracy_by_budget": {str(p["budget"]): p["accuracy"] for p in main["points"]},
         "questions": len(questions),
     }
+    if extras:
+        more, gens = evaluation_extras(engine, questions, cfg, per_method)
+        report.update(more)
+        all_gens += gens
     return report, all_gens
+
+
+def has_extras(cfg: EvaluateConfig) -> bool:
+    return bool(cfg.compute_matched or cfg.wait_string_ablation or cfg.num_waits_ablation)
+
+
+def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig,
+                      done: Optional[dict[str, dict]] = None) -> tuple[dict, list[Generation]]:
+    """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
+    questions; ``done``: sweeps already run on all of ``questions``, reused when the subset is all of them."""
+    subset = questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
+    reuse = done if len(subset) == len(questions) else None
+    out, gens_all = {}, []
+    if cfg.compute_matched:
+        out["compute_matched"], gens = compute_matched(engine, subset, cfg, reuse)
+        gens_all += gens
+    if cfg.wait_string_ablation or cfg.num_waits_ablation:
+        ablations, gens = extrapolation_ablations(engine, subset, cfg)
+        out["ablations"] = {"questions": len(subset), **ablations}
+        gens_all += gens
+    return out, gens_all

@@ -6,7 +6,11 @@ in the prompt), ``step_conditional`` (budget in steps of ~``step_tokens``),
 ``class_conditional`` (think short / long), ``rejection_sampling`` (sample until
 the thinking fits the budget, at most ``rejection_max_tries``). Parallel:
 ``majority_voting`` over N samples (its sweep value is N) with answers
-normalised and grouped by math-verify equivalence.
+normalised and grouped by math-verify equivalence; ``rebase``, reward-balanced
+tree search over lines of thinking (its sweep value is the width: leaves per
+question; ``evaluate.rebase_*``), its thinking tokens every expanded node's.
+Parallel methods report thinking tokens summed over their samples / nodes, so
+every method sits on one compute axis (s1's Fig. 7).
 
     results = run_method("budget_forcing", engine, questions, budget=64, cfg=cfg.evaluate)
 """
@@ -20,6 +24,7 @@ from components.config import EvaluateConfig
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
 from components.inference.engine import Sampling
+from components.inference.rebase import RebaseSpec, build_reward, rebase
 
 
 def budget_spec(cfg: EvaluateConfig, max_tokens: Optional[int]) -> BudgetSpec:
@@ -134,6 +139,26 @@ def majority_voting(engine, questions, n_samples, cfg, progress=None):
     return out
 
 
+_REWARDS: dict[str, object] = {}  # process rewards by name (a model-based one loads once per process)
+
+
+def rebase_spec(cfg: EvaluateConfig, width: int, max_thinking_tokens: int) -> RebaseSpec:
+    return RebaseSpec(width=width, temperature=cfg.rebase_temperature, sample_temperature=cfg.sample_temperature,
+                      top_p=cfg.top_p, max_step_tokens=cfg.rebase_step_tokens, max_thinking_tokens=max_thinking_tokens,
+                      max_answer_tokens=cfg.max_answer_tokens, vote=cfg.rebase_vote, seed=cfg.seed)
+
+
+def rebase_search(engine, questions, width, cfg, progress=None):
+    """REBASE with ``width`` leaves per question; each branch thinks at most the engine's unlimited cap."""
+    if cfg.rebase_reward not in _REWARDS:
+        _REWARDS[cfg.rebase_reward] = build_reward(cfg.rebase_reward)
+    cap = getattr(engine, "unlimited", None) or max(cfg.budgets)
+    out = rebase(engine, questions, rebase_spec(cfg, width, cap), _REWARDS[cfg.rebase_reward])
+    if progress:
+        progress(len(questions))
+    return out
+
+
 METHODS: dict[str, Callable[..., list[ForcedResult]]] = {
     "budget_forcing": budget_forcing,
     "wait_extension": wait_extension,
@@ -142,15 +167,18 @@ METHODS: dict[str, Callable[..., list[ForcedResult]]] = {
     "class_conditional": class_conditional,
     "rejection_sampling": rejection_sampling,
     "majority_voting": majority_voting,
+    "rebase": rebase_search,
 }
-PARALLEL_METHODS = {"majority_voting"}
+PARALLEL_METHODS = {"majority_voting", "rebase"}
 UNBOUNDED_METHODS = PARALLEL_METHODS | {"wait_extension"}  # sweep values are not token budgets
 
 
 def sweep_values(method: str, cfg: EvaluateConfig) -> list[int]:
-    """What a sweep varies: samples (voting), forced waits (wait_extension), thinking budgets otherwise."""
+    """What a sweep varies: samples (voting), leaves (REBASE), forced waits (wait_extension), budgets otherwise."""
+    if method == "rebase":
+        return sorted(cfg.rebase_widths)
     if method in PARALLEL_METHODS:
-        return list(cfg.voting_samples)
+        return sorted(cfg.voting_samples)
     if method == "wait_extension":
         return sorted(cfg.wait_counts)
     return sorted(cfg.budgets)

@@ -7,7 +7,8 @@ minus the leaves already finished) is split over the frontier in proportion to
 is finished when the model closes its thinking (or reaches ``max_thinking_tokens``).
 The answer is a vote over the finished leaves: ``majority`` or ``weighted`` (by
 reward). Compute is counted as in s1's Fig. 7: every thinking token generated
-for the question, over all branches.
+for the question, over all branches, pruned ones included (the token closing
+thinking is the delimiter and, as in budget forcing, not a thinking token).
 
 Rewards: ``programmatic`` checks each line against the procedural world's
 worked solution (``components.data.problems``; a wrong line followed by "Wait,
@@ -148,8 +149,8 @@ def _vote(answers: Sequence[str], weights: Sequence[float]) -> str:
 def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessReward) -> list[ForcedResult]:
     """Tree search per question (all questions' expansions batched per round)."""
     tok = engine.tokenizer
-    think_end = tok.convert_tokens_to_ids("<|im_start|>")
-    stops = _newline_ids(tok) + (think_end, tok.convert_tokens_to_ids("<|im_end|>"))
+    think_end, im_end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    stops = _newline_ids(tok) + (think_end, im_end)
     prompts = [thinking_prompt(tok, q) for q in questions]
     frontier: list[list[Node]] = [[Node()] for _ in questions]
     finished: list[list[Node]] = [[] for _ in questions]
@@ -169,10 +170,13 @@ def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessRe
         outs = engine.generate(texts, sampling)
         new_frontier: list[list[Node]] = [[] for _ in questions]
         for (qi, node), out in zip(jobs, outs):
-            spent[qi] += out.completion_tokens
+            # Every expanded node's tokens count, pruned branches included; the token that closes thinking is
+            # the delimiter, which budget forcing does not count as thinking either.
+            closed = bool(out.token_ids) and out.token_ids[-1] in (think_end, im_end)
+            thought = out.completion_tokens - closed
+            spent[qi] += thought
             line = out.text.split("\n")[0].replace("<|im_start|>", "").strip()
-            child = Node(steps=node.steps + ([line] if line else []), tokens=node.tokens + out.completion_tokens)
-            closed = bool(out.token_ids) and out.token_ids[-1] == think_end
+            child = Node(steps=node.steps + ([line] if line else []), tokens=node.tokens + thought)
             child.done = closed or child.tokens >= spec.max_thinking_tokens or (not line and not closed)
             child.reward = reward.score(questions[qi], child.steps)
             (finished[qi] if child.done else new_frontier[qi]).append(child)

@@ -11,7 +11,7 @@ QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 =
 
 def cfg(**kw):
     base = dict(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 3], wait_counts=[0, 2],
-                rejection_max_tries=3, step_tokens=4, class_threshold=4)
+                rejection_max_tries=3, step_tokens=4, class_threshold=4, rebase_widths=[1, 2], rebase_step_tokens=6)
     return EvaluateConfig(**{**base, **kw})
 
 
@@ -26,6 +26,8 @@ def test_every_method_runs_by_name(tiny_engine, name):
         assert r.tries >= 1 and r.answer_tokens <= c.max_answer_tokens + 8  # prefix + answer, never unbounded
         if name in ("budget_forcing", "rejection_sampling"):
             assert r.thinking_tokens <= value or (name == "rejection_sampling" and r.tries == c.rejection_max_tries)
+        elif name == "rebase":  # every expanded node counts: at most one step per node per round, `width` a round
+            assert 0 < r.thinking_tokens <= value * (cap + c.rebase_step_tokens) * cap
         else:  # each sample thinks at most up to the cap; voting reports the samples' sum
             assert r.thinking_tokens <= cap * r.tries
     if name == "budget_forcing":  # an untrained model never ends thinking by itself: the budget ends it

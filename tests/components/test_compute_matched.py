@@ -1,0 +1,107 @@
+"""REBASE as an evaluation method, the compute-matched comparison (s1 Fig. 7) and the extrapolation ablations."""
+import pytest
+
+from components.config import ConfigError, EvaluateConfig, load_config
+from components.evaluation.sweep import evaluate_sweep, matched_table
+from components.inference.engine import Completion
+from components.inference.methods import run_method, sweep_values
+from components.inference.rebase import RebaseSpec, build_reward, rebase
+from components.records import Question
+
+QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 = 7. What is x?"]
+
+
+class ScriptedTree:
+    """An engine whose every step is scripted: two 4-token lines, then it closes thinking (1 token, the
+    delimiter). It counts every token it generates for thinking, to check REBASE's compute accounting."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.think_end = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        self.newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+        self.step_tokens = self.closings = self.answer_calls = 0
+
+    def generate(self, prompts, sampling):
+        out = []
+        for p in prompts:
+            if p.endswith("answer\n"):  # the answer after the delimiter
+                self.answer_calls += 1
+                out.append(Completion([5, 6], "Answer: 46", len(p), 2, "stop"))
+                continue
+            depth = p.split("think\n", 1)[1].count("\n")
+            if depth < 2:
+                self.step_tokens += 4
+                out.append(Completion([7, 8, 9, self.newline], f"line {depth}\n", len(p), 4, "stop"))
+            else:
+                self.closings += 1
+                out.append(Completion([self.think_end], "", len(p), 1, "stop"))
+        return out
+
+
+@pytest.mark.parametrize("width", [1, 3, 4])
+def test_rebase_counts_every_expanded_nodes_tokens(tiny_engine, width):
+    engine = ScriptedTree(tiny_engine.tokenizer)
+    out = rebase(engine, QS[:2], RebaseSpec(width=width, max_thinking_tokens=100), build_reward("programmatic"))
+    # Two rounds of `width` 4-token expansions per question, then `width` closings (the delimiter is not thinking).
+    assert [r.thinking_tokens for r in out] == [8 * width] * 2
+    assert sum(r.thinking_tokens for r in out) == engine.step_tokens
+    assert engine.closings == 2 * width and engine.answer_calls == 2 * width
+    assert all(r.tries == width and r.answer == "Answer: 46" for r in out)
+
+
+def test_matched_table_takes_each_methods_best_within_the_reference_compute():
+    per = {"budget_forcing": {"points": [{"budget": 32, "avg_thinking_tokens": 30.0, "accuracy": 0.2},
+                                         {"budget": 64, "avg_thinking_tokens": 60.0, "accuracy": 0.5}]},
+           "majority_voting": {"points": [{"budget": 1, "avg_thinking_tokens": 40.0, "accuracy": 0.3},
+                                          {"budget": 2, "avg_thinking_tokens": 80.0, "accuracy": 0.4}]}}
+    rows = matched_table(per, "budget_forcing")
+    assert [r["thinking_tokens"] for r in rows] == [30.0, 60.0]
+    assert rows[0]["accuracy"] == {"budget_forcing": 0.2, "majority_voting": None}
+    assert rows[1]["accuracy"] == {"budget_forcing": 0.5, "majority_voting": 0.3}
+    assert rows[1]["at"]["majority_voting"] == {"value": 1, "avg_thinking_tokens": 40.0}
+
+
+def small_cfg(**kw):
+    base = dict(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
+                rebase_step_tokens=6, wait_counts=[0, 1])
+    return EvaluateConfig(**{**base, **kw})
+
+
+def test_rebase_runs_by_name_with_the_configured_widths(tiny_engine):
+    c = small_cfg()
+    assert sweep_values("rebase", c) == [1, 2]
+    res = run_method("rebase", tiny_engine, QS, 2, c)
+    assert len(res) == 3 and all(r.tries == 2 and r.thinking_tokens > 0 for r in res)
+
+
+def test_extras_land_in_the_report(tiny_engine):
+    qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
+    c = small_cfg(compute_matched=["budget_forcing", "majority_voting", "rebase"],
+                  wait_string_ablation=["Wait", "Hmm", ""], ablation_num_waits=2, num_waits_ablation=[0, 2],
+                  ablation_limit=2)
+    report, gens = evaluate_sweep(tiny_engine, qs, c)
+    cm = report["compute_matched"]
+    assert cm["questions"] == 2 and cm["reference"] == "budget_forcing"
+    assert list(cm["methods"]) == ["budget_forcing", "majority_voting", "rebase"]
+    assert [p["budget"] for p in cm["methods"]["rebase"]["points"]] == [1, 2]
+    bf = cm["methods"]["budget_forcing"]["points"]
+    assert [p["avg_thinking_tokens"] for p in bf] == [4.0, 8.0]  # the untrained model never stops: budgets bind
+    assert [r["thinking_tokens"] for r in cm["table"]] == [4.0, 8.0]
+    ab = report["ablations"]
+    assert ab["questions"] == 2
+    assert [r["label"] for r in ab["wait_strings"]] == ["no extrapolation", "2x Wait", "2x Hmm", "2x (none)"]
+    assert [r["num_waits"] for r in ab["num_waits"]] == [0, 2]
+    assert ab["num_waits"][0]["accuracy"] == ab["wait_strings"][0]["accuracy"]  # the same 0-wait run, reused
+    assert all(r["avg_waits_used"] <= r["num_waits"] for r in ab["wait_strings"] + ab["num_waits"])
+    methods = {g.method for g in gens}
+    assert {"wait_extension[none]", "wait_extension[Hmm]", "wait_extension[(none)]", "rebase"} <= methods
+
+
+def test_wait_strings_accept_the_empty_string_and_refuse_blank_ones(tmp_path):
+    assert EvaluateConfig(wait_strings=[""]).wait_strings == [""]
+    assert EvaluateConfig(wait_string_ablation=["Wait", ""]).wait_string_ablation == ["Wait", ""]
+    for key in ("wait_strings", "wait_string_ablation"):
+        p = tmp_path / "params.yaml"
+        p.write_text(f"profile: tiny\ntiny:\n  evaluate:\n    {key}: ['  ']\n")
+        with pytest.raises(ConfigError, match=f"evaluate.{key}"):
+            load_config(str(p), None, [])
