@@ -79,6 +79,12 @@ class PoolSource(Section):
     limit: Optional[int] = Field(None, gt=0)
     max_year: Optional[int] = Field(None, description="keep only rows whose year_field is <= this (s1: AIME <= 2022)")
     year_field: str = Field("Year", description="row field holding the year, for max_year")
+    # procedural sources only: a mix modelled on a real pool's sources (see params.yaml, tiny)
+    size: Optional[int] = Field(None, gt=0, description="procedural: questions this source generates (else pool.size)")
+    min_difficulty: Optional[int] = Field(None, ge=1, description="procedural: else pool.min_difficulty")
+    max_difficulty: Optional[int] = Field(None, ge=1, description="procedural: else pool.max_difficulty")
+    domain_weights: dict[str, float] = Field(default_factory=dict, description="procedural: relative share per "
+                                             "domain (else uniform over pool.domains)")
 
     @model_validator(mode="after")
     def _located(self) -> "PoolSource":
@@ -86,6 +92,15 @@ class PoolSource(Section):
             raise ValueError(f"path: a {self.kind} source needs path (a file or a directory of *.{self.kind})")
         if self.kind == "hf" and not self.name:
             raise ValueError("name: an hf source needs the dataset id, e.g. AI-MO/NuminaMath-CoT")
+        procedural_only = [k for k in ("size", "min_difficulty", "max_difficulty", "domain_weights")
+                           if self.kind != "procedural" and getattr(self, k)]
+        if procedural_only:
+            raise ValueError(f"{procedural_only[0]}: only procedural sources take it (use limit for a {self.kind} source)")
+        if self.min_difficulty and self.max_difficulty and self.min_difficulty > self.max_difficulty:
+            raise ValueError(f"min_difficulty: ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
+        if any(w < 0 for w in self.domain_weights.values()) or (self.domain_weights
+                                                                 and not sum(self.domain_weights.values())):
+            raise ValueError(f"domain_weights: must be non-negative with a positive sum, got {self.domain_weights}")
         return self
 
 
@@ -105,6 +120,14 @@ class PoolConfig(Section):
             raise ValueError(f"min_difficulty: ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
         if not self.sources:
             raise ValueError("sources: list at least one source (e.g. - kind: procedural)")
+        for src in self.sources:
+            unknown = sorted(set(src.domain_weights) - set(self.domains))
+            if unknown:
+                raise ValueError(f"domain_weights: domain(s) {unknown} of source {src.name or src.kind!r} are not in "
+                                 f"pool.domains {self.domains}")
+        names = [s.name or s.kind for s in self.sources if s.kind == "procedural"]
+        if len(names) != len(set(names)):
+            raise ValueError(f"sources: procedural sources need distinct names (ids are built from them), got {names}")
         return self
 
 
@@ -234,8 +257,14 @@ class SFTConfig(Section):
                              f"({self.world_size})")
         if self.sequence_parallel_size > 1 and self.deepspeed == "never":
             raise ValueError("sequence_parallel_size: Ulysses needs DeepSpeed; set deepspeed to auto or always")
-        if self.packing and self.attn_implementation == "flash_attention_2" and self.sequence_parallel_size > 1:
-            raise ValueError("packing: not combined with Ulysses sequence parallelism here; turn one off")
+        if self.sequence_parallel_size > 1 and self.attn_implementation not in ("sdpa", "flash_attention_2"):
+            raise ValueError(f"attn_implementation: {self.attn_implementation!r} does not run under DeepSpeed Ulysses "
+                             "(sequence_parallel_size > 1; DeepSpeed refuses eager: it needs a 4D mask); "
+                             "use sdpa or flash_attention_2")
+        if self.sequence_parallel_size > 1 and self.packing and self.attn_implementation != "flash_attention_2":
+            raise ValueError("attn_implementation: packing under DeepSpeed Ulysses needs flash_attention_2 (Ulysses "
+                             "drops the block-diagonal mask sdpa would use, so packed examples would attend to each "
+                             "other); set attn_implementation: flash_attention_2 or packing: false")
         if self.global_batch_size % self.samples_per_step(self.world_size):
             raise ValueError(
                 f"global_batch_size: ({self.global_batch_size}) must be a multiple of per_device_batch_size * "

@@ -2,12 +2,26 @@
 
 Examples are packed first-fit-decreasing into rows of at most ``block_size``
 tokens (deterministic; an example is never split). Each row carries its
-examples' lengths; the collator builds ``position_ids`` that restart at 0 for
-every example and, for ``sdpa``/``eager`` attention, a block-diagonal causal 4D
-mask, so a token attends only to earlier tokens of its own example: the loss of
-a packed row equals the sum of its examples' losses computed one by one (tested).
-With ``flash_attention_2`` the restarting ``position_ids`` alone delimit the
-examples (varlen kernels), and no O(L^2) mask is built.
+examples' lengths, and the collator keeps every example to itself, on each path:
+
+* ``sdpa``/``eager``: ``position_ids`` restarting at 0 for every example and a
+  block-diagonal causal 4D mask, so a token attends only to earlier tokens of its
+  own example.
+* ``flash_attention_2``: the micro-batch is flattened into ONE row
+  (``DataCollatorWithFlattening``-style, any ``per_device_batch_size``) with
+  ``position_ids`` restarting per example, plus ``cu_seq_lens_q/k`` and
+  ``max_length_q/k`` for the varlen kernel. transformers 5.19 recognises packed
+  rows from ``position_ids`` only when the batch size is 1
+  (``modeling_flash_attention_utils._is_packed_sequence``): a [16, block] batch of
+  packed rows would silently attend across examples; a [1, 16*block] row never does.
+* Under DeepSpeed Ulysses (``pad_to_multiple_of`` = the SP degree) the flattened row is
+  padded to a multiple of it, and only ``position_ids`` delimit the examples (Ulysses
+  drops any mask and shards every [batch, seq] tensor; the FA2 kernel rebuilds the
+  boundaries from the gathered ``position_ids``).
+
+The first label of every example is ignored, so no token is ever trained to predict
+the next example's first token: the loss of a packed batch equals the examples'
+losses one by one (tested for sdpa, eager and a flash-style varlen kernel on CPU).
 
     rows = pack(examples, block_size=512); batch = PackedCollator(pad_id)(rows[:8])
 """
@@ -62,26 +76,67 @@ def block_causal_mask(lengths: list[int], width: int, dtype: torch.dtype) -> tor
     return torch.zeros(width, width, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _positions(lengths: list[int], width: int) -> torch.Tensor:
+    """0..n-1 for every example, then 0..k-1 for the trailing padding (its own segment)."""
+    parts = [torch.arange(n) for n in lengths]
+    if width > sum(lengths):
+        parts.append(torch.arange(width - sum(lengths)))
+    return torch.cat(parts)
+
+
+def _labels(labels: list[int], lengths: list[int]) -> torch.Tensor:
+    out = torch.tensor(labels, dtype=torch.long)
+    starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+    out[starts] = IGNORE_INDEX  # never a target across an example boundary (HF shifts labels by one)
+    return out
+
+
 @dataclass
 class PackedCollator:
+    """Packed rows (``input_ids``, ``labels``, ``lengths``) to a batch in which no example sees another.
+
+    ``pad_to_multiple_of``: the sequence length is padded to a multiple of it (the Ulysses degree).
+    ``flash_kwargs``: with flash-attention, also return ``cu_seq_lens_*``/``max_length_*`` (off
+    under Ulysses, whose data-loader adapter shards every tensor along dim 1)."""
+
     pad_id: int
     attn_implementation: str = "sdpa"
     dtype: torch.dtype = torch.float32
+    pad_to_multiple_of: int = 1
+    flash_kwargs: bool = True
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(b["input_ids"]) for b in batch)
+        if self.attn_implementation == "flash_attention_2":
+            return self._flattened(batch)
+        width = round_up(max(len(b["input_ids"]) for b in batch), self.pad_to_multiple_of)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros((len(batch), width), dtype=torch.long)
         for i, b in enumerate(batch):
             n = len(b["input_ids"])
             ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            positions[i, :n] = torch.cat([torch.arange(k) for k in b["lengths"]])
-        out = {"input_ids": ids, "labels": labels, "position_ids": positions}
-        if self.attn_implementation != "flash_attention_2":
-            out["attention_mask"] = torch.stack([block_causal_mask(b["lengths"], width, self.dtype)
-                                                 for b in batch])[:, None]
+            labels[i, :n] = _labels(b["labels"], b["lengths"])
+            positions[i] = _positions(b["lengths"], width)
+        mask = torch.stack([block_causal_mask(b["lengths"], width, self.dtype) for b in batch])[:, None]
+        return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+
+    def _flattened(self, batch: list[dict]) -> dict:
+        lengths = [n for b in batch for n in b["lengths"]]
+        real = sum(lengths)
+        width = round_up(real, self.pad_to_multiple_of)
+        ids = torch.full((1, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((1, width), IGNORE_INDEX, dtype=torch.long)
+        ids[0, :real] = torch.tensor([t for b in batch for t in b["input_ids"]])
+        labels[0, :real] = _labels([t for b in batch for t in b["labels"]], lengths)
+        out = {"input_ids": ids, "labels": labels, "position_ids": _positions(lengths, width)[None]}
+        if self.flash_kwargs:
+            segments = lengths + ([width - real] if width > real else [])
+            cu = torch.tensor([0] + segments).cumsum(0).to(torch.int32)
+            out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(segments), max_length_k=max(segments))
         return out
 
 

@@ -25,6 +25,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from components.config import SFTConfig
 from components.data.base_model import load_model
 from components.formatting import IGNORE_INDEX, TokenizedExample
+from components.training.live_metrics import live_callbacks, show_tqdm
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -44,11 +45,13 @@ class CountingCollator:
     """Wraps a collator and counts real vs computed (padded) tokens: the padding efficiency."""
 
     def __init__(self, inner):
-        self.inner, self.real, self.computed = inner, 0, 0
+        self.inner, self.real, self.computed, self.real_sq = inner, 0, 0, 0
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         out = self.inner(batch)
         self.real += sum(len(b["input_ids"]) for b in batch)
+        # sum of squared example lengths: attention is per example (packed rows carry their examples' lengths)
+        self.real_sq += sum(n * n for b in batch for n in b.get("lengths", [len(b["input_ids"])]))
         self.computed += out["input_ids"].numel()
         return out
 
@@ -59,10 +62,15 @@ class CountingCollator:
 
 @dataclass
 class PadCollator:
+    """Right-padded batch with ``position_ids`` (Ulysses needs them in every batch: it shards the sequence
+    before the model could number it) and a length padded to a multiple of ``pad_to_multiple_of`` (the
+    Ulysses degree: every rank gets an equal slice)."""
+
     pad_id: int
+    pad_to_multiple_of: int = 1
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(b["input_ids"]) for b in batch)
+        width = -(-max(len(b["input_ids"]) for b in batch) // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -71,7 +79,8 @@ class PadCollator:
             ids[i, :n] = torch.tensor(b["input_ids"])
             labels[i, :n] = torch.tensor(b["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        positions = torch.arange(width).expand(len(batch), width).clone()
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": positions}
 
 
 class LossHistory(TrainerCallback):
@@ -156,18 +165,32 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, remove_unused_columns=False,  # packed rows carry "lengths" for the collator
-        disable_tqdm=os.environ.get("S1FLOW_NO_PROGRESS") == "1", log_level="warning",
+        disable_tqdm=not show_tqdm(), log_level="warning",  # off a TTY: ProgressLines (live_metrics.py)
         **extra,
     )
 
 
-def _mfu(model, tokens_per_second: float, seq: int, devices: int):
-    from components.training.memory import param_counts
-    from components.training.throughput import mfu
+def _mfu(model, collator: CountingCollator, seconds: float, devices: int):
+    """MFU over the training time (components/training/throughput.py): matmul parameters from the config
+    (ZeRO-3 leaves the local parameters empty), attention over each example's own length, every rank's tokens
+    (each rank counted its own batches; under Ulysses its group computes each of them once)."""
+    from components.training.throughput import matmul_params, mfu, model_flops
     c = model.config
-    total, _ = param_counts(c)  # from the config: ZeRO-3 leaves the local parameters empty
-    value = mfu(tokens_per_second, total, c.num_hidden_layers, c.hidden_size, seq, devices)
+    flops = model_flops(matmul_params(c), c.num_hidden_layers, c.hidden_size, collator.real * devices,
+                        collator.real_sq * devices)
+    value = mfu(flops, seconds, devices)
     return None if value is None else round(value, 4)
+
+
+def make_collator(cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> CountingCollator:
+    """The collator for this config: position ids always, lengths padded to the Ulysses degree, and
+    packed examples kept apart on every attention path (components/training/packing.py)."""
+    sp = cfg.sequence_parallel_size
+    if cfg.packing:
+        from components.training.packing import PackedCollator
+        return CountingCollator(PackedCollator(pad_id, cfg.attn_implementation, dtype, pad_to_multiple_of=sp,
+                                               flash_kwargs=sp == 1))
+    return CountingCollator(PadCollator(pad_id, pad_to_multiple_of=sp))
 
 
 def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
@@ -176,23 +199,26 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
     if not examples:
         raise ValueError("no training examples: the selection is empty (check the filter report)")
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
-    model.train()
     if cfg.packing:
-        from components.training.packing import PackedCollator, pack
+        from components.training.packing import pack
         items = pack(examples, cfg.block_size)
-        collator = CountingCollator(PackedCollator(tokenizer.pad_token_id, cfg.attn_implementation, model.dtype))
     else:
-        items, collator = examples, CountingCollator(PadCollator(tokenizer.pad_token_id))
+        items = examples
     steps_per_epoch = max(1, len(items) // cfg.global_batch_size)
     with single_process_group(use_deepspeed(cfg)):
+        # TrainingArguments first: with ZeRO-3 it registers the DeepSpeed config (HfTrainerDeepSpeedConfig), so
+        # from_pretrained partitions the weights as it loads them (deepspeed.zero.Init) instead of every rank
+        # materialising the whole model in CPU RAM first; `args` must stay alive (transformers holds a weakref)
         args = training_arguments(cfg, work_dir, steps_per_epoch)
         if max_steps is not None:
             args.max_steps = max_steps
+        model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
+        model.train()
+        collator = make_collator(cfg, tokenizer.pad_token_id, model.dtype)
         history = LossHistory()
         from components.training.checkpoints import CheckpointSync, resume_checkpoint
         sync = CheckpointSync(cfg.checkpoint_uri)  # marks complete checkpoints; mirrors them when a URI is set
-        callbacks = [history, sync]
+        callbacks = [history, sync, *live_callbacks(tokens=lambda: collator.real, model=model)]
         trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
@@ -214,12 +240,14 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         (out_dir / "training_args.bin").unlink(missing_ok=True)
         (out_dir / "training_args.json").write_text(args.to_json_string())
     seconds = time.time() - started
+    train_seconds = float(result.metrics.get("train_runtime", seconds))  # the Trainer's: no saving, no loading
     world = int(os.environ.get("WORLD_SIZE", 1))
-    tokens_per_second = collator.real * world / max(seconds, 1e-9)  # every rank saw as many tokens
+    tokens_per_second = collator.real * world / max(train_seconds, 1e-9)  # every rank saw as many tokens
     summary = {"train_loss": float(result.training_loss), "final_loss": history.rows[-1]["loss"] if history.rows else None,
                "steps": int(result.global_step), "seconds": round(seconds, 1),
                "tokens_per_second": round(tokens_per_second, 1), "padding_efficiency": round(collator.efficiency, 4),
-               "packing": cfg.packing, "rows": len(items), "mfu": _mfu(model, tokens_per_second, cfg.block_size, world),
+               "packing": cfg.packing, "rows": len(items), "mfu": _mfu(model, collator, train_seconds, world),
+               "train_seconds": round(train_seconds, 2),
                "deepspeed": use_deepspeed(cfg), "world_size": world, "resumed_from": resume, "examples": len(examples)}
     if rank0:
         (work_dir / "loss_history.json").write_text(json.dumps(history.rows))

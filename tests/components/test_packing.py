@@ -40,22 +40,84 @@ def test_mask_is_block_diagonal_causal():
     assert m[5, 5] and not m[5, 4]              # padding sees only itself
 
 
-def test_packed_loss_equals_the_examples_one_by_one(tiny_model_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    examples = _examples(n=3, lo=8, hi=20)
-    (row,) = pack(examples, block_size=64)
-    batch = PackedCollator(0)([vars(row)])
+def _one_by_one(model, examples):
+    """Token-weighted mean loss of the examples run alone (HF shifts labels: one prediction fewer each)."""
+    total, count = 0.0, 0
     with torch.no_grad():
-        packed = model(**batch).loss
-        total, count = 0.0, 0
-        for e in examples:  # HF shifts labels inside: one prediction fewer per example
+        for e in examples:
             n = sum(1 for t in e.labels[1:] if t != IGNORE_INDEX)
             loss = model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss
             total, count = total + loss.item() * n, count + n
-    assert packed.item() == pytest.approx(total / count, rel=1e-5)
-    with torch.no_grad():  # without the mask the later examples would see the earlier ones
-        leaky = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-    assert abs(leaky.item() - packed.item()) > 1e-4
+    return total / count
+
+
+LOSS_DIFFS: dict = {}  # path -> |packed - one by one|, printed for the record
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flash_attention_2"])
+def test_packed_loss_equals_the_examples_one_by_one(tiny_model_dir, attn):
+    """Three packed rows in one micro-batch (per-device batch 3): the loss equals the examples' one by one.
+    flash_attention_2 runs transformers' own flash dispatch with plain-torch kernels (tests/components/cpu_flash.py);
+    the collator flattens the micro-batch into one row, the only form transformers 5.19 reads as packed."""
+    from contextlib import nullcontext
+
+    from tests.components.cpu_flash import cpu_flash_attention
+    load_as = "sdpa" if attn == "flash_attention_2" else attn
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=load_as).eval()
+    examples = _examples(n=12, lo=8, hi=40, seed=3)
+    rows = pack(examples, block_size=96)
+    assert len(rows) >= 3
+    members = [e for r in rows[:3] for e in _members(r, examples)]
+    batch = PackedCollator(0, attn)([vars(r) for r in rows[:3]])
+    with cpu_flash_attention(model) if attn == "flash_attention_2" else nullcontext():
+        if attn == "flash_attention_2":
+            assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        with torch.no_grad():
+            packed = model(**batch).loss.item()
+        reference = _one_by_one(model, members)
+        LOSS_DIFFS[attn] = abs(packed - reference)
+        print(f"{attn}: packed {packed:.6f} one-by-one {reference:.6f} |diff| {LOSS_DIFFS[attn]:.2e}")
+        assert packed == pytest.approx(reference, rel=1e-5, abs=1e-6)
+        if attn == "flash_attention_2":
+            # as under Ulysses: no varlen kwargs, padded to a multiple of 4; position_ids alone delimit the examples
+            by_positions = PackedCollator(0, attn, pad_to_multiple_of=4, flash_kwargs=False)([vars(r) for r in rows[:3]])
+            with torch.no_grad():
+                assert model(**by_positions).loss.item() == pytest.approx(reference, rel=1e-5, abs=1e-6)
+            # the old form: [3, block] rows with restarting position_ids and no mask. transformers' flash dispatch
+            # treats position_ids as packing only at batch size 1, so here the examples attend to each other
+            leaky = PackedCollator(0, "sdpa")([vars(r) for r in rows[:3]])
+            del leaky["attention_mask"]
+        else:  # without the block-diagonal mask the later examples see the earlier ones
+            leaky = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+        with torch.no_grad():
+            assert abs(model(**leaky).loss.item() - packed) > 1e-4
+
+
+def _members(row, examples):
+    """The examples in a packed row, in row order (matched by their token ids)."""
+    by_ids = {tuple(e.input_ids): e for e in examples}
+    starts = [sum(row.lengths[:k]) for k in range(len(row.lengths))]
+    return [by_ids[tuple(row.input_ids[a:a + n])] for a, n in zip(starts, row.lengths)]
+
+
+def test_collators_give_position_ids_and_pad_to_the_ulysses_degree():
+    from components.training.sft import PadCollator
+    examples = _examples(n=5, lo=5, hi=13)
+    plain = PadCollator(0, pad_to_multiple_of=4)([vars(e) for e in examples])
+    width = plain["input_ids"].shape[1]
+    assert width % 4 == 0 and width - 4 < max(len(e.input_ids) for e in examples) <= width
+    assert torch.equal(plain["position_ids"][2], torch.arange(width))
+    rows = pack(examples, block_size=32)
+    sdpa = PackedCollator(0, "sdpa", pad_to_multiple_of=4)([vars(r) for r in rows])
+    assert sdpa["input_ids"].shape[1] % 4 == 0 and sdpa["attention_mask"].shape[-1] == sdpa["input_ids"].shape[1]
+    flat = PackedCollator(0, "flash_attention_2", pad_to_multiple_of=4, flash_kwargs=False)([vars(r) for r in rows])
+    real = sum(len(e.input_ids) for e in examples)
+    assert flat["input_ids"].shape == (1, -(-real // 4) * 4) and set(flat) == {"input_ids", "labels", "position_ids"}
+    pos = flat["position_ids"][0].tolist()
+    assert pos.count(0) == len(examples) + (1 if real % 4 else 0)  # one segment per example (+ the padding)
+    flat_kw = PackedCollator(0, "flash_attention_2")([vars(r) for r in rows])
+    assert flat_kw["cu_seq_lens_q"].tolist()[-1] == real == flat_kw["input_ids"].shape[1]
+    assert flat_kw["max_length_q"] == max(len(e.input_ids) for e in examples)
 
 
 def test_training_with_packing_cuts_padding(tiny_model_dir, tmp_path):
