@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from components.config import PoolConfig
+from components.config import PoolConfig, PoolSource
 from components.data.domains import MSC_BY_DOMAIN
 from components.data.problems import FAMILIES, Problem
 from components.records import Question
@@ -27,32 +27,60 @@ def _malform(kind: str, p: Problem, rng: random.Random) -> str:
     return f"(1) {p.text} (3) {other}"
 
 
-def _questions(source: str, seed: int, size: int, domains: list[str], lo: int, hi: int,
-               malformed_fraction: float = 0.0) -> list[Question]:
+def _weighted_domains(domains: list[str], weights: dict[str, float]) -> tuple[list[str], list[float]]:
+    if not weights:
+        return domains, [1.0] * len(domains)
+    return [d for d in domains if weights.get(d, 0) > 0], [weights[d] for d in domains if weights.get(d, 0) > 0]
+
+
+def _check_domains(domains: list[str]) -> None:
     unknown = [d for d in domains if d not in FAMILIES]
     if unknown:
         raise ValueError(f"pool.domains: unknown domain(s) {unknown}; choose from {sorted(FAMILIES)}")
+
+
+def _question(source: str, seed: int, i: int, p: Problem, rng: random.Random, malformed_fraction: float) -> Question:
+    text, meta = p.text, {}
+    if rng.random() < malformed_fraction:
+        kind = rng.choice(MALFORMED_KINDS)
+        text, meta = _malform(kind, p, rng), {"malformed": kind}
+    return Question(id=f"{source}-{seed}-{i:06d}", source=source, question=text, answer=p.answer,
+                    domain=p.domain, msc=MSC_BY_DOMAIN[p.domain], difficulty=p.difficulty, metadata=meta)
+
+
+def generate_source(cfg: PoolConfig, src: PoolSource | None = None) -> list[Question]:
+    """One procedural source: ``src.size`` questions, domains drawn by ``src.domain_weights`` (else uniform,
+    cycled), difficulty uniform in the source's range (else the pool's). Each source has its own seed stream."""
+    src = src or PoolSource()
+    _check_domains(cfg.domains)
+    name = src.name or "procedural"
+    index = next((k for k, s in enumerate(cfg.sources) if s is src), 0)
+    seed = cfg.seed + 1000 * index
+    lo, hi = src.min_difficulty or cfg.min_difficulty, src.max_difficulty or cfg.max_difficulty
+    names, weights = _weighted_domains(cfg.domains, src.domain_weights)
     rng = random.Random(seed)
     out = []
-    for i in range(size):
-        fam = FAMILIES[domains[i % len(domains)]]
-        p = fam.generate(rng, rng.randint(lo, hi))
-        text, meta = p.text, {}
-        if rng.random() < malformed_fraction:
-            kind = rng.choice(MALFORMED_KINDS)
-            text, meta = _malform(kind, p, rng), {"malformed": kind}
-        out.append(Question(
-            id=f"{source}-{seed}-{i:06d}", source=source, question=text, answer=p.answer,
-            domain=p.domain, msc=MSC_BY_DOMAIN[p.domain], difficulty=p.difficulty, metadata=meta,
-        ))
+    for i in range(src.size or cfg.size):
+        domain = rng.choices(names, weights)[0] if src.domain_weights else names[i % len(names)]
+        p = FAMILIES[domain].generate(rng, rng.randint(lo, hi))
+        out.append(_question(name, seed, i, p, rng, cfg.malformed_fraction))
     return out
 
 
 def generate_pool(cfg: PoolConfig) -> list[Question]:
-    return _questions("procedural", cfg.seed, cfg.size, cfg.domains, cfg.min_difficulty,
-                      cfg.max_difficulty, cfg.malformed_fraction)
+    """Every procedural source of the pool, in order (the other kinds are read by pool_sources.load_pool)."""
+    procedural = [s for s in cfg.sources if s.kind == "procedural"] or [PoolSource()]
+    return [q for src in procedural for q in generate_source(cfg, src)]
 
 
 def generate_heldout(seed: int, size: int, domains: list[str], lo: int, hi: int) -> list[Question]:
-    """A clean test set from a different seed (still decontaminated against the pool)."""
-    return _questions("heldout", seed, size, domains, lo, hi)
+    """A clean test set from a different seed, stratified: every (domain, difficulty) cell gets the same share
+    (still decontaminated against the pool)."""
+    _check_domains(domains)
+    rng = random.Random(seed)
+    out = []
+    for i in range(size):
+        domain = domains[i % len(domains)]
+        difficulty = lo + (i // len(domains)) % (hi - lo + 1)
+        out.append(_question("heldout", seed, i, FAMILIES[domain].generate(rng, difficulty), rng, 0.0))
+    return out

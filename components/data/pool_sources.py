@@ -121,7 +121,7 @@ class PoolResult:
 
 def load_pool(cfg: PoolConfig) -> PoolResult:
     """All sources, in order: schema-checked, quarantined, deduplicated."""
-    from components.data.pool import generate_pool
+    from components.data.pool import generate_source
     out = PoolResult()
     seen_text: dict[str, str] = {}
     seen_ids: set[str] = set()
@@ -129,7 +129,7 @@ def load_pool(cfg: PoolConfig) -> PoolResult:
     for src in cfg.sources:
         label, counts = _label(src), Counter()
         if src.kind == "procedural":
-            candidates: Iterator = iter(generate_pool(cfg))
+            candidates: Iterator = iter(generate_source(cfg, src))
         else:
             candidates = (row_to_question(r, i, src) for i, r in enumerate(ROW_READERS[src.kind](src)))
         for i, q in enumerate(candidates):

@@ -100,3 +100,41 @@ def test_source_config_errors_name_the_field():
         parse_profile({"pool": {"sources": []}}, "tiny")
     with pytest.raises(FileNotFoundError, match="pool.sources: /nope.jsonl not found"):
         load_pool(PoolConfig(sources=[PoolSource(kind="jsonl", path="/nope.jsonl")]))
+
+
+def test_procedural_mix_follows_each_sources_size_difficulty_and_domain_weights():
+    from collections import Counter
+
+    from components.data.pool import generate_pool
+    cfg = PoolConfig(malformed_fraction=0.0, sources=[
+        PoolSource(name="easy-big", size=800, min_difficulty=1, max_difficulty=2,
+                   domain_weights={"arithmetic": 0.8, "algebra": 0.2}),
+        PoolSource(name="hard", size=200, min_difficulty=5, max_difficulty=6)])
+    qs = generate_pool(cfg)
+    by_source = Counter(q.source for q in qs)
+    assert by_source == {"easy-big": 800, "hard": 200}
+    easy = [q for q in qs if q.source == "easy-big"]
+    assert {q.difficulty for q in easy} == {1, 2}
+    assert {q.domain for q in easy} == {"arithmetic", "algebra"}
+    assert 0.72 < Counter(q.domain for q in easy)["arithmetic"] / 800 < 0.88
+    hard = [q for q in qs if q.source == "hard"]
+    assert {q.difficulty for q in hard} == {5, 6} and len({q.domain for q in hard}) == 4
+    assert len({q.id for q in qs}) == 1000  # ids carry the source name
+
+
+def test_procedural_only_keys_and_names_are_checked_with_the_field_named():
+    with pytest.raises(ValueError, match="domain_weights: only procedural"):
+        PoolSource(kind="hf", name="x/y", domain_weights={"algebra": 1})
+    with pytest.raises(ValueError, match="domain_weights: domain"):
+        PoolConfig(sources=[PoolSource(domain_weights={"geometry": 1})])
+    with pytest.raises(ValueError, match="distinct names"):
+        PoolConfig(sources=[PoolSource(name="a"), PoolSource(name="a")])
+
+
+def test_heldout_is_balanced_over_domains_and_difficulties():
+    from collections import Counter
+
+    from components.data.pool import generate_heldout
+    held = generate_heldout(6, 200, ["arithmetic", "algebra", "number_theory", "combinatorics"], 3, 6)
+    cells = Counter((q.domain, q.difficulty) for q in held)
+    assert len(cells) == 16 and set(cells.values()) <= {12, 13}
