@@ -3,6 +3,7 @@
     s1flow stage collect            # one stage, active profile from params.yaml
     s1flow run --profile tiny       # the Prefect pipeline, end to end
     s1flow validate                 # check params.yaml and exit
+    s1flow report                   # docs/results.md from metrics/<profile>/
 """
 from __future__ import annotations
 
@@ -92,6 +93,25 @@ def deploy(project: str = typer.Option(".", help="directory holding prefect.yaml
     for name in register_deployments(Path(project)):
         typer.echo(f"deployment: {name}")
     typer.echo("start a worker: prefect worker start --pool s1flow-local; then: prefect deployment run 's1-pipeline/tiny'")
+
+
+@app.command()
+def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the page to write (plots go beside it, "
+                                   "in a folder named after it)"),
+           params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Write the results page (budget table, data ablation, compute-matched comparison, wait ablations) from
+    metrics/<profile>/, with the plots as PNGs beside it."""
+    from pathlib import Path
+
+    from components.evaluation.report import git_commit, write_results_page
+    cfg = _config(params, profile, set)
+    try:
+        written = write_results_page(Paths.for_profile(cfg.name), Path(out), commit=git_commit("."))
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -74,6 +74,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
     from components.evaluation.plot import plot_compute_matched
     from components.evaluation.provenance import engine_version, provenance
+    from components.evaluation.report import git_commit
     from components.evaluation.sweep import evaluation_extras, has_extras
     from components.inference.build import engine_for
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
@@ -106,6 +107,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
         all_samples += [{**r, "task": name} for r in samples]
     headline = per_task[evaluate.tasks[0]]
     report = {**headline, "task": evaluate.tasks[0], "tasks": per_task, "model_hash": digest,
+              "git_commit": git_commit(paths.root),
               "engine": engine.backend, "contaminated": contaminated,
               "provenance": {**provenance(evaluate, engine, model.dtype, digest), "contaminated": bool(contaminated)}}
     write_jsonl(paths.eval_samples, all_samples)

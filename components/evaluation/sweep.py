@@ -115,11 +115,11 @@ def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConf
     return out, [g for gens in runs.values() for g in gens]
 
 
-def matched_table(per_method: dict[str, dict], reference: str) -> list[dict]:
-    """At each compute level of ``reference`` (its points' average thinking tokens per question), every method's
+def matched_table(per_method: dict[str, dict]) -> list[dict]:
+    """At each compute level any method reached (a point's average thinking tokens per question), every method's
     best accuracy among its points that spend no more; None where a method never spends that little."""
     rows = []
-    for level in sorted(p["avg_thinking_tokens"] for p in per_method[reference]["points"]):
+    for level in sorted({p["avg_thinking_tokens"] for res in per_method.values() for p in res["points"]}):
         row: dict = {"thinking_tokens": level, "accuracy": {}, "at": {}}
         for m, res in per_method.items():
             fit = [p for p in res["points"] if p["avg_thinking_tokens"] <= level + 1e-9]
@@ -135,8 +135,8 @@ def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
                     done: Optional[dict[str, dict]] = None) -> tuple[dict, list[Generation]]:
     """Sequential vs parallel scaling at equal compute (s1 Fig. 7): every method in ``compute_matched`` swept over
     its values on ``questions``, on one axis (average thinking tokens per question, parallel samples and REBASE's
-    expanded nodes summed), and the matched table at the first method's compute levels. ``done``: sweeps already
-    run on the same questions (reused, not rerun)."""
+    expanded nodes summed), and the matched table (each method's best accuracy within each compute level).
+    ``done``: sweeps already run on the same questions (reused, not rerun)."""
     per_method, gens_all = {}, []
     for m in cfg.compute_matched:
         if done and m in done:
@@ -144,9 +144,7 @@ def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
             continue
         per_method[m], gens = sweep(engine, questions, cfg, m)
         gens_all += gens
-    reference = cfg.compute_matched[0]
-    return {"questions": len(questions), "reference": reference, "methods": per_method,
-            "table": matched_table(per_method, reference)}, gens_all
+    return {"questions": len(questions), "methods": per_method, "table": matched_table(per_method)}, gens_all
 
 
 def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,

@@ -1,0 +1,253 @@
+"""The results page: every table of a run's metrics as markdown (``s1flow report`` writes ``docs/results.md``).
+
+Read from ``metrics/<profile>/``: ``eval.json`` (the budget sweep per method, the compute-matched comparison,
+the extrapolation ablations), ``data_ablation.json`` (the data ablation, written by the miniature benchmark;
+"not run" when absent) and ``mlflow_run.json`` (the MLflow run, when registered). The same tables go to MLflow
+(register stage) and to the Prefect flow's artifacts.
+
+``data_ablation.json`` (schema ``DATA_ABLATION_SCHEMA``)::
+
+    {"task": "heldout", "budget": 240,            # the thinking budget the accuracies are taken at (optional)
+     "rows": [{"strategy": "s1", "size": 600, "seeds": [0, 1, 2],
+               "accuracy": [0.81, 0.78, 0.84],     # per seed, aligned with "seeds"
+               "mean": 0.81, "se": 0.017}, ...]}   # se = sample sd / sqrt(n seeds) (0 for one seed)
+
+A bare list of rows is accepted too; :func:`data_ablation_row` computes ``mean`` and ``se``.
+
+    page = results_markdown(load_results(Paths.for_profile("tiny")), plots="results")
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from components.paths import Paths
+
+DATA_ABLATION = "data_ablation.json"
+DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
+                        "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
+                                  "mean": "float", "se": "float"}]}
+PLOTS = ("scaling.png", "compute_matched.png")
+VALUE_NAME = {"majority_voting": "N samples", "rebase": "width", "wait_extension": "waits"}
+NOT_RUN = "_not run_"
+
+
+def git_commit(root: Path | str = ".") -> str:
+    """HEAD of the working tree at ``root``, ``+dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except Exception:
+        return "unknown"
+
+
+def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: Sequence[float]) -> dict:
+    """One row of ``data_ablation.json``: mean and standard error over the seeds."""
+    if len(seeds) != len(accuracy) or not seeds:
+        raise ValueError(f"data ablation {strategy}: {len(seeds)} seeds but {len(accuracy)} accuracies")
+    n, mean = len(accuracy), sum(accuracy) / len(accuracy)
+    sd = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) if n > 1 else 0.0
+    return {"strategy": strategy, "size": size, "seeds": list(seeds), "accuracy": list(accuracy),
+            "mean": mean, "se": sd / math.sqrt(n)}
+
+
+def read_data_ablation(path: Path) -> Optional[dict]:
+    """The data ablation file, checked against the schema (None when absent)."""
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    data = {"rows": raw} if isinstance(raw, list) else raw
+    for i, row in enumerate(data.get("rows", [])):
+        missing = {"strategy", "size", "seeds", "accuracy", "mean", "se"} - set(row)
+        if missing or len(row["seeds"]) != len(row["accuracy"]):
+            raise ValueError(f"{path}: row {i} does not follow the schema (missing {sorted(missing)} or seeds and "
+                             f"accuracy differ in length); expected {DATA_ABLATION_SCHEMA}")
+    return data
+
+
+def load_results(paths: Paths) -> dict[str, Any]:
+    """Every metrics file the page reads (absent ones as None)."""
+    def read(name: str) -> Optional[dict]:
+        p = paths.metric(name)
+        return json.loads(p.read_text()) if p.exists() else None
+    ev = read("eval.json")
+    if ev is None:
+        raise FileNotFoundError(f"{paths.metric('eval.json')} not found: run the evaluate stage first "
+                                f"(s1flow stage evaluate, or make demo)")
+    return {"profile": paths.profile, "eval": ev, "data_ablation": read_data_ablation(paths.metric(DATA_ABLATION)),
+            "mlflow": read("mlflow_run.json"), "metrics_dir": f"metrics/{paths.profile}"}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": "---", "r": "---:"}
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |",
+            *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], ""]
+
+
+def tables(results: dict) -> dict[str, list[dict]]:
+    """The page's tables as rows of plain values (for MLflow ``log_table`` and Prefect table artifacts)."""
+    ev = results["eval"]
+    out: dict[str, list[dict]] = {}
+    methods = ev.get("methods") or {ev.get("method", "budget_forcing"): ev}
+    out["summary"] = [{"method": m, "control": r.get("control"), "scaling": r.get("scaling"),
+                       "performance": r.get("performance")} for m, r in methods.items()]
+    out["budgets"] = [{"method": m, "value": p["budget"], "avg_thinking_tokens": p["avg_thinking_tokens"],
+                       "accuracy": p["accuracy"]} for m, r in methods.items() for p in r["points"]]
+    if ev.get("unlimited"):
+        out["budgets"].append({"method": ev.get("method", "budget_forcing"), "value": "no budget",
+                               "avg_thinking_tokens": ev["unlimited"]["avg_thinking_tokens"],
+                               "accuracy": ev["unlimited"]["accuracy"]})
+    if results.get("data_ablation"):
+        out["data_ablation"] = [dict(r) for r in results["data_ablation"]["rows"]]
+    cm = ev.get("compute_matched")
+    if cm:
+        out["compute_matched_points"] = [
+            {"method": m, "value": p["budget"], "avg_thinking_tokens": p["avg_thinking_tokens"],
+             "accuracy": p["accuracy"]} for m, r in cm["methods"].items() for p in r["points"]]
+        out["compute_matched"] = [{"thinking_tokens": row["thinking_tokens"],
+                                   **{m: row["accuracy"][m] for m in cm["methods"]}} for row in cm["table"]]
+    ab = ev.get("ablations") or {}
+    if ab.get("wait_strings"):
+        out["wait_strings"] = [{k: r[k] for k in ("label", "wait_string", "num_waits", "accuracy",
+                                                  "avg_thinking_tokens", "avg_waits_used")} for r in ab["wait_strings"]]
+    if ab.get("num_waits"):
+        out["num_waits"] = [{k: r[k] for k in ("num_waits", "accuracy", "avg_thinking_tokens", "avg_waits_used")}
+                            for r in ab["num_waits"]]
+    return out
+
+
+def _provenance(results: dict, commit: Optional[str]) -> list[str]:
+    ev, reg = results["eval"], results.get("mlflow")
+    prov = ev.get("provenance", {})
+    rows = [("profile", f"`{results['profile']}`"),
+            ("evaluated at commit", f"`{ev.get('git_commit', 'not recorded')}`"),
+            ("model hash (SFT weights)", f"`{ev.get('model_hash', '?')}`"),
+            ("engine", f"{prov.get('engine', ev.get('engine', '?'))} ({prov.get('engine_version', '?')}), "
+                       f"dtype {prov.get('dtype', '?')}, temperature {prov.get('temperature', '?')}"),
+            ("MLflow run", f"`{reg['run_id']}` (experiment `{reg['experiment']}`), model "
+                           f"`{reg['registered_model']}` v{reg['model_version']}" if reg else "not registered"),
+            ("metrics", f"`{results.get('metrics_dir', '')}/`")]
+    if commit:
+        rows.append(("page rendered at commit", f"`{commit}`"))
+    return _table(["", ""], rows, "ll")
+
+
+def results_markdown(results: dict, plots: Optional[str] = None, commit: Optional[str] = None) -> str:
+    """The results page. ``plots``: the folder (relative to the page) holding the PNGs, or None for no images."""
+    ev = results["eval"]
+    main = ev.get("method", "budget_forcing")
+    methods = ev.get("methods") or {main: ev}
+    lines = ["# s1flow results", "",
+             "<!-- Generated by `s1flow report` from the run's metrics files; do not edit by hand. -->", "",
+             f"The run this page was rendered from (`s1flow report --profile {results['profile']}`):", "",
+             *_provenance(results, commit)]
+
+    # 1. Budget forcing and the other methods.
+    lines += [f"## Test-time scaling on `{ev.get('task', '?')}` ({ev.get('questions', '?')} questions)", "",
+              f"Base model without thinking: **{_pct(ev.get('base_accuracy'))}**. "
+              "Control: share of runs within the thinking budget asked for; Scaling: mean slope of accuracy vs "
+              "thinking tokens (per token); Performance: best accuracy over the sweep.", ""]
+    lines += _table(["method", "Control", "Scaling (/token)", "Performance"],
+                    [(m, _pct(r.get("control")), "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}",
+                      _pct(r.get("performance"))) for m, r in methods.items()])
+    for m, r in methods.items():
+        rows = [(p["budget"], f"{p['avg_thinking_tokens']:.1f}", _pct(p["accuracy"])) for p in r["points"]]
+        if m == main and ev.get("unlimited"):
+            rows.append(("no budget", f"{ev['unlimited']['avg_thinking_tokens']:.1f}", _pct(ev["unlimited"]["accuracy"])))
+        lines += [f"**{m}**", ""] + _table([VALUE_NAME.get(m, "budget"), "avg thinking tokens", "accuracy"], rows)
+    if plots:
+        lines += [f"![accuracy vs thinking tokens]({plots}/scaling.png)", ""]
+    others = {t: r for t, r in (ev.get("tasks") or {}).items() if t != ev.get("task")}
+    if others:
+        lines += ["Other tasks:", ""] + _table(
+            ["task", "questions", "base", "Control", "Scaling (/token)", "Performance"],
+            [(t, r.get("questions", "?"), _pct(r.get("base_accuracy")), _pct(r.get("control")),
+              "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}", _pct(r.get("performance")))
+             for t, r in others.items()])
+
+    # 2. Data ablation.
+    lines += ["## Data: selection strategies at equal size (s1 Table 2)", ""]
+    da = results.get("data_ablation")
+    if not da:
+        lines += [f"{NOT_RUN} (`{DATA_ABLATION}` absent; the miniature benchmark writes it).", ""]
+    else:
+        at = f" at budget {da['budget']}" if da.get("budget") is not None else ""
+        lines += [f"Accuracy{at} on `{da.get('task', ev.get('task', '?'))}`, mean ± standard error over "
+                  "selection seeds.", ""]
+        lines += _table(["strategy", "size", "seeds", "accuracy per seed", "mean ± SE"],
+                        [(r["strategy"], r["size"], len(r["seeds"]), ", ".join(_pct(a) for a in r["accuracy"]),
+                          f"{_pct(r['mean'])} ± {_pct(r['se'])}") for r in da["rows"]])
+
+    # 3. Sequential vs parallel at equal compute.
+    lines += ["## Sequential vs parallel scaling at equal compute (s1 Fig. 7)", ""]
+    cm = ev.get("compute_matched")
+    if not cm:
+        lines += [f"{NOT_RUN} (`evaluate.compute_matched` is empty).", ""]
+    else:
+        ms = list(cm["methods"])
+        lines += [f"{cm['questions']} questions. Compute is the average number of thinking tokens per question: "
+                  "majority voting sums its samples, REBASE every node it expanded (pruned branches included).", ""]
+        lines += _table(["method", "setting", "avg thinking tokens", "accuracy"],
+                        [(m, f"{VALUE_NAME.get(m, 'budget')} {p['budget']}", f"{p['avg_thinking_tokens']:.1f}",
+                          _pct(p["accuracy"])) for m in ms for p in cm["methods"][m]["points"]])
+        lines += ["Matched: at each compute level reached, each method's best accuracy using no more thinking "
+                  "tokens per question (— : it never spends that little).", ""]
+        lines += _table(["thinking tokens ≤", *ms],
+                        [(f"{row['thinking_tokens']:.1f}",
+                          *("—" if row["accuracy"][m] is None else _pct(row["accuracy"][m]) for m in ms))
+                         for row in cm["table"]])
+        if plots:
+            lines += [f"![accuracy vs thinking tokens, sequential and parallel]({plots}/compute_matched.png)", ""]
+
+    # 4. Extrapolation ablations.
+    ab = ev.get("ablations") or {}
+    n = f"{ab['questions']} questions; " if ab else ""
+    lines += ["## Extrapolation: wait strings (s1 Table 4)", ""]
+    if not ab.get("wait_strings"):
+        lines += [f"{NOT_RUN} (`evaluate.wait_string_ablation` is empty).", ""]
+    else:
+        lines += [f"{n}end of thinking suppressed N times, the string appended each time ((none): nothing "
+                  "appended, the model continues on its own).", ""]
+        lines += _table(["extrapolation", "accuracy", "avg thinking tokens", "avg waits used"],
+                        [(r["label"], _pct(r["accuracy"]), f"{r['avg_thinking_tokens']:.1f}",
+                          f"{r['avg_waits_used']:.2f}") for r in ab["wait_strings"]])
+    lines += ["## Extrapolation: number of waits", ""]
+    if not ab.get("num_waits"):
+        lines += [f"{NOT_RUN} (`evaluate.num_waits_ablation` is empty).", ""]
+    else:
+        strings = ", ".join(f'"{w}"' for w in ab["num_waits"][0].get("wait_strings", []))
+        lines += [f"{n}wait strings {strings}.", ""]
+        lines += _table(["waits", "accuracy", "avg thinking tokens", "avg waits used"],
+                        [(r["num_waits"], _pct(r["accuracy"]), f"{r['avg_thinking_tokens']:.1f}",
+                          f"{r['avg_waits_used']:.2f}") for r in ab["num_waits"]])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results_page(paths: Paths, out: Path, commit: Optional[str] = None) -> list[Path]:
+    """Write the page to ``out`` and copy the run's plots beside it (``<out stem>/``); returns what was written."""
+    results = load_results(paths)
+    plot_dir = out.parent / out.stem
+    written = []
+    copied = [name for name in PLOTS if paths.plot(name).exists()]
+    if copied:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for name in copied:
+            shutil.copyfile(paths.plot(name), plot_dir / name)
+            written.append(plot_dir / name)
+    page = results_markdown(results, plots=out.stem if copied else None, commit=commit)
+    for name in PLOTS:  # a plot the run did not make is not linked
+        if name not in copied:
+            page = "\n".join(ln for ln in page.splitlines() if f"/{name})" not in ln) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return [out, *written]

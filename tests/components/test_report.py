@@ -1,0 +1,86 @@
+"""`s1flow report`: the results page rendered from a run's metrics files (fixture: tests/fixtures/report)."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from components.evaluation.plot import plot_compute_matched, plot_scaling
+from components.evaluation.report import data_ablation_row, read_data_ablation, tables, write_results_page
+from components.paths import Paths
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "report"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_dir(tmp_path: Path, plots: bool = True) -> Paths:
+    shutil.copytree(FIXTURE / "metrics", tmp_path / "metrics")
+    paths = Paths.for_profile("tiny", tmp_path)
+    if plots:
+        ev = json.loads(paths.metric("eval.json").read_text())
+        plot_scaling(ev, paths.plot("scaling.png"))
+        plot_compute_matched(ev["compute_matched"], paths.plot("compute_matched.png"))
+    return paths
+
+
+def test_the_page_is_what_the_fixture_metrics_render(tmp_path):
+    paths = run_dir(tmp_path)
+    out = tmp_path / "docs" / "results.md"
+    written = write_results_page(paths, out)
+    assert out.read_text() == (FIXTURE / "results.md").read_text()
+    assert sorted(p.name for p in written) == ["compute_matched.png", "results.md", "scaling.png"]
+    for name in ("scaling.png", "compute_matched.png"):
+        assert (tmp_path / "docs" / "results" / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"](results/{name})" in out.read_text()
+
+
+def test_what_a_run_did_not_do_reads_not_run(tmp_path):
+    paths = run_dir(tmp_path, plots=False)
+    ev = json.loads(paths.metric("eval.json").read_text())
+    for key in ("compute_matched", "ablations"):
+        ev.pop(key)
+    paths.metric("eval.json").write_text(json.dumps(ev))
+    paths.metric("data_ablation.json").unlink()
+    out = tmp_path / "results.md"
+    write_results_page(paths, out)
+    page = out.read_text()
+    assert page.count("_not run_") == 4 and "data_ablation.json` absent" in page
+    assert "](" not in page and not (tmp_path / "results").exists()  # no plots made, none linked
+    assert "| budget_forcing | 100.0% | 0.0095 | 80.0% |" in page
+
+
+def test_data_ablation_rows_and_schema(tmp_path):
+    row = data_ablation_row("random", 600, [0, 1, 2], [0.7, 0.74, 0.69])
+    assert row["mean"] == pytest.approx(0.71) and row["se"] == pytest.approx(0.0152753, abs=1e-6)
+    assert data_ablation_row("all", 900, [0], [0.5])["se"] == 0.0
+    p = tmp_path / "data_ablation.json"
+    p.write_text(json.dumps([row]))  # a bare list of rows is accepted
+    assert read_data_ablation(p)["rows"] == [row]
+    p.write_text(json.dumps({"rows": [{**row, "accuracy": [0.7]}]}))
+    with pytest.raises(ValueError, match="schema"):
+        read_data_ablation(p)
+
+
+def test_tables_hold_every_section(tmp_path):
+    from components.evaluation.report import load_results
+    t = tables(load_results(run_dir(tmp_path, plots=False)))
+    assert set(t) == {"summary", "budgets", "data_ablation", "compute_matched_points", "compute_matched",
+                      "wait_strings", "num_waits"}
+    assert [r["label"] for r in t["wait_strings"]][-1] == "2x (none)"
+    assert t["budgets"][-1]["value"] == "no budget"
+
+
+def test_cli_report_writes_the_page(tmp_path, monkeypatch):
+    from flows.cli import app
+    run_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["report", "--params", str(REPO / "params.yaml"), "--profile", "tiny",
+                                   "--out", "docs/results.md"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "| page rendered at commit | `unknown` |" in page  # tmp_path is no git checkout
+    assert (tmp_path / "docs" / "results" / "compute_matched.png").exists()
+    shutil.rmtree(tmp_path / "metrics")
+    res = CliRunner().invoke(app, ["report", "--params", str(REPO / "params.yaml"), "--profile", "tiny"])
+    assert res.exit_code == 2 and "run the evaluate stage first" in res.output
