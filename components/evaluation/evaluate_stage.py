@@ -116,7 +116,6 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
         {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
          "accuracy": p["accuracy"]} for p in report["points"]])
     plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")
-    if "compute_matched" in report:
-        plot_compute_matched(report["compute_matched"], paths.plot("compute_matched.png"),
-                             title=f"Sequential vs parallel scaling on {report['task']}")
+    plot_compute_matched(report.get("compute_matched"), paths.plot("compute_matched.png"),
+                         title=f"Sequential vs parallel scaling on {report['task']}")
     return report

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from components.inference.methods import PARALLEL_METHODS
 
@@ -39,16 +40,19 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
 VALUE_LABEL = {"majority_voting": "N=", "rebase": "w=", "wait_extension": "W="}
 
 
-def plot_compute_matched(result: dict, path: str | Path,
+def plot_compute_matched(result: Optional[dict], path: str | Path,
                          title: str = "Sequential vs parallel scaling on the held-out set") -> None:
     """s1's Fig. 7: accuracy vs average thinking tokens per question (parallel samples and REBASE's expanded
-    nodes summed), one line per method of the compute-matched comparison."""
+    nodes summed), one line per method of the compute-matched comparison (None: a figure saying it did not run)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, res in result["methods"].items():
+    if result is None:
+        ax.text(0.5, 0.5, "not run (evaluate.compute_matched is empty)", ha="center", va="center")
+        ax.set_axis_off()
+    for method, res in (result or {}).get("methods", {}).items():
         pts = sorted(res["points"], key=lambda p: p["avg_thinking_tokens"])
         kind = "parallel" if method in PARALLEL_METHODS else "sequential"
         ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts],
@@ -57,6 +61,11 @@ def plot_compute_matched(result: dict, path: str | Path,
         for p in pts:
             ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
                         textcoords="offset points", xytext=(4, -12), fontsize=7)
+    if result is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return
     ax.set_xlabel("average thinking tokens per question (parallel: summed)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)

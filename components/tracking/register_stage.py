@@ -29,7 +29,7 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
         d = json.loads(distill.read_text())
         metrics.update({f"distill_{k}": d[k] for k in ("done", "failed", "calls", "prompt_tokens",
                                                        "completion_tokens", "cost_usd")})
-    artifacts = [paths.plot("scaling.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
+    artifacts = [paths.plot("scaling.png"), paths.plot("compute_matched.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
                  paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
                  paths.metric("collect_report.json"), paths.metric("distill_report.json")]  # those that exist
     data = input_hashes(paths.root, [str(p.relative_to(paths.root)) for p in
@@ -44,5 +44,8 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
     steps = json.loads(history.read_text()) if history.exists() else []
     info = log_pipeline_run(profile, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
                             version_tags=version_tags)
+    from components.evaluation.report import load_results
+    from components.tracking.results_log import log_results
+    info["results_artifacts"] = log_results(info["run_id"], load_results(paths))  # the results page's tables
     write_json(paths.metric("mlflow_run.json"), info)
     return info

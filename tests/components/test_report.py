@@ -84,3 +84,29 @@ def test_cli_report_writes_the_page(tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "metrics")
     res = CliRunner().invoke(app, ["report", "--params", str(REPO / "params.yaml"), "--profile", "tiny"])
     assert res.exit_code == 2 and "run the evaluate stage first" in res.output
+
+
+def test_the_tables_go_to_the_mlflow_run(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from components.evaluation.report import load_results
+    from components.tracking.results_log import log_results
+    results = load_results(run_dir(tmp_path, plots=False))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        MlflowClient(uri).create_experiment("report-test", artifact_location=(tmp_path / "artifacts").as_uri())
+        mlflow.set_experiment(experiment_name="report-test")
+        with mlflow.start_run() as run:
+            pass
+        made = log_results(run.info.run_id, results)
+        client = MlflowClient(uri)
+        listed = {f.path for f in client.list_artifacts(run.info.run_id, "results")}
+        assert set(made) == listed and "results/compute_matched.json" in listed and "results/results.md" in listed
+        page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/results/results.md")
+        assert "## Sequential vs parallel scaling at equal compute" in page
+        table = mlflow.load_table("results/wait_strings.json", run_ids=[run.info.run_id])
+        assert list(table["label"]) == ["no extrapolation", "2x Wait", "2x Hmm", "2x (none)"]
+    finally:
+        mlflow.set_tracking_uri(None)
