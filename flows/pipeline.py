@@ -18,6 +18,7 @@ from components.pipeline.deployments import TRAIN_TAG  # one training at a time 
 from components.pipeline.ledger import OutputLedger, outputs_signature, stage_cache_key
 from components.pipeline.preflight import preflight
 from components.pipeline.registry import STAGES, run_stage
+from flows.artifacts import publish
 
 # Groups of stages users run on their own (each is a deployment in prefect.yaml).
 STAGE_GROUPS = {
@@ -57,7 +58,12 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
         results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
         ledger.record(name, key)
     results["profile"] = cfg.name
-    get_run_logger().info("stages done: %s", ", ".join(stages))
+    logger = get_run_logger()
+    logger.info("stages done: %s", ", ".join(stages))
+    try:  # the Artifacts tab: results table, MLflow links, selection funnel
+        logger.info("artifacts: %s", ", ".join(publish(paths, stages)) or "none")
+    except Exception as e:  # never fail a finished pipeline over its summary
+        logger.warning("artifacts not published: %s: %s", type(e).__name__, e)
     return results
 
 

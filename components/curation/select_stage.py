@@ -17,7 +17,7 @@ def select_stage(selection: SelectionConfig, paths: Paths) -> dict:
     """Choose the training set (s1K) from the filtered pool by the selection strategy; report and plot it."""
     from components.curation.pools import quality_pool_path
     from components.curation.selection import ABLATION_POOL, select
-    from components.curation.selection_report import plot_selection_report, selection_report
+    from components.curation.selection_report import plot_selection_report, selection_report, write_plot_data
     pool = quality_pool_path(paths) if selection.strategy in ABLATION_POOL else paths.filtered
     examples = read_jsonl(pool, Example)
     chosen = select(examples, selection.strategy, selection.size, selection.seed, selection)
@@ -27,4 +27,5 @@ def select_stage(selection: SelectionConfig, paths: Paths) -> dict:
     report["pool"] = pool.name
     write_json(paths.metric("selection_report.json"), report)
     plot_selection_report(report, paths.plot("selection_report.png"))
+    write_plot_data(report, paths.plot("selection_funnel.jsonl"), paths.plot("selection_domains.jsonl"))
     return {k: v for k, v in report.items() if k != "trace_tokens"}

@@ -57,3 +57,13 @@ def plot_selection_report(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_plot_data(report: dict, funnel: Path, domains: Path) -> None:
+    """The funnel (questions left after each step) and the per-domain counts of the selection as JSONL
+    for ``dvc plots show`` (bar charts beside the scaling curve)."""
+    import json
+    for path, rows in ((funnel, [{"step": k, "questions": v} for k, v in report["funnel"].items()]),
+                       (domains, [{"domain": k, "selected": v} for k, v in report["per_domain"].items()])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))

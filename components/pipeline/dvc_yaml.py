@@ -35,7 +35,8 @@ def stage_spec(stage: Stage) -> dict:
     if metrics := stage.metrics(TEMPLATE):
         spec["metrics"] = _uncached(metrics)
     if stage.plots:
-        spec["plots"] = [{str(pl.path(TEMPLATE)): {"cache": False, "x": pl.x, "y": pl.y, "title": pl.title}}
+        spec["plots"] = [{str(pl.path(TEMPLATE)): {"cache": False, "x": pl.x, "y": pl.y, "title": pl.title,
+                                                   **({"template": pl.template} if pl.template else {})}}
                          for pl in stage.plots]
     return spec
 

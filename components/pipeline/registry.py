@@ -34,6 +34,7 @@ class Plot:
     x: str
     y: str
     title: str
+    template: str = ""                           # a DVC plot template ("" = linear)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Stage:
     uncached: Callable[[Paths], list[Path]] = lambda p: []      # outputs DVC does not cache (PNG plots)
     plots: tuple[Plot, ...] = ()
     services: dict[str, str] = field(default_factory=dict)      # entry argument -> "module:attr" passed in
+    # "module:function" run around the entry: function(run, cfg, paths) -> result, ``run()`` calling the entry
+    # (the train stage runs inside the MLflow run it streams live metrics into; its entry never sees tracking)
+    wrap: str = ""
 
     def function(self) -> Callable[..., dict]:
         module, attr = self.entry.split(":")
@@ -88,14 +92,20 @@ STAGE_LIST: tuple[Stage, ...] = (
                 "data/domains.py", "data/problems.py", "data/msc_domains.json"),
           inputs=lambda p: [p.filtered, quality_pool_path(p), p.metric("filter_report.json")],
           outs=lambda p: [p.selected],
-          metrics=lambda p: [p.metric("selection_report.json")], uncached=lambda p: [p.plot("selection_report.png")]),
+          metrics=lambda p: [p.metric("selection_report.json")], uncached=lambda p: [p.plot("selection_report.png")],
+          plots=(Plot(lambda p: p.plot("selection_funnel.jsonl"), "questions", "step",
+                      "Selection funnel: questions left after each step", "bar_horizontal"),
+                 Plot(lambda p: p.plot("selection_domains.jsonl"), "selected", "domain",
+                      "Selected questions per MSC domain", "bar_horizontal_sorted"))),
     Stage("tokenize", "components.training.tokenize_stage:tokenize_stage", {"block_size": "sft.block_size", "model": "model"},
           code=("training/tokenize_stage.py",), inputs=lambda p: [p.selected, p.base_model], outs=lambda p: [p.sft_tokens],
           metrics=lambda p: [p.metric("tokenize_report.json")]),
     Stage("train", "components.training.train_stage:train_stage", {"sft": "sft", "model": "model"},
           code=("training", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
           inputs=lambda p: [p.sft_tokens, p.base_model], outs=lambda p: [p.sft_model],
-          metrics=lambda p: [p.metric("train.json")]),
+          metrics=lambda p: [p.metric("train.json")],
+          plots=(Plot(lambda p: p.plot("train_loss.jsonl"), "step", "loss", "SFT training loss per step"),),
+          wrap="components.tracking.training_run:train_in_run"),
     Stage("evaluate", "components.evaluation.evaluate_stage:evaluate_stage",
           {"evaluate": "evaluate", "engine": "engine", "model": "model", "serve": "serve"},
           code=("evaluation", "inference", "serving", "data/base_model.py", "data/tokenizer.py", "data/problems.py",
@@ -169,6 +179,14 @@ def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
     from components.pipeline.preflight import preflight
     stage = get_stage(name)
     preflight(cfg, [name])
-    services = {arg: getattr(importlib.import_module(ref.split(":")[0]), ref.split(":")[1])
-                for arg, ref in stage.services.items()}
-    return stage.function()(**stage_arguments(stage, cfg), paths=paths, **services)
+    services = {arg: _resolve(ref) for arg, ref in stage.services.items()}
+
+    def run() -> dict:
+        return stage.function()(**stage_arguments(stage, cfg), paths=paths, **services)
+
+    return _resolve(stage.wrap)(run, cfg, paths) if stage.wrap else run()
+
+
+def _resolve(ref: str) -> Any:
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)

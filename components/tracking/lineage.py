@@ -6,14 +6,20 @@ Prefect-only run) the same MD5 is computed here for files; directories get the M
 of their sorted ``path md5`` listing, marked with a ``dir:`` prefix.
 
     tags = input_hashes(Path("."), ["data/tiny/s1k.jsonl", "models/tiny/base"])
+
+The selected dataset also goes to MLflow as a dataset input (:func:`log_dataset`: name, DVC md5 as
+the digest, row count).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any, Optional
 
 import yaml
 
 from components.common.hashing import content_hash
+from components.paths import Paths
 
 
 def _dvc_lock_hashes(root: Path) -> dict[str, str]:
@@ -40,3 +46,28 @@ def input_hashes(root: Path, rel_paths: list[str]) -> dict[str, str]:
         # dvc.lock is current when it agrees with the bytes (files) — else ours, never a stale hash
         out[rel] = lock if lock and (lock == mine or (path.is_dir() and lock.endswith(".dir"))) else mine
     return out
+
+
+def log_dataset(path: str, name: str, dvc_md5: str, context: str) -> None:
+    """``mlflow.log_input`` of a JSONL file: its name, DVC md5 as the digest, the row count in the profile
+    (and as a tag); the frame holds the scalar fields only."""
+    import mlflow
+    import mlflow.data
+    import pandas as pd
+
+    from components.records import iter_jsonl
+    rows = list(iter_jsonl(Path(path)))
+    scalar = [{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None} for r in rows]
+    tags = {"rows": str(len(rows)), "dvc_md5": dvc_md5, "path": str(path)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's hint about integer columns
+        dataset = mlflow.data.from_pandas(pd.DataFrame(scalar), source=str(path), name=name, digest=dvc_md5[:36])
+    mlflow.log_input(dataset, context=context, tags=tags)
+
+
+def selected_dataset(paths: Paths) -> Optional[dict[str, Any]]:
+    """``log_dataset`` arguments for the selection the model trains on (None when absent)."""
+    rel = str(paths.selected.relative_to(paths.root))
+    md5 = input_hashes(paths.root, [rel]).get(rel)
+    return None if md5 is None else {"path": str(paths.selected), "name": paths.selected.stem, "dvc_md5": md5,
+                                     "context": "training"}

@@ -82,8 +82,42 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+# Per-row budget-forcing fields the served model takes beside ``question`` (all optional; a negative or
+# missing ``max_thinking_tokens`` means no cap).
+BUDGET_COLUMNS = ("max_thinking_tokens", "min_thinking_tokens", "num_waits", "max_answer_tokens")
+OUTPUT_COLUMNS = {"answer": "string", "thinking": "string", "thinking_tokens": "long", "waits_used": "long",
+                  "hit_budget": "boolean"}
+INPUT_EXAMPLE = [{"question": "What is 12 + 30?", "max_thinking_tokens": 64, "min_thinking_tokens": 0, "num_waits": 0,
+                  "max_answer_tokens": 16},
+                 {"question": "What is 7 * 8?", "max_thinking_tokens": 128, "min_thinking_tokens": 16, "num_waits": 1,
+                  "max_answer_tokens": 16}]
+COMPONENTS_DIR = Path(__file__).resolve().parents[1]  # shipped with the model (code_paths): no package to install
+# what ``components`` imports when the model loads (versions pinned to this environment when logged)
+MODEL_REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "pydantic", "pyyaml",
+                      "pandas", "numpy", "mlflow")
+
+
+def model_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+    inputs = Schema([ColSpec("string", "question"), *[ColSpec("long", c, required=False) for c in BUDGET_COLUMNS]])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(t, c) for c, t in OUTPUT_COLUMNS.items()]))
+
+
+def model_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for name in MODEL_REQUIREMENTS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
 class BudgetForcedModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: ``predict(DataFrame[question, max_thinking_tokens?])`` -> answers + thinking."""
+    """pyfunc wrapper: ``predict(DataFrame[question, max_thinking_tokens?, min_thinking_tokens?, num_waits?,
+    max_answer_tokens?])`` -> DataFrame[answer, thinking, thinking_tokens, waits_used, hit_budget]."""
 
     def load_context(self, context):
         from components.inference.hf_engine import HFEngine
@@ -96,13 +130,25 @@ class BudgetForcedModel(mlflow.pyfunc.PythonModel):
         from components.inference.budget_forcing import BudgetSpec
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        budgets = df["max_thinking_tokens"] if "max_thinking_tokens" in df else [None] * len(df)
-        specs = [BudgetSpec(max_thinking_tokens=None if pd.isna(b) else int(b), final_answer_prefix="Answer:")
-                 for b in budgets]
+
+        def field(row, name):
+            v = row.get(name)
+            return None if v is None or pd.isna(v) else int(v)
+
+        specs = []
+        for row in df.to_dict("records"):
+            cap = field(row, "max_thinking_tokens")
+            specs.append(BudgetSpec(max_thinking_tokens=None if cap is None or cap < 0 else cap,
+                                    min_thinking_tokens=field(row, "min_thinking_tokens") or 0,
+                                    num_waits=field(row, "num_waits") or 0,
+                                    max_answer_tokens=field(row, "max_answer_tokens") or 64,
+                                    final_answer_prefix="Answer:"))
         prompts = [thinking_prompt(self.engine.tokenizer, q) for q in df["question"]]
         res = self.engine.generate_forced(prompts, specs)
         return pd.DataFrame({"answer": [r.answer for r in res], "thinking": [r.thinking for r in res],
-                             "thinking_tokens": [r.thinking_tokens for r in res]})
+                             "thinking_tokens": [int(r.thinking_tokens) for r in res],
+                             "waits_used": [int(r.waits_used) for r in res],
+                             "hit_budget": [bool(r.hit_budget) for r in res]})
 
 
 def promote_if_better(client, name: str, version: str, metric: str, value: Optional[float]) -> dict[str, Any]:
@@ -132,38 +178,89 @@ def promote_if_better(client, name: str, version: str, metric: str, value: Optio
     return {"champion": promoted, "champion_reason": reason}
 
 
+REGISTERED_TAG = "s1flow.registered"        # on a run once the register stage completed it
+TRAINING_RUN_TAG = "s1flow.training_run_id"  # on a register run that could not complete the training's own run
+# Larger models are logged without an input example: MLflow would load them once just to check it.
+EXAMPLE_CHECK_MAX_BYTES = 2 * 2**30
+
+
+def resumable_training_run(client, run_id: Optional[str], experiment_id: str) -> bool:
+    """The training stage's run can be completed by this register stage: same store and experiment,
+    not completed before (a later evaluation of the same training gets a new run linked to it)."""
+    if not run_id:
+        return False
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return run.info.experiment_id == experiment_id and REGISTERED_TAG not in run.data.tags
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def log_model_version(model_dir: Path, registered_model: str):
+    """The pyfunc model: the weights as an artifact, the ``components`` package as code (``code_paths``:
+    nothing to install but public packages), a signature with per-row budget fields and an input example."""
+    small = _dir_bytes(model_dir) <= EXAMPLE_CHECK_MAX_BYTES
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=BudgetForcedModel(), artifacts={"model": str(model_dir)},
+        code_paths=[str(COMPONENTS_DIR)], registered_model_name=registered_model,
+        signature=model_signature(), input_example=INPUT_EXAMPLE if small else None,
+        pip_requirements=model_requirements(),
+    )
+
+
 def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], artifacts: list[Path],
                      model_dir: Path, tags: dict[str, str],
                      step_metrics: Optional[list[dict]] = None,
-                     version_tags: Optional[dict[str, str]] = None) -> dict[str, Any]:
-    """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories;
-    ``version_tags`` go on the registered model version (e.g. the dataset's DVC hash)."""
+                     version_tags: Optional[dict[str, str]] = None,
+                     training_run_id: Optional[str] = None,
+                     datasets: Optional[list[dict]] = None) -> dict[str, Any]:
+    """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories (unless the
+    training already streamed them into the run); ``version_tags`` go on the registered model version (e.g. the
+    dataset's DVC hash). ``training_run_id``: the run the train stage streamed its metrics into; it is completed
+    here when it can be (:func:`resumable_training_run`), else a new run is tagged with it.
+    ``datasets``: :func:`components.tracking.lineage.log_dataset` keyword arguments."""
+    from components.tracking.lineage import log_dataset
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
-    mlflow.set_experiment(cfg.tracking.experiment)
+    experiment = mlflow.set_experiment(cfg.tracking.experiment)
+    client = mlflow.MlflowClient()
     commit = git_commit(root)
-    with mlflow.start_run(run_name=f"{cfg.name}-{cfg.selection.strategy}-{cfg.selection.size}") as run:
-        run_tags = {"profile": cfg.name, "git_commit": commit, **tags}
+    resume = resumable_training_run(client, training_run_id, experiment.experiment_id)
+    streamed = resume and bool(client.get_metric_history(training_run_id, "train/loss"))
+    start = {"run_id": training_run_id} if resume else {
+        "run_name": f"{cfg.name}-{cfg.selection.strategy}-{cfg.selection.size}"}
+    with mlflow.start_run(**start) as run:
+        run_tags = {"profile": cfg.name, "git_commit": commit, REGISTERED_TAG: "true", **tags}
+        if training_run_id and not resume:
+            run_tags[TRAINING_RUN_TAG] = training_run_id
+            mlflow.set_tag("mlflow.note.content", f"Evaluation and registration of the training run "
+                                                  f"{training_run_id} (its live metrics and system metrics are there).")
         if str(tags.get("eval.contaminated", "")).lower() == "true":
             run_tags["contaminated"] = "true"  # evaluate.allow_contaminated let a non-decontaminated task through
         mlflow.set_tags({k: redact(str(v)) for k, v in run_tags.items()})
         mlflow.log_params(safe_params(flatten(cfg.model_dump(mode="json"))))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-        for row in step_metrics or []:
-            mlflow.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=int(row["step"]))
+        if not streamed:
+            for row in step_metrics or []:
+                mlflow.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"},
+                                   step=int(row["step"]))
+        for ds in datasets or []:
+            if not (resume and ds.get("context") == "training"):  # the training run logged its own input
+                log_dataset(**ds)
         for a in artifacts:
             if a.exists():
                 mlflow.log_artifact(str(a))
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=BudgetForcedModel(), artifacts={"model": str(model_dir)},
-            registered_model_name=cfg.tracking.registered_model,
-            pip_requirements=["s1flow", "torch==2.13.0", "transformers>=5.19,<5.20"],
-        )
+        info = log_model_version(model_dir, cfg.tracking.registered_model)
         version = info.registered_model_version
-    client = mlflow.MlflowClient()
     for key, value in {**(version_tags or {}), "git_commit": commit, "run_id": run.info.run_id}.items():
         client.set_model_version_tag(cfg.tracking.registered_model, str(version), key, value)
     decision = promote_if_better(client, cfg.tracking.registered_model, str(version),
                                  cfg.tracking.champion_metric, metrics.get(cfg.tracking.champion_metric))
     return {"run_id": run.info.run_id, "experiment": cfg.tracking.experiment,
+            "experiment_id": experiment.experiment_id, "training_run_id": training_run_id,
+            "completed_training_run": resume,
             "registered_model": cfg.tracking.registered_model, "model_version": version,
             "tracking_uri": redact(mlflow.get_tracking_uri()), **decision}

@@ -14,7 +14,7 @@ from components.records import write_json
 
 def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
     """Log params, metrics, plots and lineage to MLflow; register the model and promote the champion."""
-    from components.tracking.lineage import input_hashes
+    from components.tracking.lineage import input_hashes, selected_dataset
     from components.tracking.mlflow_run import log_pipeline_run
     ev = json.loads(paths.metric("eval.json").read_text())
     train = json.loads(paths.metric("train.json").read_text())
@@ -29,21 +29,28 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
         d = json.loads(distill.read_text())
         metrics.update({f"distill_{k}": d[k] for k in ("done", "failed", "calls", "prompt_tokens",
                                                        "completion_tokens", "cost_usd")})
-    artifacts = [paths.plot("scaling.png"), paths.plot("compute_matched.png"), paths.metric("eval.json"), paths.metric("filter_report.json"),
+    artifacts = [paths.plot("scaling.png"), paths.plot("compute_matched.png"), paths.metric("eval.json"),
+                 paths.metric("filter_report.json"),
                  paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
                  paths.metric("collect_report.json"), paths.metric("distill_report.json")]  # those that exist
     data = input_hashes(paths.root, [str(p.relative_to(paths.root)) for p in
                                      (paths.pool, paths.traces, paths.selected, paths.sft_tokens, paths.heldout,
-                                      paths.base_model)])
+                                      paths.base_model, paths.sft_model)])
     tags = {"model_hash": ev.get("model_hash", ""), **{f"dvc.{k}": v for k, v in data.items()},
             **{f"eval.{k}": str(v) for k, v in ev.get("provenance", {}).items()}}
     dataset = str(paths.selected.relative_to(paths.root))
-    version_tags = {"dataset": dataset, "dataset_dvc_md5": data.get(dataset, ""),
+    weights = str(paths.sft_model.relative_to(paths.root))
+    version_tags = {"dataset": dataset, "dataset_dvc_md5": data.get(dataset, ""), "weights": weights,
+                    "weights_dvc_md5": data.get(weights, ""),  # `dvc get`/`dvc pull` at this hash: the same weights
                     "selection.strategy": profile.selection.strategy}
     history = Path(train.get("work_dir", paths.sft_work)) / "loss_history.json"
     steps = json.loads(history.read_text()) if history.exists() else []
+    heldout = str(paths.heldout.relative_to(paths.root))
+    datasets = [d for d in [selected_dataset(paths)] if d] + (
+        [{"path": str(paths.heldout), "name": paths.heldout.stem, "dvc_md5": data[heldout], "context": "evaluation"}]
+        if heldout in data else [])
     info = log_pipeline_run(profile, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
-                            version_tags=version_tags)
+                            version_tags=version_tags, training_run_id=train.get("mlflow_run_id"), datasets=datasets)
     from components.evaluation.report import load_results
     from components.tracking.results_log import log_results
     info["results_artifacts"] = log_results(info["run_id"], load_results(paths))  # the results page's tables

@@ -27,6 +27,7 @@ def _worker_loop(config: dict) -> None:
     from components.training.sft import train_sft
 
     cfg = SFTConfig.model_validate_json(config["cfg"])
+    os.environ.update(config.get("env", {}))  # the MLflow run rank 0 streams into (live_metrics.py)
     os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
     examples = [TokenizedExample(**d) for d in iter_jsonl(config["tokens_file"])]
     summary = train_sft(cfg, config["base"], examples, config["out_dir"], config["work_dir"], config["dtype"])
@@ -38,11 +39,13 @@ def _worker_loop(config: dict) -> None:
 def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, work_dir: Path,
                    dtype: str = "float32") -> dict:
     import json
+    import os
 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from components.common.raycluster import ensure_ray
+    from components.training.live_metrics import RUN_ENV, URI_ENV
     ensure_ray()
     work_dir, out_dir = Path(work_dir).resolve(), Path(out_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,7 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg.model_dump_json(), "base": base, "tokens_file": str(Path(tokens_file).resolve()),
+                           "env": {k: os.environ[k] for k in (RUN_ENV, URI_ENV) if k in os.environ},
                            "out_dir": str(out_dir), "work_dir": str(work_dir), "dtype": dtype},
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),

@@ -74,7 +74,8 @@ OPEN_PLOT = """(() => {
 })()"""
 
 
-async def _cdp_screenshot(ws_url: str, url: str, width: int, height: int, out: Path) -> str:
+async def _cdp_screenshot(ws_url: str, url: str, width: int, height: int, out: Path,
+                          scripts: tuple[str, ...] = (PAGE_SETUP, OPEN_PLOT), settle_s: float = 10) -> str:
     import websockets
     async with websockets.connect(ws_url, max_size=2**27) as ws:
         counter = 0
@@ -89,9 +90,9 @@ async def _cdp_screenshot(ws_url: str, url: str, width: int, height: int, out: P
                     return msg.get("result", {})
         await call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
         await call("Page.navigate", url=url)
-        await asyncio.sleep(10)  # the single-page app fetches runs, params and metrics
+        await asyncio.sleep(settle_s)  # the single-page app fetches runs, params and metrics
         steps = []
-        for script in (PAGE_SETUP, OPEN_PLOT):
+        for script in scripts:
             steps.append((await call("Runtime.evaluate", expression=script, returnByValue=True))["result"].get("value", ""))
             await asyncio.sleep(4)
         shot = await call("Page.captureScreenshot", format="png")
@@ -99,8 +100,10 @@ async def _cdp_screenshot(ws_url: str, url: str, width: int, height: int, out: P
         return ", ".join(x for x in steps if x)
 
 
-def screenshot(chromium: str, url: str, size: str, out: Path) -> str:
-    """Drive headless Chromium over the DevTools protocol (no extra packages: websockets comes with uvicorn)."""
+def screenshot(chromium: str, url: str, size: str, out: Path, scripts: tuple[str, ...] = (PAGE_SETUP, OPEN_PLOT),
+               settle_s: float = 10) -> str:
+    """Drive headless Chromium over the DevTools protocol (no extra packages: websockets comes with uvicorn);
+    run ``scripts`` in the page once it settled, then save the PNG. Also used by infra/prefect/screenshot_run.py."""
     width, height = (int(v) for v in size.split(","))
     port = free_port()
     with tempfile.TemporaryDirectory() as profile:
@@ -115,7 +118,7 @@ def screenshot(chromium: str, url: str, size: str, out: Path) -> str:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-            return asyncio.run(_cdp_screenshot(ws_url, url, width, height, out))
+            return asyncio.run(_cdp_screenshot(ws_url, url, width, height, out, scripts, settle_s))
         finally:
             browser.terminate()
             browser.wait(20)

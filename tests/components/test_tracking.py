@@ -1,4 +1,6 @@
-"""The champion alias follows the params-chosen metric, with the reason recorded."""
+"""MLflow: the champion alias, redaction, the training run the register stage completes."""
+import json
+
 import mlflow
 from mlflow import MlflowClient
 
@@ -38,7 +40,6 @@ def test_redact_masks_userinfo_and_secret_query_values():
 
 def test_logged_run_carries_no_secret(tmp_path):
     """A config whose URLs carry credentials: params, tags and the returned info hold none of them."""
-    import json
 
     from components.config import parse_profile
     from components.tracking.mlflow_run import log_pipeline_run
@@ -65,3 +66,68 @@ def test_logged_run_carries_no_secret(tmp_path):
     assert run.data.params["teacher.extra_body.api_key"] == "***"
     assert run.data.params["teacher.api_key_env"] == "OPENAI_API_KEY"  # a variable's name is no secret
     assert run.data.tags["endpoint"] == "https://***@serve.example/v1" and run.data.tags["contaminated"] == "true"
+
+
+def test_training_streams_into_its_run_and_register_completes_it(tiny_model_dir, tiny_engine, tmp_path, monkeypatch,
+                                                                 capsys):
+    """The plain launcher inside the pipeline's training run: live loss/lr/grad-norm/tokens-per-second per step,
+    the selection as the run's dataset, plain progress lines off a TTY (no tqdm carriage returns); the register
+    stage then completes that run, and a second registration of the same training gets its own linked run."""
+    import os
+
+    from components.config import PoolConfig, SFTConfig, TeacherConfig, parse_profile
+    from components.data.pool import generate_pool
+    from components.distill.teachers import ProgrammaticTeacher
+    from components.formatting import tokenize_dataset
+    from components.paths import Paths
+    from components.records import write_jsonl
+    from components.tracking.mlflow_run import TRAINING_RUN_TAG, log_pipeline_run
+    from components.tracking.training_run import train_in_run
+    from components.training.live_metrics import RUN_ENV
+    from components.training.sft import train_sft
+
+    qs = generate_pool(PoolConfig(size=8, max_difficulty=2, malformed_fraction=0))
+    rows = [(q.id, q.question, t.thinking, t.answer) for q in qs for t in [ProgrammaticTeacher(TeacherConfig()).solve(q)]]
+    examples = tokenize_dataset(tiny_engine.tokenizer, rows, block_size=512)[0]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = parse_profile({"tracking": {"tracking_uri": uri, "experiment": "live", "registered_model": "live-m"}}, "tiny")
+    paths = Paths.for_profile("tiny", root=tmp_path)
+    paths.selected.parent.mkdir(parents=True)
+    write_jsonl(paths.selected, [{"id": q.id, "question": q.question} for q in qs])
+    monkeypatch.delenv("S1FLOW_NO_PROGRESS", raising=False)
+    from transformers.utils import logging as hf_logging
+
+    from components.common.progress import quiet_foreign_bars
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+                "RAY_DATA_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(var, "1")  # what quiet_foreign_bars sets, undone after the test
+    quiet_foreign_bars()  # as importing flows/ (s1flow, the Prefect flows) does first
+    sft = SFTConfig(epochs=1, global_batch_size=2, per_device_batch_size=2, deepspeed="never")
+    try:
+        result = train_in_run(lambda: train_sft(sft, tiny_model_dir, examples, tmp_path / "sft", tmp_path / "work"),
+                              cfg, paths)
+        client = MlflowClient(uri)
+        run_id = result["mlflow_run_id"]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["s1flow.stage"] == "train"
+        assert RUN_ENV not in os.environ  # the run reached the trainer through the environment, only meanwhile
+        loss = client.get_metric_history(run_id, "train/loss")
+        assert [m.step for m in loss] == list(range(1, result["steps"] + 1))  # every logging step, as it trained
+        assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second"} <= set(run.data.metrics)
+        assert run.data.metrics["train/tokens_per_second"] > 0 and "train/mfu" not in run.data.metrics  # no GPU
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "s1k" and json.loads(dataset.dataset.profile)["num_rows"] == len(qs)
+        err = capsys.readouterr().err
+        assert f"sft steps: {result['steps']}/{result['steps']} (100%)" in err and "\r" not in err
+
+        infos = [log_pipeline_run(cfg, tmp_path, {"performance": p}, [], tmp_path / "sft", tags={},
+                                  step_metrics=[{"step": 1, "loss": 9.0}], training_run_id=run_id) for p in (0.5, 0.6)]
+        assert infos[0]["run_id"] == run_id and infos[0]["completed_training_run"]
+        assert [m.value for m in client.get_metric_history(run_id, "train/loss")] == [m.value for m in loss]
+        assert infos[1]["run_id"] != run_id and not infos[1]["completed_training_run"]
+        linked = client.get_run(infos[1]["run_id"])
+        assert linked.data.tags[TRAINING_RUN_TAG] == run_id and run_id in linked.data.tags["mlflow.note.content"]
+        assert client.get_metric_history(infos[1]["run_id"], "train/loss")[0].value == 9.0  # the history, logged
+    finally:
+        mlflow.set_tracking_uri(None)
+        hf_logging.enable_progress_bar()

@@ -1,4 +1,6 @@
-"""`dvc repro` runs the same stages, reruns nothing the second time, and only what a param change touches."""
+"""`dvc repro` runs the same stages, reruns nothing the second time, and only what a param change touches;
+an ablation runs as a DVC experiment (`dvc exp run -S`) and `dvc exp show` reads its metrics back."""
+import json
 import os
 import re
 import subprocess
@@ -30,7 +32,21 @@ def repo(tmp_path_factory):
     root = write_micro_project(tmp_path_factory.mktemp("dvc"), with_code=True)
     _run(["git", "init", "-q"], root)
     _run(["dvc", "init", "-q"], root)
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):
+        _run(["git", "config", key, value], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "micro project"], root)  # experiments are based on a commit
     return root
+
+
+def _experiments(shown: list) -> dict[str, dict]:
+    """``dvc exp show --json``: {experiment name: {"params": ..., "metrics": ...}} under every baseline."""
+    out = {}
+    for baseline in shown:
+        for exp_range in baseline.get("experiments") or []:
+            for rev in exp_range["revs"]:
+                out[rev.get("name") or exp_range.get("name") or rev["rev"]] = rev["data"]
+    return out
 
 
 def test_first_repro_runs_every_stage(repo):
@@ -53,15 +69,33 @@ def test_param_change_reruns_only_dependent_stages(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], repo)
     assert _ran(out) == {"evaluate", "register"}
-    params["tiny"]["sft"]["learning_rate"] = 0.001
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run(["dvc", "repro"], repo)
-    assert _ran(out) == {"train", "evaluate", "register"}
+
+
+def test_ablation_as_a_dvc_experiment(repo):
+    """The random-selection ablation as a DVC experiment: only what the selection feeds reruns, and
+    `dvc exp show` has its params and metrics."""
+    out = _run(["dvc", "exp", "run", "-S", "tiny.selection.strategy=random", "-n", "random-selection"], repo)
+    assert _ran(out) == {"select", "tokenize", "train", "evaluate", "register"}
+    exps = _experiments(json.loads(_run(["dvc", "exp", "show", "--json"], repo)))
+    data = exps["random-selection"]
+    assert data["params"]["params.yaml"]["data"]["tiny"]["selection"]["strategy"] == "random"
+    ev = data["metrics"]["metrics/tiny/eval.json"]["data"]
+    assert ev == json.loads((repo / "metrics/tiny/eval.json").read_text())  # the workspace holds the experiment
+    assert {"control", "scaling", "performance", "accuracy_by_budget"} <= set(ev)
+    assert data["metrics"]["metrics/tiny/selection_report.json"]["data"]["strategy"] == "random"
 
 
 def test_dvc_plots_render(repo):
-    out = _run(["dvc", "plots", "show", "--json"], repo)
-    assert "scaling.jsonl" in out
+    """`dvc plots show` renders the scaling curve, the training loss per step and the selection funnel/domains."""
+    out = json.loads(_run(["dvc", "plots", "show", "--json"], repo))
+    rendered = {p for p in out if out[p]}
+    assert {"plots/tiny/scaling.jsonl", "plots/tiny/train_loss.jsonl", "plots/tiny/selection_funnel.jsonl",
+            "plots/tiny/selection_domains.jsonl"} <= rendered, out.keys()
+    loss = out["plots/tiny/train_loss.jsonl"][0]["content"]
+    assert loss["encoding"]["x"]["field"] == "step" and loss["encoding"]["y"]["field"] == "loss"
+    assert len(loss["data"]["values"]) >= 2
+    funnel = out["plots/tiny/selection_funnel.jsonl"][0]["content"]
+    assert funnel["mark"]["type"] == "bar" and [v["step"] for v in funnel["data"]["values"]][0] == "pool"
 
 
 def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path, monkeypatch):

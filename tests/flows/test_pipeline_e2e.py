@@ -1,5 +1,6 @@
 """One tiny end-to-end run of the Prefect flow (micro settings), checking every artefact."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +21,14 @@ def pipeline_run(tmp_path_factory):
         subprocess.run([*git, *cmd], cwd=root, check=True, capture_output=True)
     cwd = os.getcwd()
     os.chdir(root)
+    # MLflow samples system metrics every 10 s by default: longer than the micro training
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
     try:
-        with prefect_test_harness():
+        with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
             result = s1_pipeline(profile="tiny")
     finally:
         os.chdir(cwd)
+        os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
     return root, result
 
 
@@ -83,11 +87,86 @@ def test_mlflow_run_and_registered_model(pipeline_run):
     assert str(champion.version) == str(version.version) and info["champion"]
     assert champion.tags["champion_decision"].startswith("first version with performance=")
     assert len(client.get_metric_history(info["run_id"], "train/loss")) >= 2
+    assert champion.tags["weights_dvc_md5"].startswith("dir:") and champion.tags["weights"] == "models/tiny/sft"
     mlflow.set_tracking_uri(info["tracking_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{info['registered_model']}/{info['model_version']}")
     import pandas as pd
     out = model.predict(pd.DataFrame({"question": ["What is 12 + 30?"], "max_thinking_tokens": [5]}))
     assert out["thinking_tokens"][0] <= 5
+    mlflow.set_tracking_uri(None)
+
+
+def test_training_streamed_into_the_run_the_register_stage_completed(pipeline_run):
+    """Live loss/lr/grad-norm/tokens-per-second and system metrics went into the run the train stage opened;
+    the register stage completed that same run; the selected dataset is its input (name, DVC md5, rows)."""
+    from mlflow import MlflowClient
+    root, result = pipeline_run
+    info = result["register"]
+    assert info["completed_training_run"] and info["training_run_id"] == info["run_id"] == result["train"]["mlflow_run_id"]
+    assert json.loads((root / "metrics/tiny/train.json").read_text())["mlflow_run_id"] == info["run_id"]
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    steps = [m.step for m in client.get_metric_history(info["run_id"], "train/loss")]
+    assert len(steps) >= 2 and steps == sorted(set(steps))  # streamed once per log step, not logged again
+    assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second"} <= set(run.data.metrics)
+    assert run.data.metrics["train/tokens_per_second"] > 0
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    s1k = inputs["s1k"]
+    assert s1k.dataset.digest == run.data.tags["dvc.data/tiny/s1k.jsonl"][:36]
+    assert json.loads(s1k.dataset.profile)["num_rows"] == 40
+    assert {t.key: t.value for t in s1k.tags}["mlflow.data.context"] == "training"
+    assert "heldout" in inputs
+    loss = [json.loads(line) for line in (root / "plots/tiny/train_loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in loss] == steps  # the DVC plot holds the same curve
+
+
+def test_champion_loads_and_serves_outside_the_repo(pipeline_run, tmp_path):
+    """The registered model carries its code (code_paths): a fresh interpreter that cannot import the repo
+    loads models:/NAME@champion and predicts with per-row budgets; `mlflow models serve` answers /invocations."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    import httpx
+
+    from components.common.network import free_port
+    from tests.flows.services import service
+    root, result = pipeline_run
+    info = result["register"]
+    uri = f"models:/{info['registered_model']}@champion"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"]}
+    port = free_port()
+    serve = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    rows = [{"question": "What is 12 + 30?", "max_thinking_tokens": 4, "min_thinking_tokens": 0, "num_waits": 0,
+             "max_answer_tokens": 8},
+            {"question": "What is 7 * 8?", "max_thinking_tokens": 12, "min_thinking_tokens": 12, "num_waits": 1,
+             "max_answer_tokens": 8}]
+    with service(serve, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env, cwd=tmp_path):
+        # python -S: no site hooks, so not the editable install of this repo; only the libraries on PYTHONPATH
+        script = (
+            "import importlib.util, json, sys\n"
+            "assert importlib.util.find_spec('components') is None, 'the repo is importable'\n"
+            "import mlflow.pyfunc, pandas as pd\n"
+            f"model = mlflow.pyfunc.load_model({uri!r})\n"
+            f"out = model.predict(pd.DataFrame({rows!r}))\n"
+            "import components\n"
+            "print(json.dumps({'components': components.__file__, 'rows': out.to_dict('records'),\n"
+            "                  'inputs': [c.name for c in model.metadata.get_input_schema().inputs]}))\n")
+        clean = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                               env={**env, "PYTHONPATH": sysconfig.get_paths()["purelib"]}, timeout=600)
+        assert clean.returncode == 0, clean.stderr[-3000:]
+        loaded = json.loads(clean.stdout.strip().splitlines()[-1])
+        served = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=120)
+    assert served.status_code == 200, served.text
+    assert str(root) not in loaded["components"] and "/code/components/" in loaded["components"]
+    assert loaded["inputs"] == ["question", "max_thinking_tokens", "min_thinking_tokens", "num_waits",
+                                "max_answer_tokens"]
+    for out in (loaded["rows"], served.json()["predictions"]):
+        assert out[0]["thinking_tokens"] <= 4 and out[1]["thinking_tokens"] == 12  # each row its own budget
+        assert set(out[0]) == {"answer", "thinking", "thinking_tokens", "waits_used", "hit_budget"}
 
 
 def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
@@ -125,7 +204,7 @@ def test_evaluation_flow_alone(pipeline_run):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        with prefect_test_harness():
+        with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
             out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
                 profile="tiny", overrides=["evaluate.method=wait_extension",
                                            "evaluate.wait_counts=[0, 1]"])

@@ -2,6 +2,8 @@
 
 The tiny pipeline (micro settings) is deployed from prefect.yaml with `s1flow deploy`,
 a process worker picks it up, and a failure in the train task is resumed from that task.
+The finished run's artifacts (results table, MLflow links, selection funnel) are read back
+from the Prefect API.
 """
 import json
 import re
@@ -37,6 +39,39 @@ def _task_states(flow_run: str, env: dict) -> dict[str, str]:
     return states
 
 
+def _artifacts(flow_run: str, env: dict) -> dict[str, dict]:
+    arts = httpx.post(f"{env['PREFECT_API_URL']}/artifacts/filter",
+                      json={"artifacts": {"flow_run_id": {"any_": [flow_run]}}}).json()
+    return {a["key"]: a for a in arts}
+
+
+def _check_artifacts(flow_run: str, env: dict, project) -> None:
+    """What the Artifacts tab of a finished pipeline run shows, as the API returns it."""
+    arts = _artifacts(flow_run, env)
+    assert set(arts) == {"s1-results-tiny", "s1-mlflow-run-tiny", "s1-model-tiny", "s1-selection-funnel-tiny",
+                         "s1-selection-domains-tiny"}, sorted(arts)
+    reg = json.loads((project / "metrics/tiny/mlflow_run.json").read_text())
+    ev = json.loads((project / "metrics/tiny/eval.json").read_text())
+    results = arts["s1-results-tiny"]
+    assert results["type"] == "markdown"
+    for p in ev["points"]:  # one row per budget, for the method evaluated
+        assert f"| {p['budget']} | {p['accuracy']:.1%} |" in results["data"]
+    assert "## budget_forcing" in results["data"] and "| no budget |" in results["data"]
+    assert f"| budget_forcing | {ev['control']:.1%} |" in results["data"] and reg["run_id"] in results["data"]
+    run_link, model_link = arts["s1-mlflow-run-tiny"], arts["s1-model-tiny"]
+    assert run_link["type"] == model_link["type"] == "link"
+    assert f"#/experiments/{reg['experiment_id']}/runs/{reg['run_id']})" in run_link["data"]
+    assert f"#/models/s1flow-tiny/versions/{reg['model_version']})" in model_link["data"]
+    funnel = arts["s1-selection-funnel-tiny"]
+    assert funnel["type"] == "table"
+    rows = json.loads(funnel["data"])
+    report = json.loads((project / "metrics/tiny/selection_report.json").read_text())
+    assert [(r["step"], r["questions"]) for r in rows] == list(report["funnel"].items())
+    assert rows[0] == {"step": "pool", "questions": 120, "dropped": ""} and rows[-1]["step"] == "selected"
+    domains = json.loads(arts["s1-selection-domains-tiny"]["data"])
+    assert sum(r["selected"] for r in domains) == report["selected"]
+
+
 def test_deployment_runs_on_a_worker_and_resumes_from_the_failed_task(tmp_path):
     project = write_micro_project(tmp_path / "project")
     shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
@@ -68,6 +103,7 @@ def test_deployment_runs_on_a_worker_and_resumes_from_the_failed_task(tmp_path):
             assert all(states[s] == "Cached" for s in ["base-model", "collect", "distill", "filter", "select",
                                                       "tokenize"]), states
             assert all(states[s] == "Completed" for s in ["train", "evaluate", "register"]), states
+            _check_artifacts(run, env, project)
             # 3) an output removed by hand is noticed: that stage and what follows it run again
             shutil.rmtree(project / "models/tiny/sft")
             run, state = _run_deployment("s1-pipeline/tiny", env, project)
