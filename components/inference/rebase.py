@@ -12,9 +12,10 @@ thinking is the delimiter and, as in budget forcing, not a thinking token).
 
 Rewards: ``programmatic`` checks each line against the procedural world's
 worked solution (``components.data.problems``; a wrong line followed by "Wait,
-let me re-check: <right line>" is a correction, not an error); any other name is
-a Hugging Face sequence-classification process reward model loaded by name (for
-s1-32b, e.g. a math PRM), scoring the question plus the steps so far.
+let me re-check: <right line>" is a correction, not an error); a
+``Qwen/Qwen2.5-Math-PRM-*`` name loads that PRM (s1-32b; its step-separator
+recipe); any other name is a Hugging Face sequence-classification process
+reward model loaded by name, scoring the question plus the steps so far.
 
     results = rebase(engine, questions, RebaseSpec(width=8), build_reward("programmatic"))
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
 from components.formatting import ANSWER_START, thinking_prompt
@@ -82,8 +83,47 @@ class ModelProcessReward:
         return float(torch.sigmoid(logits[-1]))
 
 
+class QwenMathPRM:
+    """Qwen2.5-Math-PRM (``Qwen/Qwen2.5-Math-PRM-7B``/``-72B``; remote code): the steps joined by ``<extra_0>``
+    in the assistant turn of the chat template; a step's reward is the probability of the positive class at its
+    ``<extra_0>`` token (the model card's recipe). A partial trace's reward is its last step's."""
+
+    SEP = "<extra_0>"
+    SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+    def __init__(self, name: str, device: Optional[str] = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        self.name = name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+        dtype = torch.bfloat16 if self.device != "cpu" else torch.float32
+        self.model = AutoModel.from_pretrained(name, torch_dtype=dtype, trust_remote_code=True).to(self.device).eval()
+
+    def text(self, question: str, steps: Sequence[str]) -> str:
+        messages = [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": question},
+                    {"role": "assistant", "content": self.SEP.join(steps) + self.SEP}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    def score(self, question: str, steps: Sequence[str]) -> float:
+        import torch
+        if not steps:
+            return 0.5
+        ids = self.tokenizer.encode(self.text(question, steps), return_tensors="pt").to(self.device)
+        sep = self.tokenizer.encode(self.SEP)[0]
+        with torch.no_grad():
+            logits = self.model(input_ids=ids)[0]  # (1, seq, 2)
+        positive = torch.softmax(logits[0].float(), dim=-1)[ids[0] == sep, 1]
+        return float(positive[-1]) if len(positive) else 0.5
+
+
 def build_reward(name: str) -> ProcessReward:
-    return ProgrammaticProcessReward() if name == "programmatic" else ModelProcessReward(name)
+    """``programmatic``; a Qwen2.5-Math-PRM by name; any other name: a sequence-classification PRM."""
+    if name == "programmatic":
+        return ProgrammaticProcessReward()
+    if "math-prm" in name.lower() and "qwen" in name.lower():
+        return QwenMathPRM(name)
+    return ModelProcessReward(name)
 
 
 @dataclass(frozen=True)

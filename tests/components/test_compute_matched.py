@@ -111,3 +111,37 @@ def test_wait_strings_accept_the_empty_string_and_refuse_blank_ones(tmp_path):
         p.write_text(f"profile: tiny\ntiny:\n  evaluate:\n    {key}: ['  ']\n")
         with pytest.raises(ConfigError, match=f"evaluate.{key}"):
             load_config(str(p), None, [])
+
+
+def test_qwen_math_prm_scores_the_last_steps_separator():
+    """The Qwen2.5-Math-PRM recipe on a scripted tokenizer and model: the k-th ``<extra_0>`` has P(positive) =
+    sigmoid(k); a partial trace's reward is its last step's."""
+    import math
+
+    import torch
+
+    from components.inference.rebase import QwenMathPRM
+
+    class Tok:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            assert messages[-1]["role"] == "assistant" and not tokenize and not add_generation_prompt
+            return messages[1]["content"] + "|" + messages[-1]["content"]
+
+        def encode(self, text, return_tensors=None):
+            if text == QwenMathPRM.SEP:
+                return [99]
+            ids = [1 if c != "\x00" else 99 for c in text.replace(QwenMathPRM.SEP, "\x00")]
+            return torch.tensor([ids])
+
+    class Model:
+        def __call__(self, input_ids):
+            logits = torch.zeros(1, input_ids.shape[1], 2)
+            for k, pos in enumerate((input_ids[0] == 99).nonzero().flatten().tolist(), start=1):
+                logits[0, pos, 1] = float(k)
+            return (logits,)
+
+    prm = object.__new__(QwenMathPRM)
+    prm.tokenizer, prm.model, prm.device, prm.name = Tok(), Model(), "cpu", "Qwen/Qwen2.5-Math-PRM-7B"
+    assert prm.score("q", ["a", "b", "c"]) == pytest.approx(1 / (1 + math.exp(-3)))
+    assert prm.score("q", ["a"]) == pytest.approx(1 / (1 + math.exp(-1)))
+    assert prm.score("q", []) == 0.5
