@@ -108,11 +108,12 @@ class PackedCollator:
     dtype: torch.dtype = torch.float32
     pad_to_multiple_of: int = 1
     flash_kwargs: bool = True
+    min_length: int = 0  # Ulysses over gloo: every rank's batch the same length
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         if self.attn_implementation == "flash_attention_2":
             return self._flattened(batch)
-        width = round_up(max(len(b["input_ids"]) for b in batch), self.pad_to_multiple_of)
+        width = round_up(max(self.min_length, *(len(b["input_ids"]) for b in batch)), self.pad_to_multiple_of)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros((len(batch), width), dtype=torch.long)
@@ -127,7 +128,7 @@ class PackedCollator:
     def _flattened(self, batch: list[dict]) -> dict:
         lengths = [n for b in batch for n in b["lengths"]]
         real = sum(lengths)
-        width = round_up(real, self.pad_to_multiple_of)
+        width = round_up(max(real, self.min_length), self.pad_to_multiple_of)
         ids = torch.full((1, width), self.pad_id, dtype=torch.long)
         labels = torch.full((1, width), IGNORE_INDEX, dtype=torch.long)
         ids[0, :real] = torch.tensor([t for b in batch for t in b["input_ids"]])

@@ -68,9 +68,11 @@ class PadCollator:
 
     pad_id: int
     pad_to_multiple_of: int = 1
+    min_length: int = 0  # Ulysses over gloo: every rank's batch the same length (gloo all_gathers equal shapes only)
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = -(-max(len(b["input_ids"]) for b in batch) // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        longest = max(self.min_length, *(len(b["input_ids"]) for b in batch))
+        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -182,15 +184,30 @@ def _mfu(model, collator: CountingCollator, seconds: float, devices: int):
     return None if value is None else round(value, 4)
 
 
+def _deepspeed_comm(args: TrainingArguments) -> None:
+    """deepspeed.comm over the process group the Trainer set up. accelerate initialises it only off the CPU
+    (state.py); without it, zero.Init inside from_pretrained sees world size 1 and refuses the batch sizes
+    transformers derived for the real world size."""
+    import deepspeed.comm as dist
+    _ = args.world_size  # sets up torch.distributed (gloo on a CPU, NCCL on GPUs)
+    if not dist.is_initialized():
+        dist.init_distributed(dist_backend="gloo" if args.use_cpu else "nccl", auto_mpi_discovery=False)
+
+
 def make_collator(cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> CountingCollator:
     """The collator for this config: position ids always, lengths padded to the Ulysses degree, and
     packed examples kept apart on every attention path (components/training/packing.py)."""
     sp = cfg.sequence_parallel_size
+    # DeepSpeed's UlyssesSPDataLoaderAdapter all_gathers each rank's batch: NCCL takes uneven lengths, gloo does not,
+    # so on a CPU every batch is padded to the longest it can be
+    fixed = sp > 1 and not torch.cuda.is_available()
     if cfg.packing:
         from components.training.packing import PackedCollator
-        return CountingCollator(PackedCollator(pad_id, cfg.attn_implementation, dtype, pad_to_multiple_of=sp,
-                                               flash_kwargs=sp == 1))
-    return CountingCollator(PadCollator(pad_id, pad_to_multiple_of=sp))
+        flat = cfg.attn_implementation == "flash_attention_2"
+        return CountingCollator(PackedCollator(
+            pad_id, cfg.attn_implementation, dtype, pad_to_multiple_of=sp, flash_kwargs=sp == 1,
+            min_length=(cfg.block_size * (cfg.per_device_batch_size if flat else 1)) if fixed else 0))
+    return CountingCollator(PadCollator(pad_id, pad_to_multiple_of=sp, min_length=cfg.block_size if fixed else 0))
 
 
 def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
@@ -212,6 +229,8 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         args = training_arguments(cfg, work_dir, steps_per_epoch)
         if max_steps is not None:
             args.max_steps = max_steps
+        if args.deepspeed:
+            _deepspeed_comm(args)
         model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
         model.train()
         collator = make_collator(cfg, tokenizer.pad_token_id, model.dtype)
