@@ -20,6 +20,7 @@ import json
 import os
 from typing import Optional
 
+from components.curation.selection_report import funnel_steps
 from components.paths import Paths
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000`
@@ -74,7 +75,7 @@ def mlflow_links(reg: dict) -> dict[str, str]:
 
 def funnel_rows(report: dict) -> list[dict]:
     rows, before = [], None
-    for step, n in report["funnel"].items():
+    for step, n in funnel_steps(report["funnel"]):
         rows.append({"step": step, "questions": n, "dropped": "" if before is None else before - n})
         before = n
     return rows

@@ -33,13 +33,23 @@ def selection_report(filter_report: dict, chosen: list[Example], available: int,
     }
 
 
+# The funnel in pipeline order (JSON reports keep keys sorted); a step not listed goes by its count.
+FUNNEL_ORDER = ("pool", "after_quality", "after_decontamination", "after_difficulty", "selected")
+
+
+def funnel_steps(funnel: dict) -> list[tuple[str, int]]:
+    """``(step, questions left)`` from the pool to the selection: counts never grow along the pipeline."""
+    rank = {k: i for i, k in enumerate(FUNNEL_ORDER)}
+    return sorted(funnel.items(), key=lambda kv: (-kv[1], rank.get(kv[0], len(FUNNEL_ORDER))))
+
+
 def plot_selection_report(report: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    funnel = report["funnel"]
+    funnel = dict(funnel_steps(report["funnel"]))
     axes[0].barh(list(funnel)[::-1], list(funnel.values())[::-1], color="#4c72b0")
     for y, v in enumerate(list(funnel.values())[::-1]):
         axes[0].text(v, y, f" {v}", va="center", fontsize=8)
@@ -63,7 +73,7 @@ def write_plot_data(report: dict, funnel: Path, domains: Path) -> None:
     """The funnel (questions left after each step) and the per-domain counts of the selection as JSONL
     for ``dvc plots show`` (bar charts beside the scaling curve)."""
     import json
-    for path, rows in ((funnel, [{"step": k, "questions": v} for k, v in report["funnel"].items()]),
+    for path, rows in ((funnel, [{"step": k, "questions": v} for k, v in funnel_steps(report["funnel"])]),
                        (domains, [{"domain": k, "selected": v} for k, v in report["per_domain"].items()])):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
