@@ -27,5 +27,5 @@ def select_stage(selection: SelectionConfig, paths: Paths) -> dict:
     report["pool"] = pool.name
     write_json(paths.metric("selection_report.json"), report)
     plot_selection_report(report, paths.plot("selection_report.png"))
-    write_plot_data(report, paths.plot("selection_funnel.jsonl"), paths.plot("selection_domains.jsonl"))
+    write_plot_data(report, paths.plot("selection_funnel.json"), paths.plot("selection_domains.json"))
     return {k: v for k, v in report.items() if k != "trace_tokens"}

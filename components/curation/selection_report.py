@@ -70,10 +70,10 @@ def plot_selection_report(report: dict, path: Path) -> None:
 
 
 def write_plot_data(report: dict, funnel: Path, domains: Path) -> None:
-    """The funnel (questions left after each step) and the per-domain counts of the selection as JSONL
-    for ``dvc plots show`` (bar charts beside the scaling curve)."""
+    """The funnel (questions left after each step) and the per-domain counts of the selection as JSON lists
+    for ``dvc plots show`` (bar charts beside the scaling curve; DVC reads JSON, YAML, CSV, TSV, not JSONL)."""
     import json
     for path, rows in ((funnel, [{"step": k, "questions": v} for k, v in funnel_steps(report["funnel"])]),
                        (domains, [{"domain": k, "selected": v} for k, v in report["per_domain"].items()])):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        path.write_text(json.dumps(rows, indent=1) + "\n")

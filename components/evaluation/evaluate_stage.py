@@ -112,7 +112,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
               "provenance": {**provenance(evaluate, engine, model.dtype, digest), "contaminated": bool(contaminated)}}
     write_jsonl(paths.eval_samples, all_samples)
     write_json(paths.metric("eval.json"), report)
-    write_jsonl(paths.plot("scaling.jsonl"), [
+    write_json(paths.plot("scaling.json"), [  # a DVC plot: JSON (DVC reads no JSONL)
         {"budget": p["budget"], "avg_thinking_tokens": round(p["avg_thinking_tokens"], 2),
          "accuracy": p["accuracy"]} for p in report["points"]])
     plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")

@@ -107,9 +107,9 @@ def live_callbacks(tokens: Callable[[], int], model) -> list[TrainerCallback]:
 
 
 def write_loss_plot(work_dir: Path, path: Path) -> None:
-    """The per-step loss history (``loss_history.json``, written by rank 0) as a DVC plot file (JSONL)."""
+    """The per-step loss history (``loss_history.json``, written by rank 0) as a DVC plot file (a JSON list)."""
     history = Path(work_dir) / "loss_history.json"
     rows = json.loads(history.read_text()) if history.exists() else []
     path.parent.mkdir(parents=True, exist_ok=True)
     keep = ("step", "loss", "learning_rate", "grad_norm")
-    path.write_text("".join(json.dumps({k: r[k] for k in keep if k in r}) + "\n" for r in rows))
+    path.write_text(json.dumps([{k: r[k] for k in keep if k in r} for r in rows], indent=1) + "\n")

@@ -61,5 +61,5 @@ def train_stage(sft: SFTConfig, model: ModelConfig, paths: Paths) -> dict:
     summary["memory_plan"] = plan
     write_json(paths.metric("train.json"), summary)
     from components.training.live_metrics import write_loss_plot
-    write_loss_plot(work, paths.plot("train_loss.jsonl"))  # a DVC plot (dvc plots show)
+    write_loss_plot(work, paths.plot("train_loss.json"))  # a DVC plot (dvc plots show)
     return summary
