@@ -4,6 +4,15 @@ Model states come from DeepSpeed's own ZeRO-3 estimator; activations use the
 per-layer estimate of Korthikanti et al. (2022) with memory-efficient attention
 (no seq² term), keeping only each layer's input when gradient checkpointing is on.
 
+Peak CPU RAM per node while the model loads (``load_cpu_gib_per_node``): sft.py builds
+``TrainingArguments`` (which registers the DeepSpeed config) before ``from_pretrained``, so under
+ZeRO-3 transformers 5.19 creates the model inside ``deepspeed.zero.Init`` (parameters partitioned
+onto the GPUs as they are created) and loads the checkpoint's memory-mapped safetensors into one
+gathered layer at a time (``_load_state_dict_into_zero3_model``): the node holds the checkpoint once,
+in the page cache its ranks share. Loaded before the config is registered, every rank would first
+materialise the whole model in CPU RAM (``load_cpu_gib_per_node_unsharded``: ranks x model + the
+page cache), the defect issue 16 fixed.
+
     plan = sft_memory_plan(model_config, cfg.sft, gpus_per_node=8, nodes=2); check_fits(plan, 80)
 """
 from __future__ import annotations
@@ -43,6 +52,8 @@ class MemoryPlan:
     model_states_gib_per_gpu: float
     cpu_gib_per_node: float
     activations_gib_per_gpu: float
+    load_cpu_gib_per_node: float = 0.0
+    load_cpu_gib_per_node_unsharded: float = 0.0
 
     @property
     def gpu_gib(self) -> float:
@@ -53,7 +64,9 @@ class MemoryPlan:
         return (f"{size} params on {self.gpus} GPU(s), ZeRO-3"
                 f"{' + CPU offload' if self.cpu_offload else ''}: model states {self.model_states_gib_per_gpu:.1f} GiB"
                 f" + activations {self.activations_gib_per_gpu:.1f} GiB = {self.gpu_gib:.1f} GiB per GPU; "
-                f"CPU {self.cpu_gib_per_node:.1f} GiB per node")
+                f"CPU {self.cpu_gib_per_node:.1f} GiB per node; peak CPU RAM at load "
+                f"{self.load_cpu_gib_per_node:.1f} GiB per node (sharded as it loads; "
+                f"{self.load_cpu_gib_per_node_unsharded:.1f} GiB if every rank loaded it whole)")
 
 
 def sft_memory_plan(model_config, sft: SFTConfig, gpus_per_node: int, nodes: int = 1,
@@ -67,7 +80,10 @@ def sft_memory_plan(model_config, sft: SFTConfig, gpus_per_node: int, nodes: int
     # Ulysses splits every sequence over sequence_parallel_size GPUs: each holds 1/sp of the activations
     act = activation_bytes(model_config, sft.block_size, sft.per_device_batch_size, sft.gradient_checkpointing,
                            2 if sft.bf16 else 4) / sft.sequence_parallel_size
-    return MemoryPlan(total, largest, gpus_per_node * nodes, cpu_offload, gpu / GIB, cpu / GIB, act / GIB)
+    weights = total * (2 if sft.bf16 else 4)  # the checkpoint as loaded, in the training dtype
+    return MemoryPlan(total, largest, gpus_per_node * nodes, cpu_offload, gpu / GIB, cpu / GIB, act / GIB,
+                      load_cpu_gib_per_node=weights / GIB,
+                      load_cpu_gib_per_node_unsharded=(gpus_per_node + 1) * weights / GIB)
 
 
 def check_fits(plan: MemoryPlan, gpu_gib: float) -> None:

@@ -31,3 +31,12 @@ def test_checkpointing_is_what_makes_32k_tokens_fit():
     plan = sft_memory_plan(QWEN25_32B, no_ckpt, gpus_per_node=8, nodes=2)
     with pytest.raises(ConfigError, match="gradient_checkpointing"):
         check_fits(plan, 80)
+
+
+def test_peak_cpu_ram_at_load_is_one_copy_per_node_when_zero3_loads_sharded():
+    plan = sft_memory_plan(QWEN25_32B, S1, gpus_per_node=8, nodes=2)
+    weights = param_counts(QWEN25_32B)[0] * 2 / 2**30  # bf16
+    assert plan.load_cpu_gib_per_node == pytest.approx(weights) and 60 < weights < 62
+    assert plan.load_cpu_gib_per_node_unsharded == pytest.approx(9 * weights)  # 8 ranks' copies + the page cache
+    assert "peak CPU RAM at load 61.0 GiB per node" in plan.describe()
+    print(plan.describe())

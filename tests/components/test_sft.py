@@ -26,12 +26,30 @@ def test_gradient_accumulation_keeps_the_global_batch(tmp_path):
 
 
 @pytest.mark.parametrize("deepspeed", ["never", "always"])
-def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, deepspeed):
+def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, deepspeed, monkeypatch):
+    """Also: under ZeRO-3 the DeepSpeed config is registered before the model loads, so from_pretrained
+    partitions the weights as it creates them (transformers' own is_deepspeed_zero3_enabled, observed inside)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    import components.data.base_model as base_model
+    seen = []
+
+    class Recording:
+        @staticmethod
+        def from_pretrained(*a, **kw):
+            flag = is_deepspeed_zero3_enabled()
+            model = AutoModelForCausalLM.from_pretrained(*a, **kw)
+            seen.append((flag, all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())))
+            return model
+    monkeypatch.setattr(base_model, "AutoModelForCausalLM", Recording)
     cfg = SFTConfig(epochs=1, global_batch_size=8, per_device_batch_size=8, deepspeed=deepspeed,
                     learning_rate=1e-3)
     out = tmp_path / "sft"
     summary = train_sft(cfg, tiny_model_dir, examples, out, tmp_path / "work")
-    assert summary["deepspeed"] is (deepspeed == "always")
+    zero3 = deepspeed == "always"
+    assert seen == [(zero3, zero3)]  # ZeRO-3: enabled during from_pretrained, every parameter partitioned (empty)
+    assert not is_deepspeed_zero3_enabled()  # and not left on for later loads in this process
+    assert summary["deepspeed"] is zero3
     assert summary["steps"] == 2  # that the loss falls far below the untrained one: test_sft_learns.py
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
     model = AutoModelForCausalLM.from_pretrained(out)
