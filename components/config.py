@@ -60,7 +60,22 @@ class PretrainConfig(Section):
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking")
+    copy_fraction: float = Field(0.0, ge=0, le=2, description="copy-drill documents per corpus document (numbers "
+                                 "written, then written again): dense practice for the digit copying every trace needs")
+    probe_every: int = Field(0, ge=0, description="steps between skill probes; 0: a cosine schedule over all steps. "
+                             ">0: warm-up, constant LR, and a cool-down once the probe passes (or at steps - cooldown)")
+    probe_questions: int = Field(32, gt=0, description="fresh textbook problems (upper half of the difficulty range) "
+                                 "the probe completes greedily")
+    probe_target: float = Field(0.9, gt=0, le=1, description="probe accuracy that ends the constant-LR phase")
+    cooldown_steps: int = Field(150, ge=0, description="LR decays to 10% over these steps, then pre-training stops")
     seed: int = 1
+
+    @model_validator(mode="after")
+    def _cooldown_fits(self) -> "PretrainConfig":
+        if self.probe_every and self.cooldown_steps + self.warmup_steps >= self.steps:
+            raise ValueError(f"steps: ({self.steps}) must exceed warmup_steps + cooldown_steps "
+                             f"({self.warmup_steps} + {self.cooldown_steps}) when probe_every is set")
+        return self
 
 
 class PoolSource(Section):

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -51,6 +51,21 @@ def corpus_questions(cfg: PretrainConfig, domains: list[str], min_difficulty: in
     return out
 
 
+def probe_questions(cfg: PretrainConfig, domains: list[str], min_difficulty: int, max_difficulty: int,
+                    corpus: list[tuple[str, str]]) -> list[str]:
+    """Fresh problems for the pre-training probe: every domain, the upper half of the difficulty range (the
+    long traces, where copying matters), none of them in the corpus."""
+    seen = {q for q, _ in corpus}
+    rng = random.Random(cfg.seed + 7919)
+    hard = range((min_difficulty + max_difficulty + 1) // 2, max_difficulty + 1)
+    out: list[str] = []
+    while len(out) < cfg.probe_questions:
+        p = FAMILIES[domains[len(out) % len(domains)]].generate(rng, rng.choice(hard))
+        if p.text not in seen:
+            out.append(p.text)
+    return out
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> Qwen2ForCausalLM:
     torch.manual_seed(cfg.seed)
     config = Qwen2Config(
@@ -73,31 +88,52 @@ def _packed_blocks(token_lists: list[list[int]], block: int, sep: int) -> torch.
 
 
 def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optional[Path] = None,
-             checkpoint_every: int = 250) -> list[float]:
+             checkpoint_every: int = 250, probe: Optional[Callable[[torch.nn.Module], float]] = None,
+             history: Optional[dict] = None) -> list[float]:
     """Plain next-token pre-training over packed blocks; returns the loss curve.
 
-    With ``checkpoint`` set, state (model, optimizer, schedule, data RNG) is saved
-    every ``checkpoint_every`` steps and a rerun continues from it, replaying the
-    same batches an uninterrupted run would have seen.
+    Schedule: with ``cfg.probe_every`` 0, warm-up then cosine over ``cfg.steps``. Otherwise
+    warm-up-stable-decay: the LR stays constant while ``probe(model)`` (accuracy on fresh problems) is
+    below ``cfg.probe_target``; once it passes, the LR decays over ``cfg.cooldown_steps`` and training
+    stops, so every seed leaves pre-training with the skill, however late it arrived. At
+    ``steps - cooldown_steps`` the cool-down starts regardless (``history["probe_passed"]`` says which).
+
+    With ``checkpoint`` set, state (model, optimizer, schedule, data RNG, probe history) is saved every
+    ``checkpoint_every`` steps and a rerun continues from it, replaying the same batches an
+    uninterrupted run would have seen. ``history`` (if given) is filled with the probes and the stop.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+    hist = history if history is not None else {}
+    hist.update({"probes": [], "decay_start": None, "probe_passed": False})
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if not cfg.probe_every:
+            progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        elif hist["decay_start"] is None:
+            return 1.0
+        else:
+            progress = min(1.0, (step - hist["decay_start"]) / max(1, cfg.cooldown_steps))
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start, losses = 0, []
     if checkpoint is not None:  # safetensors + JSON, keyed by model, corpus and config (see save_pretrain_state)
         key = pretrain_state_key(model, blocks, cfg)
-        start, losses = load_pretrain_state(checkpoint, key, model, opt, sched, gen) or (0, [])
+        restored = load_pretrain_state(checkpoint, key, model, opt, sched, gen)
+        if restored:
+            start, losses, saved = restored
+            hist.update(saved)
     model.train()
     with progress_bar("pre-training base model", total=cfg.steps) as advance:
         advance(start)
         for step in range(start, cfg.steps):
+            if cfg.probe_every and hist["decay_start"] is None and step >= cfg.steps - cfg.cooldown_steps:
+                hist["decay_start"] = step  # the probe never passed: cool down in the steps left
+            if hist["decay_start"] is not None and step >= hist["decay_start"] + cfg.cooldown_steps:
+                break
             idx = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=gen)
             batch = blocks[idx]
             loss = model(input_ids=batch, labels=batch).loss
@@ -105,17 +141,53 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            advance(loss=f"{loss.item():.3f}")
+            if probe is not None and cfg.probe_every and hist["decay_start"] is None and (step + 1) % cfg.probe_every == 0:
+                accuracy = probe(model)
+                model.train()
+                hist["probes"].append([step + 1, round(accuracy, 4)])
+                if accuracy >= cfg.probe_target:
+                    hist["decay_start"], hist["probe_passed"] = step + 1, True
+            last_probe = hist["probes"][-1][1] if hist["probes"] else None
+            advance(loss=f"{loss.item():.3f}", **({"probe": f"{last_probe:.2f}"} if last_probe is not None else {}))
             if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
-                save_pretrain_state(checkpoint, key, step + 1, losses, model, opt, sched, gen)
+                save_pretrain_state(checkpoint, key, step + 1, losses, model, opt, sched, gen, hist)
     model.eval()
+    hist["steps"] = len(losses)
     return losses
 
 
+def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int) -> Callable[[torch.nn.Module], float]:
+    """Greedy completion of "Problem: Q\nSolution:\n" (the textbook format): share of exact final answers."""
+    from components.data.problems import parse_any
+    answers = [str(fam.solve(*ops)) for fam, ops in map(parse_any, questions)]
+    enc = tokenizer([f"Problem: {q}\nSolution:\n" for q in questions], return_tensors="pt", padding=True,
+                    padding_side="left")
+    stop = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+
+    def accuracy(model) -> float:
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                                 pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        got = [t.split("Answer: ", 1)[1].split("\n")[0].split("Problem:")[0].strip() if "Answer: " in t else None
+               for t in texts]
+        return sum(g == a for g, a in zip(got, answers)) / len(answers)
+    return accuracy
+
+
+def copy_drill(rng: random.Random) -> str:
+    """A copy-drill document: one to three numbers, then the same again (dense practice for digit copying)."""
+    numbers = " + ".join(str(rng.randint(0, 10 ** rng.randint(1, 7) - 1)) for _ in range(rng.randint(1, 3)))
+    return f"Copy: {numbers}\nAgain: {numbers}"
+
+
 def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpus: list[tuple[str, str]],
-                     out_dir: str | Path, checkpoint: Optional[Path] = None) -> dict:
+                     out_dir: str | Path, checkpoint: Optional[Path] = None,
+                     probe_set: Optional[list[str]] = None) -> dict:
     """Train tokenizer + pre-train the embedded model on ``corpus`` (question, answer) pairs; save both
-    to ``out_dir``. ``checkpoint``: where to keep resumable pre-training state (removed when done)."""
+    to ``out_dir``. ``checkpoint``: where to keep resumable pre-training state (removed when done).
+    ``probe_set``: the questions of the pre-training probe (needed when ``pretrain_cfg.probe_every`` is set)."""
     out_dir = Path(out_dir)
     if model_cfg.source == "hub":
         raise ValueError("model.source is 'hub': nothing to build; the model is loaded by name")
@@ -126,10 +198,19 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     tokenizer = train_tokenizer(textbook, model_cfg.vocab_size)
     docs = [chat_direct_answer(q, a, tokenizer) if rng.random() < pretrain_cfg.direct_answer_fraction else t
             for (q, a), t in zip(qa, textbook)]
+    docs += [copy_drill(rng) for _ in range(round(len(docs) * pretrain_cfg.copy_fraction))]
+    rng.shuffle(docs)
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     model = build_model(model_cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     blocks = _packed_blocks(ids, pretrain_cfg.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))
-    losses = pretrain(model, blocks, pretrain_cfg, checkpoint) if pretrain_cfg.enabled else []
+    history: dict = {}
+    probe = None
+    if pretrain_cfg.probe_every:
+        if not probe_set:
+            raise ValueError("pretrain.probe_every: set, but no probe questions were given (probe_set)")
+        longest = max(len(tokenizer(textbook_document(q))["input_ids"]) for q in probe_set)
+        probe = textbook_probe(tokenizer, probe_set, longest + 8)
+    losses = pretrain(model, blocks, pretrain_cfg, checkpoint, probe=probe, history=history) if pretrain_cfg.enabled else []
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -138,6 +219,7 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
         checkpoint.unlink(missing_ok=True)
     return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
             "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
+            "steps": len(losses), "probes": history.get("probes", []), "probe_passed": history.get("probe_passed"),
             "seconds": round(time.time() - started, 1)}
 
 
@@ -180,7 +262,7 @@ def pretrain_state_key(model: torch.nn.Module, blocks: torch.Tensor, cfg) -> str
 
 
 def save_pretrain_state(path: Path, key: str, step: int, losses: list[float], model: torch.nn.Module,
-               opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> None:
+               opt: torch.optim.Optimizer, sched, gen: torch.Generator, history: Optional[dict] = None) -> None:
     """Write the state atomically (temp file, then rename)."""
     import json
 
@@ -198,7 +280,8 @@ def save_pretrain_state(path: Path, key: str, step: int, losses: list[float], mo
                 slots[str(idx)][name] = [value]  # plain numbers stay in JSON
     tensors["generator"] = gen.get_state()
     header = {"format": _STATE_FORMAT, "key": key, "step": step, "losses": losses, "optimizer_slots": slots,
-              "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict()}
+              "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
+              "history": {k: v for k, v in (history or {}).items() if k in ("probes", "decay_start", "probe_passed")}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"s1flow": json.dumps(header)})
@@ -206,9 +289,10 @@ def save_pretrain_state(path: Path, key: str, step: int, losses: list[float], mo
 
 
 def load_pretrain_state(path: Path, key: str, model: torch.nn.Module, opt: torch.optim.Optimizer, sched,
-               gen: torch.Generator) -> Optional[tuple[int, list[float]]]:
+               gen: torch.Generator) -> Optional[tuple[int, list[float], dict]]:
     """Restore model, optimizer, schedule and generator from ``path`` if it holds a state under ``key``;
-    returns (step, losses), or None when there is no usable state (missing, foreign, unreadable)."""
+    returns (step, losses, schedule history), or None when there is no usable state (missing, foreign,
+    unreadable)."""
     import json
 
     from safetensors import SafetensorError, safe_open
@@ -230,4 +314,4 @@ def load_pretrain_state(path: Path, key: str, model: torch.nn.Module, opt: torch
     opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
     sched.load_state_dict(header["scheduler"])
     gen.set_state(tensors["generator"])
-    return int(header["step"]), list(header["losses"])
+    return int(header["step"]), list(header["losses"]), dict(header.get("history", {}))

@@ -12,7 +12,7 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
                      max_difficulty: int, paths: Paths) -> dict:
     """Build and pre-train the embedded base model and its tokenizer (or record the hub model's name)."""
     from components.common.threads import use_threads
-    from components.data.base_model import build_base_model, corpus_questions
+    from components.data.base_model import build_base_model, corpus_questions, probe_questions
     use_threads()
     if paths.base_model.exists():
         shutil.rmtree(paths.base_model)
@@ -23,6 +23,8 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
         write_json(paths.metric("base_model.json"), summary)
         return summary
     corpus = corpus_questions(pretrain, domains, min_difficulty, max_difficulty)
-    summary = build_base_model(model, pretrain, corpus, paths.base_model, checkpoint=paths.runs / "pretrain.ckpt")
+    probe = probe_questions(pretrain, domains, min_difficulty, max_difficulty, corpus) if pretrain.probe_every else None
+    summary = build_base_model(model, pretrain, corpus, paths.base_model, checkpoint=paths.runs / "pretrain.ckpt",
+                               probe_set=probe)
     write_json(paths.metric("base_model.json"), summary)
     return summary

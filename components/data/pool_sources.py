@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from components.config import PoolConfig, PoolSource
 from components.common.grading import last_boxed
+from components.config import PoolConfig, PoolSource
 from components.records import Question
 
 _SPACE = re.compile(r"\s+")

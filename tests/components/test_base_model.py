@@ -45,3 +45,57 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path):
     pretrain(build_model(MODEL, 100, 0, 2), _blocks(), CFG.model_copy(update={"steps": 5}), ckpt, 2)
     losses = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), CFG, ckpt, 2)
     assert len(losses) == CFG.steps
+
+
+WSD = CFG.model_copy(update={"steps": 30, "probe_every": 4, "cooldown_steps": 5, "probe_target": 0.5})
+
+
+def _scripted_probe(values):
+    calls = []
+
+    def probe(model):
+        calls.append(1)
+        return values[min(len(calls), len(values)) - 1]
+    return probe, calls
+
+
+def test_pretraining_cools_down_and_stops_once_the_probe_passes():
+    probe, calls = _scripted_probe([0.1, 0.2, 0.6])  # passes at the third probe: step 12
+    hist: dict = {}
+    losses = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD, probe=probe, history=hist)
+    assert hist["probe_passed"] and hist["decay_start"] == 12 and len(calls) == 3
+    assert [p[0] for p in hist["probes"]] == [4, 8, 12]
+    assert len(losses) == 12 + 5 == hist["steps"]
+
+
+def test_pretraining_cools_down_at_the_end_when_the_probe_never_passes():
+    probe, _ = _scripted_probe([0.0])
+    hist: dict = {}
+    losses = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD, probe=probe, history=hist)
+    assert not hist["probe_passed"] and hist["decay_start"] == 30 - 5 and len(losses) == 30
+
+
+def test_a_resumed_run_keeps_the_probe_decision(tmp_path):
+    ckpt = tmp_path / "pretrain.ckpt"
+    ref = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD, probe=_scripted_probe([0.1, 0.6])[0])
+    with pytest.raises(RuntimeError):  # killed after the probe passed, during the cool-down
+        dies = _scripted_probe([0.1, 0.6])[0]
+        original = torch.nn.utils.clip_grad_norm_
+        count = {"n": 0}
+
+        def boom(*a, **k):
+            count["n"] += 1
+            if count["n"] == 11:
+                raise RuntimeError("killed")
+            return original(*a, **k)
+        torch.nn.utils.clip_grad_norm_ = boom
+        try:
+            pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD, checkpoint=ckpt, checkpoint_every=2, probe=dies)
+        finally:
+            torch.nn.utils.clip_grad_norm_ = original
+    never_called, calls = _scripted_probe([0.0])
+    hist: dict = {}
+    resumed = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD, checkpoint=ckpt, checkpoint_every=2,
+                       probe=never_called, history=hist)
+    assert not calls and hist["decay_start"] == 8  # the decision taken before the kill stands
+    assert resumed == pytest.approx(ref, rel=1e-5)
