@@ -1,0 +1,130 @@
+"""The s1 data ablation (paper Table 2) in the miniature: selection strategies at equal size, over seeds.
+
+Starts from a finished run (``--from``: a root where base-model, collect, distill and filter have run,
+e.g. one of benchmarks/miniature.py's ``seed*-t*`` directories or the project root after ``make demo``).
+For each strategy and selection seed it copies that root's data and base model into its own directory,
+then runs select -> tokenize -> train -> evaluate there (the evaluation at the top budget only, so every
+strategy is judged by the same thinking budget), one process per run. ``all`` is the whole quality pool
+(not size N, as in the paper) and its selection has no randomness, so it runs once.
+
+Writes ``metrics/<profile>/data_ablation.json`` in the ``--from`` root (the schema of
+components/evaluation/report.py, which ``s1flow report`` renders) and prints mean ± SE per strategy.
+
+    python benchmarks/data_ablation.py --from /tmp/s1flow-miniature/seed0-t2 [--seeds 0 1 2] [--parallel 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = ["s1", "random", "longest", "diversity_only", "all"]
+STAGES = ["select", "tokenize", "train", "evaluate"]
+QUIET_EVAL = ["evaluate.compute_matched=[]", "evaluate.wait_string_ablation=[]", "evaluate.num_waits_ablation=[]"]
+
+
+def prepare(source: Path, target: Path, profile: str) -> None:
+    """The source run's inputs to selection (data, base model, filter metrics), nothing after it."""
+    if (target / "data").exists():
+        return
+    shutil.copytree(source / "data" / profile, target / "data" / profile)
+    shutil.copytree(source / "models" / profile / "base", target / "models" / profile / "base")
+    (target / "metrics" / profile).mkdir(parents=True, exist_ok=True)
+    for name in ("filter_report.json", "collect_report.json", "base_model.json"):
+        if (source / "metrics" / profile / name).exists():
+            shutil.copy(source / "metrics" / profile / name, target / "metrics" / profile / name)
+    if not (target / "infra").exists():
+        os.symlink(REPO / "infra", target / "infra")
+
+
+def run_one(root: Path, overrides: list[str]) -> dict:
+    """select -> tokenize -> train -> evaluate in ``root`` (this process); the top-budget accuracy."""
+    from components.config import load_config
+    from components.paths import Paths
+    from components.pipeline.registry import run_stage
+    os.chdir(root)
+    cfg = load_config(REPO / "params.yaml", overrides=overrides)
+    paths = Paths.for_profile(cfg.name, root)
+    times, res = {}, {}
+    for name in STAGES:
+        started = time.perf_counter()
+        res[name] = run_stage(name, cfg, paths)
+        times[name] = round(time.perf_counter() - started, 1)
+    point = res["evaluate"]["points"][-1]
+    return {"accuracy": point["accuracy"], "budget": point["budget"], "size": res["select"].get("selected"),
+            "times": times}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--from", dest="source", required=True, help="a finished run's root (after the filter stage)")
+    ap.add_argument("--root", default="/tmp/s1flow-data-ablation", help="where the runs go")
+    ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="selection seeds")
+    ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        out = run_one(Path(args.one), args.set)
+        (Path(args.one) / "ablation.json").write_text(json.dumps(out))
+        return
+
+    from components.config import load_config
+    from components.evaluation.report import DATA_ABLATION, data_ablation_row
+    source, root = Path(args.source).resolve(), Path(args.root)
+    cfg = load_config(REPO / "params.yaml", overrides=args.set)
+    profile, top = cfg.name, max(cfg.evaluate.budgets)
+    if not (source / "data" / profile / "filtered.jsonl").exists():
+        sys.exit(f"--from: {source} has no data/{profile}/filtered.jsonl; run the stages up to filter there first")
+    todo = [(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)]
+    running: list[tuple[tuple[str, int], subprocess.Popen]] = []
+    results: dict[tuple[str, int], dict] = {}
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            strategy, seed = todo.pop(0)
+            run_dir = root / f"{strategy}-seed{seed}"
+            if (run_dir / "ablation.json").exists():  # resumable: a finished run is read, not rerun
+                results[(strategy, seed)] = json.loads((run_dir / "ablation.json").read_text())
+                continue
+            prepare(source, run_dir, profile)
+            overrides = [f"selection.strategy={strategy}", f"selection.seed={seed}", f"evaluate.budgets=[{top}]",
+                         *QUIET_EVAL, *args.set]
+            env = dict(os.environ, S1FLOW_THREADS=str(args.threads), S1FLOW_NO_PROGRESS="1", PYTHONPATH=str(REPO))
+            cmd = [sys.executable, __file__, "--one", str(run_dir)] + [x for o in overrides for x in ("--set", o)]
+            log = open(root / f"{strategy}-seed{seed}.log", "w")
+            running.append(((strategy, seed), subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(2)
+        for key, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((key, proc))
+            out = root / f"{key[0]}-seed{key[1]}" / "ablation.json"
+            if proc.returncode == 0 and out.exists():
+                results[key] = json.loads(out.read_text())
+                print(f"done {key[0]} seed {key[1]}: {results[key]}", flush=True)
+            else:
+                print(f"FAILED {key[0]} seed {key[1]} (see {root}/{key[0]}-seed{key[1]}.log)", flush=True)
+    rows = []
+    for strategy in args.strategies:
+        runs = sorted((seed, r) for (s, seed), r in results.items() if s == strategy)
+        if runs:
+            rows.append(data_ablation_row(strategy, runs[0][1]["size"] or cfg.selection.size, [s for s, _ in runs],
+                                          [r["accuracy"] for _, r in runs]))
+    out = source / "metrics" / profile / DATA_ABLATION
+    out.write_text(json.dumps({"task": "heldout", "budget": top, "rows": rows}, indent=1))
+    print(f"\n{'strategy':<15} {'size':>5}  accuracy at budget {top} (mean ± SE over selection seeds)")
+    for r in rows:
+        print(f"{r['strategy']:<15} {r['size']:>5}  {r['mean']:.3f} ± {r['se']:.3f}  per seed {r['accuracy']}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
