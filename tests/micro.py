@@ -19,7 +19,9 @@ MICRO = {
     "heldout": {"size": 16},
     "engine": {"unlimited_thinking_tokens": 48, "batch_size": 16},
     "evaluate": {"budgets": [8, 16], "base_max_new_tokens": 8,
-                 "max_answer_tokens": 8},
+                 "max_answer_tokens": 8,
+                 # the compute-matched comparison and the extrapolation ablations have their own tests
+                 "compute_matched": [], "wait_string_ablation": [], "num_waits_ablation": []},
 }
 
 
