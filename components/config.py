@@ -256,6 +256,10 @@ class SFTConfig(Section):
     sequence_parallel_size: int = Field(1, gt=0, description="DeepSpeed Ulysses: GPUs sharing one sequence")
     launcher: Literal["local", "ray"] = Field("local", description="ray: Ray Train TorchTrainer over world_size workers")
     use_gpu: bool = Field(False, description="Ray Train workers take one GPU each")
+    ray_resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="more Ray resources per training worker, e.g. {p5: 1} (infra/ray)")
+    ray_storage: Optional[str] = Field(None, description="Ray Train run storage every node reaches (s3://...); "
+                                       "default: under the work dir (one machine)")
     checkpoint_uri: Optional[str] = Field(None, description="also keep checkpoints here (s3://... or a path); resume from it")
     save_steps: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (default: each epoch)")
     seed: int = 5

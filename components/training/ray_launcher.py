@@ -5,63 +5,123 @@ A ``TorchTrainer`` starts the workers on the Ray cluster (``RAY_ADDRESS``, see
 process group (NCCL on GPUs, gloo on CPUs) and runs the same :func:`train_sft` in
 each; the HF Trainer sees the group and shards data (and, with DeepSpeed, ZeRO-3
 states) across it. Gradient accumulation is derived from the world size so the
-global batch stays ``sft.global_batch_size``. Rank 0 writes the model.
+global batch stays ``sft.global_batch_size``.
+
+Nothing crosses nodes through a node-local file (rank 0 may land on any node):
+
+* the tokenized examples go to the workers as a Ray Dataset (read by the driver, every
+  worker gets all of it: the HF Trainer shards it itself, in the same order as a local run);
+* a base model given as a local directory (the tiny profile) goes through the object store
+  (a hub name, as for s1-32b, or a path on shared storage is passed as is);
+* the results come back through Ray Train: rank 0 reports the summary as metrics and the
+  final model (+ the loss history) as a ``ray.train.Checkpoint`` persisted to the run's
+  storage (``sft.ray_storage``: ``s3://...`` on a cluster); the driver copies it into
+  ``out_dir``/``work_dir``. Training checkpoints for resume go to ``sft.checkpoint_uri``.
 
     summary = train_with_ray(cfg.sft, base_dir, tokens_file, out_dir, work_dir, dtype)
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from components.config import SFTConfig
+
+SHIP_LIMIT = 2 * 1024 ** 3  # local base models up to this size travel through the object store
+
+
+def _ship_model(base: str):
+    """A local model directory as {file name: bytes} in the object store; anything else as is."""
+    import ray
+    path = Path(base)
+    if not path.is_dir():
+        return base
+    files = [f for f in path.iterdir() if f.is_file()]
+    if sum(f.stat().st_size for f in files) > SHIP_LIMIT:
+        raise ValueError(f"sft: base model {base} is a local directory of > 2 GiB; Ray workers on other nodes "
+                         "cannot read it: use a hub name or a path on storage every node mounts")
+    return ray.put({f.name: f.read_bytes() for f in files})
+
+
+def _unship_model(base, into: Path) -> str:
+    import ray
+    if isinstance(base, str):
+        return base
+    into.mkdir(parents=True, exist_ok=True)
+    for name, data in ray.get(base).items():
+        (into / name).write_bytes(data)
+    return str(into)
 
 
 def _worker_loop(config: dict) -> None:
     import json
     import os
+    import tempfile
 
     import ray.train
 
     from components.formatting import TokenizedExample
-    from components.records import iter_jsonl
     from components.training.sft import train_sft
 
     cfg = SFTConfig.model_validate_json(config["cfg"])
-    os.environ.update(config.get("env", {}))  # the MLflow run rank 0 streams into (live_metrics.py)
     os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
-    examples = [TokenizedExample(**d) for d in iter_jsonl(config["tokens_file"])]
-    summary = train_sft(cfg, config["base"], examples, config["out_dir"], config["work_dir"], config["dtype"])
-    if ray.train.get_context().get_world_rank() == 0:
-        Path(config["work_dir"], "ray_summary.json").write_text(json.dumps(summary))
-    ray.train.report({"train_loss": summary["train_loss"], "steps": summary["steps"]})
+    ctx = ray.train.get_context()
+    rows = ray.train.get_dataset_shard("train").iter_rows()  # the whole dataset on every worker (not split)
+    examples = sorted(((r["index"], TokenizedExample(list(r["input_ids"]), list(r["labels"]), int(r["prompt_tokens"])))
+                       for r in rows), key=lambda t: t[0])
+    local = Path(tempfile.mkdtemp(prefix="s1flow-sft-"))  # this worker's scratch space, on its own node
+    base = _unship_model(config["base"], local / "base")
+    if config["deepspeed"] is not None:  # the DeepSpeed config's content travels with the run, not its path
+        (local / "deepspeed.json").write_text(config["deepspeed"])
+        cfg = cfg.model_copy(update={"deepspeed_config": str(local / "deepspeed.json")})
+    summary = train_sft(cfg, base, [e for _, e in examples], local / "model", config["work_dir"], config["dtype"])
+    summary["rank0_node_id"] = ray.get_runtime_context().get_node_id()
+    if ctx.get_world_rank() == 0:
+        history = Path(config["work_dir"], "loss_history.json")
+        shutil.copy(history, local / "model" / "loss_history.json")
+        (local / "model" / "summary.json").write_text(json.dumps(summary))
+        ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(str(local / "model")))
+    else:
+        ray.train.report({})
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, work_dir: Path,
                    dtype: str = "float32") -> dict:
     import json
-    import os
 
-    from ray.train import RunConfig, ScalingConfig
+    import ray
+    from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from components.common.raycluster import ensure_ray
-    from components.training.live_metrics import RUN_ENV, URI_ENV
+    from components.records import iter_jsonl
     ensure_ray()
     work_dir, out_dir = Path(work_dir).resolve(), Path(out_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    base = str(Path(base).resolve()) if Path(base).exists() else base  # workers have another cwd
-    if Path(cfg.deepspeed_config).exists():
-        cfg = cfg.model_copy(update={"deepspeed_config": str(Path(cfg.deepspeed_config).resolve())})
+    deepspeed = Path(cfg.deepspeed_config).read_text() if Path(cfg.deepspeed_config).exists() else None
+    examples = ray.data.from_items([{"index": i, **d} for i, d in enumerate(iter_jsonl(tokens_file))])
+    storage = cfg.ray_storage or str(work_dir / "ray_results")
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg.model_dump_json(), "base": base, "tokens_file": str(Path(tokens_file).resolve()),
-                           "env": {k: os.environ[k] for k in (RUN_ENV, URI_ENV) if k in os.environ},
-                           "out_dir": str(out_dir), "work_dir": str(work_dir), "dtype": dtype},
+        train_loop_config={"cfg": cfg.model_dump_json(), "base": _ship_model(str(base)), "work_dir": str(work_dir),
+                           "dtype": dtype, "deepspeed": deepspeed},
+        datasets={"train": examples},
+        dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=RunConfig(name="s1flow-sft", storage_path=str(work_dir / "ray_results")),
+                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {}),
+                                                           **cfg.ray_resources_per_worker}),
+        run_config=RunConfig(name=f"s1flow-sft-{work_dir.name}", storage_path=storage),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
-    return json.loads((work_dir / "ray_summary.json").read_text())
+    if result.checkpoint is None:
+        raise RuntimeError("Ray Train run finished without rank 0's checkpoint")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    result.checkpoint.to_directory(str(out_dir))
+    shutil.move(str(out_dir / "loss_history.json"), work_dir / "loss_history.json")
+    summary = json.loads((out_dir / "summary.json").read_text())
+    (out_dir / "summary.json").unlink()
+    return summary

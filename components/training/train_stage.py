@@ -35,7 +35,8 @@ def sft_fingerprint(sft: SFTConfig, model_ref: str, tokens: Path) -> str:
         base_id = json.dumps([files, (base / "config.json").read_text() if (base / "config.json").exists() else ""])
     else:
         base_id = str(base)
-    state = [sft.model_dump(mode="json", exclude={"checkpoint_uri"}), content_hash(tokens), base_id]
+    where = {"checkpoint_uri", "ray_storage", "ray_resources_per_worker"}  # where it runs, not what it trains
+    state = [sft.model_dump(mode="json", exclude=where), content_hash(tokens), base_id]
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
 
 

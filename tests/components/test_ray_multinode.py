@@ -1,0 +1,112 @@
+"""SFT through Ray Train on a two-node local Ray cluster: `ray start --head` plus a second `ray start` node with
+its own temp dir and a custom resource the training workers ask for, so rank 0 runs on the node that is not the
+driver's. Data reach the workers as a Ray Dataset, the base model through the object store, and the model, loss
+history and summary come back through Ray Train's checkpoint and metrics: no file crosses nodes."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from components.common.network import free_port
+from components.config import SFTConfig
+from components.formatting import IGNORE_INDEX, TokenizedExample
+from components.records import write_jsonl
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _node_processes(temp_dir: str) -> set[int]:
+    """The processes of the Ray node started with this temp dir (it is in their command lines) and their children."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if temp_dir in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="ignore"):
+                    found.add(int(entry))
+            except OSError:
+                pass
+    todo = list(found)
+    while todo:
+        pid = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+        except OSError:
+            pass
+    return found
+
+
+def _stop_node(temp_dir: str) -> None:
+    """Only this node's processes, by pid (never `ray stop`: it stops every Ray on the machine)."""
+    for pid in _node_processes(temp_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def two_node_cluster():
+    """Head (the driver's node, 1 CPU) + a worker node (2 CPUs, resource trainer_node=2), on 127.0.0.1, each with
+    its own temp dir."""
+    port = free_port()
+    temps = [tempfile.mkdtemp(prefix="rh", dir="/tmp"), tempfile.mkdtemp(prefix="rw", dir="/tmp")]
+    # nodes on 127.0.0.1 only, for this test's lifetime: no token (the in-process driver could not present one;
+    # Ray caches its auth mode per process)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temps[0]}",
+                        "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                       check=True, env=env, capture_output=True, timeout=180)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+                        '--resources={"trainer_node": 2}', f"--temp-dir={temps[1]}", "--node-ip-address=127.0.0.1",
+                        "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+        ray.shutdown()
+        for temp in reversed(temps):
+            _stop_node(temp)
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_dir, tmp_path, two_node_cluster,
+                                                                 monkeypatch):
+    import random
+
+    import ray
+
+    from components.training.ray_launcher import train_with_ray
+    rng = random.Random(1)
+    examples = []
+    for _ in range(16):
+        ids = [rng.randint(3, 250) for _ in range(rng.randint(8, 30))]
+        examples.append(TokenizedExample(ids, [IGNORE_INDEX] * 2 + ids[2:], 2))
+    write_jsonl(tmp_path / "tokens.jsonl", [asdict(e) for e in examples])
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
+    cfg = SFTConfig(epochs=1, global_batch_size=8, per_device_batch_size=4, world_size=2, launcher="ray",
+                    deepspeed="never", ray_resources_per_worker={"trainer_node": 1})
+    summary = train_with_ray(cfg, str(tiny_model_dir), tmp_path / "tokens.jsonl", tmp_path / "out", tmp_path / "work")
+    driver_node = ray.get_runtime_context().get_node_id()
+    nodes = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 2
+    assert summary["rank0_node_id"] != driver_node and "trainer_node" in nodes[summary["rank0_node_id"]]["Resources"]
+    assert summary["world_size"] == 2 and summary["steps"] == 2 and summary["examples"] == 16
+    out = tmp_path / "out"  # from the Ray Train checkpoint, not from a worker's disk
+    assert (out / "model.safetensors").exists() and (out / "training_args.json").exists()
+    history = json.loads((tmp_path / "work/loss_history.json").read_text())
+    assert history and history[-1]["step"] == 2
