@@ -1,0 +1,82 @@
+"""The s1-32b Ray cluster config would boot: Ray's own schema and config preparation (what `ray up` runs before it
+launches anything), its AWS network-interface bootstrap, and the project's checks: a pinned Python 3.11 image with
+the project's pins, 32 EFA interfaces per p5 node, and the resources the training workers ask for."""
+import re
+import tomllib
+from importlib.metadata import version
+
+import yaml
+
+from components.config import parse_profile
+from tests.conftest import REPO
+
+CLUSTER = REPO / "infra/ray/cluster-h100.yaml"
+DOCKERFILE = REPO / "infra/ray/Dockerfile"
+
+
+def _cluster() -> dict:
+    return yaml.safe_load(CLUSTER.read_text())
+
+
+def _s1_32b():
+    return parse_profile(yaml.safe_load((REPO / "params.yaml").read_text())["s1-32b"], "s1-32b")
+
+
+def test_rays_own_validation_accepts_it():
+    from ray.autoscaler._private.aws.config import _configure_subnets_and_groups_from_network_interfaces
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    config = prepare_config(_cluster())  # defaults merged, docker config checked, min/max workers filled
+    validate_config(config)               # ray/autoscaler/ray-schema.json
+    for node_type in config["available_node_types"].values():  # the AWS bootstrap's interface checks
+        node = _configure_subnets_and_groups_from_network_interfaces(node_type["node_config"])
+        assert len(set(node["SubnetIds"])) == 1  # EFA does not cross subnets
+
+
+def test_every_node_runs_a_pinned_python311_image_with_the_projects_pins():
+    config = _cluster()
+    image = config["docker"]["image"]
+    ray_version = version("ray")
+    assert re.search(rf":ray{re.escape(ray_version)}-py311-cu\d+$", image), image  # a pinned tag, not latest
+    base = re.search(r"^FROM (\S+)$", DOCKERFILE.read_text(), re.M).group(1)
+    assert base == f"rayproject/ray:{ray_version}-py311-cu128"
+    assert image.endswith(f":ray{base.split(':')[1]}")  # the image is built from that base
+    docker = DOCKERFILE.read_text()
+    assert 'pip install --no-cache-dir -c constraints.txt -e ".[gpu]"' in docker
+    assert "sys.version_info[:2] == (3, 11)" in docker
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    from packaging.specifiers import SpecifierSet
+    assert f"ray[data,serve,train]=={ray_version}" in pins["dependencies"]
+    assert "3.11" in SpecifierSet(pins["requires-python"]) and "3.10" not in SpecifierSet(pins["requires-python"])
+    # nothing builds its own environment from the AMI's python3 (3.10 on Ubuntu 22.04)
+    assert not any("venv" in c or "python3 " in c for c in config["setup_commands"])
+
+
+def test_p5_nodes_get_their_32_efa_interfaces_and_nccl_sees_them():
+    config = _cluster()
+    for name, node_type in config["available_node_types"].items():
+        node = node_type["node_config"]
+        assert node["InstanceType"] == "p5.48xlarge"
+        interfaces = node["NetworkInterfaces"]
+        assert sorted(i["NetworkCardIndex"] for i in interfaces) == list(range(32)), name
+        assert all(i["InterfaceType"] == "efa" for i in interfaces)
+        assert [i["DeviceIndex"] for i in interfaces if i["NetworkCardIndex"] == 0] == [0]  # the primary
+        assert "GroupName" in node["Placement"]
+    options = " ".join(config["docker"]["run_options"])
+    assert "--device=/dev/infiniband" in options and "FI_PROVIDER=efa" in options
+    assert "memlock=-1" in options
+
+
+def test_the_training_workers_fit_on_the_nodes_that_offer_their_resources():
+    sft = _s1_32b().sft
+    config = _cluster()
+    assert sft.launcher == "ray" and sft.use_gpu and sft.ray_resources_per_worker
+    capacity = {}
+    for node_type in config["available_node_types"].values():
+        count = max(node_type.get("min_workers", 0), 1 if node_type is config["available_node_types"]
+                    [config["head_node_type"]] else 0)
+        for key, value in node_type["resources"].items():
+            capacity[key] = capacity.get(key, 0) + value * count
+    needs = {"GPU": 1, **sft.ray_resources_per_worker}
+    for key, per_worker in needs.items():  # every custom resource the workers ask for exists, for all of them
+        assert capacity.get(key, 0) >= per_worker * sft.world_size, (key, capacity)
+    assert sft.ray_storage and sft.ray_storage.startswith("s3://")  # reached from every node
