@@ -59,7 +59,11 @@ class PretrainConfig(Section):
     block_size: int = Field(256, gt=8)
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
-    direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking")
+    direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking "
+                                          "(among questions up to direct_answer_max_difficulty)")
+    direct_answer_max_difficulty: Optional[int] = Field(None, ge=1, description="direct answers only for questions up "
+                                                        "to this difficulty (an instruct model answers easy ones "
+                                                        "outright); null: any")
     copy_fraction: float = Field(0.0, ge=0, le=2, description="copy-drill documents per corpus document (numbers "
                                  "written, then written again): dense practice for the digit copying every trace needs")
     probe_every: int = Field(0, ge=0, description="steps between skill probes; 0: a cosine schedule over all steps. "

@@ -34,6 +34,13 @@ def textbook_document(question: str) -> str:
     return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
 
 
+def _answers_directly(question: str, cfg: PretrainConfig) -> bool:
+    if cfg.direct_answer_max_difficulty is None:
+        return True
+    family, ops = parse_any(question)
+    return family.difficulty_of(ops) <= cfg.direct_answer_max_difficulty
+
+
 def chat_direct_answer(question: str, answer: str, tokenizer) -> str:
     messages = [{"role": "user", "content": question}, {"role": "assistant", "content": f"Answer: {answer}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False)
@@ -196,8 +203,8 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     rng = random.Random(pretrain_cfg.seed + 1)
     textbook = [textbook_document(q) for q, _ in qa]
     tokenizer = train_tokenizer(textbook, model_cfg.vocab_size)
-    docs = [chat_direct_answer(q, a, tokenizer) if rng.random() < pretrain_cfg.direct_answer_fraction else t
-            for (q, a), t in zip(qa, textbook)]
+    docs = [chat_direct_answer(q, a, tokenizer) if _answers_directly(q, pretrain_cfg) and
+            rng.random() < pretrain_cfg.direct_answer_fraction else t for (q, a), t in zip(qa, textbook)]
     docs += [copy_drill(rng) for _ in range(round(len(docs) * pretrain_cfg.copy_fraction))]
     rng.shuffle(docs)
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]

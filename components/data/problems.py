@@ -76,6 +76,11 @@ class Family:
     steps: Callable[..., list[str]]
     solve: Callable[..., int]
     intro: Callable[..., list[str]] = lambda *ops: []
+    digits_over_difficulty: int = 0  # the digit sum's number has difficulty + 2 digits
+
+    def difficulty_of(self, operands: tuple[int, ...]) -> int:
+        """The difficulty ``generate`` used for these operands (digits of the longest operand)."""
+        return max(1, len(str(max(operands))) - self.digits_over_difficulty)
 
     def solution_lines(self, operands: tuple[int, ...]) -> list[str]:
         return self.intro(*operands) + self.steps(*operands)
@@ -127,7 +132,7 @@ FAMILIES: dict[str, Family] = {
         intro=lambda b, a: ["Add to both sides, so x is the sum."],
     ),
     "number_theory": Family("number_theory", "11", _gen_digits, _match_ints(_DIGITS_RE), digit_sum_steps,
-                            lambda n: sum(map(int, str(n)))),
+                            lambda n: sum(map(int, str(n))), digits_over_difficulty=2),
     "combinatorics": Family(
         "combinatorics", "05", _gen_count, _match_ints(_COUNT_RE), addition_steps, lambda a, b: a + b,
         intro=lambda a, b: ["By the sum rule, add the two counts."],

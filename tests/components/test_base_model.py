@@ -99,3 +99,18 @@ def test_a_resumed_run_keeps_the_probe_decision(tmp_path):
                        probe=never_called, history=hist)
     assert not calls and hist["decay_start"] == 8  # the decision taken before the kill stands
     assert resumed == pytest.approx(ref, rel=1e-5)
+
+
+def test_difficulty_is_recovered_from_the_text_and_gates_direct_answers():
+    import random
+
+    from components.data.base_model import _answers_directly
+    from components.data.problems import FAMILIES
+    rng = random.Random(0)
+    easy_only = CFG.model_copy(update={"direct_answer_max_difficulty": 2})
+    for fam in FAMILIES.values():
+        for d in range(1, 7):
+            p = fam.generate(rng, d)
+            assert fam.difficulty_of(fam.parse(p.text)) == d
+            assert _answers_directly(p.text, easy_only) == (d <= 2)
+            assert _answers_directly(p.text, CFG)
