@@ -33,19 +33,23 @@ def test_only_attention_that_runs_under_ulysses_is_allowed():
 
 
 @pytest.mark.slow
-def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_model_dir, tmp_path):
-    """sp=2 over 2 CPU processes (ZeRO-3, sdpa, sequences split in halves and all-to-all'd over heads) vs one
-    process without SP: the same per-step losses (lr ~0, so every step is a forward on the same weights)."""
+@pytest.mark.parametrize("attn, packing", [("sdpa", False), ("flash_attention_2", True)])
+def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_model_dir, tmp_path, attn, packing):
+    """sp=2 over 2 CPU processes (ZeRO-3, sequences split in halves and all-to-all'd over heads) vs one process
+    without SP: the same per-step losses (lr ~0, so every step is a forward on the same weights).
+    sdpa without packing; and packing with flash_attention_2 (transformers' own flash dispatch with plain-torch
+    kernels, tests/components/cpu_flash.py: the examples of a row are told apart by the gathered position_ids)
+    against the sdpa block-diagonal mask without SP."""
     from dataclasses import asdict
 
     from components.common.network import free_port
     examples = _examples()
-    base = dict(block_size=24, epochs=1, global_batch_size=1, per_device_batch_size=1, learning_rate=1e-9,
-                warmup_ratio=0)
+    base = dict(block_size=24 if not packing else 32, epochs=1, global_batch_size=1, per_device_batch_size=1,
+                learning_rate=1e-9, warmup_ratio=0, packing=packing)
     train_sft(SFTConfig(**base, deepspeed="never"), tiny_model_dir, examples, tmp_path / "ref", tmp_path / "rw")
     ref_steps = json.loads((tmp_path / "rw/loss_history.json").read_text())
     (tmp_path / "ex.json").write_text(json.dumps([asdict(e) for e in examples]))
-    cfg = SFTConfig(**base, deepspeed="always", world_size=2, sequence_parallel_size=2)
+    cfg = SFTConfig(**base, deepspeed="always", world_size=2, sequence_parallel_size=2, attn_implementation=attn)
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tests.components.ulysses_worker", str(rank), "2", str(port),
                                str(tiny_model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
@@ -58,9 +62,9 @@ def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_mode
     for rank in range(2):  # DeepSpeed's attention wrapper ran, on half of each (24-token) sequence per rank
         shard = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert shard["attention"] == "uattn_wrapper"
-        assert shard["shapes"] and all(shape == [1, 12] for shape in shard["shapes"])
+        assert shard["shapes"] and all(shape == [1, base["block_size"] // 2] for shape in shard["shapes"])
     sp_losses = [r["loss"] for r in sp["history"]]
     ref_losses = [r["loss"] for r in ref_steps]
     print("ulysses", sp_losses, "reference", ref_losses)
-    assert len(sp_losses) == len(ref_losses) == len(examples)
+    assert len(sp_losses) == len(ref_losses) == (len(examples) if not packing else 2)  # packing: 2 rows of 2
     assert sp_losses == pytest.approx(ref_losses, abs=1e-5)

@@ -24,6 +24,8 @@ def main(rank: int, world: int, port: int, model_dir: str, examples: str, cfg_js
     from components.training.sft import train_sft
     cfg = SFTConfig.model_validate_json(cfg_json)
     items = [TokenizedExample(**d) for d in json.loads(Path(examples).read_text())]
+    if cfg.attn_implementation == "flash_attention_2":  # no flash-attn on a CPU: transformers' own flash
+        _cpu_flash()                                      # dispatch with plain-torch kernels (cpu_flash.py)
     seen = []  # the sequence length each embedding call on this rank saw: its shard of the sequence
     embed = torch.nn.Embedding.forward
     torch.nn.Embedding.forward = lambda self, x: (seen.append(list(x.shape)), embed(self, x))[1]
@@ -32,6 +34,24 @@ def main(rank: int, world: int, port: int, model_dir: str, examples: str, cfg_js
     attention = ALL_ATTENTION_FUNCTIONS[cfg.attn_implementation].__name__  # DeepSpeed's wrapper under Ulysses
     Path(out, f"rank{rank}.json").write_text(json.dumps({"summary": summary, "history": history, "shapes": seen,
                                                          "attention": attention}, default=str))
+
+
+def _cpu_flash() -> None:
+    """Load with sdpa, then switch the model to flash_attention_2 served by tests/components/cpu_flash.py."""
+    import transformers.modeling_flash_attention_utils as fa
+    from transformers.modeling_flash_attention_utils import _pad_input, _unpad_input
+
+    import components.training.sft as sft
+    from tests.components.cpu_flash import flash_attn_func, flash_attn_varlen_func
+    fa._lazy_imports = lambda *a, **k: (flash_attn_func, flash_attn_varlen_func, None, _pad_input, _unpad_input)
+    fa._loaded_implementation = None
+    load = sft.load_model
+
+    def load_as_flash(path, dtype, attn):
+        model, tokenizer = load(path, dtype, "sdpa")
+        model.config._attn_implementation = "flash_attention_2"
+        return model, tokenizer
+    sft.load_model = load_as_flash
 
 
 if __name__ == "__main__":
