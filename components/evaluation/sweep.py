@@ -52,16 +52,20 @@ def summarise(generations: list[Generation]) -> SweepPoint:
                       accuracy=sum(g.correct for g in generations) / n)
 
 
-def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
-    """Sweep one method over its values; Control/Scaling/Performance for it."""
-    gens_all, points, runs = [], [], []
+def sweep_report(gens_by_value: dict[int, list[Generation]], cfg: EvaluateConfig, method: str) -> dict:
+    """Points and Control/Scaling/Performance of one method's generations, by sweep value."""
+    points, runs = [], []
     unbounded = method in UNBOUNDED_METHODS
-    for value in sweep_values(method, cfg):
-        gens = run_point(engine, questions, cfg, method, value)
-        gens_all += gens
+    for value, gens in gens_by_value.items():
         points.append(summarise(gens))
         runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, None if unbounded else value) for g in gens]
-    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs)}, gens_all
+    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs)}
+
+
+def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
+    """Sweep one method over its values; Control/Scaling/Performance for it."""
+    by_value = {value: run_point(engine, questions, cfg, method, value) for value in sweep_values(method, cfg)}
+    return sweep_report(by_value, cfg, method), [g for gens in by_value.values() for g in gens]
 
 
 def base_model_accuracy(engine, questions: list[Question], max_new_tokens: int) -> float:
@@ -132,15 +136,20 @@ def matched_table(per_method: dict[str, dict]) -> list[dict]:
 
 
 def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
-                    done: Optional[dict[str, dict]] = None) -> tuple[dict, list[Generation]]:
+                    done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
     """Sequential vs parallel scaling at equal compute (s1 Fig. 7): every method in ``compute_matched`` swept over
     its values on ``questions``, on one axis (average thinking tokens per question, parallel samples and REBASE's
     expanded nodes summed), and the matched table (each method's best accuracy within each compute level).
-    ``done``: sweeps already run on the same questions (reused, not rerun)."""
+    ``done``: generations of sweeps already run (a method with generations for every question and value is
+    scored from them, not rerun)."""
     per_method, gens_all = {}, []
+    ids = {q.id for q in questions}
     for m in cfg.compute_matched:
-        if done and m in done:
-            per_method[m] = done[m]
+        values = sweep_values(m, cfg)
+        by_value = {v: [g for g in done or [] if g.method == m and g.budget == v and g.question_id in ids]
+                    for v in values}
+        if all(len({g.question_id for g in gens}) == len(ids) == len(gens) for gens in by_value.values()):
+            per_method[m] = sweep_report(by_value, cfg, m)  # the main sweep's generations on these questions
             continue
         per_method[m], gens = sweep(engine, questions, cfg, m)
         gens_all += gens
@@ -166,7 +175,7 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
         "questions": len(questions),
     }
     if extras:
-        more, gens = evaluation_extras(engine, questions, cfg, per_method)
+        more, gens = evaluation_extras(engine, questions, cfg, [g for g in all_gens if g.budget is not None])
         report.update(more)
         all_gens += gens
     return report, all_gens
@@ -177,14 +186,13 @@ def has_extras(cfg: EvaluateConfig) -> bool:
 
 
 def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig,
-                      done: Optional[dict[str, dict]] = None) -> tuple[dict, list[Generation]]:
+                      done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
     """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
-    questions; ``done``: sweeps already run on all of ``questions``, reused when the subset is all of them."""
+    questions; ``done``: generations of sweeps already run (scored on the subset instead of rerun)."""
     subset = questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
-    reuse = done if len(subset) == len(questions) else None
     out, gens_all = {}, []
     if cfg.compute_matched:
-        out["compute_matched"], gens = compute_matched(engine, subset, cfg, reuse)
+        out["compute_matched"], gens = compute_matched(engine, subset, cfg, done)
         gens_all += gens
     if cfg.wait_string_ablation or cfg.num_waits_ablation:
         ablations, gens = extrapolation_ablations(engine, subset, cfg)

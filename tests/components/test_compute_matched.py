@@ -77,11 +77,13 @@ def test_rebase_runs_by_name_with_the_configured_widths(tiny_engine):
 
 
 def test_extras_land_in_the_report(tiny_engine):
+    from components.inference.hf_engine import HFEngine
+    engine = HFEngine(tiny_engine.model, tiny_engine.tokenizer, batch_size=8, unlimited_thinking_tokens=16)
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     c = small_cfg(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                   wait_string_ablation=["Wait", "Hmm", ""], ablation_num_waits=2, num_waits_ablation=[0, 2],
-                  ablation_limit=2)
-    report, gens = evaluate_sweep(tiny_engine, qs, c)
+                  ablation_limit=2, rebase_step_tokens=8)
+    report, gens = evaluate_sweep(engine, qs, c)
     cm = report["compute_matched"]
     assert cm["questions"] == 2
     assert list(cm["methods"]) == ["budget_forcing", "majority_voting", "rebase"]
@@ -91,7 +93,7 @@ def test_extras_land_in_the_report(tiny_engine):
     levels = [r["thinking_tokens"] for r in cm["table"]]
     assert levels == sorted(levels) and {4.0, 8.0} <= set(levels)
     at4 = cm["table"][levels.index(4.0)]
-    assert at4["accuracy"]["majority_voting"] is None  # one sample already thinks up to the cap (64)
+    assert at4["accuracy"]["majority_voting"] is None  # one sample already thinks up to the cap (16)
     assert at4["at"]["budget_forcing"]["value"] == 4
     ab = report["ablations"]
     assert ab["questions"] == 2
@@ -99,6 +101,12 @@ def test_extras_land_in_the_report(tiny_engine):
     assert [r["num_waits"] for r in ab["num_waits"]] == [0, 2]
     assert ab["num_waits"][0]["accuracy"] == ab["wait_strings"][0]["accuracy"]  # the same 0-wait run, reused
     assert all(r["avg_waits_used"] <= r["num_waits"] for r in ab["wait_strings"] + ab["num_waits"])
+    # budget forcing is scored from the main sweep's generations of those 2 questions, not rerun
+    bf_gens = [g for g in gens if g.method == "budget_forcing"]
+    assert len(bf_gens) == 3 * 2 + 3  # the main sweep (2 budgets) and the no-budget run, on all 3 questions
+    sub = [g for g in bf_gens if g.question_id in {"0", "1"} and g.budget == 8]
+    assert bf[1]["accuracy"] == sum(g.correct for g in sub) / 2
+    assert len([g for g in gens if g.method == "majority_voting"]) == 2 * 2  # run on the subset only
     methods = {g.method for g in gens}
     assert {"wait_extension[none]", "wait_extension[Hmm]", "wait_extension[(none)]", "rebase"} <= methods
 
