@@ -133,10 +133,11 @@ def test_champion_loads_and_serves_outside_the_repo(pipeline_run, tmp_path):
 
     from components.common.network import free_port
     from tests.flows.services import service
-    root, result = pipeline_run
+    _, result = pipeline_run
     info = result["register"]
     uri = f"models:/{info['registered_model']}@champion"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"]}
+    bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` execs the uvicorn on PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
     port = free_port()
     serve = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
@@ -161,7 +162,8 @@ def test_champion_loads_and_serves_outside_the_repo(pipeline_run, tmp_path):
         loaded = json.loads(clean.stdout.strip().splitlines()[-1])
         served = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=120)
     assert served.status_code == 200, served.text
-    assert str(root) not in loaded["components"] and "/code/components/" in loaded["components"]
+    from tests.conftest import REPO
+    assert not loaded["components"].startswith(str(REPO)) and "/artifacts/code/components/" in loaded["components"]
     assert loaded["inputs"] == ["question", "max_thinking_tokens", "min_thinking_tokens", "num_waits",
                                 "max_answer_tokens"]
     for out in (loaded["rows"], served.json()["predictions"]):
