@@ -130,3 +130,18 @@ def test_training_with_packing_cuts_padding(tiny_model_dir, tmp_path):
     assert padding_efficiency([10, 10, 5, 5], batch_size=2) == pytest.approx(30 / 30)
     assert padding_efficiency([10, 5], batch_size=2) == pytest.approx(15 / 20)
     assert packed["mfu"] is None  # no accelerator peak on a CPU
+
+
+def test_flash_batches_match_transformers_flattening_collator():
+    """The flash-attention micro-batch is what transformers' DataCollatorWithFlattening(return_flash_attn_kwargs)
+    gives for the same examples in row order: one row, restarting position_ids, first labels ignored, cu_seq_lens."""
+    from transformers import DataCollatorWithFlattening
+    examples = _examples(n=9, lo=5, hi=30, seed=4)
+    rows = pack(examples, block_size=64)[:3]
+    ours = PackedCollator(0, "flash_attention_2")([vars(r) for r in rows])
+    in_order = [e for r in rows for e in _members(r, examples)]
+    theirs = DataCollatorWithFlattening(return_flash_attn_kwargs=True)(
+        [{"input_ids": e.input_ids, "labels": e.labels} for e in in_order])
+    for key in ("input_ids", "labels", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k"):
+        assert torch.equal(ours[key], theirs[key]), key
+    assert ours["max_length_q"] == theirs["max_length_q"]
