@@ -11,10 +11,13 @@ FORBIDDEN = {"training": {"serving", "curation"}, "evaluation": {"serving", "cur
 
 
 def _edges():
+    """(file, its package, an imported package), unique and sorted: the same ids in every process (pytest-xdist)."""
+    edges = set()
     for f in sorted(COMPONENTS.rglob("*.py")):
         src = package_of(f)
         for mod in direct_imports(f):
-            yield f, src, package_of(module_file(mod))
+            edges.add((f, src, package_of(module_file(mod))))
+    return sorted(edges, key=lambda e: (str(e[0]), e[1], e[2]))
 
 
 @pytest.mark.parametrize("f,src,dst", [e for e in _edges() if e[1] != e[2]],
