@@ -64,6 +64,7 @@ def _worker_loop(config: dict) -> None:
     from components.training.sft import train_sft
 
     cfg = SFTConfig.model_validate_json(config["cfg"])
+    os.environ.update(config.get("env", {}))  # the MLflow run rank 0 streams into (live_metrics.py)
     os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
     ctx = ray.train.get_context()
     rows = ray.train.get_dataset_shard("train").iter_rows()  # the whole dataset on every worker (not split)
@@ -89,6 +90,7 @@ def _worker_loop(config: dict) -> None:
 def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, work_dir: Path,
                    dtype: str = "float32") -> dict:
     import json
+    import os
 
     import ray
     from ray.train import DataConfig, RunConfig, ScalingConfig
@@ -96,6 +98,7 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
 
     from components.common.raycluster import ensure_ray
     from components.records import iter_jsonl
+    from components.training.live_metrics import RUN_ENV, URI_ENV
     ensure_ray()
     work_dir, out_dir = Path(work_dir).resolve(), Path(out_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,8 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg.model_dump_json(), "base": _ship_model(str(base)), "work_dir": str(work_dir),
-                           "dtype": dtype, "deepspeed": deepspeed},
+                           "dtype": dtype, "deepspeed": deepspeed,
+                           "env": {k: os.environ[k] for k in (RUN_ENV, URI_ENV) if k in os.environ}},
         datasets={"train": examples},
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.use_gpu,
