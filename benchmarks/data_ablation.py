@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.runpool import run_pool  # noqa: E402
+
 STRATEGIES = ["s1", "random", "longest", "diversity_only", "all"]
 STAGES = ["select", "tokenize", "train", "evaluate"]
 QUIET_EVAL = ["evaluate.compute_matched=[]", "evaluate.wait_string_ablation=[]", "evaluate.num_waits_ablation=[]"]
@@ -84,34 +87,33 @@ def main() -> None:
     profile, top = cfg.name, max(cfg.evaluate.budgets)
     if not (source / "data" / profile / "filtered.jsonl").exists():
         sys.exit(f"--from: {source} has no data/{profile}/filtered.jsonl; run the stages up to filter there first")
-    todo = [(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)]
-    running: list[tuple[tuple[str, int], subprocess.Popen]] = []
     results: dict[tuple[str, int], dict] = {}
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            strategy, seed = todo.pop(0)
-            run_dir = root / f"{strategy}-seed{seed}"
-            if (run_dir / "ablation.json").exists():  # resumable: a finished run is read, not rerun
-                results[(strategy, seed)] = json.loads((run_dir / "ablation.json").read_text())
-                continue
-            prepare(source, run_dir, profile)
-            overrides = [f"selection.strategy={strategy}", f"selection.seed={seed}", f"evaluate.budgets=[{top}]",
-                         *QUIET_EVAL, *args.set]
-            env = dict(os.environ, S1FLOW_THREADS=str(args.threads), S1FLOW_NO_PROGRESS="1", PYTHONPATH=str(REPO))
-            cmd = [sys.executable, __file__, "--one", str(run_dir)] + [x for o in overrides for x in ("--set", o)]
-            log = open(root / f"{strategy}-seed{seed}.log", "w")
-            running.append(((strategy, seed), subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
-        time.sleep(2)
-        for key, proc in list(running):
-            if proc.poll() is None:
-                continue
-            running.remove((key, proc))
-            out = root / f"{key[0]}-seed{key[1]}" / "ablation.json"
-            if proc.returncode == 0 and out.exists():
-                results[key] = json.loads(out.read_text())
-                print(f"done {key[0]} seed {key[1]}: {results[key]}", flush=True)
-            else:
-                print(f"FAILED {key[0]} seed {key[1]} (see {root}/{key[0]}-seed{key[1]}.log)", flush=True)
+
+    def start(key: tuple[str, int]):
+        strategy, seed = key
+        run_dir = root / f"{strategy}-seed{seed}"
+        if (run_dir / "ablation.json").exists():  # resumable: a finished run is read, not rerun
+            results[key] = json.loads((run_dir / "ablation.json").read_text())
+            return None
+        prepare(source, run_dir, profile)
+        overrides = [f"selection.strategy={strategy}", f"selection.seed={seed}", f"evaluate.budgets=[{top}]",
+                     *QUIET_EVAL, *args.set]
+        env = dict(os.environ, S1FLOW_THREADS=str(args.threads), S1FLOW_NO_PROGRESS="1", PYTHONPATH=str(REPO))
+        cmd = [sys.executable, __file__, "--one", str(run_dir)] + [x for o in overrides for x in ("--set", o)]
+        log = open(root / f"{strategy}-seed{seed}.log", "w")
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def finish(key: tuple[str, int], returncode: int) -> None:
+        out = root / f"{key[0]}-seed{key[1]}" / "ablation.json"
+        if returncode == 0 and out.exists():
+            results[key] = json.loads(out.read_text())
+            print(f"done {key[0]} seed {key[1]}: {results[key]}", flush=True)
+        else:
+            print(f"FAILED {key[0]} seed {key[1]} (see {root}/{key[0]}-seed{key[1]}.log)", flush=True)
+
+    root.mkdir(parents=True, exist_ok=True)
+    run_pool([(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)],
+             start, finish, args.parallel)
     rows = []
     for strategy in args.strategies:
         runs = sorted((seed, r) for (s, seed), r in results.items() if s == strategy)

@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.runpool import run_pool  # noqa: E402
+
 STAGES = ["base-model", "collect", "distill", "filter", "select", "tokenize", "train", "evaluate"]
 SEEDED = ["model.seed", "pretrain.seed", "pool.seed", "teacher.seed", "selection.seed", "sft.seed",
           "heldout.seed", "evaluate.seed"]
@@ -127,24 +130,18 @@ def main() -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
-    todo = [(s, t) for t in args.threads for s in seeds]
-    running: list[tuple[tuple[int, int], subprocess.Popen]] = []
     results: dict[tuple[int, int], dict] = {}
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            key = todo.pop(0)
-            running.append((key, _spawn(*key, root, args.set)))
-        time.sleep(2)
-        for key, proc in list(running):
-            if proc.poll() is None:
-                continue
-            running.remove((key, proc))
-            out = root / f"seed{key[0]}-t{key[1]}" / "miniature.json"
-            if proc.returncode == 0 and out.exists():
-                results[key] = json.loads(out.read_text())
-                print(f"done seed {key[0]} threads {key[1]}: {json.dumps(results[key])}", flush=True)
-            else:
-                print(f"FAILED seed {key[0]} threads {key[1]} (see {root}/seed{key[0]}-t{key[1]}.log)", flush=True)
+
+    def finish(key: tuple[int, int], returncode: int) -> None:
+        out = root / f"seed{key[0]}-t{key[1]}" / "miniature.json"
+        if returncode == 0 and out.exists():
+            results[key] = json.loads(out.read_text())
+            print(f"done seed {key[0]} threads {key[1]}: {json.dumps(results[key])}", flush=True)
+        else:
+            print(f"FAILED seed {key[0]} threads {key[1]} (see {root}/seed{key[0]}-t{key[1]}.log)", flush=True)
+
+    run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set), finish,
+             args.parallel)
     (root / "summary.json").write_text(json.dumps({f"{s}-{t}": r for (s, t), r in results.items()}, indent=1))
     if results:
         report(results)
