@@ -20,12 +20,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.runpool import run_pool  # noqa: E402
+from benchmarks.runpool import run_pool, run_stages  # noqa: E402
 
 STRATEGIES = ["s1", "random", "longest", "diversity_only", "all"]
 STAGES = ["select", "tokenize", "train", "evaluate"]
@@ -48,17 +47,7 @@ def prepare(source: Path, target: Path, profile: str) -> None:
 
 def run_one(root: Path, overrides: list[str]) -> dict:
     """select -> tokenize -> train -> evaluate in ``root`` (this process); the top-budget accuracy."""
-    from components.config import load_config
-    from components.paths import Paths
-    from components.pipeline.registry import run_stage
-    os.chdir(root)
-    cfg = load_config(REPO / "params.yaml", overrides=overrides)
-    paths = Paths.for_profile(cfg.name, root)
-    times, res = {}, {}
-    for name in STAGES:
-        started = time.perf_counter()
-        res[name] = run_stage(name, cfg, paths)
-        times[name] = round(time.perf_counter() - started, 1)
+    res, times = run_stages(root, overrides, STAGES)
     point = res["evaluate"]["points"][-1]
     return {"accuracy": point["accuracy"], "budget": point["budget"], "size": res["select"].get("selected"),
             "times": times}

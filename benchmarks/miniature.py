@@ -17,12 +17,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.runpool import run_pool  # noqa: E402
+from benchmarks.runpool import run_pool, run_stages  # noqa: E402
 
 STAGES = ["base-model", "collect", "distill", "filter", "select", "tokenize", "train", "evaluate"]
 SEEDED = ["model.seed", "pretrain.seed", "pool.seed", "teacher.seed", "selection.seed", "sft.seed",
@@ -42,20 +41,7 @@ def seed_overrides(seed: int) -> list[str]:
 
 def run_one(root: Path, overrides: list[str]) -> dict:
     """Run the stages in ``root`` (this process); return the evaluation summary and stage times."""
-    from components.config import load_config
-    from components.paths import Paths
-    from components.pipeline.registry import run_stage
-    root.mkdir(parents=True, exist_ok=True)
-    os.chdir(root)
-    if not (root / "infra").exists():
-        os.symlink(REPO / "infra", root / "infra")
-    cfg = load_config(REPO / "params.yaml", overrides=overrides)
-    paths = Paths.for_profile(cfg.name, root)
-    times, res = {}, {}
-    for name in STAGES:
-        t = time.perf_counter()
-        res[name] = run_stage(name, cfg, paths)
-        times[name] = round(time.perf_counter() - t, 1)
+    res, times = run_stages(root, overrides, STAGES)
     ev = res["evaluate"]
     return {"base": ev["base_accuracy"], "budgets": {str(p["budget"]): p["accuracy"] for p in ev["points"]},
             "avg_thinking": {str(p["budget"]): p["avg_thinking_tokens"] for p in ev["points"]},

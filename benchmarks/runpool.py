@@ -25,3 +25,26 @@ def run_pool(keys: list[Hashable], start: Callable[[Hashable], Optional[subproce
             if proc.poll() is not None:
                 running.remove((key, proc))
                 finish(key, proc.returncode)
+
+
+def run_stages(root, overrides: list[str], stages: list[str]) -> tuple[dict, dict]:
+    """Run pipeline ``stages`` in ``root`` (this process, params.yaml + ``overrides``): (results, seconds) per stage."""
+    import os
+    from pathlib import Path
+
+    from components.config import load_config
+    from components.paths import Paths
+    from components.pipeline.registry import run_stage
+    repo, root = Path(__file__).resolve().parents[1], Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chdir(root)
+    if not (root / "infra").exists():
+        os.symlink(repo / "infra", root / "infra")
+    cfg = load_config(repo / "params.yaml", overrides=overrides)
+    paths = Paths.for_profile(cfg.name, root)
+    results, seconds = {}, {}
+    for name in stages:
+        started = time.perf_counter()
+        results[name] = run_stage(name, cfg, paths)
+        seconds[name] = round(time.perf_counter() - started, 1)
+    return results, seconds
