@@ -128,7 +128,8 @@ FAMILIES: dict[str, Family] = {
     "arithmetic": Family("arithmetic", "97", _gen_add, _match_ints(_ADD_RE), addition_steps, lambda a, b: a + b),
     "algebra": Family(
         "algebra", "08", _gen_solve, _match_ints(_SOLVE_RE),
-        lambda b, a: addition_steps(a, b), lambda b, a: a + b,
+        # operands restated in reading order (b before a): every copy from the question runs forwards
+        addition_steps, lambda b, a: a + b,
         intro=lambda b, a: ["Add to both sides, so x is the sum."],
     ),
     "number_theory": Family("number_theory", "11", _gen_digits, _match_ints(_DIGITS_RE), digit_sum_steps,
