@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from components.common.network import free_port
-from components.config import SFTConfig
 from components.formatting import IGNORE_INDEX, TokenizedExample
 from components.records import write_jsonl
 
@@ -81,30 +80,42 @@ def two_node_cluster():
             shutil.rmtree(temp, ignore_errors=True)
 
 
+DRIVER = """
+import json, sys
+from pathlib import Path
+import ray
+from components.config import SFTConfig
+from components.training.ray_launcher import train_with_ray
+model, tmp = sys.argv[1], Path(sys.argv[2])
+cfg = SFTConfig(epochs=1, global_batch_size=8, per_device_batch_size=4, world_size=2, launcher="ray",
+                deepspeed="never", ray_resources_per_worker={"trainer_node": 1})
+summary = train_with_ray(cfg, model, tmp / "tokens.jsonl", tmp / "out", tmp / "work")
+nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+print(json.dumps({"summary": summary, "driver_node": ray.get_runtime_context().get_node_id(), "nodes": nodes}))
+"""
+
+
 @pytest.mark.slow
-def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_dir, tmp_path, two_node_cluster,
-                                                                 monkeypatch):
+def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_dir, tmp_path, two_node_cluster):
     import random
 
-    import ray
-
-    from components.training.ray_launcher import train_with_ray
     rng = random.Random(1)
     examples = []
     for _ in range(16):
         ids = [rng.randint(3, 250) for _ in range(rng.randint(8, 30))]
         examples.append(TokenizedExample(ids, [IGNORE_INDEX] * 2 + ids[2:], 2))
     write_jsonl(tmp_path / "tokens.jsonl", [asdict(e) for e in examples])
-    if ray.is_initialized():
-        ray.shutdown()
-    monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
-    cfg = SFTConfig(epochs=1, global_batch_size=8, per_device_batch_size=4, world_size=2, launcher="ray",
-                    deepspeed="never", ray_resources_per_worker={"trainer_node": 1})
-    summary = train_with_ray(cfg, str(tiny_model_dir), tmp_path / "tokens.jsonl", tmp_path / "out", tmp_path / "work")
-    driver_node = ray.get_runtime_context().get_node_id()
-    nodes = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+    # the driver in its own process, as a user's job would be: Ray state an earlier test left in this process
+    # (its cached node IP, its auth mode) must not decide where this driver connects
+    env = {**os.environ, "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(tiny_model_dir), str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    summary, driver_node, nodes = got["summary"], got["driver_node"], got["nodes"]
     assert len(nodes) == 2
-    assert summary["rank0_node_id"] != driver_node and "trainer_node" in nodes[summary["rank0_node_id"]]["Resources"]
+    assert summary["rank0_node_id"] != driver_node and "trainer_node" in nodes[summary["rank0_node_id"]]
     assert summary["world_size"] == 2 and summary["steps"] == 2 and summary["examples"] == 16
     out = tmp_path / "out"  # from the Ray Train checkpoint, not from a worker's disk
     assert (out / "model.safetensors").exists() and (out / "training_args.json").exists()
