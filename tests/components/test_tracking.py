@@ -12,9 +12,10 @@ def test_champion_moves_only_to_a_better_version(tmp_path):
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     client.create_registered_model("m")
+    experiment = client.create_experiment("champion-test")  # explicit: never the process's active experiment
     decisions = []
     for perf in (0.5, 0.4, 0.7):
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_metric("performance", perf)
         v = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id).version
         decisions.append(promote_if_better(client, "m", v, "performance", perf))
