@@ -76,13 +76,11 @@ def main() -> None:
     profile, top = cfg.name, max(cfg.evaluate.budgets)
     if not (source / "data" / profile / "filtered.jsonl").exists():
         sys.exit(f"--from: {source} has no data/{profile}/filtered.jsonl; run the stages up to filter there first")
-    results: dict[tuple[str, int], dict] = {}
 
     def start(key: tuple[str, int]):
         strategy, seed = key
         run_dir = root / f"{strategy}-seed{seed}"
         if (run_dir / "ablation.json").exists():  # resumable: a finished run is read, not rerun
-            results[key] = json.loads((run_dir / "ablation.json").read_text())
             return None
         prepare(source, run_dir, profile)
         overrides = [f"selection.strategy={strategy}", f"selection.seed={seed}", f"evaluate.budgets=[{top}]",
@@ -92,17 +90,10 @@ def main() -> None:
         log = open(root / f"{strategy}-seed{seed}.log", "w")
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def finish(key: tuple[str, int], returncode: int) -> None:
-        out = root / f"{key[0]}-seed{key[1]}" / "ablation.json"
-        if returncode == 0 and out.exists():
-            results[key] = json.loads(out.read_text())
-            print(f"done {key[0]} seed {key[1]}: {results[key]}", flush=True)
-        else:
-            print(f"FAILED {key[0]} seed {key[1]} (see {root}/{key[0]}-seed{key[1]}.log)", flush=True)
-
     root.mkdir(parents=True, exist_ok=True)
-    run_pool([(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)],
-             start, finish, args.parallel)
+    results = run_pool([(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)],
+                       start, lambda key: root / f"{key[0]}-seed{key[1]}" / "ablation.json",
+                       lambda key: root / f"{key[0]}-seed{key[1]}.log", args.parallel)
     rows = []
     for strategy in args.strategies:
         runs = sorted((seed, r) for (s, seed), r in results.items() if s == strategy)

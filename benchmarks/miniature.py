@@ -116,18 +116,9 @@ def main() -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
-    results: dict[tuple[int, int], dict] = {}
-
-    def finish(key: tuple[int, int], returncode: int) -> None:
-        out = root / f"seed{key[0]}-t{key[1]}" / "miniature.json"
-        if returncode == 0 and out.exists():
-            results[key] = json.loads(out.read_text())
-            print(f"done seed {key[0]} threads {key[1]}: {json.dumps(results[key])}", flush=True)
-        else:
-            print(f"FAILED seed {key[0]} threads {key[1]} (see {root}/seed{key[0]}-t{key[1]}.log)", flush=True)
-
-    run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set), finish,
-             args.parallel)
+    results = run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set),
+                       lambda key: root / f"seed{key[0]}-t{key[1]}" / "miniature.json",
+                       lambda key: root / f"seed{key[0]}-t{key[1]}.log", args.parallel)
     (root / "summary.json").write_text(json.dumps({f"{s}-{t}": r for (s, t), r in results.items()}, indent=1))
     if results:
         report(results)
