@@ -8,6 +8,8 @@ targets of issue 14 (top budget >= 0.8, monotone in budget, base <= 5%).
 
     python benchmarks/miniature.py --seeds 3 --threads 1 2 [--parallel 2] [--root DIR] [--set key=value ...]
     python benchmarks/miniature.py --root DIR --report-only   # summarise finished runs
+    python benchmarks/miniature.py --stages base-model --parallel 6 ...  # pre-train only (a many-core machine),
+    python benchmarks/miniature.py --reuse-base ...                      # then the rest where the base models are
 """
 from __future__ import annotations
 
@@ -29,28 +31,40 @@ SEEDED = ["model.seed", "pretrain.seed", "pool.seed", "teacher.seed", "selection
 
 
 def seed_overrides(seed: int) -> list[str]:
-    """Seed 0 is params.yaml as committed; seed k adds 100*k to every seed of the world."""
+    """Seed 0 is params.yaml as committed; seed k adds 100*k to every seed of the world. Every seed pre-trains
+    (the shipped base model would stand in for seed 0's pre-training on another machine)."""
     from components.config import load_config
     cfg = load_config(REPO / "params.yaml")
-    out = []
+    out = ["pretrain.release=null"]
     for key in SEEDED:
         section, field = key.split(".")
         out.append(f"{key}={getattr(getattr(cfg, section), field) + 100 * seed}")
     return out
 
 
-def run_one(root: Path, overrides: list[str]) -> dict:
-    """Run the stages in ``root`` (this process); return the evaluation summary and stage times."""
-    res, times = run_stages(root, overrides, STAGES)
+def run_one(root: Path, overrides: list[str], stages: list[str] = STAGES, reuse_base: bool = False) -> dict:
+    """Run the stages in ``root`` (this process); return the evaluation summary and stage times. ``reuse_base``:
+    a base model already in ``root`` (e.g. pre-trained elsewhere with ``--stages base-model``) is kept."""
+    base_summary = root / "metrics" / "tiny" / "base_model.json"
+    kept = {}
+    if reuse_base and base_summary.exists() and "base-model" in stages:
+        stages = [s for s in stages if s != "base-model"]
+        kept = {"base-model": json.loads(base_summary.read_text()).get("seconds")}
+    res, times = run_stages(root, overrides, stages)
+    times = {**kept, **times}
+    if "evaluate" not in res:
+        return {"times": times, **({"base_model": res["base-model"]} if "base-model" in res else {})}
     ev = res["evaluate"]
     return {"base": ev["base_accuracy"], "budgets": {str(p["budget"]): p["accuracy"] for p in ev["points"]},
             "avg_thinking": {str(p["budget"]): p["avg_thinking_tokens"] for p in ev["points"]},
             "unlimited": ev["unlimited"]["accuracy"], "times": times, "total_s": round(sum(times.values()), 1)}
 
 
-def _spawn(seed: int, threads: int, root: Path, extra: list[str]) -> subprocess.Popen:
+def _spawn(seed: int, threads: int, root: Path, extra: list[str], stages: list[str],
+           reuse_base: bool) -> subprocess.Popen:
     env = dict(os.environ, S1FLOW_THREADS=str(threads), S1FLOW_NO_PROGRESS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, __file__, "--one", str(root / f"seed{seed}-t{threads}"), "--seed", str(seed)]
+    cmd = [sys.executable, __file__, "--one", str(root / f"seed{seed}-t{threads}"), "--seed", str(seed),
+           "--stages", *stages] + (["--reuse-base"] if reuse_base else [])
     for o in extra:
         cmd += ["--set", o]
     log = open(root / f"seed{seed}-t{threads}.log", "w")
@@ -98,11 +112,14 @@ def main() -> None:
     ap.add_argument("--root", default="/tmp/s1flow-miniature")
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
     ap.add_argument("--report-only", action="store_true", help="only summarise the runs already under --root")
+    ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES,
+                    help="stages to run (e.g. only base-model: pre-train the seeds on a bigger machine)")
+    ap.add_argument("--reuse-base", action="store_true", help="keep a base model already in a run's folder")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        res = run_one(Path(args.one), seed_overrides(args.seed) + args.set)
+        res = run_one(Path(args.one), seed_overrides(args.seed) + args.set, args.stages, args.reuse_base)
         (Path(args.one) / "miniature.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res))
         return
@@ -116,11 +133,11 @@ def main() -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
-    results = run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set),
+    results = run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set, args.stages, args.reuse_base),
                        lambda key: root / f"seed{key[0]}-t{key[1]}" / "miniature.json",
                        lambda key: root / f"seed{key[0]}-t{key[1]}.log", args.parallel)
     (root / "summary.json").write_text(json.dumps({f"{s}-{t}": r for (s, t), r in results.items()}, indent=1))
-    if results:
+    if results and "evaluate" in args.stages:
         report(results)
 
 

@@ -71,8 +71,15 @@ class PretrainConfig(Section):
     probe_questions: int = Field(32, gt=0, description="fresh textbook problems (upper half of the difficulty range) "
                                  "the probe completes greedily")
     probe_target: float = Field(0.9, gt=0, le=1, description="probe accuracy that ends the constant-LR phase")
+    probe_gate: Literal["mean", "every_domain"] = Field("mean", description="what must reach probe_target: the "
+                                                        "accuracy over all probe questions, or every domain's own")
+    correction_fraction: float = Field(0.0, ge=0, le=1, description="share of textbook solutions that slip once and "
+                                       "correct themselves ('Wait, let me re-check: ...'), as the teacher's traces do")
     cooldown_steps: int = Field(150, ge=0, description="LR decays to 10% over these steps, then pre-training stops")
     seed: int = 1
+    release: Optional[str] = Field(None, description="a shipped pre-trained model (directory with release.json, "
+                                   "relative to the project root; `s1flow release-base` writes it): installed instead "
+                                   "of pre-training when it was built from these params and code; null: always pre-train")
 
     @model_validator(mode="after")
     def _cooldown_fits(self) -> "PretrainConfig":

@@ -4,6 +4,7 @@
     s1flow run --profile tiny       # the Prefect pipeline, end to end
     s1flow validate                 # check params.yaml and exit
     s1flow report                   # docs/results.md from metrics/<profile>/
+    s1flow release-base             # pre-train the embedded base model and ship it (pretrain.release)
 """
 from __future__ import annotations
 
@@ -112,6 +113,23 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
         raise typer.Exit(2) from None
     for path in written:
         typer.echo(f"wrote {path}")
+
+
+@app.command("release-base")
+def release_base(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Pre-train the embedded base model and write it where pretrain.release points: the base-model stage installs
+    it instead of pre-training while params and code stay as they were (commit the directory to ship it)."""
+    from components.common.threads import use_threads
+    from components.data.base_model_stage import release_base_model
+    cfg = _config(params, profile, set)
+    use_threads()
+    try:
+        path = release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, cfg.pool.min_difficulty,
+                                  cfg.pool.max_difficulty, Paths.for_profile(cfg.name))
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -12,7 +12,8 @@ MICRO = {
     "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128,
               "vocab_size": 300},
     "pretrain": {"documents": 600, "steps": 30, "batch_size": 8, "block_size": 128, "warmup_steps": 5,
-                 "probe_every": 10, "probe_questions": 4, "cooldown_steps": 5},  # the gated schedule, in miniature
+                 "probe_every": 10, "probe_questions": 4, "cooldown_steps": 5,  # the gated schedule, in miniature
+                 "release": None},  # the shipped release is tiny's; micro always pre-trains
     "pool": {"size": 120, "sources": [{"kind": "procedural"}]},  # one source of pool.size (tiny mixes three, 3000)
     "difficulty": {"max_new_tokens": 8},
     "selection": {"size": 40},
@@ -43,4 +44,5 @@ def write_micro_project(dest: Path, with_code: bool = False) -> Path:
     if with_code:
         shutil.copytree(REPO / "components", dest / "components",
                         ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "releases", dest / "releases")  # a dependency of the base-model stage in dvc.yaml
     return dest

@@ -22,15 +22,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from components.common.progress import progress_bar
 from components.config import ModelConfig, PretrainConfig
-from components.data.problems import FAMILIES, parse_any
+from components.data.problems import FAMILIES, parse_any, with_correction
 from components.data.tokenizer import ENDOFTEXT, train_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def textbook_document(question: str) -> str:
+def textbook_document(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0) -> str:
+    """"Problem / Solution / Answer" text; with ``rng``, a share of solutions slip once and correct themselves."""
     family, ops = parse_any(question)
     lines = family.solution_lines(ops)
+    if rng is not None:
+        lines = with_correction(lines, rng, correction_probability)
     return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
 
 
@@ -163,10 +166,14 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
     return losses
 
 
-def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int) -> Callable[[torch.nn.Module], float]:
-    """Greedy completion of "Problem: Q\nSolution:\n" (the textbook format): share of exact final answers."""
+def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int,
+                   every_domain: bool = False) -> Callable[[torch.nn.Module], float]:
+    """Greedy completion of "Problem: Q\nSolution:\n" (the textbook format): share of exact final answers
+    (``every_domain``: the lowest share of any domain, so a skill that lags holds the gate)."""
     from components.data.problems import parse_any
-    answers = [str(fam.solve(*ops)) for fam, ops in map(parse_any, questions)]
+    parsed = [parse_any(q) for q in questions]
+    answers = [str(fam.solve(*ops)) for fam, ops in parsed]
+    domains = [fam.domain for fam, _ in parsed]
     enc = tokenizer([f"Problem: {q}\nSolution:\n" for q in questions], return_tensors="pt", padding=True,
                     padding_side="left")
     stop = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
@@ -179,7 +186,10 @@ def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int) -> Call
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         got = [t.split("Answer: ", 1)[1].split("\n")[0].split("Problem:")[0].strip() if "Answer: " in t else None
                for t in texts]
-        return sum(g == a for g, a in zip(got, answers)) / len(answers)
+        right = [g == a for g, a in zip(got, answers)]
+        if not every_domain:
+            return sum(right) / len(right)
+        return min(sum(r for r, d in zip(right, domains) if d == dom) / domains.count(dom) for dom in set(domains))
     return accuracy
 
 
@@ -201,7 +211,8 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     started = time.time()
     qa = corpus
     rng = random.Random(pretrain_cfg.seed + 1)
-    textbook = [textbook_document(q) for q, _ in qa]
+    corrections = random.Random(pretrain_cfg.seed + 2)
+    textbook = [textbook_document(q, corrections, pretrain_cfg.correction_fraction) for q, _ in qa]
     tokenizer = train_tokenizer(textbook, model_cfg.vocab_size)
     docs = [chat_direct_answer(q, a, tokenizer) if _answers_directly(q, pretrain_cfg) and
             rng.random() < pretrain_cfg.direct_answer_fraction else t for (q, a), t in zip(qa, textbook)]
@@ -216,7 +227,7 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
         if not probe_set:
             raise ValueError("pretrain.probe_every: set, but no probe questions were given (probe_set)")
         longest = max(len(tokenizer(textbook_document(q))["input_ids"]) for q in probe_set)
-        probe = textbook_probe(tokenizer, probe_set, longest + 8)
+        probe = textbook_probe(tokenizer, probe_set, longest + 8, every_domain=pretrain_cfg.probe_gate == "every_domain")
     losses = pretrain(model, blocks, pretrain_cfg, checkpoint, probe=probe, history=history) if pretrain_cfg.enabled else []
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -67,6 +67,28 @@ def digit_sum_steps(n: int) -> list[str]:
     return lines
 
 
+RECHECK = "Wait, let me re-check: "
+
+
+def _slip(line: str, rng: random.Random) -> str:
+    """Corrupt the result of a step line (the number right after '=')."""
+    def wrong(m: re.Match) -> str:
+        value = int(m.group(1))
+        return f"={value + rng.choice([-2, -1, 1, 2]) if value > 1 else value + 1}"
+    return re.sub(r"=(\d+)", wrong, line, count=1)
+
+
+def with_correction(lines: list[str], rng: random.Random, probability: float) -> list[str]:
+    """With ``probability``, one step line slips (a wrong result) and the next line is
+    "Wait, let me re-check: " followed by the step written right: the self-correction the
+    programmatic teacher writes, and the pre-training corpus practises."""
+    step_idx = [i for i, ln in enumerate(lines) if re.search(r"=\d", ln)]
+    if step_idx and rng.random() < probability:
+        i = rng.choice(step_idx)
+        return lines[:i] + [_slip(lines[i], rng), f"{RECHECK}{lines[i]}"] + lines[i + 1:]
+    return lines
+
+
 @dataclass(frozen=True)
 class Family:
     domain: str

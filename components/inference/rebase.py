@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
+from components.data.problems import RECHECK
 from components.formatting import ANSWER_START, thinking_prompt
 from components.inference.budget_forcing import ForcedResult
 from components.inference.engine import Sampling
-
-RECHECK = "Wait, let me re-check: "
-
 
 class ProcessReward(Protocol):
     name: str

@@ -26,6 +26,7 @@ COMPONENTS = Path(__file__).resolve().parents[1]
 SHARED_CODE = ("__init__.py", "config.py", "records.py", "formatting.py", "paths.py", "common")
 
 WHOLE_PROFILE = "*"
+RELEASES = Path("releases")  # shipped base models (pretrain.release), relative to the project root
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ STAGE_LIST: tuple[Stage, ...] = (
     Stage("base-model", "components.data.base_model_stage:base_model_stage",
           {"model": "model", "pretrain": "pretrain", "domains": "pool.domains",
            "min_difficulty": "pool.min_difficulty", "max_difficulty": "pool.max_difficulty"},
-          code=("data/base_model_stage.py", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
-          outs=lambda p: [p.base_model], metrics=lambda p: [p.metric("base_model.json")]),
+          code=("data/base_model_stage.py", "data/base_release.py", "data/base_model.py", "data/tokenizer.py",
+                "data/problems.py"),
+          inputs=lambda p: [RELEASES], outs=lambda p: [p.base_model], metrics=lambda p: [p.metric("base_model.json")]),
     Stage("collect", "components.data.collect_stage:collect_stage", {"pool": "pool", "heldout": "heldout"},
           code=("data/collect_stage.py", "data/pool.py", "data/pool_sources.py", "data/problems.py", "data/domains.py",
                 "data/msc_domains.json"),

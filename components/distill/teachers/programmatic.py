@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 
 from components.config import TeacherConfig
-from components.data.problems import parse_any
+from components.data.problems import parse_any, with_correction
 from components.records import Question, Trace
 
 ANSWER_PREFIX = "Answer: "
@@ -24,14 +23,6 @@ def _rng_for(seed: int, question_id: str) -> random.Random:
     # Per-question RNG: the trace does not depend on order or on which worker ran it.
     digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def _slip(line: str, rng: random.Random) -> str:
-    """Corrupt the result of a step line (the number right after '=')."""
-    def wrong(m: re.Match) -> str:
-        value = int(m.group(1))
-        return f"={value + rng.choice([-2, -1, 1, 2]) if value > 1 else value + 1}"
-    return re.sub(r"=(\d+)", wrong, line, count=1)
 
 
 class ProgrammaticTeacher:
@@ -51,11 +42,7 @@ class ProgrammaticTeacher:
                          error="teacher could not parse the question", raw=question.question)
         family, operands = hit
         rng = _rng_for(self.cfg.seed, question.id)
-        lines = family.solution_lines(operands)
-        step_idx = [i for i, ln in enumerate(lines) if re.search(r"=\d", ln)]
-        if step_idx and rng.random() < self.cfg.slip_probability:
-            i = rng.choice(step_idx)
-            lines = lines[:i] + [_slip(lines[i], rng), f"Wait, let me re-check: {lines[i]}"] + lines[i + 1:]
+        lines = with_correction(family.solution_lines(operands), rng, self.cfg.slip_probability)
         thinking = "\n".join(lines)
         answer = f"{ANSWER_PREFIX}{family.solve(*operands)}"
         return Trace(question_id=question.id, teacher=self.name, thinking=thinking, answer=answer,

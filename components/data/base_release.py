@@ -1,0 +1,97 @@
+"""A shipped base model: the embedded world's stand-in for downloading Qwen2.5-Instruct.
+
+s1 starts from a model someone else pre-trained; so does the embedded default. Pre-training the tiny
+model until it has the skill (the probe-gated schedule) takes ~10 minutes on two cores, longer than the
+rest of the demo together, so the project ships the result: ``pretrain.release`` names a directory with
+the saved model and tokenizer and ``release.json``. The base-model stage installs it instead of
+pre-training only when the release's fingerprint equals the active config's: the model and pre-training
+params, the pool's domains and difficulty range, and the source of the code that writes the corpus, the
+tokenizer and the model. Any change there (another seed, a new trace format) pre-trains as before, and the
+stage says why. ``s1flow release-base`` rebuilds the release; a test fails when the committed one is stale.
+
+    status = release_status(release_dir(pretrain), fingerprint(model, pretrain, domains, 1, 6))
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from components.config import ModelConfig, PretrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = REPO / "components"
+MANIFEST = "release.json"
+FORMAT = "s1flow-base-release/1"
+# the code that decides what the pre-trained model is (corpus, trace format, tokenizer, architecture, schedule)
+FINGERPRINT_CODE = ("data/base_model.py", "data/tokenizer.py", "data/problems.py")
+
+
+def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str], min_difficulty: int,
+                max_difficulty: int) -> str:
+    """sha256 of everything that shapes the pre-trained model (not where a release lives)."""
+    state = {"model": model.model_dump(mode="json"),
+             "pretrain": pretrain.model_dump(mode="json", exclude={"release"}),
+             "domains": list(domains), "difficulty": [min_difficulty, max_difficulty],
+             "code": {c: hashlib.sha256((COMPONENTS / c).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+                      for c in FINGERPRINT_CODE}}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def release_dir(pretrain: PretrainConfig) -> Optional[Path]:
+    """The configured release directory (relative paths are relative to the project root), or None."""
+    if not pretrain.release:
+        return None
+    path = Path(pretrain.release)
+    return path if path.is_absolute() else REPO / path
+
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    usable: bool
+    reason: str
+
+
+def release_status(path: Optional[Path], wanted: str) -> ReleaseStatus:
+    """Whether the release at ``path`` was built from exactly this config and code."""
+    if path is None:
+        return ReleaseStatus(False, "pretrain.release is not set")
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return ReleaseStatus(False, f"{manifest} not found")
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        return ReleaseStatus(False, f"{manifest} unreadable ({e})")
+    if meta.get("format") != FORMAT:
+        return ReleaseStatus(False, f"{manifest}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("fingerprint") != wanted:
+        return ReleaseStatus(False, f"{path} was built from other params or code (fingerprint "
+                             f"{str(meta.get('fingerprint'))[:12]}, this config {wanted[:12]}); rebuild it with "
+                             "`s1flow release-base` or pre-train")
+    return ReleaseStatus(True, f"{path} matches this config (fingerprint {wanted[:12]})")
+
+
+def install_release(path: Path, out_dir: Path) -> dict:
+    """Copy the released model and tokenizer to ``out_dir``; return the summary pre-training recorded."""
+    meta = json.loads((path / MANIFEST).read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in path.iterdir():
+        if f.is_file() and f.name != MANIFEST:
+            shutil.copy2(f, out_dir / f.name)
+    return {**meta["summary"], "source": "release", "release": str(path), "fingerprint": meta["fingerprint"]}
+
+
+def write_release(built: Path, summary: dict, path: Path, wanted: str) -> Path:
+    """Make ``path`` a release of the model built in ``built`` (model, tokenizer, manifest); replaces it."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(built, tmp)
+    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "fingerprint": wanted, "summary": summary},
+                                           indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.replace(path)
+    return path
