@@ -34,7 +34,7 @@ def test_the_shipped_base_model_writes_correct_worked_solutions():
     has the skill the gate asked for; an untrained model of the same shape solves none."""
     cfg = _tiny()
     model, tokenizer = load_model(release_dir(cfg.pretrain))
-    questions = probe_questions(cfg.pretrain.model_copy(update={"seed": cfg.pretrain.seed + 17}), cfg.pool.domains,
+    questions = probe_questions(cfg.pretrain.model_copy(update={"seed": cfg.pretrain.seed + 17, "probe_questions": 16}), cfg.pool.domains,
                                 cfg.pool.min_difficulty, cfg.pool.max_difficulty, corpus=[])
     longest = max(len(tokenizer(textbook_document(q))["input_ids"]) for q in questions)
     assert textbook_probe(tokenizer, questions, longest + 8)(model) >= cfg.pretrain.probe_target
