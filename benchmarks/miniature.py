@@ -133,7 +133,8 @@ def main() -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
-    results = run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set, args.stages, args.reuse_base),
+    results = run_pool([(s, t) for t in args.threads for s in seeds], lambda key: _spawn(*key, root, args.set, args.stages,
+                                                                        args.reuse_base),
                        lambda key: root / f"seed{key[0]}-t{key[1]}" / "miniature.json",
                        lambda key: root / f"seed{key[0]}-t{key[1]}.log", args.parallel)
     (root / "summary.json").write_text(json.dumps({f"{s}-{t}": r for (s, t), r in results.items()}, indent=1))

@@ -31,6 +31,7 @@ from components.formatting import ANSWER_START, thinking_prompt
 from components.inference.budget_forcing import ForcedResult
 from components.inference.engine import Sampling
 
+
 class ProcessReward(Protocol):
     name: str
 

@@ -6,7 +6,7 @@ import pytest
 
 from components.config import load_config
 from components.data import base_release
-from components.data.base_model import load_model, probe_questions, textbook_probe, textbook_document
+from components.data.base_model import load_model, probe_questions, textbook_document, textbook_probe
 from components.data.base_model_stage import base_model_stage, release_base_model
 from components.data.base_release import fingerprint, release_dir, release_status
 from components.paths import Paths
@@ -34,8 +34,8 @@ def test_the_shipped_base_model_writes_correct_worked_solutions():
     has the skill the gate asked for; an untrained model of the same shape solves none."""
     cfg = _tiny()
     model, tokenizer = load_model(release_dir(cfg.pretrain))
-    questions = probe_questions(cfg.pretrain.model_copy(update={"seed": cfg.pretrain.seed + 17, "probe_questions": 16}), cfg.pool.domains,
-                                cfg.pool.min_difficulty, cfg.pool.max_difficulty, corpus=[])
+    fresh = cfg.pretrain.model_copy(update={"seed": cfg.pretrain.seed + 17, "probe_questions": 16})
+    questions = probe_questions(fresh, cfg.pool.domains, cfg.pool.min_difficulty, cfg.pool.max_difficulty, corpus=[])
     longest = max(len(tokenizer(textbook_document(q))["input_ids"]) for q in questions)
     assert textbook_probe(tokenizer, questions, longest + 8)(model) >= cfg.pretrain.probe_target
     summary = json.loads((release_dir(cfg.pretrain) / base_release.MANIFEST).read_text())["summary"]
