@@ -114,3 +114,50 @@ def test_difficulty_is_recovered_from_the_text_and_gates_direct_answers():
             assert fam.difficulty_of(fam.parse(p.text)) == d
             assert _answers_directly(p.text, easy_only) == (d <= 2)
             assert _answers_directly(p.text, CFG)
+
+
+def _scripted_model(tokenizer, completions):
+    """Stands in for a model's greedy decoding: appends the given completion to each prompt row."""
+    class Scripted:
+        def eval(self):
+            return self
+
+        def generate(self, input_ids, **_):
+            rows = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+            width = max(map(len, rows))
+            tail = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+            return torch.cat([input_ids, tail], dim=1)
+    return Scripted()
+
+
+def test_the_every_domain_probe_is_held_by_the_weakest_domain():
+    from transformers import AutoTokenizer
+
+    from components.data.base_model import probe_questions, textbook_probe
+    from components.data.base_release import REPO
+    from components.data.problems import parse_any
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "releases" / "tiny-base")
+    questions = probe_questions(PretrainConfig(probe_questions=8), ["arithmetic", "algebra", "number_theory",
+                                                                     "combinatorics"], 3, 6, corpus=[])
+    parsed = [parse_any(q) for q in questions]
+    completions = [f"Answer: {fam.solve(*ops) + (1 if fam.domain == 'number_theory' else 0)}\n" for fam, ops in parsed]
+    model = _scripted_model(tokenizer, completions)
+    assert textbook_probe(tokenizer, questions, 8)(model) == 0.75       # 6 of 8 right
+    assert textbook_probe(tokenizer, questions, 8, every_domain=True)(model) == 0.0  # the digit sums all wrong
+
+
+def test_textbook_solutions_slip_and_correct_themselves_at_the_given_rate():
+    import random
+
+    from components.data.base_model import textbook_document
+    from components.data.problems import RECHECK
+    q = "What is 4711 + 5826?"
+    assert textbook_document(q, random.Random(0), 0.0) == textbook_document(q)
+    lines = textbook_document(q, random.Random(0), 1.0).splitlines()
+    plain = textbook_document(q).splitlines()
+    (i,) = [k for k, line in enumerate(lines) if line.startswith(RECHECK)]
+    assert lines[i][len(RECHECK):] == plain[i - 1]                        # the re-check writes the step right
+    assert lines[i - 1] != plain[i - 1] and lines[i - 1].split("=")[0] == plain[i - 1].split("=")[0]  # the slip
+    assert lines[:i - 1] + [lines[i][len(RECHECK):]] + lines[i + 1:] == plain  # nothing else changes
+    docs = [textbook_document(q, rng, 0.15) for rng in [random.Random(0)] for _ in range(400)]
+    assert 0.1 < sum(RECHECK in d for d in docs) / len(docs) < 0.2
