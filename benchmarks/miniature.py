@@ -45,7 +45,10 @@ def seed_overrides(seed: int) -> list[str]:
 def run_one(root: Path, overrides: list[str], stages: list[str] = STAGES, reuse_base: bool = False) -> dict:
     """Run the stages in ``root`` (this process); return the evaluation summary and stage times. ``reuse_base``:
     a base model already in ``root`` (e.g. pre-trained elsewhere with ``--stages base-model``) is kept."""
-    base_summary = root / "metrics" / "tiny" / "base_model.json"
+    from components.config import load_config
+    from components.paths import Paths
+    base_summary = Paths.for_profile(load_config(REPO / "params.yaml", overrides=overrides).name,
+                                     root).metric("base_model.json")
     kept = {}
     if reuse_base and base_summary.exists() and "base-model" in stages:
         stages = [s for s in stages if s != "base-model"]
@@ -129,6 +132,8 @@ def main() -> None:
         for f in sorted(root.glob("seed*-t*/miniature.json")):
             seed, thr = f.parent.name.removeprefix("seed").split("-t")
             found[(int(seed), int(thr))] = json.loads(f.read_text())
+        if not found:
+            sys.exit(f"--root: no finished runs (seed*-t*/miniature.json) under {root}")
         report(found)
         return
     root.mkdir(parents=True, exist_ok=True)

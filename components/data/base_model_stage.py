@@ -25,11 +25,11 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
         return summary
     if pretrain.enabled and pretrain.release:  # the shipped base model, when it was built from exactly this
         from components.data.base_release import fingerprint, install_release, release_dir, release_status
-        status = release_status(release_dir(pretrain), fingerprint(model, pretrain, domains, min_difficulty,
-                                                                   max_difficulty))
+        release = release_dir(pretrain)
+        status = release_status(release, fingerprint(model, pretrain, domains, min_difficulty, max_difficulty))
         if status.usable:
             print(f"base model: the shipped release ({status.reason})", flush=True)
-            summary = install_release(release_dir(pretrain), paths.base_model)
+            summary = install_release(release, paths.base_model)
             write_json(paths.metric("base_model.json"), summary)
             return summary
         print(f"base model: pre-training, the shipped release does not apply: {status.reason}", flush=True)
