@@ -36,7 +36,7 @@ demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 
 test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
 	ruff check .
-	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python pytest -q
+	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python pytest -q --durations=40
 
 dvc-repro: install     ## the same pipeline through DVC
 	dvc repro

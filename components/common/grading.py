@@ -63,6 +63,15 @@ def extract_answer(text: str) -> str:
     return text.strip().splitlines()[-1].strip() if text.strip() else ""
 
 
+def attempt_answer(text: str, finished: bool) -> str:
+    """The answer an attempt gave: ``extract_answer``, except that an attempt its token limit cut off
+    (``finished`` false) before it wrote a final answer (a ``\\boxed{}`` or an 'Answer:' line) gave none: its
+    last line is working, not an answer (a restated "55722 + 53366" would otherwise grade as the sum)."""
+    if finished or last_boxed(text) is not None or _ANSWER_LINE.search(text):
+        return extract_answer(text)
+    return ""
+
+
 # Off the main thread math-verify's SIGALRM timeouts cannot be set (every comparison would fail), so there
 # they are off and answers longer than this are compared as plain strings, bounding a comparison's cost.
 MAX_OFF_MAIN_CHARS = 200

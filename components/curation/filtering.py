@@ -88,7 +88,7 @@ def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig
     """The s1-32b path: ray.data.llm's vLLM processor (chat template, batching, TP inside)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from components.common.grading import extract_answer, grade
+    from components.common.grading import attempt_answer, grade
     config = vLLMEngineProcessorConfig(
         model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
@@ -98,7 +98,8 @@ def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig
         preprocess=lambda row: {"id": row["id"], "gold": row["gold"],
                                 "messages": [{"role": "user", "content": row["question"]}],
                                 "sampling_params": {"temperature": 0.0, "max_tokens": cfg.max_new_tokens}},
-        postprocess=lambda row: {"id": row["id"], "solved": grade(extract_answer(row["generated_text"]), row["gold"])})
+        postprocess=lambda row: {"id": row["id"], "solved": grade(attempt_answer(  # cut off before an answer: none
+            row["generated_text"], row["num_generated_tokens"] < cfg.max_new_tokens), row["gold"])})
     import ray.data
     ds = ray.data.from_items([{"id": ex.question.id, "question": ex.question.question, "gold": ex.question.answer}
                               for ex in examples])

@@ -2,9 +2,9 @@
 
 Builds a tiny Qwen2-architecture causal LM from params, trains its BPE
 tokenizer, and pre-trains it briefly on a procedural corpus: worked solutions
-written as plain "textbook" documents, plus chat turns in which the assistant
-answers directly without thinking (like an instruct model). SFT later teaches
-it to think in the s1 format. Saved with ``save_pretrained`` (safetensors) and
+written as plain "textbook" documents, and chat turns in which the assistant
+answers easy questions directly and shows its work on the others (like an
+instruct model). SFT later teaches it to think in the s1 format. Saved with ``save_pretrained`` (safetensors) and
 loaded back with ``AutoModelForCausalLM``/``AutoTokenizer`` like a hub model.
 
     build_base_model(model_cfg, pretrain_cfg, corpus, out_dir="models/tiny/base")
@@ -35,6 +35,19 @@ def textbook_document(question: str, rng: Optional[random.Random] = None, correc
     if rng is not None:
         lines = with_correction(lines, rng, correction_probability)
     return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
+
+
+def chat_solution(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0,
+                  tokenizer=None) -> str:
+    """The worked solution as an assistant's chat reply to the question (an instruct model shows its work on the
+    questions it does not answer outright)."""
+    family, ops = parse_any(question)
+    lines = family.solution_lines(ops)
+    if rng is not None:
+        lines = with_correction(lines, rng, correction_probability)
+    reply = "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def _answers_directly(question: str, cfg: PretrainConfig) -> bool:
@@ -193,6 +206,26 @@ def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int,
     return accuracy
 
 
+def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: PretrainConfig, tokenizer,
+                     corrections: random.Random) -> list[str]:
+    """The pre-training documents, shuffled: per question its textbook page, or (among the easy ones) a chat turn
+    answering directly, or (among the others, ``cfg.chat_solution_fraction``) a chat turn showing the work;
+    then ``cfg.copy_fraction`` copy drills per question. ``corrections`` (the RNG that wrote ``textbook``) decides
+    the chat solutions' slips. Each choice has its own RNG, so turning one on leaves the others' documents as
+    they were."""
+    rng = random.Random(cfg.seed + 1)
+    docs = [chat_direct_answer(q, a, tokenizer) if _answers_directly(q, cfg) and
+            rng.random() < cfg.direct_answer_fraction else t for (q, a), t in zip(corpus, textbook)]
+    if cfg.chat_solution_fraction:
+        chats = random.Random(cfg.seed + 3)
+        docs = [chat_solution(q, corrections, cfg.correction_fraction, tokenizer)
+                if d is t and not _answers_directly(q, cfg) and chats.random() < cfg.chat_solution_fraction else d
+                for (q, _), d, t in zip(corpus, docs, textbook)]
+    docs += [copy_drill(rng) for _ in range(round(len(docs) * cfg.copy_fraction))]
+    rng.shuffle(docs)
+    return docs
+
+
 def copy_drill(rng: random.Random) -> str:
     """A copy-drill document: one to three numbers, then the same again (dense practice for digit copying)."""
     numbers = " + ".join(str(rng.randint(0, 10 ** rng.randint(1, 7) - 1)) for _ in range(rng.randint(1, 3)))
@@ -209,15 +242,10 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     if model_cfg.source == "hub":
         raise ValueError("model.source is 'hub': nothing to build; the model is loaded by name")
     started = time.time()
-    qa = corpus
-    rng = random.Random(pretrain_cfg.seed + 1)
     corrections = random.Random(pretrain_cfg.seed + 2)
-    textbook = [textbook_document(q, corrections, pretrain_cfg.correction_fraction) for q, _ in qa]
+    textbook = [textbook_document(q, corrections, pretrain_cfg.correction_fraction) for q, _ in corpus]
     tokenizer = train_tokenizer(textbook, model_cfg.vocab_size)
-    docs = [chat_direct_answer(q, a, tokenizer) if _answers_directly(q, pretrain_cfg) and
-            rng.random() < pretrain_cfg.direct_answer_fraction else t for (q, a), t in zip(qa, textbook)]
-    docs += [copy_drill(rng) for _ in range(round(len(docs) * pretrain_cfg.copy_fraction))]
-    rng.shuffle(docs)
+    docs = corpus_documents(corpus, textbook, pretrain_cfg, tokenizer, corrections)
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     model = build_model(model_cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     blocks = _packed_blocks(ids, pretrain_cfg.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))

@@ -1,6 +1,8 @@
 """A model answering questions directly in its own chat format (no thinking), graded against the reference.
 
-The difficulty filter's students and evaluation's base-model reference both use it.
+The difficulty filter's students and evaluation's base-model reference both use it. An attempt its
+token limit cut off before it wrote a final answer has not solved the question, whatever its last
+line says (``attempt_answer``).
 
     solved = student_attempts(engine, examples, max_new_tokens=48)
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from components.common.grading import extract_answer, grade
+from components.common.grading import attempt_answer, grade
 from components.formatting import prompt_text
 from components.inference.engine import Sampling
 from components.records import Example
@@ -21,7 +23,8 @@ def student_attempts(engine, examples: list[Example], max_new_tokens: int,
     sampling = Sampling(max_new_tokens=max_new_tokens)
     outputs = []
     for start in range(0, len(prompts), engine.batch_size):
-        outputs += [c.text for c in engine.generate(prompts[start:start + engine.batch_size], sampling)]
+        outputs += engine.generate(prompts[start:start + engine.batch_size], sampling)
         if progress:
             progress(min(engine.batch_size, len(prompts) - start))
-    return [grade(extract_answer(o), ex.question.answer) for o, ex in zip(outputs, examples)]
+    return [grade(attempt_answer(c.text, c.finish_reason != "length"), ex.question.answer)
+            for c, ex in zip(outputs, examples)]

@@ -161,3 +161,39 @@ def test_textbook_solutions_slip_and_correct_themselves_at_the_given_rate():
     assert lines[:i - 1] + [lines[i][len(RECHECK):]] + lines[i + 1:] == plain  # nothing else changes
     docs = [textbook_document(q, rng, 0.15) for rng in [random.Random(0)] for _ in range(400)]
     assert 0.1 < sum(RECHECK in d for d in docs) / len(docs) < 0.2
+
+
+def test_chat_solutions_show_the_work_on_the_harder_questions_only():
+    import random
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from components.data.base_model import corpus_documents, corpus_questions, textbook_document
+    from components.data.base_release import REPO
+    from components.data.problems import parse_any
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "releases" / "tiny-base")
+    cfg = PretrainConfig(documents=600, direct_answer_fraction=0.45, direct_answer_max_difficulty=2, copy_fraction=0.5)
+    corpus = corpus_questions(cfg, ["arithmetic", "algebra", "number_theory", "combinatorics"], 1, 6)
+    textbook = [textbook_document(q) for q, _ in corpus]
+    plain = corpus_documents(corpus, textbook, cfg, tokenizer, random.Random(0))
+    mixed = corpus_documents(corpus, textbook, cfg.model_copy(update={"chat_solution_fraction": 0.3}), tokenizer,
+                             random.Random(0))
+    assert len(mixed) == len(plain) == 900                                # 600 questions + 300 copy drills
+    replies = [d for d in mixed if "<|im_start|>assistant\n" in d                  # worked chat replies
+               and not d.split("<|im_start|>assistant\n", 1)[1].startswith("Answer: ")]
+    assert replies and not set(replies) & set(plain)
+    hard = [q for q, _ in corpus if parse_any(q)[0].difficulty_of(parse_any(q)[1]) > 2]
+    assert 0.2 < len(replies) / len(hard) < 0.4
+    asked = []
+    for doc in replies:
+        question = doc.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        family, ops = parse_any(question)
+        assert family.difficulty_of(ops) > 2                              # easy questions keep their direct answers
+        solution = textbook_document(question).split("Solution:\n", 1)[1]
+        assert doc.split("<|im_start|>assistant\n", 1)[1] == f"{solution}<|im_end|>\n"
+        asked.append(f"Problem: {question}\nSolution:\n{solution}")
+    # the replies stand in for their questions' textbook pages; every other document is unchanged
+    rest = Counter(d for d in mixed if d not in replies)
+    assert not rest - Counter(plain)
+    assert Counter(plain) - rest == Counter(asked)

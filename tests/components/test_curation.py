@@ -117,7 +117,8 @@ def test_selection_report_json_and_png(tmp_path):
 
 def test_ray_llm_runner_builds_a_vllm_processor_and_grades_its_output(monkeypatch):
     """The s1-32b difficulty path: a real vLLMEngineProcessorConfig, our pre/post-processing, a stand-in
-    for the vLLM stage (no vLLM or GPU here) that answers correctly for every other question."""
+    for the vLLM stage (no vLLM or GPU here) that answers correctly for every other question (an attempt cut
+    off at max_tokens whose last line happens to be the answer has not answered)."""
     import ray.data.llm
 
     examples = _examples(n=10, malformed=0.0)
@@ -129,7 +130,10 @@ def test_ray_llm_runner_builds_a_vllm_processor_and_grades_its_output(monkeypatc
         def run(ds):
             rows = [preprocess(r) for r in ds.take_all()]
             seen["row"] = rows[0]
-            answered = [{**r, "generated_text": f"Answer: {r['gold'] if i % 2 == 0 else 'nope'}"}
+            # (as vLLM's stage: the text and num_generated_tokens) right, wrong, or cut off before its answer
+            answered = [{**r, "generated_text": f"Answer: {r['gold']}", "num_generated_tokens": 5} if i % 2 == 0
+                        else {**r, "generated_text": "Answer: nope", "num_generated_tokens": 5} if i % 4 == 1
+                        else {**r, "generated_text": f"First, some working.\n{r['gold']}", "num_generated_tokens": 32768}
                         for i, r in enumerate(rows)]
             return ray.data.from_items([postprocess(r) for r in answered])
         return run

@@ -83,6 +83,18 @@ def test_difficulty_drops_what_the_student_solves(monkeypatch):
     assert solved == [i % 2 == 0 for i in range(10)]
 
 
+def test_a_student_cut_off_before_its_answer_has_not_solved_it(monkeypatch):
+    import components.inference.attempts as difficulty
+    from components.inference.engine import Completion
+
+    class CutOff(ScriptedStudent):
+        def generate(self, prompts, sampling):  # restates the operands, then runs out of tokens (or not)
+            return [Completion([], "By the sum rule, add the two counts.\n40 + 2", 1, sampling.max_new_tokens,
+                               "length" if i % 2 else "stop") for i, _ in enumerate(prompts)]
+    monkeypatch.setattr(difficulty, "prompt_text", lambda tok, q: q)
+    assert student_attempts(CutOff(), [ex(qid=f"q{i}") for i in range(4)], max_new_tokens=8) == [True, False] * 2
+
+
 def _pool(n_per_domain=(40, 10, 5)):
     rows = []
     for msc, n in zip(("05", "11", "97"), n_per_domain):

@@ -105,3 +105,14 @@ def test_grading_works_off_the_main_thread_and_does_not_poison_the_main_thread()
     t.join()
     assert out["r"] == (True, True, False)
     assert grade("0.5", "1/2") and not grade("3", "1/2")
+
+
+def test_an_attempt_cut_off_before_its_answer_gave_none():
+    from components.common.grading import attempt_answer
+    working = "Add to both sides, so x is the sum.\n55722 + 53366"        # the restated sum, cut off
+    assert grade(extract_answer(working), "109088")                       # the last line would grade as the sum
+    assert attempt_answer(working, finished=False) == ""
+    assert not grade(attempt_answer(working, finished=False), "109088")
+    assert attempt_answer(working + "\nAnswer: 109088\n2+", finished=False) == "109088"  # answered, then cut off
+    assert attempt_answer("so \\boxed{7} and then", finished=False) == "7"
+    assert attempt_answer("109088", finished=True) == "109088"            # a bare reply that ended by itself
