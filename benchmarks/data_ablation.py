@@ -55,7 +55,7 @@ def run_one(root: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--from", dest="source", required=True, help="a finished run's root (after the filter stage)")
+    ap.add_argument("--from", dest="source", help="a finished run's root (after the filter stage); required")
     ap.add_argument("--root", default="/tmp/s1flow-data-ablation", help="where the runs go")
     ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="selection seeds")
@@ -68,6 +68,8 @@ def main() -> None:
         out = run_one(Path(args.one), args.set)
         (Path(args.one) / "ablation.json").write_text(json.dumps(out))
         return
+    if not args.source:
+        ap.error("--from is required: a finished run's root (after the filter stage), e.g. the project after make demo")
 
     from components.config import load_config
     from components.evaluation.report import DATA_ABLATION, data_ablation_row
@@ -100,6 +102,8 @@ def main() -> None:
         if runs:
             rows.append(data_ablation_row(strategy, runs[0][1]["size"] or cfg.selection.size, [s for s, _ in runs],
                                           [r["accuracy"] for _, r in runs]))
+    if not rows:
+        sys.exit(f"no run finished (logs under {root}); {DATA_ABLATION} not written")
     out = source / "metrics" / profile / DATA_ABLATION
     out.write_text(json.dumps({"task": "heldout", "budget": top, "rows": rows}, indent=1))
     print(f"\n{'strategy':<15} {'size':>5}  accuracy at budget {top} (mean ± SE over selection seeds)")
