@@ -75,10 +75,11 @@ class PretrainConfig(Section):
                                                         "accuracy over all probe questions, or every domain's own")
     correction_fraction: float = Field(0.0, ge=0, le=1, description="share of textbook solutions that slip once and "
                                        "correct themselves ('Wait, let me re-check: ...'), as the teacher's traces do")
-    chat_solution_fraction: float = Field(0.0, ge=0, le=1, description="share of the worked solutions written as a "
-                                          "chat turn (the question from the user, the solution from the assistant, as "
-                                          "an instruct model shows its work) instead of a textbook page: SFT's prompts "
-                                          "are chat turns, and copying numbers out of one is a skill of its own")
+    chat_solution_fraction: float = Field(0.0, ge=0, le=1, description="share of the harder questions' worked "
+                                          "solutions (above direct_answer_max_difficulty) written as a chat turn (the "
+                                          "question from the user, the solution from the assistant, as an instruct "
+                                          "model shows its work) instead of a textbook page: SFT's prompts are chat "
+                                          "turns, and copying numbers out of one is a skill of its own")
     cooldown_steps: int = Field(150, ge=0, description="LR decays to 10% over these steps, then pre-training stops")
     seed: int = 1
     release: Optional[str] = Field(None, description="a shipped pre-trained model (directory with release.json, "
