@@ -28,25 +28,26 @@ from components.data.tokenizer import ENDOFTEXT, train_tokenizer
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def textbook_document(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0) -> str:
-    """"Problem / Solution / Answer" text; with ``rng``, a share of solutions slip once and correct themselves."""
+def worked_solution(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0) -> str:
+    """The solution lines and "Answer: ..."; with ``rng``, a share of solutions slip once and correct themselves."""
     family, ops = parse_any(question)
     lines = family.solution_lines(ops)
     if rng is not None:
         lines = with_correction(lines, rng, correction_probability)
-    return f"Problem: {question}\nSolution:\n" + "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
+    return "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
 
 
-def chat_solution(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0,
-                  tokenizer=None) -> str:
+def textbook_document(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0) -> str:
+    """"Problem / Solution / Answer" text (see ``worked_solution``)."""
+    return f"Problem: {question}\nSolution:\n" + worked_solution(question, rng, correction_probability)
+
+
+def chat_solution(question: str, tokenizer, rng: Optional[random.Random] = None,
+                  correction_probability: float = 0.0) -> str:
     """The worked solution as an assistant's chat reply to the question (an instruct model shows its work on the
     questions it does not answer outright)."""
-    family, ops = parse_any(question)
-    lines = family.solution_lines(ops)
-    if rng is not None:
-        lines = with_correction(lines, rng, correction_probability)
-    reply = "\n".join(lines) + f"\nAnswer: {family.solve(*ops)}"
-    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    messages = [{"role": "user", "content": question},
+                {"role": "assistant", "content": worked_solution(question, rng, correction_probability)}]
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
@@ -218,7 +219,7 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
             rng.random() < cfg.direct_answer_fraction else t for (q, a), t in zip(corpus, textbook)]
     if cfg.chat_solution_fraction:
         chats = random.Random(cfg.seed + 3)
-        docs = [chat_solution(q, corrections, cfg.correction_fraction, tokenizer)
+        docs = [chat_solution(q, tokenizer, corrections, cfg.correction_fraction)
                 if d is t and not _answers_directly(q, cfg) and chats.random() < cfg.chat_solution_fraction else d
                 for (q, _), d, t in zip(corpus, docs, textbook)]
     docs += [copy_drill(rng) for _ in range(round(len(docs) * cfg.copy_fraction))]
