@@ -9,6 +9,7 @@ prints a JSON verdict per engine and check (used by tests/components/test_vllm_e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -149,6 +150,36 @@ def check_on_token_reports_every_token_with_its_phase(engine):
             answer = [t for t, ph in live if ph is Phase.ANSWER]
             assert answer[-1] == v.end_id, answer  # the closing <|im_end|> is reported too
             assert engine.tokenizer.decode([t for t in answer[:-1] if t not in v.banned_ids]) == r.answer
+
+
+# The untrained model never ends thinking by itself; this pull towards the stop tokens makes it end at
+# different points per question (tests/components/test_budget_sweep.py checks it does), so a sweep's
+# budgets cut some rows and not others.
+STOP_PULL = 0.8
+SWEEP_BUDGETS = (0, 8, 40, 50, 64, None)
+
+
+def reported(r):
+    return (r.thinking, r.answer, r.thinking_tokens, r.answer_tokens, r.waits_used, r.hit_budget)
+
+
+def check_budget_sweep_equals_one_run_per_budget(engine):
+    """Budgets from one capped thinking run (evaluation's sweep) give what one forced run per budget gives."""
+    from components.inference.budget_sweep import budget_sweep
+    spec = BudgetSpec(final_answer_prefix="Answer:", max_answer_tokens=6)
+    sampling = stop_bias(engine, STOP_PULL)
+    shared = budget_sweep(engine, prompts(engine), SWEEP_BUDGETS, spec, sampling)
+    for b in SWEEP_BUDGETS:
+        alone = engine.generate_forced(prompts(engine), [dataclasses.replace(spec, max_thinking_tokens=b)] * 6,
+                                       sampling)
+        assert [reported(r) for r in shared[b]] == [reported(r) for r in alone], b
+
+
+def check_token_id_prompts_generate_as_their_text(engine):
+    ps = prompts(engine)
+    ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in ps]
+    sampling = Sampling(max_new_tokens=12)
+    assert [c.token_ids for c in engine.generate(ids, sampling)] == [c.token_ids for c in engine.generate(ps, sampling)]
 
 
 CHECKS = {name: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}

@@ -22,8 +22,29 @@ from components.common.progress import progress_bar
 from components.config import EvaluateConfig
 from components.evaluation.metrics import Run, SweepPoint, sweep_metrics
 from components.inference.attempts import student_attempts
-from components.inference.methods import UNBOUNDED_METHODS, run_method, sweep_values
+from components.inference.methods import (
+    UNBOUNDED_METHODS,
+    budget_forcing_sweep,
+    majority_voting_sweep,
+    run_method,
+    sweep_values,
+    wait_extensions,
+)
 from components.records import Example, Generation, Question, Trace
+
+
+def graded(questions: list[Question], results, method: str, budget: Optional[int]) -> list[Generation]:
+    """One sweep point's results as graded generations (by the question's kind; GPQA: the option letter)."""
+    out = []
+    for q, r in zip(questions, results):
+        predicted, correct = grade_response(q, r.answer)
+        out.append(Generation(
+            question_id=q.id, budget=budget, method=method, prompt=q.question, thinking=r.thinking,
+            answer=r.answer, thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens,
+            waits_used=r.waits_used, hit_budget=r.hit_budget, predicted=predicted, gold=q.answer,
+            correct=correct,
+        ))
+    return out
 
 
 def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
@@ -34,18 +55,20 @@ def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: st
     name = "budget_forcing" if budget is None else method
     with progress_bar(f"evaluating ({label})", total=len(questions)) as advance:
         results = run_method(name, engine, [q.question for q in questions], budget, cfg, progress=advance)
-    out = []
-    for q, r in zip(questions, results):
-        predicted, correct = grade_response(q, r.answer)  # by the question's kind (GPQA: the option letter)
-        out.append(Generation(
-            question_id=q.id, budget=budget, method=method, prompt=q.question, thinking=r.thinking,
-            answer=r.answer, thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens,
-            waits_used=r.waits_used, hit_budget=r.hit_budget, predicted=predicted, gold=q.answer,
-            correct=correct,
-        ))
-    return out
+    return graded(questions, results, method, budget)
 
 
+def run_points(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
+               values: list[Optional[int]]) -> dict[Optional[int], list[Generation]]:
+    """A method's sweep points by value. Budget forcing generates its budgets' shared thinking once
+    (``budget_forcing_sweep``), majority voting its largest N's samples once (``majority_voting_sweep``);
+    other methods run point by point."""
+    shared = {"budget_forcing": budget_forcing_sweep, "majority_voting": majority_voting_sweep}
+    if method not in shared:
+        return {v: run_point(engine, questions, cfg, method, v) for v in values}
+    with progress_bar(f"evaluating ({method} {len(values)} points)", total=len(questions)) as advance:
+        by_value = shared[method](engine, [q.question for q in questions], values, cfg, progress=advance)
+    return {v: graded(questions, by_value[v], method, v) for v in values}
 def summarise(generations: list[Generation]) -> SweepPoint:
     n = len(generations)
     return SweepPoint(budget=generations[0].budget, avg_thinking_tokens=sum(g.thinking_tokens for g in generations) / n,
@@ -64,7 +87,7 @@ def sweep_report(gens_by_value: dict[int, list[Generation]], cfg: EvaluateConfig
 
 def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
     """Sweep one method over its values; Control/Scaling/Performance for it."""
-    by_value = {value: run_point(engine, questions, cfg, method, value) for value in sweep_values(method, cfg)}
+    by_value = run_points(engine, questions, cfg, method, sweep_values(method, cfg))
     return sweep_report(by_value, cfg, method), [g for gens in by_value.values() for g in gens]
 
 
@@ -91,19 +114,27 @@ def wait_label(s: str) -> str:
 def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
     """s1's extrapolation ablations, each a ``wait_extension`` run (no maximum; end of thinking suppressed
     ``num_waits`` times): the wait strings of ``wait_string_ablation`` at ``ablation_num_waits`` waits, after a
-    no-extrapolation row (0 waits); and the numbers of waits of ``num_waits_ablation`` with ``wait_strings``."""
+    no-extrapolation row (0 waits); and the numbers of waits of ``num_waits_ablation`` with ``wait_strings``.
+    Every distinct run is generated once, all in one engine call (``wait_extensions``)."""
+    def key(strings: tuple[str, ...], k: int) -> tuple[tuple[str, ...], int]:
+        return ((), 0) if k == 0 else (strings, k)  # no wait is forced: the strings do not matter
+
+    wanted: list[tuple[tuple[str, ...], int]] = []
+    if cfg.wait_string_ablation:
+        wanted += [((), 0)] + [((w,), cfg.ablation_num_waits) for w in cfg.wait_string_ablation]
+    if cfg.num_waits_ablation:
+        wanted += [(tuple(cfg.wait_strings), k) for k in sorted(set(cfg.num_waits_ablation))]
+    keys = list(dict.fromkeys(key(*w) for w in wanted))
+    with progress_bar(f"evaluating (extrapolation ablations, {len(keys)} runs)", total=len(questions)) as advance:
+        results = wait_extensions(engine, [q.question for q in questions],
+                                  [(strings or tuple(cfg.wait_strings), k) for strings, k in keys], cfg, advance)
     runs: dict[tuple[tuple[str, ...], int], list[Generation]] = {}
+    for (strings, k), res in zip(keys, results):
+        tag = "+".join(wait_label(w) for w in strings) if k else "none"
+        runs[(strings, k)] = graded(questions, res, f"wait_extension[{tag}]", k)
 
     def run(strings: tuple[str, ...], k: int) -> list[Generation]:
-        key = (strings, 0 if k == 0 else k)
-        if k == 0:  # no wait is forced: the strings do not matter
-            key = ((), 0)
-        if key not in runs:
-            sub = cfg.model_copy(update={"wait_strings": list(strings) or list(cfg.wait_strings)})
-            gens = run_point(engine, questions, sub, "wait_extension", k)
-            tag = "+".join(wait_label(w) for w in strings) if k else "none"
-            runs[key] = [g.model_copy(update={"method": f"wait_extension[{tag}]"}) for g in gens]
-        return runs[key]
+        return runs[key(strings, k)]
 
     out: dict = {}
     if cfg.wait_string_ablation:
@@ -161,11 +192,16 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     """The main method's sweep (top-level keys) plus every method in ``compare_methods``; with ``extras``, the
     compute-matched comparison and the extrapolation ablations (on the first ``ablation_limit`` questions)."""
     methods = [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
-    per_method, all_gens = {}, []
+    per_method, all_gens, unlimited = {}, [], None
     for m in methods:
-        per_method[m], gens = sweep(engine, questions, cfg, m)
-        all_gens += gens
-    unlimited = run_point(engine, questions, cfg, cfg.method, None)
+        values = sweep_values(m, cfg)
+        # the no-budget reference is budget forcing: generated within its sweep when it is the main method
+        by_value = run_points(engine, questions, cfg, m, values + ([None] if m == cfg.method == "budget_forcing" else []))
+        unlimited = by_value.pop(None, unlimited)
+        per_method[m] = sweep_report(by_value, cfg, m)
+        all_gens += [g for gens in by_value.values() for g in gens]
+    if unlimited is None:
+        unlimited = run_point(engine, questions, cfg, cfg.method, None)
     all_gens += unlimited
     main = per_method[cfg.method]
     report = {

@@ -1,6 +1,6 @@
 """The engine protocol every inference backend implements (HF transformers, vLLM).
 
-``generate`` (plain batched generation with stop tokens, min/max new tokens,
+``generate`` (plain batched generation from text or token-id prompts, with stop tokens, min/max new tokens,
 sampling, logit bias / banned tokens), ``generate_forced`` (budget forcing, see
 :mod:`components.inference.budget_forcing`; an optional ``on_token(index, token,
 phase)`` callback sees each generated token, for streaming), ``shutdown`` (free
@@ -12,7 +12,7 @@ The async vLLM engine offers the same calls as coroutines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence, Union
 
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 
@@ -63,7 +63,7 @@ class Engine(Protocol):
     tokenizer: object
     batch_size: int
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]: ...
+    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]: ...
 
     @property
     def context_length(self) -> Optional[int]: ...

@@ -9,7 +9,7 @@ so a forced "Wait" costs only its own tokens (the KV cache is kept).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -81,10 +81,16 @@ class HFEngine:
             return dataclasses.replace(spec, max_thinking_tokens=self.unlimited)
         return spec
 
+    def _encode(self, prompts: Sequence[Union[str, Sequence[int]]]):
+        """Left-padded input ids and mask for prompts given as text or as token ids (one kind per call)."""
+        if prompts and not isinstance(prompts[0], str):
+            return self.tokenizer.pad({"input_ids": [list(p) for p in prompts]}, return_tensors="pt", padding=True)
+        return self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+
     @torch.inference_mode()
     def _generate_batch(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
                         seeds: Sequence[int], on_token=None) -> list[ForcedResult]:
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self._encode(prompts)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds, on_token=on_token)
         prompt_len = enc["input_ids"].shape[1]
         kwargs = self._sampling_kwargs(sampling, int(seeds[0]))
@@ -129,13 +135,14 @@ class HFEngine:
         return dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        """Plain batched generation; stops at any of ``sampling.stop_token_ids`` (default ``<|im_end|>``)."""
+    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
+        """Plain batched generation; stops at any of ``sampling.stop_token_ids`` (default ``<|im_end|>``).
+        Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it)."""
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self._encode(chunk)
             width = enc["input_ids"].shape[1]
             ids = self.model.generate(
                 **enc, max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,

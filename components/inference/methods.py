@@ -23,6 +23,7 @@ from components.common.grading import extract_answer, grade
 from components.config import EvaluateConfig
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
+from components.inference.budget_sweep import budget_sweep, shares_thinking
 from components.inference.engine import Sampling
 from components.inference.rebase import RebaseSpec, build_reward, rebase
 
@@ -46,6 +47,19 @@ def _prompt_conditioned(engine, questions, hint: str, cfg, progress):
 def budget_forcing(engine, questions, budget, cfg, progress=None):
     prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
     return engine.generate_forced(prompts, [budget_spec(cfg, budget)] * len(prompts), _greedy(cfg), progress)
+
+
+def budget_forcing_sweep(engine, questions, budgets: Sequence[Optional[int]], cfg: EvaluateConfig,
+                         progress=None) -> dict[Optional[int], list[ForcedResult]]:
+    """Budget forcing at each of ``budgets`` (None: only the unlimited cap). Greedy forcing that only cuts
+    thinks each budget's run as a prefix of one capped run, so that run is generated once and each budget
+    adds only its answers (:mod:`components.inference.budget_sweep`); otherwise one run per budget."""
+    cap = getattr(engine, "unlimited", None)
+    spec, sampling = budget_spec(cfg, None), _greedy(cfg)
+    if cap is None or not shares_thinking(spec, sampling, budgets, cap):
+        return {b: budget_forcing(engine, questions, b, cfg, progress) for b in budgets}
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    return budget_sweep(engine, prompts, budgets, spec, sampling, progress)
 
 
 def wait_extension(engine, questions, num_waits, cfg, progress=None):
@@ -119,23 +133,58 @@ def vote(answers: Sequence[str]) -> str:
     return answers[max(groups, key=len)[0]] if groups else ""
 
 
-def majority_voting(engine, questions, n_samples, cfg, progress=None):
+def voting_samples(engine, questions, n_samples, cfg) -> list[list[ForcedResult]]:
+    """``n_samples`` sampled runs over ``questions``; sample ``k`` is the same whatever ``n_samples`` is
+    (its own seed), so a sweep over N draws its largest N once."""
     prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
-    samples = []
-    for k in range(n_samples):
-        sampling = Sampling(temperature=cfg.sample_temperature, top_p=cfg.top_p, seed=cfg.seed + 1000 * k)
-        samples.append(engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts), sampling))
+    return [engine.generate_forced(prompts, [budget_spec(cfg, None)] * len(prompts),
+                                   Sampling(temperature=cfg.sample_temperature, top_p=cfg.top_p, seed=cfg.seed + 1000 * k))
+            for k in range(n_samples)]
+
+
+def voted(samples: list[list[ForcedResult]]) -> list[ForcedResult]:
+    """Per question, the majority answer over ``samples`` (one list per sample), thinking tokens summed."""
     out = []
-    for i in range(len(prompts)):
-        mine = [s[i] for s in samples]
+    for mine in zip(*samples):
         winner = vote([extract_answer(r.answer) for r in mine])
         first = next((r for r in mine if extract_answer(r.answer) == winner), mine[0])
         out.append(dataclasses.replace(
-            first, thinking_tokens=sum(r.thinking_tokens for r in mine), tries=n_samples,
+            first, thinking_tokens=sum(r.thinking_tokens for r in mine), tries=len(mine),
             answer=f"Answer: {winner}" if winner else first.answer,
         ))
+    return out
+
+
+def majority_voting(engine, questions, n_samples, cfg, progress=None):
+    out = voted(voting_samples(engine, questions, n_samples, cfg))
     if progress:
-        progress(len(prompts))
+        progress(len(questions))
+    return out
+
+
+def majority_voting_sweep(engine, questions, sample_counts: Sequence[int], cfg,
+                          progress=None) -> dict[int, list[ForcedResult]]:
+    """Majority voting at each N of ``sample_counts`` from one set of max(N) samples (N votes over the first N)."""
+    samples = voting_samples(engine, questions, max(sample_counts), cfg)
+    if progress:
+        progress(len(questions))
+    return {n: voted(samples[:n]) for n in sample_counts}
+
+
+def wait_extensions(engine, questions, runs: Sequence[tuple[tuple[str, ...], int]], cfg,
+                    progress=None) -> list[list[ForcedResult]]:
+    """``wait_extension`` for several (wait strings, number of waits) runs. Greedy: one ``generate_forced``
+    call over every run's rows (each its own spec), so the engine batches across runs; sampling: run by run
+    (each run's rows keep their seeds)."""
+    prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
+    specs = [dataclasses.replace(budget_spec(cfg, None), num_waits=k, wait_strings=strings) for strings, k in runs]
+    if cfg.temperature > 0:
+        out = [engine.generate_forced(prompts, [spec] * len(prompts), _greedy(cfg)) for spec in specs]
+    else:
+        flat = engine.generate_forced(prompts * len(specs), [spec for spec in specs for _ in prompts], _greedy(cfg))
+        out = [flat[i * len(prompts):(i + 1) * len(prompts)] for i in range(len(specs))]
+    if progress:
+        progress(len(questions))
     return out
 
 

@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from components.inference.budget_forcing import (
     NO_WAIT_STRING,
@@ -63,6 +63,11 @@ def replay_state(spec: BudgetSpec, vocab: ForcingVocab, token_ids: Sequence[int]
             i += 1
     st.phase = Phase.DONE
     return st
+
+
+def vllm_prompts(prompts: Sequence[Union[str, Sequence[int]]]) -> list:
+    """vLLM's prompt forms: text as is, token ids as a ``TokensPrompt`` dict."""
+    return [p if isinstance(p, str) else {"prompt_token_ids": list(p)} for p in prompts]
 
 
 def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size: int,
@@ -192,8 +197,9 @@ class VLLMEngine(_VLLMRequests):
         from vllm import LLM
         return LLM(**engine_kwargs)
 
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        outs = self.backend.generate(list(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
+    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
+        """Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it)."""
+        outs = self.backend.generate(vllm_prompts(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
         return [self._completion(o, sampling) for o in outs]
 
     def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
@@ -235,9 +241,9 @@ class AsyncVLLMEngine(_VLLMRequests):
         from vllm.v1.engine.async_llm import AsyncLLM
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
 
-    async def _final(self, prompt: str, params, on_new=None):
+    async def _final(self, prompt: Union[str, Sequence[int]], params, on_new=None):
         final, seen = None, 0
-        async for out in self.backend.generate(prompt, params, request_id=uuid.uuid4().hex):
+        async for out in self.backend.generate(vllm_prompts([prompt])[0], params, request_id=uuid.uuid4().hex):
             final = out
             if on_new is not None:
                 ids = out.outputs[0].token_ids  # cumulative
@@ -245,7 +251,7 @@ class AsyncVLLMEngine(_VLLMRequests):
                 seen = len(ids)
         return final
 
-    async def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+    async def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
         params = self._plain_params(len(prompts), sampling)
         outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
         return [self._completion(o, sampling) for o in outs]
