@@ -242,13 +242,22 @@ class AsyncVLLMEngine(_VLLMRequests):
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
 
     async def _final(self, prompt: Union[str, Sequence[int]], params, on_new=None):
-        final, seen = None, 0
+        """The request's final output. Without ``on_new`` vLLM sends only that (``FINAL_ONLY``, as its own
+        server does for a request that does not stream); with it, each step's new tokens (``DELTA``), passed to
+        ``on_new`` and gathered into the final output here (re-sending the whole output every step costs time
+        quadratic in its length)."""
+        from vllm.sampling_params import RequestOutputKind
+        params.output_kind = RequestOutputKind.FINAL_ONLY if on_new is None else RequestOutputKind.DELTA
+        final, ids, logprobs = None, [], []
         async for out in self.backend.generate(vllm_prompts([prompt])[0], params, request_id=uuid.uuid4().hex):
             final = out
             if on_new is not None:
-                ids = out.outputs[0].token_ids  # cumulative
-                on_new(ids[seen:])
-                seen = len(ids)
+                new = list(out.outputs[0].token_ids)
+                on_new(new)
+                ids += new
+                logprobs += out.outputs[0].logprobs or []
+        if on_new is not None and final is not None:
+            final.outputs[0].token_ids, final.outputs[0].logprobs = ids, (logprobs or None)
         return final
 
     async def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
