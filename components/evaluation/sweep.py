@@ -69,6 +69,8 @@ def run_points(engine, questions: list[Question], cfg: EvaluateConfig, method: s
     with progress_bar(f"evaluating ({method} {len(values)} points)", total=len(questions)) as advance:
         by_value = shared[method](engine, [q.question for q in questions], values, cfg, progress=advance)
     return {v: graded(questions, by_value[v], method, v) for v in values}
+
+
 def summarise(generations: list[Generation]) -> SweepPoint:
     n = len(generations)
     return SweepPoint(budget=generations[0].budget, avg_thinking_tokens=sum(g.thinking_tokens for g in generations) / n,
@@ -196,7 +198,8 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     for m in methods:
         values = sweep_values(m, cfg)
         # the no-budget reference is budget forcing: generated within its sweep when it is the main method
-        by_value = run_points(engine, questions, cfg, m, values + ([None] if m == cfg.method == "budget_forcing" else []))
+        reference = [None] if m == cfg.method == "budget_forcing" else []
+        by_value = run_points(engine, questions, cfg, m, values + reference)
         unlimited = by_value.pop(None, unlimited)
         per_method[m] = sweep_report(by_value, cfg, m)
         all_gens += [g for gens in by_value.values() for g in gens]
