@@ -10,10 +10,11 @@ prefilled as token ids, and the answer is generated as the forced run generates
 it (``<|im_start|>`` banned, end of turn after ``max_answer_tokens``). A question
 that ended its thinking before ``B`` is answered exactly as in the capped run.
 
-The answers equal those of one forced run per budget up to float-level
-differences between prefilled and incrementally decoded attention; the cost is
-one thinking run plus a short answer run per budget, instead of a thinking run
-per budget.
+The results (thinking, answer, token counts, waits, hit_budget) equal those of
+one forced run per budget up to float-level differences between prefilled and
+incrementally decoded attention (none on the demo's model; ``token_ids`` carry
+no batch padding after the end of turn); the cost is one thinking run plus a
+short answer run per budget, instead of a thinking run per budget.
 
     by_budget = budget_sweep(engine, prompts, [48, 96, None], spec, Sampling())
 """
@@ -71,7 +72,8 @@ def budget_sweep(engine, prompts: Sequence[str], budgets: Sequence[Optional[int]
     """Budget forcing at each of ``budgets`` (None: the engine's unlimited cap) under ``spec``: one capped
     thinking run, then per budget the answers of the questions it cuts. Call only when
     :func:`shares_thinking` holds."""
-    capped = engine.generate_forced(list(prompts), [dataclasses.replace(spec, max_thinking_tokens=None)] * len(prompts),
-                                    sampling, progress)
+    # token ids for both runs, so the answers continue exactly the prompt the thinking was generated from
     ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    capped = engine.generate_forced(ids, [dataclasses.replace(spec, max_thinking_tokens=None)] * len(prompts),
+                                    sampling, progress)
     return {b: capped if b is None else cut_at(engine, ids, capped, b, spec, sampling) for b in budgets}

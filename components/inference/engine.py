@@ -1,6 +1,6 @@
 """The engine protocol every inference backend implements (HF transformers, vLLM).
 
-``generate`` (plain batched generation from text or token-id prompts, with stop tokens, min/max new tokens,
+Prompts are text or token ids. ``generate`` (plain batched generation with stop tokens, min/max new tokens,
 sampling, logit bias / banned tokens), ``generate_forced`` (budget forcing, see
 :mod:`components.inference.budget_forcing`; an optional ``on_token(index, token,
 phase)`` callback sees each generated token, for streaming), ``shutdown`` (free
@@ -68,7 +68,7 @@ class Engine(Protocol):
     @property
     def context_length(self) -> Optional[int]: ...
 
-    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = ...,
+    def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec], sampling: Sampling = ...,
                         progress: Optional[Callable[[int], None]] = None,
                         on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]: ...
 

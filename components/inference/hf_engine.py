@@ -105,7 +105,7 @@ class HFEngine:
         forcing.observe_rest(out[:, prompt_len:])
         return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]
 
-    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
+    def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                         sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
                         on_token: Optional[Callable] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``)."""

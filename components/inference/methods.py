@@ -57,7 +57,9 @@ def budget_forcing_sweep(engine, questions, budgets: Sequence[Optional[int]], cf
     cap = getattr(engine, "unlimited", None)
     spec, sampling = budget_spec(cfg, None), _greedy(cfg)
     if cap is None or not shares_thinking(spec, sampling, budgets, cap):
-        return {b: budget_forcing(engine, questions, b, cfg, progress) for b in budgets}
+        last = len(budgets) - 1  # the caller's bar counts the questions once: it advances with the last budget
+        return {b: budget_forcing(engine, questions, b, cfg, progress if i == last else None)
+                for i, b in enumerate(budgets)}
     prompts = [thinking_prompt(engine.tokenizer, q) for q in questions]
     return budget_sweep(engine, prompts, budgets, spec, sampling, progress)
 

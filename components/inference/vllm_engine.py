@@ -202,13 +202,14 @@ class VLLMEngine(_VLLMRequests):
         outs = self.backend.generate(vllm_prompts(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
         return [self._completion(o, sampling) for o in outs]
 
-    def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling = Sampling(),
+    def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
+                        sampling: Sampling = Sampling(),
                         progress: Optional[Callable[[int], None]] = None,
                         on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each generated token (index into ``prompts``)."""
         specs, params = self._forced_params(prompts, specs, sampling)
         try:
-            outs = self.backend.generate(list(prompts), params, use_tqdm=False)
+            outs = self.backend.generate(vllm_prompts(prompts), params, use_tqdm=False)
         finally:
             waits = self._release(params)
         if progress:
@@ -265,7 +266,7 @@ class AsyncVLLMEngine(_VLLMRequests):
         outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
         return [self._completion(o, sampling) for o in outs]
 
-    async def generate_forced(self, prompts: Sequence[str], specs: Sequence[BudgetSpec],
+    async def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                               sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
                               on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each token as the engine emits it (index into ``prompts``)."""
