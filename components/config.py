@@ -382,6 +382,9 @@ class EvaluateConfig(Section):
     ablation_num_waits: int = Field(2, gt=0, description="forced waits per question in the wait-string ablation")
     num_waits_ablation: list[int] = Field(default_factory=list, description="numbers of forced waits compared "
                                           "(extrapolation, s1 Table 4); [] = off")
+    workers: int = Field(1, gt=0, description="in-process evaluation with the HF engine: processes running its "
+                         "independent parts (headline sweep, voting, REBASE, ablations) side by side, each with the "
+                         "model and its share of the threads; the numbers do not change")
     ablation_limit: Optional[int] = Field(None, gt=0, description="the compute-matched comparison and the ablations "
                                           "run on the headline task's first N questions (None: all)")
 
@@ -475,6 +478,9 @@ class ProfileConfig(Section):
                              f"engine.unlimited_thinking_tokens ({self.engine.unlimited_thinking_tokens}); raise the cap")
         if self.model.source == "hub" and self.pretrain.enabled:
             raise ValueError("pretrain.enabled: must be false when model.source is 'hub' (hub models are already trained)")
+        if self.evaluate.workers > 1 and self.engine.backend != "hf":
+            raise ValueError(f"evaluate.workers: {self.evaluate.workers} processes would each load the model: for "
+                             f"engine.backend 'hf' only (got {self.engine.backend!r}); set evaluate.workers: 1")
         return self
 
 

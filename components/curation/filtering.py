@@ -73,8 +73,8 @@ def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, ind
 class StudentWorker:
     """A Ray Data actor holding one student engine; answers batches of questions greedily."""
 
-    def __init__(self, engine_factory: Callable, max_new_tokens: int):
-        use_threads()
+    def __init__(self, engine_factory: Callable, max_new_tokens: int, workers: int = 1):
+        use_threads(workers)  # the actors run side by side: each gets its share of the cores
         self.engine, self.max_new_tokens = engine_factory(), max_new_tokens
 
     def __call__(self, batch: dict) -> dict:
@@ -112,7 +112,8 @@ def student_solves(examples: list[Example], engine_factory: Callable, model: str
     if cfg.runner == "ray_llm":
         return _ray_llm_attempts(examples, model, cfg)
     ds = _dataset(examples, cfg.batch_size).map_batches(
-        StudentWorker, fn_constructor_kwargs={"engine_factory": engine_factory, "max_new_tokens": cfg.max_new_tokens},
+        StudentWorker, fn_constructor_kwargs={"engine_factory": engine_factory, "max_new_tokens": cfg.max_new_tokens,
+                               "workers": cfg.workers},
         batch_size=cfg.batch_size, batch_format="numpy", num_gpus=cfg.num_gpus or None,
         compute=actor_pool(cfg.workers))
     out: dict[str, bool] = {}

@@ -72,6 +72,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     in process (after the Serve sweep with ``via: serve``)."""
     from components.common.threads import use_threads
     from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
+    from components.evaluation.parallel import evaluate_in_parallel, parts
     from components.evaluation.plot import plot_compute_matched
     from components.evaluation.provenance import engine_version, provenance
     from components.evaluation.report import git_commit
@@ -82,6 +83,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     digest = model_hash(paths.sft_model)
     per_task, all_samples = {}, []
     base = engine_for(engine, model.dtype, base_model_ref(model, paths))
+    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(parts(evaluate)) > 1
     sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
     for i, (name, questions) in enumerate(eval_questions(evaluate, paths).items()):
         base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
@@ -99,6 +101,10 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
                 more, gens = evaluation_extras(sft, questions, evaluate)
                 report.update(more)
                 samples += [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
+        elif parallel and i == 0:  # the headline task's parts side by side (evaluate.workers)
+            report, gens = evaluate_in_parallel(engine, model.dtype, str(paths.sft_model), questions, evaluate,
+                                                evaluate.workers)
+            samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
         else:  # the compute-matched comparison and the ablations: headline task only
             report, gens = evaluate_sweep(sft, questions, evaluate, extras=i == 0)
             samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]

@@ -168,6 +168,22 @@ def matched_table(per_method: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def compute_matched_method(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
+                           done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
+    """One method of the compute-matched comparison: scored from ``done`` (generations of sweeps already run)
+    when they hold every question and value, else swept on ``questions`` (the new generations returned)."""
+    ids = {q.id for q in questions}
+    by_value = {v: [g for g in done or [] if g.method == method and g.budget == v and g.question_id in ids]
+                for v in sweep_values(method, cfg)}
+    if all(len({g.question_id for g in gens}) == len(ids) == len(gens) for gens in by_value.values()):
+        return sweep_report(by_value, cfg, method), []  # the main sweep's generations on these questions
+    return sweep(engine, questions, cfg, method)
+
+
+def matched_report(questions: int, per_method: dict[str, dict]) -> dict:
+    return {"questions": questions, "methods": per_method, "table": matched_table(per_method)}
+
+
 def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
                     done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
     """Sequential vs parallel scaling at equal compute (s1 Fig. 7): every method in ``compute_matched`` swept over
@@ -176,26 +192,22 @@ def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
     ``done``: generations of sweeps already run (a method with generations for every question and value is
     scored from them, not rerun)."""
     per_method, gens_all = {}, []
-    ids = {q.id for q in questions}
     for m in cfg.compute_matched:
-        values = sweep_values(m, cfg)
-        by_value = {v: [g for g in done or [] if g.method == m and g.budget == v and g.question_id in ids]
-                    for v in values}
-        if all(len({g.question_id for g in gens}) == len(ids) == len(gens) for gens in by_value.values()):
-            per_method[m] = sweep_report(by_value, cfg, m)  # the main sweep's generations on these questions
-            continue
-        per_method[m], gens = sweep(engine, questions, cfg, m)
+        per_method[m], gens = compute_matched_method(engine, questions, cfg, m, done)
         gens_all += gens
-    return {"questions": len(questions), "methods": per_method, "table": matched_table(per_method)}, gens_all
+    return matched_report(len(questions), per_method), gens_all
 
 
-def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
-                   extras: bool = True) -> tuple[dict, list[Generation]]:
-    """The main method's sweep (top-level keys) plus every method in ``compare_methods``; with ``extras``, the
-    compute-matched comparison and the extrapolation ablations (on the first ``ablation_limit`` questions)."""
-    methods = [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
+def swept_methods(cfg: EvaluateConfig) -> list[str]:
+    """The methods the headline sweep runs: ``method``, then ``compare_methods``."""
+    return [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
+
+
+def headline_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    """The main method's sweep (top-level keys, and its no-budget reference) plus every method in
+    ``compare_methods``."""
     per_method, all_gens, unlimited = {}, [], None
-    for m in methods:
+    for m in swept_methods(cfg):
         values = sweep_values(m, cfg)
         # the no-budget reference is budget forcing: generated within its sweep when it is the main method
         reference = [None] if m == cfg.method == "budget_forcing" else []
@@ -213,6 +225,14 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
         "accuracy_by_budget": {str(p["budget"]): p["accuracy"] for p in main["points"]},
         "questions": len(questions),
     }
+    return report, all_gens
+
+
+def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
+                   extras: bool = True) -> tuple[dict, list[Generation]]:
+    """The headline sweep (:func:`headline_sweep`); with ``extras``, the compute-matched comparison and the
+    extrapolation ablations (on the first ``ablation_limit`` questions)."""
+    report, all_gens = headline_sweep(engine, questions, cfg)
     if extras:
         more, gens = evaluation_extras(engine, questions, cfg, [g for g in all_gens if g.budget is not None])
         report.update(more)
@@ -221,20 +241,34 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
 
 
 def has_extras(cfg: EvaluateConfig) -> bool:
-    return bool(cfg.compute_matched or cfg.wait_string_ablation or cfg.num_waits_ablation)
+    return bool(cfg.compute_matched) or has_ablations(cfg)
+
+
+def extras_subset(questions: list[Question], cfg: EvaluateConfig) -> list[Question]:
+    """The questions of the compute-matched comparison and the ablations: the first ``ablation_limit``."""
+    return questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
 
 
 def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig,
                       done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
     """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
     questions; ``done``: generations of sweeps already run (scored on the subset instead of rerun)."""
-    subset = questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
+    subset = extras_subset(questions, cfg)
     out, gens_all = {}, []
     if cfg.compute_matched:
         out["compute_matched"], gens = compute_matched(engine, subset, cfg, done)
         gens_all += gens
-    if cfg.wait_string_ablation or cfg.num_waits_ablation:
-        ablations, gens = extrapolation_ablations(engine, subset, cfg)
-        out["ablations"] = {"questions": len(subset), **ablations}
+    if has_ablations(cfg):
+        out["ablations"], gens = ablations_section(engine, subset, cfg)
         gens_all += gens
     return out, gens_all
+
+
+def has_ablations(cfg: EvaluateConfig) -> bool:
+    return bool(cfg.wait_string_ablation or cfg.num_waits_ablation)
+
+
+def ablations_section(engine, subset: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    """The report's ``ablations`` section: :func:`extrapolation_ablations` on ``subset``."""
+    ablations, gens = extrapolation_ablations(engine, subset, cfg)
+    return {"questions": len(subset), **ablations}, gens

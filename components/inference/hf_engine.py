@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from components.data.base_model import load_model
+from components.inference.attention import use_grouped_sdpa
 from components.inference.budget_forcing import (
     BudgetForcer,
     BudgetSpec,
@@ -58,6 +59,7 @@ class HFEngine:
 
     def __init__(self, model, tokenizer, batch_size: int = 64, unlimited_thinking_tokens: int = 1024):
         self.model, self.tokenizer = model, tokenizer
+        use_grouped_sdpa(model)  # on a CPU: no copy of the KV cache per query head
         self.batch_size, self.unlimited = batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
 

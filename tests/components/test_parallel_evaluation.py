@@ -1,0 +1,32 @@
+"""The evaluation's parts in worker processes give exactly the one-process evaluation's report and generations."""
+from components.config import EngineConfig, EvaluateConfig
+from components.evaluation.parallel import evaluate_in_parallel, parts
+from components.evaluation.sweep import evaluate_sweep
+from components.inference.build import engine_for
+from components.records import Question
+
+QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 = 7. What is x?"]
+
+
+def test_parts_skip_the_methods_the_sweep_covers():
+    cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
+                         wait_string_ablation=["Wait"])
+    assert parts(cfg) == [("sweep", None), ("matched", "rebase"), ("ablations", None),
+                          ("matched", "majority_voting")]
+    assert parts(EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])) == [
+        ("sweep", None)]
+
+
+def test_two_workers_equal_one_process(tiny_model_dir):
+    engine = EngineConfig(backend="hf", batch_size=8, unlimited_thinking_tokens=16)
+    qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
+    cfg = EvaluateConfig(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
+                         rebase_step_tokens=8, compute_matched=["budget_forcing", "majority_voting", "rebase"],
+                         wait_string_ablation=["Wait", ""], ablation_num_waits=2, num_waits_ablation=[0, 1],
+                         ablation_limit=2)
+    report, gens = evaluate_sweep(engine_for(engine, "float32", str(tiny_model_dir)), qs, cfg)
+    par_report, par_gens = evaluate_in_parallel(engine, "float32", str(tiny_model_dir), qs, cfg, workers=2)
+    assert par_report == report
+    assert [g.model_dump() for g in par_gens] == [g.model_dump() for g in gens]
+    assert {"budget_forcing", "majority_voting", "rebase", "wait_extension[(none)]"} <= {g.method for g in gens}
+    assert list(report["compute_matched"]["methods"]) == ["budget_forcing", "majority_voting", "rebase"]
