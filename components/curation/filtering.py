@@ -111,17 +111,24 @@ def student_solves(examples: list[Example], engine_factory: Callable, model: str
     """question id -> whether this student solved it (Ray Data batch inference)."""
     if cfg.runner == "ray_llm":
         return _ray_llm_attempts(examples, model, cfg)
-    ds = _dataset(examples, cfg.batch_size).map_batches(
+    ds = _dataset(examples, cfg.batch_size)
+    workers = cfg.workers if cfg.num_gpus else min(cfg.workers, _cluster_cpus())  # a CPU each: never wait for one
+    ds = ds.map_batches(
         StudentWorker, fn_constructor_kwargs={"engine_factory": engine_factory, "max_new_tokens": cfg.max_new_tokens,
-                               "workers": cfg.workers},
+                                              "workers": workers},
         batch_size=cfg.batch_size, batch_format="numpy", num_gpus=cfg.num_gpus or None,
-        compute=actor_pool(cfg.workers))
+        compute=actor_pool(workers))
     out: dict[str, bool] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         out.update(zip(batch["id"].tolist(), map(bool, batch["solved"])))
         if progress:
             progress(len(batch["id"]))
     return out
+
+
+def _cluster_cpus() -> int:
+    import ray
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 class DomainWorker:

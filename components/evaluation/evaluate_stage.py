@@ -84,8 +84,11 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     per_task, all_samples = {}, []
     base = engine_for(engine, model.dtype, base_model_ref(model, paths))
     parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(parts(evaluate)) > 1
-    sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
-    for i, (name, questions) in enumerate(eval_questions(evaluate, paths).items()):
+    tasks = eval_questions(evaluate, paths)
+    # in process: the SFT engine here, unless the only task's parts all run in the workers
+    sft = (engine_for(engine, model.dtype, str(paths.sft_model))
+           if evaluate.via == "in_process" and not (parallel and len(tasks) == 1) else None)
+    for i, (name, questions) in enumerate(tasks.items()):
         base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
         if evaluate.via == "serve":
             from components.evaluation.served import evaluate_via_serve

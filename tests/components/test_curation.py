@@ -4,6 +4,8 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from components.common.network import free_port
 from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
 from components.curation.decontamination import NgramIndex
@@ -51,9 +53,11 @@ def _student(model_dir):
     return HFEngine.from_pretrained(str(model_dir), batch_size=16)
 
 
-def test_difficulty_attempts_as_ray_batch_inference_match_in_process(tiny_model_dir):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_difficulty_attempts_as_ray_batch_inference_match_in_process(tiny_model_dir, workers):
+    """One actor or two side by side (a thread each): the answers of one engine in this process."""
     examples = _examples(n=24, malformed=0.0)
-    cfg = DifficultyConfig(max_new_tokens=6, batch_size=8, workers=1)
+    cfg = DifficultyConfig(max_new_tokens=6, batch_size=8, workers=workers)
     solved = student_solves(examples, partial(_student, tiny_model_dir), str(tiny_model_dir), cfg)
     local = student_attempts(_student(tiny_model_dir), examples, cfg.max_new_tokens)
     assert solved == {ex.question.id: ok for ex, ok in zip(examples, local)}
