@@ -83,8 +83,9 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     digest = model_hash(paths.sft_model)
     per_task, all_samples = {}, []
     base = engine_for(engine, model.dtype, base_model_ref(model, paths))
-    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(parts(evaluate)) > 1
     tasks = eval_questions(evaluate, paths)
+    headline = next(iter(tasks.values()))
+    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(parts(evaluate, headline)) > 1
     # in process: the SFT engine here, unless the only task's parts all run in the workers
     sft = (engine_for(engine, model.dtype, str(paths.sft_model))
            if evaluate.via == "in_process" and not (parallel and len(tasks) == 1) else None)

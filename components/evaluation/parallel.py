@@ -36,11 +36,13 @@ Part = tuple[str, Optional[str]]  # ("sweep", None) | ("matched", method) | ("ab
 _engine = None  # the worker process's engine
 
 
-def parts(cfg: EvaluateConfig) -> list[Part]:
+def parts(cfg: EvaluateConfig, questions: list[Question]) -> list[Part]:
     """What runs in the workers, in submission order: the costliest first, so the workers end together. On the
     demo (2 workers): the sweep ~20 s, REBASE ~32 s (a tree search makes many short engine calls), the
-    ablations ~18 s, majority voting ~10 s."""
-    swept = set(swept_methods(cfg))
+    ablations ~18 s, majority voting ~10 s. A compute-matched method the sweep runs is scored from the sweep's
+    generations, as ``compute_matched`` does: only when every question id is distinct (else it is rerun)."""
+    distinct = len({q.id for q in questions}) == len(questions)
+    swept = set(swept_methods(cfg)) if distinct else set()
     matched = [m for m in cfg.compute_matched if m not in swept]
     out: list[Part] = [("sweep", None)] + [("matched", m) for m in matched if m == "rebase"]
     if has_ablations(cfg):
@@ -73,12 +75,17 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
                          cfg: EvaluateConfig, workers: int) -> tuple[dict, list[Generation]]:
     """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts in ``workers``
     processes (the HF engine: each process loads the model)."""
-    todo = parts(cfg)
+    todo = parts(cfg, questions)
+    size = min(workers, len(todo))
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding Ray's, Prefect's and torch's threads
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_start_worker,
-                             initargs=(engine.model_dump_json(), dtype, model, workers)) as pool:
+    with ProcessPoolExecutor(size, mp_context=ctx, initializer=_start_worker,
+                             initargs=(engine.model_dump_json(), dtype, model, size)) as pool:
         futures = {p: pool.submit(_run_in_worker, p, questions, cfg) for p in todo}
-        done = {p: f.result() for p, f in futures.items()}
+        try:
+            done = {p: f.result() for p, f in futures.items()}
+        except BaseException:  # a failed part fails the evaluation now, not after the others finish
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     report, gens = done[("sweep", None)]
     extra: list[Generation] = []
     if cfg.compute_matched:

@@ -9,12 +9,15 @@ QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 =
 
 
 def test_parts_skip_the_methods_the_sweep_covers():
+    qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait"])
-    assert parts(cfg) == [("sweep", None), ("matched", "rebase"), ("ablations", None),
-                          ("matched", "majority_voting")]
-    assert parts(EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])) == [
-        ("sweep", None)]
+    assert parts(cfg, qs) == [("sweep", None), ("matched", "rebase"), ("ablations", None),
+                              ("matched", "majority_voting")]
+    voting = EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])
+    assert parts(voting, qs) == [("sweep", None)]
+    # repeated question ids: the sweep's generations cannot be matched to questions, so the method is rerun
+    assert parts(voting, qs + qs[:1]) == [("sweep", None), ("matched", "majority_voting")]
 
 
 def test_two_workers_equal_one_process(tiny_model_dir):
