@@ -72,11 +72,11 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     in process (after the Serve sweep with ``via: serve``)."""
     from components.common.threads import use_threads
     from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
-    from components.evaluation.parallel import evaluate_in_parallel, parts
+    from components.evaluation.parallel import evaluate_in_parallel
     from components.evaluation.plot import plot_compute_matched
     from components.evaluation.provenance import engine_version, provenance
     from components.evaluation.report import git_commit
-    from components.evaluation.sweep import evaluation_extras, has_extras
+    from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
     from components.inference.build import engine_for
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
@@ -85,7 +85,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     base = engine_for(engine, model.dtype, base_model_ref(model, paths))
     tasks = eval_questions(evaluate, paths)
     headline = next(iter(tasks.values()))
-    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(parts(evaluate, headline)) > 1
+    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
     # in process: the SFT engine here, unless the only task's parts all run in the workers
     sft = (engine_for(engine, model.dtype, str(paths.sft_model))
            if evaluate.via == "in_process" and not (parallel and len(tasks) == 1) else None)

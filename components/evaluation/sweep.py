@@ -184,20 +184,6 @@ def matched_report(questions: int, per_method: dict[str, dict]) -> dict:
     return {"questions": questions, "methods": per_method, "table": matched_table(per_method)}
 
 
-def compute_matched(engine, questions: list[Question], cfg: EvaluateConfig,
-                    done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
-    """Sequential vs parallel scaling at equal compute (s1 Fig. 7): every method in ``compute_matched`` swept over
-    its values on ``questions``, on one axis (average thinking tokens per question, parallel samples and REBASE's
-    expanded nodes summed), and the matched table (each method's best accuracy within each compute level).
-    ``done``: generations of sweeps already run (a method with generations for every question and value is
-    scored from them, not rerun)."""
-    per_method, gens_all = {}, []
-    for m in cfg.compute_matched:
-        per_method[m], gens = compute_matched_method(engine, questions, cfg, m, done)
-        gens_all += gens
-    return matched_report(len(questions), per_method), gens_all
-
-
 def swept_methods(cfg: EvaluateConfig) -> list[str]:
     """The methods the headline sweep runs: ``method``, then ``compare_methods``."""
     return [cfg.method] + [m for m in cfg.compare_methods if m != cfg.method]
@@ -228,16 +214,65 @@ def headline_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
     return report, all_gens
 
 
+Part = tuple[str, Optional[str]]  # ("sweep", None) | ("matched", method) | ("ablations", None)
+
+
+def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: bool = True) -> list[Part]:
+    """The evaluation's independent parts: the headline sweep, each compute-matched method it does not cover, the
+    ablations. A compute-matched method the sweep runs is scored from the sweep's generations, which needs every
+    question id distinct (else it is rerun). Ordered costliest first, so parallel workers end together (the demo:
+    the sweep ~20 s, REBASE ~32 s, a tree search making many short engine calls; ablations ~18 s; voting ~10 s)."""
+    distinct = len({q.id for q in questions}) == len(questions)
+    covered = set(swept_methods(cfg)) if headline and distinct else set()
+    matched = [m for m in cfg.compute_matched if m not in covered]
+    out: list[Part] = ([("sweep", None)] if headline else []) + [("matched", m) for m in matched if m == "rebase"]
+    if has_ablations(cfg):
+        out.append(("ablations", None))
+    return out + [("matched", m) for m in matched if m != "rebase"]
+
+
+def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    kind, method = part
+    if kind == "sweep":
+        return headline_sweep(engine, questions, cfg)
+    if kind == "matched":
+        return compute_matched_method(engine, extras_subset(questions, cfg), cfg, method)
+    return ablations_section(engine, extras_subset(questions, cfg), cfg)
+
+
+def assemble(questions: list[Question], cfg: EvaluateConfig,
+             results: dict[Part, tuple[dict, list[Generation]]]) -> tuple[dict, list[Generation]]:
+    """The report and generations from the parts' results (:func:`evaluation_parts`, run anywhere): the sweep's
+    report (empty without one) with ``compute_matched`` and ``ablations`` added; generations in the order sweep,
+    compute-matched methods as configured, ablations."""
+    report, gens = results.get(("sweep", None), ({}, []))
+    report, gens = dict(report), list(gens)
+    extra: list[Generation] = []
+    if cfg.compute_matched:
+        subset, swept = extras_subset(questions, cfg), [g for g in gens if g.budget is not None]
+        per_method = {}
+        for m in cfg.compute_matched:
+            if ("matched", m) in results:
+                per_method[m], more = results[("matched", m)]
+                extra += more
+            else:  # scored from the headline sweep's generations
+                per_method[m], _ = compute_matched_method(None, subset, cfg, m, swept)
+        report["compute_matched"] = matched_report(len(subset), per_method)
+    if has_ablations(cfg):
+        report["ablations"], more = results[("ablations", None)]
+        extra += more
+    return report, gens + extra
+
+
 def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
                    extras: bool = True) -> tuple[dict, list[Generation]]:
-    """The headline sweep (:func:`headline_sweep`); with ``extras``, the compute-matched comparison and the
-    extrapolation ablations (on the first ``ablation_limit`` questions)."""
-    report, all_gens = headline_sweep(engine, questions, cfg)
-    if extras:
-        more, gens = evaluation_extras(engine, questions, cfg, [g for g in all_gens if g.budget is not None])
-        report.update(more)
-        all_gens += gens
-    return report, all_gens
+    """The headline sweep (:func:`headline_sweep`); with ``extras``, the compute-matched comparison (s1 Fig. 7:
+    each method in ``compute_matched`` over its values, on one axis of average thinking tokens per question,
+    parallel samples and REBASE's expanded nodes summed) and the extrapolation ablations, on the first
+    ``ablation_limit`` questions."""
+    if not extras:
+        return headline_sweep(engine, questions, cfg)
+    return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in evaluation_parts(cfg, questions)})
 
 
 def has_extras(cfg: EvaluateConfig) -> bool:
@@ -249,19 +284,11 @@ def extras_subset(questions: list[Question], cfg: EvaluateConfig) -> list[Questi
     return questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
 
 
-def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig,
-                      done: Optional[list[Generation]] = None) -> tuple[dict, list[Generation]]:
+def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
     """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
-    questions; ``done``: generations of sweeps already run (scored on the subset instead of rerun)."""
-    subset = extras_subset(questions, cfg)
-    out, gens_all = {}, []
-    if cfg.compute_matched:
-        out["compute_matched"], gens = compute_matched(engine, subset, cfg, done)
-        gens_all += gens
-    if has_ablations(cfg):
-        out["ablations"], gens = ablations_section(engine, subset, cfg)
-        gens_all += gens
-    return out, gens_all
+    questions, without a headline sweep (every compute-matched method is run)."""
+    parts = evaluation_parts(cfg, questions, headline=False)
+    return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in parts})
 
 
 def has_ablations(cfg: EvaluateConfig) -> bool:

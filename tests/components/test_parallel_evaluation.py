@@ -1,7 +1,7 @@
 """The evaluation's parts in worker processes give exactly the one-process evaluation's report and generations."""
 from components.config import EngineConfig, EvaluateConfig
-from components.evaluation.parallel import evaluate_in_parallel, parts
-from components.evaluation.sweep import evaluate_sweep
+from components.evaluation.parallel import evaluate_in_parallel
+from components.evaluation.sweep import evaluate_sweep, evaluation_parts
 from components.inference.build import engine_for
 from components.records import Question
 
@@ -12,12 +12,12 @@ def test_parts_skip_the_methods_the_sweep_covers():
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait"])
-    assert parts(cfg, qs) == [("sweep", None), ("matched", "rebase"), ("ablations", None),
+    assert evaluation_parts(cfg, qs) == [("sweep", None), ("matched", "rebase"), ("ablations", None),
                               ("matched", "majority_voting")]
     voting = EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])
-    assert parts(voting, qs) == [("sweep", None)]
+    assert evaluation_parts(voting, qs) == [("sweep", None)]
     # repeated question ids: the sweep's generations cannot be matched to questions, so the method is rerun
-    assert parts(voting, qs + qs[:1]) == [("sweep", None), ("matched", "majority_voting")]
+    assert evaluation_parts(voting, qs + qs[:1]) == [("sweep", None), ("matched", "majority_voting")]
 
 
 def test_two_workers_equal_one_process(tiny_model_dir):
