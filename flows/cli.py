@@ -61,12 +61,19 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
     """Run the whole pipeline as a Prefect flow and print where the results are."""
     cfg = _config(params, profile, set)
     from components.pipeline.preflight import preflight
-    from flows.pipeline import s1_pipeline, summary_lines
     try:
         preflight(cfg, STAGES)
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
+    # Prefect's temporary server boots in a thread while Ray (for distill and filter) starts and the flow's
+    # modules import here: side by side, not one after the other (flows/startup.py)
+    from components.common.raycluster import ensure_ray
+    from flows.startup import start_prefect_server
+    wait_for_server = start_prefect_server()
+    ensure_ray()
+    from flows.pipeline import s1_pipeline, summary_lines
+    wait_for_server()
     result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
     for line in summary_lines(result):
         typer.echo(line)
