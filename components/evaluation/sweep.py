@@ -15,7 +15,7 @@ the extrapolation ablations (wait strings, number of waits; s1 Table 4).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from components.common.grading import grade_response
 from components.common.progress import progress_bar
@@ -58,16 +58,18 @@ def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: st
     return graded(questions, results, method, budget)
 
 
+SHARED_SWEEPS = {"budget_forcing": budget_forcing_sweep, "majority_voting": majority_voting_sweep}
+
+
 def run_points(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
                values: list[Optional[int]]) -> dict[Optional[int], list[Generation]]:
     """A method's sweep points by value. Budget forcing generates its budgets' shared thinking once
     (``budget_forcing_sweep``), majority voting its largest N's samples once (``majority_voting_sweep``);
     other methods run point by point."""
-    shared = {"budget_forcing": budget_forcing_sweep, "majority_voting": majority_voting_sweep}
-    if method not in shared:
+    if method not in SHARED_SWEEPS:
         return {v: run_point(engine, questions, cfg, method, v) for v in values}
     with progress_bar(f"evaluating ({method} {len(values)} points)", total=len(questions)) as advance:
-        by_value = shared[method](engine, [q.question for q in questions], values, cfg, progress=advance)
+        by_value = SHARED_SWEEPS[method](engine, [q.question for q in questions], values, cfg, progress=advance)
     return {v: graded(questions, by_value[v], method, v) for v in values}
 
 
@@ -214,29 +216,50 @@ def headline_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
     return report, all_gens
 
 
-Part = tuple[str, Optional[str]]  # ("sweep", None) | ("matched", method) | ("ablations", None)
+class Part(NamedTuple):
+    """One independent piece of an evaluation: the headline sweep, the ablations, or a compute-matched method;
+    a method swept point by point (REBASE) is one part per point (``value``), so workers can share it out."""
+    kind: str  # "sweep" | "matched" | "ablations"
+    method: Optional[str] = None
+    value: Optional[int] = None
+
+
+def _sequences(part: Part, cfg: EvaluateConfig, questions: int) -> int:
+    """A part's cost for scheduling, in generated sequences (one budget-forcing sweep shares one thinking run per
+    question; REBASE expands about twice as many nodes as it finishes, on the demo)."""
+    subset = min(questions, cfg.ablation_limit or questions)
+    if part.kind == "sweep":
+        return questions * sum(1 if m in SHARED_SWEEPS else len(sweep_values(m, cfg)) for m in swept_methods(cfg))
+    if part.kind == "ablations":
+        return subset * (len(cfg.wait_string_ablation) + len(cfg.num_waits_ablation))
+    if part.value is None:  # a shared sweep: its largest value's samples
+        return subset * max(v or 1 for v in sweep_values(part.method, cfg))
+    return subset * part.value * (2 if part.method == "rebase" else 1)
 
 
 def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: bool = True) -> list[Part]:
-    """The evaluation's independent parts: the headline sweep, each compute-matched method it does not cover, the
-    ablations. A compute-matched method the sweep runs is scored from the sweep's generations, which needs every
-    question id distinct (else it is rerun). Ordered costliest first, so parallel workers end together (the demo:
-    the sweep ~20 s, REBASE ~32 s, a tree search making many short engine calls; ablations ~18 s; voting ~10 s)."""
+    """The evaluation's independent parts: the headline sweep, each compute-matched method it does not cover (one
+    part per point when the method runs point by point), the ablations. A compute-matched method the sweep runs is
+    scored from the sweep's generations, which needs every question id distinct (else it is rerun). Ordered by
+    estimated cost, largest first, so parallel workers end together (the demo, one thread per worker: REBASE at
+    width 4 ~17 s, the ablations ~16 s, the sweep ~15 s, voting ~12 s, REBASE at widths 2 and 1 ~8 and ~5 s)."""
     distinct = len({q.id for q in questions}) == len(questions)
     covered = set(swept_methods(cfg)) if headline and distinct else set()
-    matched = [m for m in cfg.compute_matched if m not in covered]
-    out: list[Part] = ([("sweep", None)] if headline else []) + [("matched", m) for m in matched if m == "rebase"]
+    parts = [Part("sweep")] if headline else []
+    for m in (m for m in cfg.compute_matched if m not in covered):
+        parts += [Part("matched", m)] if m in SHARED_SWEEPS else [Part("matched", m, v) for v in sweep_values(m, cfg)]
     if has_ablations(cfg):
-        out.append(("ablations", None))
-    return out + [("matched", m) for m in matched if m != "rebase"]
+        parts.append(Part("ablations"))
+    return sorted(parts, key=lambda p: -_sequences(p, cfg, len(questions)))
 
 
 def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
-    kind, method = part
-    if kind == "sweep":
+    if part.kind == "sweep":
         return headline_sweep(engine, questions, cfg)
-    if kind == "matched":
-        return compute_matched_method(engine, extras_subset(questions, cfg), cfg, method)
+    if part.kind == "matched" and part.value is not None:
+        return {}, run_point(engine, extras_subset(questions, cfg), cfg, part.method, part.value)
+    if part.kind == "matched":
+        return compute_matched_method(engine, extras_subset(questions, cfg), cfg, part.method)
     return ablations_section(engine, extras_subset(questions, cfg), cfg)
 
 
@@ -245,21 +268,26 @@ def assemble(questions: list[Question], cfg: EvaluateConfig,
     """The report and generations from the parts' results (:func:`evaluation_parts`, run anywhere): the sweep's
     report (empty without one) with ``compute_matched`` and ``ablations`` added; generations in the order sweep,
     compute-matched methods as configured, ablations."""
-    report, gens = results.get(("sweep", None), ({}, []))
+    report, gens = results.get(Part("sweep"), ({}, []))
     report, gens = dict(report), list(gens)
     extra: list[Generation] = []
     if cfg.compute_matched:
         subset, swept = extras_subset(questions, cfg), [g for g in gens if g.budget is not None]
         per_method = {}
         for m in cfg.compute_matched:
-            if ("matched", m) in results:
-                per_method[m], more = results[("matched", m)]
+            points = [Part("matched", m, v) for v in sweep_values(m, cfg)]
+            if Part("matched", m) in results:
+                per_method[m], more = results[Part("matched", m)]
                 extra += more
+            elif all(p in results for p in points):  # swept point by point: the points as sweep() reports them
+                by_value = {p.value: results[p][1] for p in points}
+                per_method[m] = sweep_report(by_value, cfg, m)
+                extra += [g for p in points for g in by_value[p.value]]
             else:  # scored from the headline sweep's generations
                 per_method[m], _ = compute_matched_method(None, subset, cfg, m, swept)
         report["compute_matched"] = matched_report(len(subset), per_method)
     if has_ablations(cfg):
-        report["ablations"], more = results[("ablations", None)]
+        report["ablations"], more = results[Part("ablations")]
         extra += more
     return report, gens + extra
 
