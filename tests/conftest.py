@@ -9,7 +9,11 @@ import pytest
 import torch
 
 os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
-torch.set_num_threads(2)
+# `make test` runs the suite in pytest-xdist workers side by side: the cores are shared among them (and the
+# stages and subprocesses they start, through $S1FLOW_THREADS), never oversubscribed
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+os.environ.setdefault("S1FLOW_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+torch.set_num_threads(min(2, int(os.environ["S1FLOW_THREADS"])))
 
 REPO = Path(__file__).resolve().parents[1]
 
