@@ -6,8 +6,9 @@ from components.data.domains import MSC_BY_DOMAIN, classify, msc_domains
 from components.pipeline.preflight import preflight, problems
 
 
-def test_unavailable_teacher_and_engine_fail_before_work():
+def test_unavailable_teacher_and_engine_fail_before_work(monkeypatch):
     pytest.importorskip("prefect")  # the main venv, where vllm is not installed
+    monkeypatch.delenv("S1FLOW_TEST_KEY", raising=False)  # the Serve tests' key (they may run first in this worker)
     import importlib.util
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
