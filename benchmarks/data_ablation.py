@@ -5,7 +5,8 @@ e.g. one of benchmarks/miniature.py's ``seed*-t*`` directories or the project ro
 For each strategy and selection seed it copies that root's data and base model into its own directory,
 then runs select -> tokenize -> train -> evaluate there (the evaluation at the top budget only, so every
 strategy is judged by the same thinking budget), one process per run. ``all`` is the whole quality pool
-(not size N, as in the paper) and its selection has no randomness, so it runs once.
+(not size N, as in the paper); it and ``longest`` select without randomness (the same rows for every
+seed, and SFT's own seed is fixed), so they run once, with the first seed.
 
 Writes ``metrics/<profile>/data_ablation.json`` in the ``--from`` root (the schema of
 components/evaluation/report.py, which ``s1flow report`` renders) and prints mean ± SE per strategy.
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.runpool import run_pool, run_stages  # noqa: E402
 
 STRATEGIES = ["s1", "random", "longest", "diversity_only", "all"]
+UNSEEDED = {"longest", "all"}  # the same selection whatever the seed
 STAGES = ["select", "tokenize", "train", "evaluate"]
 QUIET_EVAL = ["evaluate.compute_matched=[]", "evaluate.wait_string_ablation=[]", "evaluate.num_waits_ablation=[]"]
 
@@ -93,7 +95,7 @@ def main() -> None:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     root.mkdir(parents=True, exist_ok=True)
-    results = run_pool([(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s == "all" else args.seeds)],
+    results = run_pool([(s, seed) for s in args.strategies for seed in (args.seeds[:1] if s in UNSEEDED else args.seeds)],
                        start, lambda key: root / f"{key[0]}-seed{key[1]}" / "ablation.json",
                        lambda key: root / f"{key[0]}-seed{key[1]}.log", args.parallel)
     rows = []
