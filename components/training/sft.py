@@ -69,12 +69,6 @@ class PadCollator:
     pad_id: int
     pad_to_multiple_of: int = 1
     min_length: int = 0  # Ulysses over gloo: every rank's batch the same length (gloo all_gathers equal shapes only)
-    # Right padding needs no attention mask: under causal attention no real token sees a pad (they all come
-    # after it) and pads carry no labels, so the loss is the masked one, bit for bit, and the gradients equal
-    # it to float rounding (tests/components/test_sft.py). Without a mask SDPA runs its causal kernel, which
-    # skips the blocks above the diagonal: SFT ~1.3-1.6x faster on a CPU. Kept for flash-attention-2 (it
-    # unpads by the mask) and Ulysses.
-    attention_mask: bool = True
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(self.min_length, *(len(b["input_ids"]) for b in batch))
@@ -88,8 +82,7 @@ class PadCollator:
             labels[i, :n] = torch.tensor(b["labels"])
             mask[i, :n] = 1
         positions = torch.arange(width).expand(len(batch), width).clone()
-        out = {"input_ids": ids, "labels": labels, "position_ids": positions}
-        return {**out, "attention_mask": mask} if self.attention_mask else out
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": positions}
 
 
 class LossHistory(TrainerCallback):
@@ -214,8 +207,7 @@ def make_collator(cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> CountingCo
         return CountingCollator(PackedCollator(
             pad_id, cfg.attn_implementation, dtype, pad_to_multiple_of=sp, flash_kwargs=sp == 1,
             min_length=(cfg.block_size * (cfg.per_device_batch_size if flat else 1)) if fixed else 0))
-    return CountingCollator(PadCollator(pad_id, pad_to_multiple_of=sp, min_length=cfg.block_size if fixed else 0,
-                                        attention_mask=sp > 1 or cfg.attn_implementation == "flash_attention_2"))
+    return CountingCollator(PadCollator(pad_id, pad_to_multiple_of=sp, min_length=cfg.block_size if fixed else 0))
 
 
 def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,

@@ -171,29 +171,3 @@ def test_a_new_selection_never_resumes_another_trainings_checkpoints(tiny_model_
     assert fp(parse_profile({"sft": {"learning_rate": 1e-4}}, "tiny"), paths) != first
     paths.sft_tokens.write_text('{"input_ids": [1, 3], "labels": [1, 3], "prompt_tokens": 0}\n')  # another selection
     assert fp(cfg, paths) != first
-
-
-def test_right_padded_batches_train_without_a_mask_to_the_masked_loss(tiny_model_dir, examples):
-    """The plain path drops the attention mask (causal attention never lets a real token see a right pad): the
-    same loss, bit for bit, and the same gradients to float rounding. Ulysses and flash-attention-2 keep it."""
-    import torch
-
-    from components.training.sft import make_collator
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
-    model.train()
-    items = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples[:6]]
-    assert len({len(i["input_ids"]) for i in items}) > 1  # the batch is padded
-    plain = make_collator(SFTConfig(), 0, torch.float32)(items)
-    assert "attention_mask" not in plain
-    masked = {**plain, "attention_mask": (torch.arange(plain["input_ids"].shape[1])[None, :]
-                                          < torch.tensor([len(i["input_ids"]) for i in items])[:, None]).long()}
-    results = []
-    for batch in (masked, plain):
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-    assert torch.equal(results[0][0], results[1][0])
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(results[0][1], results[1][1]))
-    for kept in (SFTConfig(attn_implementation="flash_attention_2"), SFTConfig(sequence_parallel_size=2, world_size=2)):
-        assert "attention_mask" in make_collator(kept, 0, torch.float32).inner(items)
