@@ -71,6 +71,7 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
     from components.common.raycluster import ensure_ray
     from flows.startup import start_prefect_server
     wait_for_server = start_prefect_server()
+    typer.echo("starting Ray and the Prefect API (a temporary server unless PREFECT_API_URL is set) side by side")
     ensure_ray()
     from flows.pipeline import s1_pipeline, summary_lines
     wait_for_server()
