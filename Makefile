@@ -4,12 +4,16 @@ BIN := $(VENV)/bin
 VLLM_VENV ?= .venv-vllm
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-# Prefect's state stays where Prefect keeps it ($$PREFECT_HOME, by default ~/.prefect): `prefect server start`
-# shows the demo's flow runs, and install creates (migrates) its database once instead of every clone's first
-# flow run paying ~15 s for it. The tests keep theirs in the checkout.
+# Prefect's state for s1flow: one home per user, not per clone (`make install` creates its database once, instead
+# of every fresh clone's first flow run spending ~15 s on migrations), and not ~/.prefect (a user's own Prefect
+# profiles and database stay untouched). `make prefect-ui` shows the demo's flow runs. The tests keep theirs in
+# the checkout.
+export PREFECT_HOME ?= $(HOME)/.cache/s1flow/prefect
 TEST_PREFECT_HOME := $(CURDIR)/.prefect
+# Prerequisites build side by side (`make test`: the two environments install at once).
+MAKEFLAGS += -j2
 
-.PHONY: install vllm-env demo test dvc-repro bench clean
+.PHONY: install vllm-env demo test prefect-ui dvc-repro bench clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
-	$(BIN)/prefect server database upgrade -y > /dev/null
+	$(BIN)/prefect server database upgrade -y > /dev/null || echo "warning: Prefect's database in $(PREFECT_HOME) was not migrated; the first flow run will migrate it"
 	touch $@
 
 # A second venv with vLLM's CPU build, so the vLLM engine is tested for real without
@@ -42,11 +46,13 @@ demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 # on 2 cores the suite's server start-ups, subprocess imports and waits overlap with the other worker's compute.
 TEST_WORKERS ?= 2
 
-test:                  ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
-	$(MAKE) -j2 install vllm-env   # the two environments install side by side
+test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
 	$(BIN)/ruff check .
 	PREFECT_HOME=$(TEST_PREFECT_HOME) S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
+
+prefect-ui: install    ## Prefect's UI on 127.0.0.1:4200 over the demo's flow runs
+	$(BIN)/prefect server start --host 127.0.0.1
 
 dvc-repro: install     ## the same pipeline through DVC
 	dvc repro

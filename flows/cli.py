@@ -72,9 +72,11 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
     from flows.startup import start_prefect_server
     wait_for_server = start_prefect_server()
     typer.echo("starting Ray and the Prefect API (a temporary server unless PREFECT_API_URL is set) side by side")
-    ensure_ray()
-    from flows.pipeline import s1_pipeline, summary_lines
-    wait_for_server()
+    try:
+        ensure_ray()
+        from flows.pipeline import s1_pipeline, summary_lines
+    finally:  # the server is waited for (and its own failure raised) whatever happened here
+        wait_for_server()
     result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
     for line in summary_lines(result):
         typer.echo(line)

@@ -21,7 +21,11 @@ from typing import Callable
 def start_prefect_server() -> Callable[[], None]:
     """Start Prefect's temporary API server in a thread when no ``PREFECT_API_URL`` is set (else nothing);
     returns a function that waits until it answers and raises what stopped it, if anything did."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return lambda: None
     failure: list[BaseException] = []
@@ -29,7 +33,9 @@ def start_prefect_server() -> Callable[[], None]:
     def boot() -> None:
         try:
             from prefect.server.api.server import SubprocessASGIServer
-            SubprocessASGIServer().start()  # the instance get_client() starts on a flow's first call
+            # the instance get_client() starts on a flow's first call; booting beside Ray and the imports on a
+            # small machine may take longer than Prefect's 20 s default
+            SubprocessASGIServer().start(timeout=max(120, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         except BaseException as e:  # handed to the waiter
             failure.append(e)
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
-# `make test` runs the suite in pytest-xdist workers side by side: the cores are shared among them (and the
-# stages and subprocesses they start, through $S1FLOW_THREADS), never oversubscribed
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
-os.environ.setdefault("S1FLOW_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
-torch.set_num_threads(min(2, int(os.environ["S1FLOW_THREADS"])))
+os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))  # never the user's
+# `make test` runs the suite in pytest-xdist workers side by side: each worker gets its share of the cores (for
+# the stages and subprocesses it starts, through $S1FLOW_THREADS), so they are never oversubscribed. Set in the
+# worker itself: the controlling process loads this file too, before the workers inherit its environment.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["S1FLOW_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+torch.set_num_threads(min(2, int(os.environ.get("S1FLOW_THREADS", 2))))
 
 REPO = Path(__file__).resolve().parents[1]
 

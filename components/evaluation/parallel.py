@@ -3,7 +3,7 @@
 The headline sweep, each compute-matched method the sweep does not already cover
 (majority voting, REBASE) and the extrapolation ablations
 (:func:`components.evaluation.sweep.evaluation_parts`) share nothing but the
-model, so ``evaluate.workers`` spawned processes run them, longest first, each
+model, so ``evaluate.workers`` spawned processes run them, largest first by an estimate of their cost, each
 holding its own engine with its share of the torch threads. Every part makes the
 engine calls it makes in one process, and the thread count does not change the
 numbers, so the report and the generations (in the same order) are those of
@@ -20,7 +20,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from components.config import EngineConfig, EvaluateConfig
-from components.evaluation.sweep import Part, assemble, evaluation_parts, run_part
+from components.evaluation.sweep import Part, assemble, evaluation_parts, largest_first, run_part
 from components.records import Generation, Question
 
 _engine = None  # the worker process's engine
@@ -42,7 +42,7 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
                          cfg: EvaluateConfig, workers: int) -> tuple[dict, list[Generation]]:
     """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts in ``workers``
     processes (the HF engine: each process loads the model)."""
-    todo = evaluation_parts(cfg, questions)
+    todo = largest_first(evaluation_parts(cfg, questions), cfg, len(questions))
     size = min(workers, len(todo))
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding Ray's, Prefect's and torch's threads
     with ProcessPoolExecutor(size, mp_context=ctx, initializer=_start_worker,

@@ -238,19 +238,28 @@ def _sequences(part: Part, cfg: EvaluateConfig, questions: int) -> int:
 
 
 def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: bool = True) -> list[Part]:
-    """The evaluation's independent parts: the headline sweep, each compute-matched method it does not cover (one
-    part per point when the method runs point by point), the ablations. A compute-matched method the sweep runs is
-    scored from the sweep's generations, which needs every question id distinct (else it is rerun). Ordered by
-    estimated cost, largest first, so parallel workers end together (the demo, one thread per worker: REBASE at
-    width 4 ~17 s, the ablations ~16 s, the sweep ~15 s, voting ~12 s, REBASE at widths 2 and 1 ~8 and ~5 s)."""
+    """The evaluation's independent parts, in the order one process runs them: the headline sweep, REBASE (a part
+    per width: it runs point by point), the ablations, then each other compute-matched method the sweep does not
+    cover. A compute-matched method the sweep runs is scored from the sweep's generations, which needs every
+    question id distinct (else it is rerun). Workers take them largest first (:func:`largest_first`)."""
     distinct = len({q.id for q in questions}) == len(questions)
     covered = set(swept_methods(cfg)) if headline and distinct else set()
-    parts = [Part("sweep")] if headline else []
-    for m in (m for m in cfg.compute_matched if m not in covered):
-        parts += [Part("matched", m)] if m in SHARED_SWEEPS else [Part("matched", m, v) for v in sweep_values(m, cfg)]
+    matched = [m for m in cfg.compute_matched if m not in covered]
+
+    def method_parts(m: str) -> list[Part]:
+        return [Part("matched", m)] if m in SHARED_SWEEPS else [Part("matched", m, v) for v in sweep_values(m, cfg)]
+
+    parts = ([Part("sweep")] if headline else []) + [p for m in matched if m == "rebase" for p in method_parts(m)]
     if has_ablations(cfg):
         parts.append(Part("ablations"))
-    return sorted(parts, key=lambda p: -_sequences(p, cfg, len(questions)))
+    return parts + [p for m in matched if m != "rebase" for p in method_parts(m)]
+
+
+def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> list[Part]:
+    """``parts`` by estimated cost, largest first, so side-by-side workers end together (the demo, one thread per
+    worker: REBASE at width 4 ~17 s, the ablations ~16 s, the sweep ~15 s, voting ~12 s, REBASE at widths 2 and 1
+    ~8 and ~5 s)."""
+    return sorted(parts, key=lambda p: -_sequences(p, cfg, questions))
 
 
 def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:

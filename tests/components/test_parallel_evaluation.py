@@ -1,7 +1,7 @@
 """The evaluation's parts in worker processes give exactly the one-process evaluation's report and generations."""
 from components.config import EngineConfig, EvaluateConfig
 from components.evaluation.parallel import evaluate_in_parallel
-from components.evaluation.sweep import evaluate_sweep, evaluation_parts
+from components.evaluation.sweep import evaluate_sweep, evaluation_parts, largest_first
 from components.inference.build import engine_for
 from components.records import Question
 
@@ -12,15 +12,18 @@ def test_parts_skip_the_methods_the_sweep_covers():
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait"])
-    # REBASE runs point by point, a part per width; costliest first, in generated sequences (REBASE 3 questions x
-    # width x 2, voting 3 x 4, the sweep 3, the ablation 3 x 1)
-    assert evaluation_parts(cfg, qs) == [("matched", "rebase", 8), ("matched", "rebase", 4),
-                                         ("matched", "majority_voting", None), ("matched", "rebase", 2),
-                                         ("sweep", None, None), ("ablations", None, None)]
+    # REBASE runs point by point, a part per width; one process keeps the order, workers take the costliest first
+    # (in generated sequences: REBASE 3 questions x width x 2, voting 3 x 4, the sweep 3, the ablation 3 x 1)
+    parts = evaluation_parts(cfg, qs)
+    assert parts == [("sweep", None, None), ("matched", "rebase", 2), ("matched", "rebase", 4),
+                     ("matched", "rebase", 8), ("ablations", None, None), ("matched", "majority_voting", None)]
+    assert largest_first(parts, cfg, len(qs)) == [("matched", "rebase", 8), ("matched", "rebase", 4),
+                                                  ("matched", "rebase", 2), ("matched", "majority_voting", None),
+                                                  ("sweep", None, None), ("ablations", None, None)]
     voting = EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])
     assert evaluation_parts(voting, qs) == [("sweep", None, None)]
     # repeated question ids: the sweep's generations cannot be matched to questions, so the method is rerun
-    assert evaluation_parts(voting, qs + qs[:1]) == [("matched", "majority_voting", None), ("sweep", None, None)]
+    assert evaluation_parts(voting, qs + qs[:1]) == [("sweep", None, None), ("matched", "majority_voting", None)]
 
 
 def test_two_workers_equal_one_process(tiny_model_dir):

@@ -121,6 +121,10 @@ def test_deployment_runs_on_a_worker_and_resumes_from_the_failed_task(tmp_path):
             assert (project / "data/tiny/s1k.jsonl").read_text() != ablation
         finally:
             worker.terminate()
-            worker.wait(30)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:  # a loaded machine: the worker's graceful shutdown is not under test
+                worker.kill()
+                worker.wait()
     for rel in ["models/tiny/sft/model.safetensors", "metrics/tiny/eval.json", "metrics/tiny/mlflow_run.json"]:
         assert (project / rel).exists(), rel
