@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
-	$(BIN)/prefect server database upgrade -y > /dev/null || echo "warning: Prefect's database in $(PREFECT_HOME) was not migrated; the first flow run will migrate it"
+	mkdir -p "$(PREFECT_HOME)" && $(BIN)/prefect server database upgrade -y > /dev/null || echo "warning: Prefect's database in $(PREFECT_HOME) was not migrated; the first flow run will migrate it"
 	touch $@
 
 # A second venv with vLLM's CPU build, so the vLLM engine is tested for real without

@@ -15,6 +15,7 @@ finds the server running (Prefect keeps one per process) and Ray initialised.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Callable
 
 
@@ -23,11 +24,15 @@ def start_prefect_server() -> Callable[[], None]:
     returns a function that waits until it answers and raises what stopped it, if anything did."""
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_HOME,
         PREFECT_SERVER_EPHEMERAL_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
     )
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return lambda: None
+    # the server's SQLite database lives there; a missing folder fails its start-up, which Prefect then retries
+    # on another port, indefinitely
+    Path(PREFECT_HOME.value()).expanduser().mkdir(parents=True, exist_ok=True)
     failure: list[BaseException] = []
 
     def boot() -> None:

@@ -4,16 +4,18 @@ import pytest
 
 pytest.importorskip("prefect")
 from prefect.server.api.server import SubprocessASGIServer  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings  # noqa: E402
 
 from flows.startup import start_prefect_server  # noqa: E402
 
 
-def test_starts_the_instance_a_flow_client_would_start(monkeypatch):
+def test_starts_the_instance_a_flow_client_would_start(monkeypatch, tmp_path):
     started = []
     monkeypatch.setattr(SubprocessASGIServer, "start", lambda self, timeout=None: started.append((self, timeout)))
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+    home = tmp_path / "not" / "yet"  # a fresh machine's Prefect home: its database cannot open in a missing folder
+    with temporary_settings(updates={PREFECT_HOME: home}, restore_defaults={PREFECT_API_URL}):
         start_prefect_server()()
+    assert home.is_dir()
     assert len(started) == 1
     server, timeout = started[0]
     assert server is SubprocessASGIServer()  # the port-less singleton get_client() starts
