@@ -7,9 +7,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Prefect's state for s1flow: one home per user, not per clone (`make install` creates its database once, instead
 # of every fresh clone's first flow run spending ~15 s on migrations), and not ~/.prefect (a user's own Prefect
 # profiles and database stay untouched). `make prefect-ui` shows the demo's flow runs. The tests keep theirs in
-# the checkout.
+# the checkout (tests/conftest.py).
 export PREFECT_HOME ?= $(HOME)/.cache/s1flow/prefect
-TEST_PREFECT_HOME := $(CURDIR)/.prefect
 # Prerequisites build side by side (`make test`: the two environments install at once).
 MAKEFLAGS += -j2
 
@@ -48,7 +47,7 @@ TEST_WORKERS ?= 2
 
 test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
 	$(BIN)/ruff check .
-	PREFECT_HOME=$(TEST_PREFECT_HOME) S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 prefect-ui: install    ## Prefect's UI on 127.0.0.1:4200 over the demo's flow runs

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
-os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))  # never the user's
+os.environ["PREFECT_HOME"] = str(Path(__file__).resolve().parents[1] / ".prefect")  # never the user's or the demo's
 # `make test` runs the suite in pytest-xdist workers side by side: each worker gets its share of the cores (for
 # the stages and subprocesses it starts, through $S1FLOW_THREADS), so they are never oversubscribed. Set in the
 # worker itself: the controlling process loads this file too, before the workers inherit its environment.

@@ -309,7 +309,7 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     ``ablation_limit`` questions."""
     if not extras:
         return headline_sweep(engine, questions, cfg)
-    return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in evaluation_parts(cfg, questions)})
+    return _run_in_process(engine, questions, cfg, headline=True)
 
 
 def has_extras(cfg: EvaluateConfig) -> bool:
@@ -324,7 +324,12 @@ def extras_subset(questions: list[Question], cfg: EvaluateConfig) -> list[Questi
 def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
     """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
     questions, without a headline sweep (every compute-matched method is run)."""
-    parts = evaluation_parts(cfg, questions, headline=False)
+    return _run_in_process(engine, questions, cfg, headline=False)
+
+
+def _run_in_process(engine, questions: list[Question], cfg: EvaluateConfig, headline: bool) -> tuple[dict, list[Generation]]:
+    """Every part of :func:`evaluation_parts` on ``engine``, in order, assembled."""
+    parts = evaluation_parts(cfg, questions, headline)
     return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in parts})
 
 
