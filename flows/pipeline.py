@@ -12,6 +12,7 @@ from typing import Optional
 
 from prefect import flow, get_run_logger, task
 
+from components.common.raycluster import release_ray
 from components.config import load_config
 from components.paths import Paths
 from components.pipeline.deployments import TRAIN_TAG  # one training at a time (a tag concurrency limit)
@@ -49,6 +50,7 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
     preflight(cfg, stages)
     paths, results, order = Paths.for_profile(cfg.name), {}, list(STAGES)
     ledger = OutputLedger(paths)
+    last_on_ray = max((name for name in stages if STAGES[name].on_ray(cfg)), key=stages.index, default=None)
     for name in stages:
         i = order.index(name)  # the stage before, in pipeline order, as it is on disk now
         upstream = outputs_signature(order[i - 1], paths) if i else ""
@@ -57,6 +59,8 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
                    "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name, key)}
         results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
         ledger.record(name, key)
+        if name == last_on_ray:  # nothing after it runs on Ray: stop what this process started (idle, it takes CPU)
+            release_ray()
     results["profile"] = cfg.name
     logger = get_run_logger()
     logger.info("stages done: %s", ", ".join(stages))

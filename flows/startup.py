@@ -8,15 +8,32 @@ them, ~9 s more. ``s1flow run`` starts the same server from a thread before it
 imports the flow and starts Ray meanwhile, so the three overlap; the flow then
 finds the server running (Prefect keeps one per process) and Ray initialised.
 
+The libraries the stages run in this process (torch, transformers) are imported
+meanwhile too, ~10 s of one core the server's boot leaves idle, instead of inside
+the first stages. At the end, ``exit_after_cleanup`` runs the exit handlers (the
+server's stop, Ray's shutdown, log flushes) and skips the interpreter's teardown of
+those libraries, which takes another 3-4 s and writes nothing.
+
     wait_for_server = start_prefect_server()
     ensure_ray()
+    import_stage_libraries()
     wait_for_server()   # re-raises the server's start-up failure, if any
+    ...
+    exit_after_cleanup(0)
 """
 from __future__ import annotations
 
+import atexit
+import importlib
+import os
+import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
+
+# What the stages import in this process anyway: torch (every stage that computes), transformers' tokenizer and
+# model classes (filter, tokenize, train, evaluate) through the embedded model's module
+STAGE_LIBRARIES = ("torch", "transformers", "components.data.base_model")
 
 
 def start_prefect_server() -> Callable[[], None]:
@@ -53,3 +70,25 @@ def start_prefect_server() -> Callable[[], None]:
             raise failure[0]
 
     return wait
+
+
+def import_stage_libraries(modules: tuple[str, ...] = STAGE_LIBRARIES) -> None:
+    """Import what the stages will import in this process, while something else is waited for."""
+    for name in modules:
+        importlib.import_module(name)
+
+
+def exit_after_cleanup(code: int = 0) -> NoReturn:
+    """End the process as Python would, minus the teardown of its modules: wait for the threads Python waits for,
+    run the exit handlers (atexit: Prefect's server stop and log flush, Ray's shutdown, logging's flush), flush
+    stdout and stderr, then exit. Call it only when nothing is left to write but through those handlers."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to flush into
+            pass
+    os._exit(code)

@@ -51,11 +51,11 @@ def quiet_foreign_bars() -> None:
     for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
                 "RAY_DATA_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(var, "1")
-    try:
+    # transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is imported; only an already imported one is told
+    # (importing it here cost the command line ~2 s before it could start anything)
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 class PlainLines:

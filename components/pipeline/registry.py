@@ -53,6 +53,9 @@ class Stage:
     # "module:function" run around the entry: function(run, cfg, paths) -> result, ``run()`` calling the entry
     # (the train stage runs inside the MLflow run it streams live metrics into; its entry never sees tracking)
     wrap: str = ""
+    # whether the stage runs on Ray with this profile (Ray Data, Ray Train, Ray Serve): after the last one, a
+    # pipeline run releases the Ray it started
+    on_ray: Callable[[ProfileConfig], bool] = lambda cfg: False
 
     def function(self) -> Callable[..., dict]:
         module, attr = self.entry.split(":")
@@ -80,7 +83,8 @@ STAGE_LIST: tuple[Stage, ...] = (
           outs=lambda p: [p.pool, p.heldout, p.quarantine], metrics=lambda p: [p.metric("collect_report.json")]),
     Stage("distill", "components.distill.distill_stage:distill_stage", {"teacher": "teacher"},
           code=("distill", "data/problems.py", "data/domains.py", "data/msc_domains.json"),
-          inputs=lambda p: [p.pool], outs=lambda p: [p.traces], metrics=lambda p: [p.metric("distill_report.json")]),
+          inputs=lambda p: [p.pool], outs=lambda p: [p.traces], metrics=lambda p: [p.metric("distill_report.json")],
+          on_ray=lambda cfg: True),
     Stage("filter", "components.curation.filter_stage:filter_stage",
           {"quality": "quality", "decontamination": "decontamination", "difficulty": "difficulty",
            "domain": "domain", "engine": "engine", "model": "model", "task_files": "evaluate.task_files"},
@@ -88,7 +92,7 @@ STAGE_LIST: tuple[Stage, ...] = (
                 "data/problems.py", "data/domains.py", "data/msc_domains.json", "data/tasks.py"),
           inputs=lambda p: [p.pool, p.heldout, p.traces, p.base_model],
           outs=lambda p: [p.filtered, quality_pool_path(p)],
-          metrics=lambda p: [p.metric("filter_report.json")]),
+          metrics=lambda p: [p.metric("filter_report.json")], on_ray=lambda cfg: True),
     Stage("select", "components.curation.select_stage:select_stage", {"selection": "selection"},
           code=("curation/select_stage.py", "curation/selection.py", "curation/selection_report.py", "curation/pools.py",
                 "data/domains.py", "data/problems.py", "data/msc_domains.json"),
@@ -107,7 +111,7 @@ STAGE_LIST: tuple[Stage, ...] = (
           inputs=lambda p: [p.sft_tokens, p.base_model], outs=lambda p: [p.sft_model],
           metrics=lambda p: [p.metric("train.json")],
           plots=(Plot(lambda p: p.plot("train_loss.json"), "step", "loss", "SFT training loss per step"),),
-          wrap="components.tracking.training_run:train_in_run"),
+          wrap="components.tracking.training_run:train_in_run", on_ray=lambda cfg: cfg.sft.launcher == "ray"),
     Stage("evaluate", "components.evaluation.evaluate_stage:evaluate_stage",
           {"evaluate": "evaluate", "engine": "engine", "model": "model", "serve": "serve"},
           code=("evaluation", "inference", "serving", "data/base_model.py", "data/tokenizer.py", "data/problems.py",
@@ -118,7 +122,8 @@ STAGE_LIST: tuple[Stage, ...] = (
           uncached=lambda p: [p.plot("scaling.png"), p.plot("compute_matched.png")],
           plots=(Plot(lambda p: p.plot("scaling.json"), "avg_thinking_tokens", "accuracy",
                       "Accuracy vs thinking tokens (budget forcing)"),),
-          services={"launch_endpoint": "components.serving.launch:served_endpoint"}),
+          services={"launch_endpoint": "components.serving.launch:served_endpoint"},
+          on_ray=lambda cfg: cfg.evaluate.via == "serve"),
     Stage("register", "components.tracking.register_stage:register_stage", {"profile": WHOLE_PROFILE},
           code=("tracking", "inference", "evaluation", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
           inputs=lambda p: [p.metric("eval.json"), p.metric("train.json"), p.sft_model],

@@ -36,3 +36,87 @@ def test_a_failed_start_is_raised_by_the_waiter(monkeypatch):
         wait = start_prefect_server()
     with pytest.raises(RuntimeError, match="Timed out"):
         wait()
+
+
+def test_exit_after_cleanup_runs_the_exit_handlers_and_keeps_the_exit_code(tmp_path):
+    """Threads Python would wait for are waited for, atexit handlers run after them, output is flushed, and the
+    process ends with the given code (only the interpreter's module teardown is skipped)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    script = f"""
+import atexit, pathlib, threading, time
+from flows.startup import exit_after_cleanup
+out = pathlib.Path({str(tmp_path)!r})
+def late_writer():
+    time.sleep(0.5)
+    (out / "thread").write_text("done")
+atexit.register(lambda: (out / "atexit").write_text(str((out / "thread").exists())))
+threading.Thread(target=late_writer).start()
+print("summary line", end="")  # no newline: still buffered when the process ends
+exit_after_cleanup(3)
+print("never")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "summary line"
+    assert (tmp_path / "thread").read_text() == "done"
+    assert (tmp_path / "atexit").read_text() == "True"  # the handlers ran after the thread finished
+
+
+def test_the_command_line_starts_without_the_stage_libraries():
+    """`s1flow` imports neither torch nor transformers before it starts the server (they import beside it);
+    off a terminal, transformers is still told to draw no progress bars once it is imported."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    script = """
+import sys
+import flows.cli
+light = not {"torch", "transformers"} & set(sys.modules)
+from transformers.utils import logging
+print(light, logging.is_progress_bar_enabled())
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "S1FLOW_NO_PROGRESS")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.stdout.split() == ["True", "False"], proc.stderr
+
+
+def test_release_ray_stops_only_the_ray_ensure_ray_started(monkeypatch):
+    """A pipeline run stops the Ray it started; a Ray someone else initialised in the process keeps running."""
+    import sys
+    import types
+
+    from components.common import raycluster
+
+    class FakeRay(types.ModuleType):
+        def __init__(self, running):
+            super().__init__("ray")
+            self.running, self.calls = running, []
+
+        def is_initialized(self):
+            return self.running
+
+        def init(self, **kw):
+            self.running = True
+            self.calls.append("init")
+
+        def shutdown(self):
+            self.running = False
+            self.calls.append("shutdown")
+
+    data = types.ModuleType("ray.data")
+    data.DataContext = types.SimpleNamespace(get_current=lambda: types.SimpleNamespace())
+    for running in (False, True):
+        ray = FakeRay(running)
+        ray.data = data
+        monkeypatch.setitem(sys.modules, "ray", ray)
+        monkeypatch.setitem(sys.modules, "ray.data", data)
+        monkeypatch.setattr(raycluster, "_started_here", False)
+        raycluster.ensure_ray()
+        released = raycluster.release_ray()
+        assert released is (not running) and ray.running is running
+        assert ray.calls == ([] if running else ["init", "shutdown"])
+        assert raycluster.release_ray() is False  # once only

@@ -104,3 +104,25 @@ def test_every_declared_param_is_written_in_params_yaml(profile):
                     break
                 node = node[part]
     assert not missing, f"write these keys in params.yaml: {missing}"
+
+
+def _reaches_ray(name: str) -> bool:
+    import re
+    stage = STAGES[name]
+    modules = [stage.entry.split(":")[0], *(ref.split(":")[0] for ref in stage.services.values())]
+    files = set().union(*(closure(m) for m in modules))
+    return any(re.search(r"^\s*(import ray|from ray)\b", f.read_text(), re.M) for f in files)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_on_ray_is_declared_by_every_stage_whose_code_reaches_ray(name):
+    """A pipeline run releases Ray after the last stage declared ``on_ray``: a stage whose code can start Ray must
+    say when it does (else Ray would be released before it ran, or kept for nothing)."""
+    from components.config import parse_profile
+    profiles = [parse_profile({}, "tiny"), parse_profile({"sft": {"launcher": "ray"}}, "tiny"),
+                parse_profile({"evaluate": {"via": "serve"}}, "tiny")]
+    declared = [STAGES[name].on_ray(cfg) for cfg in profiles]
+    assert any(declared) == _reaches_ray(name), name
+    expected = {"distill": [True] * 3, "filter": [True] * 3, "train": [False, True, False],
+                "evaluate": [False, False, True]}
+    assert declared == expected.get(name, [False] * 3), name
