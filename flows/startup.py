@@ -9,7 +9,7 @@ imports the flow and starts Ray meanwhile, so the three overlap; the flow then
 finds the server running (Prefect keeps one per process) and Ray initialised.
 
 The libraries the stages run in this process (torch, transformers) are imported
-meanwhile too, ~10 s of one core the server's boot leaves idle, instead of inside
+meanwhile too, ~4 s of the core the server's boot leaves idle, instead of inside
 the first stages. At the end, ``exit_after_cleanup`` runs the exit handlers (the
 server's stop, Ray's shutdown, log flushes) and skips the interpreter's teardown of
 those libraries, which takes another 3-4 s and writes nothing.
@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import logging
 import os
 import sys
 import threading
 from pathlib import Path
 from typing import Callable, NoReturn
 
-# What the stages import in this process anyway: torch (every stage that computes), transformers' tokenizer and
-# model classes (filter, tokenize, train, evaluate) through the embedded model's module
-STAGE_LIBRARIES = ("torch", "transformers", "components.data.base_model")
+# What the stages import in this process anyway: torch (every stage that computes) and transformers (filter,
+# tokenize, train, evaluate). Not transformers' model classes (~6 s more, sklearn among them): beside Ray's start
+# and the server's boot on 2 cores they outlast the server and delay the flow instead
+STAGE_LIBRARIES = ("torch", "transformers")
 
 
 def start_prefect_server() -> Callable[[], None]:
@@ -80,11 +82,15 @@ def import_stage_libraries(modules: tuple[str, ...] = STAGE_LIBRARIES) -> None:
 
 def exit_after_cleanup(code: int = 0) -> NoReturn:
     """End the process as Python would, minus the teardown of its modules: wait for the threads Python waits for,
-    run the exit handlers (atexit: Prefect's server stop and log flush, Ray's shutdown, logging's flush), flush
-    stdout and stderr, then exit. Call it only when nothing is left to write but through those handlers."""
+    flush and close the log handlers, run the exit handlers (atexit: Prefect's server stop, Ray's shutdown, ...),
+    flush stdout and stderr, then exit. Call it only when nothing is left to write but through those handlers."""
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
+    # the log handlers flush first, while Prefect's server still runs: among the exit handlers, the server's stop
+    # (registered last) runs before logging's (registered first), and Prefect's API log handler then waits its
+    # full 5 s timeout for a server that is gone
+    logging.shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

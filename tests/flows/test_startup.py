@@ -39,19 +39,25 @@ def test_a_failed_start_is_raised_by_the_waiter(monkeypatch):
 
 
 def test_exit_after_cleanup_runs_the_exit_handlers_and_keeps_the_exit_code(tmp_path):
-    """Threads Python would wait for are waited for, atexit handlers run after them, output is flushed, and the
-    process ends with the given code (only the interpreter's module teardown is skipped)."""
+    """Threads Python would wait for are waited for, log handlers flush before the atexit handlers run, output is
+    flushed, and the process ends with the given code (only the interpreter's module teardown is skipped)."""
     import subprocess
     import sys
 
     from tests.conftest import REPO
     script = f"""
-import atexit, pathlib, threading, time
+import atexit, logging, pathlib, threading, time
 from flows.startup import exit_after_cleanup
-out = pathlib.Path({str(tmp_path)!r})
+out, order = pathlib.Path({str(tmp_path)!r}), []
+class ApiLike(logging.Handler):  # like Prefect's API log handler: its flush needs a server an exit handler stops
+    def emit(self, record): pass
+    def flush(self): order.append("flush")
+logging.getLogger("x").addHandler(ApiLike())
 def late_writer():
     time.sleep(0.5)
     (out / "thread").write_text("done")
+atexit.register(lambda: (out / "order").write_text(" ".join(order)))  # registered first: runs last
+atexit.register(lambda: order.append("server stop"))
 atexit.register(lambda: (out / "atexit").write_text(str((out / "thread").exists())))
 threading.Thread(target=late_writer).start()
 print("summary line", end="")  # no newline: still buffered when the process ends
@@ -63,6 +69,7 @@ print("never")
     assert proc.stdout == "summary line"
     assert (tmp_path / "thread").read_text() == "done"
     assert (tmp_path / "atexit").read_text() == "True"  # the handlers ran after the thread finished
+    assert (tmp_path / "order").read_text().startswith("flush server stop")  # logs flushed while the server ran
 
 
 def test_the_command_line_starts_without_the_stage_libraries():
