@@ -66,19 +66,17 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
-    # Prefect's temporary server boots in a thread while Ray (for distill and filter) starts and the flow's
+    # Prefect's temporary server boots in its own process while Ray (for distill and filter) starts and the flow's
     # modules import here: side by side, not one after the other (flows/startup.py)
     from components.common.raycluster import ensure_ray
-    from flows.startup import exit_after_cleanup, import_stage_libraries, start_prefect_server
-    wait_for_server = start_prefect_server()
+    from flows.startup import exit_after_cleanup, import_stage_libraries, prefect_api, start_prefect_server
+    server = start_prefect_server()
     typer.echo("starting Ray and the Prefect API (a temporary server unless PREFECT_API_URL is set) side by side")
-    try:
-        ensure_ray()
-        from flows.pipeline import s1_pipeline, summary_lines
-        import_stage_libraries()
-    finally:  # the server is waited for (and its own failure raised) whatever happened here
-        wait_for_server()
-    result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
+    ensure_ray()
+    from flows.pipeline import s1_pipeline, summary_lines
+    import_stage_libraries(server)  # while the server boots
+    with prefect_api(server):
+        result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
     for line in summary_lines(result):
         typer.echo(line)
     exit_after_cleanup(0)  # every result is written; the exit handlers stop the server and Ray

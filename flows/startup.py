@@ -1,24 +1,24 @@
 """Start what a flow run waits for side by side instead of one after the other.
 
 Without ``PREFECT_API_URL`` a flow's first API call starts Prefect's temporary
-server (``SubprocessASGIServer``: a uvicorn subprocess that migrates its
-database before it answers) and waits for it, ~15-20 s on 2 cores; the Ray
-instance the distill and filter stages use then starts inside the first of
-them, ~9 s more. ``s1flow run`` starts the same server from a thread before it
-imports the flow and starts Ray meanwhile, so the three overlap; the flow then
-finds the server running (Prefect keeps one per process) and Ray initialised.
+server (a uvicorn subprocess, after importing the whole server package into this
+process) and waits for it; the Ray instance the distill and filter stages use then
+starts inside the first of them. ``s1flow run`` launches the same server
+subprocess first thing (flows/temporary_server.py: without the import, so it boots
+on the other core), starts Ray and imports the flow meanwhile, and hands the server
+to the flow as its API; the flow finds Ray initialised.
 
 The libraries the stages run in this process (torch, transformers) are imported
-meanwhile too, ~4 s of the core the server's boot leaves idle, instead of inside
-the first stages. At the end, ``exit_after_cleanup`` runs the exit handlers (the
-server's stop, Ray's shutdown, log flushes) and skips the interpreter's teardown of
-those libraries, which takes another 3-4 s and writes nothing.
+meanwhile too, while the server has not answered yet: time this process would
+otherwise spend waiting, taken from the first stages. At the end, ``exit_after_cleanup`` flushes the logs, runs the
+exit handlers (the server's stop, Ray's shutdown) and skips the interpreter's
+teardown of those libraries, which takes another 3-4 s and writes nothing.
 
-    wait_for_server = start_prefect_server()
+    server = start_prefect_server()     # None when PREFECT_API_URL is set
     ensure_ray()
-    import_stage_libraries()
-    wait_for_server()   # re-raises the server's start-up failure, if any
-    ...
+    import_stage_libraries(server)
+    with prefect_api(server):           # waits until it answers (raises with its output if it never does)
+        run_the_flow()
     exit_after_cleanup(0)
 """
 from __future__ import annotations
@@ -29,8 +29,11 @@ import logging
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Iterator, NoReturn, Optional
+
+from flows.temporary_server import TemporaryServer
 
 # What the stages import in this process anyway: torch (every stage that computes) and transformers (filter,
 # tokenize, train, evaluate). Not transformers' model classes (~6 s more, sklearn among them): beside Ray's start
@@ -38,45 +41,36 @@ from typing import Callable, NoReturn
 STAGE_LIBRARIES = ("torch", "transformers")
 
 
-def start_prefect_server() -> Callable[[], None]:
-    """Start Prefect's temporary API server in a thread when no ``PREFECT_API_URL`` is set (else nothing);
-    returns a function that waits until it answers and raises what stopped it, if anything did."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_HOME,
-        PREFECT_SERVER_EPHEMERAL_ENABLED,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-    )
+def start_prefect_server() -> Optional[TemporaryServer]:
+    """Launch Prefect's temporary API server now when no ``PREFECT_API_URL`` is set (else nothing, None): the
+    server a flow's client would start on its first call, with this process's Prefect settings."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return lambda: None
-    # the server's SQLite database lives there; a missing folder fails its start-up, which Prefect then retries
-    # on another port, indefinitely
+        return None
+    # the server's SQLite database lives there; in a missing folder it cannot open, and the server's start fails
     Path(PREFECT_HOME.value()).expanduser().mkdir(parents=True, exist_ok=True)
-    failure: list[BaseException] = []
-
-    def boot() -> None:
-        try:
-            from prefect.server.api.server import SubprocessASGIServer
-            # the instance get_client() starts on a flow's first call; booting beside Ray and the imports on a
-            # small machine may take longer than Prefect's 20 s default
-            SubprocessASGIServer().start(timeout=max(120, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-        except BaseException as e:  # handed to the waiter
-            failure.append(e)
-
-    thread = threading.Thread(target=boot, name="prefect-temporary-server", daemon=True)
-    thread.start()
-
-    def wait() -> None:
-        thread.join()
-        if failure:
-            raise failure[0]
-
-    return wait
+    return TemporaryServer.launch({**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)})
 
 
-def import_stage_libraries(modules: tuple[str, ...] = STAGE_LIBRARIES) -> None:
-    """Import what the stages will import in this process, while something else is waited for."""
+@contextmanager
+def prefect_api(server: Optional[TemporaryServer]) -> Iterator[None]:
+    """Wait until ``server`` answers, then make it this process's Prefect API meanwhile (nothing for None)."""
+    if server is None:
+        yield
+        return
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    # beside Ray's start and the imports on a small machine the boot may take longer than Prefect's 20 s default
+    server.wait_until_ready(timeout=max(120, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+    with server.as_api():
+        yield
+
+
+def import_stage_libraries(server: Optional[TemporaryServer], modules: tuple[str, ...] = STAGE_LIBRARIES) -> None:
+    """Import what the stages will import in this process while ``server`` boots: one module after the other,
+    until it answers (then the flow can start; the stages import the rest). Nothing without a server to wait for."""
     for name in modules:
+        if server is None or server.answers():
+            return
         importlib.import_module(name)
 
 

@@ -1,41 +1,94 @@
-"""`s1flow run` starts Prefect's temporary server from a thread (flows/startup.py): the very instance a flow's
-client would start, only when no API URL is configured, and its failure reaches the caller."""
+"""`s1flow run` launches Prefect's temporary server as its own process right away (flows/temporary_server.py:
+the command Prefect runs, without importing the server here), only when no API URL is configured; the flow's
+client uses it; a failed start reaches the caller with the server's output; the exit flushes logs first."""
+import sys
+
 import pytest
 
 pytest.importorskip("prefect")
-from prefect.server.api.server import SubprocessASGIServer  # noqa: E402
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings  # noqa: E402
 
-from flows.startup import start_prefect_server  # noqa: E402
+import flows.temporary_server as ts  # noqa: E402
+from flows.startup import import_stage_libraries, prefect_api, start_prefect_server  # noqa: E402
 
 
-def test_starts_the_instance_a_flow_client_would_start(monkeypatch, tmp_path):
-    started = []
-    monkeypatch.setattr(SubprocessASGIServer, "start", lambda self, timeout=None: started.append((self, timeout)))
-    home = tmp_path / "not" / "yet"  # a fresh machine's Prefect home: its database cannot open in a missing folder
-    with temporary_settings(updates={PREFECT_HOME: home}, restore_defaults={PREFECT_API_URL}):
-        start_prefect_server()()
-    assert home.is_dir()
-    assert len(started) == 1
-    server, timeout = started[0]
-    assert server is SubprocessASGIServer()  # the port-less singleton get_client() starts
-    assert timeout >= 120  # beside Ray's start-up and the imports, Prefect's 20 s default is too short
+def test_launches_the_command_and_environment_prefect_itself_would(monkeypatch):
+    from prefect.server.api import server as prefect_server
+    seen = {}
+    monkeypatch.setattr(prefect_server.subprocess, "Popen", lambda args, env: seen.update(args=args, env=env))
+    prefect_server.SubprocessASGIServer(port=8765)._run_uvicorn_command()
+    prefect_server.SubprocessASGIServer._instances.pop(8765, None)
+    assert ts.uvicorn_command(8765) == seen["args"]
+    assert {k: seen["env"][k] for k in ts.SERVER_ENV} == ts.SERVER_ENV
 
 
 def test_a_configured_api_is_left_alone(monkeypatch):
-    monkeypatch.setattr(SubprocessASGIServer, "start", lambda *a, **k: pytest.fail("no server may start"))
+    monkeypatch.setattr(ts.TemporaryServer, "launch", lambda *a, **k: pytest.fail("no server may start"))
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        start_prefect_server()()
+        assert start_prefect_server() is None
+    import_stage_libraries(None, modules=("no_such_module_is_imported",))  # nothing to wait for: nothing imported
+    with prefect_api(None):
+        pass
 
 
-def test_a_failed_start_is_raised_by_the_waiter(monkeypatch):
-    def fail(self, timeout=None):
-        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
-    monkeypatch.setattr(SubprocessASGIServer, "start", fail)
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        wait = start_prefect_server()
-    with pytest.raises(RuntimeError, match="Timed out"):
-        wait()
+# a stand-in server: exits with uvicorn's "port in use" code on its first launch, then answers /api/health
+FAKE_SERVER = """
+import http.server, pathlib, sys
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.write_text("tried")
+    sys.exit(3)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Health).serve_forever()
+"""
+
+
+def test_a_taken_port_is_retried_and_a_dead_server_reports_its_output(monkeypatch, tmp_path):
+    marker = tmp_path / "first"
+    monkeypatch.setattr(ts, "uvicorn_command", lambda port: [sys.executable, "-c", FAKE_SERVER, str(marker), str(port)])
+    server = ts.TemporaryServer.launch({})
+    try:
+        server.wait_until_ready(timeout=60)
+        assert marker.exists() and server.answers()
+    finally:
+        server.stop()
+    assert not server.answers()
+    monkeypatch.setattr(ts, "uvicorn_command", lambda port: [sys.executable, "-c", "print('no database'); exit(1)"])
+    broken = ts.TemporaryServer.launch({})
+    with pytest.raises(RuntimeError, match="(?s)exited with code 1.*no database"):
+        broken.wait_until_ready(timeout=60)
+    broken.stop()
+
+
+def test_the_real_server_serves_a_flow_and_stops(tmp_path):
+    """Prefect's own server, launched in a fresh home (the database created on start), runs a flow through this
+    process's client; stopped, it no longer answers."""
+    from prefect import flow, task
+
+    @task
+    def add_one(x: int) -> int:
+        return x + 1
+
+    @flow
+    def tiny() -> int:
+        return add_one(1)
+
+    home = tmp_path / "not" / "yet"  # a fresh machine's home: created before the server opens its database
+    with temporary_settings(updates={PREFECT_HOME: home}, restore_defaults={PREFECT_API_URL}):
+        server = start_prefect_server()
+        assert home.is_dir() and server is not None
+        try:
+            with prefect_api(server):
+                assert tiny() == 2
+                assert PREFECT_API_URL.value() == server.api_url
+        finally:
+            server.stop()
+    assert not server.answers()
 
 
 def test_exit_after_cleanup_runs_the_exit_handlers_and_keeps_the_exit_code(tmp_path):
