@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NoReturn, Optional
 
-from flows.temporary_server import TemporaryServer
+from flows.temporary_server import TemporaryServer, server_environment
 
 # What the stages import in this process anyway: torch (every stage that computes) and transformers (filter,
 # tokenize, train, evaluate). Not transformers' model classes (~6 s more, sklearn among them): beside Ray's start
@@ -44,12 +44,12 @@ STAGE_LIBRARIES = ("torch", "transformers")
 def start_prefect_server() -> Optional[TemporaryServer]:
     """Launch Prefect's temporary API server now when no ``PREFECT_API_URL`` is set (else nothing, None): the
     server a flow's client would start on its first call, with this process's Prefect settings."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
     # the server's SQLite database lives there; in a missing folder it cannot open, and the server's start fails
     Path(PREFECT_HOME.value()).expanduser().mkdir(parents=True, exist_ok=True)
-    return TemporaryServer.launch({**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)})
+    return TemporaryServer.launch(server_environment())
 
 
 @contextmanager
@@ -75,12 +75,13 @@ def import_stage_libraries(server: Optional[TemporaryServer], modules: tuple[str
 
 
 def exit_after_cleanup(code: int = 0) -> NoReturn:
-    """End the process as Python would, minus the teardown of its modules: wait for the threads Python waits for,
-    flush and close the log handlers, run the exit handlers (atexit: Prefect's server stop, Ray's shutdown, ...),
-    flush stdout and stderr, then exit. Call it only when nothing is left to write but through those handlers."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    """End the process as Python would, minus the teardown of its modules: the threading shutdown Python does
+    first (exit callbacks, non-daemon threads joined), the log handlers flushed and closed, the exit handlers
+    (atexit: Prefect's server stop, Ray's shutdown, ...), stdout and stderr flushed, then the exit. Call it only
+    when nothing is left to write but through those handlers."""
+    # what the interpreter's exit does first: the threading exit callbacks (Prefect's API log and events workers
+    # drain while the server still runs; idle thread-pool workers are woken) and the join of non-daemon threads
+    threading._shutdown()
     # the log handlers flush first, while Prefect's server still runs: among the exit handlers, the server's stop
     # (registered last) runs before logging's (registered first), and Prefect's API log handler then waits its
     # full 5 s timeout for a server that is gone

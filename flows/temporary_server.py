@@ -8,7 +8,7 @@ command and environment Prefect's ``_run_uvicorn_command`` uses; a test compares
 them with the installed Prefect) right away, so the server boots on the other core
 while this process imports, and the flow reaches it through ``PREFECT_API_URL``.
 
-    server = TemporaryServer.launch(home)   # returns at once
+    server = TemporaryServer.launch(server_environment())   # returns at once
     ...
     server.wait_until_ready(timeout=120)   # raises with the server's output if it never answered
     with server.as_api():                  # PREFECT_API_URL for this process's Prefect client
@@ -28,14 +28,17 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from components.common.network import free_port
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
 
 # what Prefect's SubprocessASGIServer._run_uvicorn_command adds to the environment: no UI, the ephemeral mode
 # (no background services), the final settings layer
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-PORT_IN_USE = 3  # uvicorn's exit code when it cannot bind: Prefect then tries another port
+STARTUP_FAILURE = 3  # uvicorn's exit code for any failed start-up; Prefect then tries another port
+PORT_RETRIES = 3     # ... here only when the port was taken meanwhile, and at most this often
 
 
 def uvicorn_command(port: int) -> list[str]:
@@ -47,22 +50,32 @@ def uvicorn_command(port: int) -> list[str]:
             "error", "--lifespan", "on"]
 
 
+def server_environment() -> dict[str, str]:
+    """The server's environment as Prefect composes it: this process's, the server switches, then this process's
+    Prefect settings (from the environment and the active profile)."""
+    from prefect.settings import get_current_settings
+    return {**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)}
+
+
 class TemporaryServer:
     """One Prefect API server subprocess on 127.0.0.1, stopped at exit."""
 
     def __init__(self, env: dict[str, str]):
-        self.env, self.port, self.process = env, 0, None
+        self.env, self.port, self.process, self.retries = env, 0, None, 0
         self.output = tempfile.TemporaryFile()  # the server's stdout and stderr, for a failed start's message
 
     @classmethod
-    def launch(cls, env: Optional[dict[str, str]] = None) -> "TemporaryServer":
-        server = cls({**(os.environ if env is None else env), **SERVER_ENV})
+    def launch(cls, env: dict[str, str]) -> "TemporaryServer":
+        """Spawn the server with ``env`` (see :func:`server_environment`); stopped at exit at the latest."""
+        server = cls(env)
         server._spawn()
         atexit.register(server.stop)
         return server
 
     def _spawn(self) -> None:
         self.port = free_port()
+        self.output.seek(0)
+        self.output.truncate()
         self.process = subprocess.Popen(uvicorn_command(self.port), env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=self.output, stderr=subprocess.STDOUT)
 
@@ -75,9 +88,11 @@ class TemporaryServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
-            if code == PORT_IN_USE:
+            if code == STARTUP_FAILURE and self.retries < PORT_RETRIES and "address already in use" in self._output():
+                self.retries += 1  # another process took the port between free_port() and uvicorn's bind
                 self._spawn()
-            elif code is not None:
+                continue
+            if code is not None:
                 raise RuntimeError(f"Prefect's temporary server exited with code {code} before it answered:\n"
                                    f"{self._output()}")
             if self.answers():
@@ -90,7 +105,7 @@ class TemporaryServer:
     def answers(self) -> bool:
         """Whether ``/api/health`` answers 200 right now."""
         try:
-            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+            with _NO_PROXY.open(f"{self.api_url}/health", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -99,8 +114,11 @@ class TemporaryServer:
     def as_api(self) -> Iterator[None]:
         """This process's Prefect client talks to the server meanwhile (no UI links: it serves no UI, as Prefect's
         own temporary server; `make prefect-ui` shows the runs)."""
-        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
-        with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""}):
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
+        updates = {PREFECT_API_URL: self.api_url}
+        if "ui_url" not in get_current_settings().model_fields_set:  # a UI URL the user set stays
+            updates[PREFECT_UI_URL] = ""
+        with temporary_settings(updates=updates):
             yield
 
     def stop(self) -> None:

@@ -101,6 +101,9 @@ def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig
         postprocess=lambda row: {"id": row["id"], "solved": grade(attempt_answer(  # cut off before an answer: none
             row["generated_text"], row["num_generated_tokens"] < cfg.max_new_tokens), row["gold"])})
     import ray.data
+
+    from components.common.raycluster import ensure_ray
+    ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
     ds = ray.data.from_items([{"id": ex.question.id, "question": ex.question.question, "gold": ex.question.answer}
                               for ex in examples])
     return {r["id"]: bool(r["solved"]) for r in processor(ds).take_all()}

@@ -6,7 +6,12 @@ import sys
 import pytest
 
 pytest.importorskip("prefect")
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings  # noqa: E402
+from prefect.settings import (  # noqa: E402
+    PREFECT_API_URL,
+    PREFECT_HOME,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    temporary_settings,
+)
 
 import flows.temporary_server as ts  # noqa: E402
 from flows.startup import import_stage_libraries, prefect_api, start_prefect_server  # noqa: E402
@@ -19,7 +24,7 @@ def test_launches_the_command_and_environment_prefect_itself_would(monkeypatch):
     prefect_server.SubprocessASGIServer(port=8765)._run_uvicorn_command()
     prefect_server.SubprocessASGIServer._instances.pop(8765, None)
     assert ts.uvicorn_command(8765) == seen["args"]
-    assert {k: seen["env"][k] for k in ts.SERVER_ENV} == ts.SERVER_ENV
+    assert ts.server_environment() == seen["env"]  # the same keys, the same precedence
 
 
 def test_a_configured_api_is_left_alone(monkeypatch):
@@ -37,6 +42,7 @@ import http.server, pathlib, sys
 marker = pathlib.Path(sys.argv[1])
 if not marker.exists():
     marker.write_text("tried")
+    print("ERROR: [Errno 98] error while attempting to bind on address: address already in use", flush=True)
     sys.exit(3)
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -48,7 +54,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Health).serve_forever()
 """
 
 
-def test_a_taken_port_is_retried_and_a_dead_server_reports_its_output(monkeypatch, tmp_path):
+def test_a_port_taken_meanwhile_is_retried_and_a_failed_start_reports_its_output(monkeypatch, tmp_path):
     marker = tmp_path / "first"
     monkeypatch.setattr(ts, "uvicorn_command", lambda port: [sys.executable, "-c", FAKE_SERVER, str(marker), str(port)])
     server = ts.TemporaryServer.launch({})
@@ -58,11 +64,14 @@ def test_a_taken_port_is_retried_and_a_dead_server_reports_its_output(monkeypatc
     finally:
         server.stop()
     assert not server.answers()
-    monkeypatch.setattr(ts, "uvicorn_command", lambda port: [sys.executable, "-c", "print('no database'); exit(1)"])
-    broken = ts.TemporaryServer.launch({})
-    with pytest.raises(RuntimeError, match="(?s)exited with code 1.*no database"):
-        broken.wait_until_ready(timeout=60)
-    broken.stop()
+    # any other failed start (uvicorn's exit code 3 included) is raised at once, with what the server printed
+    for code in (1, 3):
+        command = [sys.executable, "-c", f"print('no database'); exit({code})"]
+        monkeypatch.setattr(ts, "uvicorn_command", lambda port, command=command: command)
+        broken = ts.TemporaryServer.launch({})
+        with pytest.raises(RuntimeError, match=f"(?s)exited with code {code}.*no database"):
+            broken.wait_until_ready(timeout=60)
+        broken.stop()
 
 
 def test_the_real_server_serves_a_flow_and_stops(tmp_path):
@@ -79,7 +88,8 @@ def test_the_real_server_serves_a_flow_and_stops(tmp_path):
         return add_one(1)
 
     home = tmp_path / "not" / "yet"  # a fresh machine's home: created before the server opens its database
-    with temporary_settings(updates={PREFECT_HOME: home}, restore_defaults={PREFECT_API_URL}):
+    with temporary_settings(updates={PREFECT_HOME: home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180},
+                            restore_defaults={PREFECT_API_URL}):  # a loaded 2-core machine boots it slowly
         server = start_prefect_server()
         assert home.is_dir() and server is not None
         try:
@@ -92,8 +102,9 @@ def test_the_real_server_serves_a_flow_and_stops(tmp_path):
 
 
 def test_exit_after_cleanup_runs_the_exit_handlers_and_keeps_the_exit_code(tmp_path):
-    """Threads Python would wait for are waited for, log handlers flush before the atexit handlers run, output is
-    flushed, and the process ends with the given code (only the interpreter's module teardown is skipped)."""
+    """Threads Python would wait for are waited for (an open thread pool does not hang it), log handlers flush
+    before the atexit handlers run, output is flushed, and the process ends with the given code (only the
+    interpreter's module teardown is skipped)."""
     import subprocess
     import sys
 
@@ -113,6 +124,9 @@ atexit.register(lambda: (out / "order").write_text(" ".join(order)))  # register
 atexit.register(lambda: order.append("server stop"))
 atexit.register(lambda: (out / "atexit").write_text(str((out / "thread").exists())))
 threading.Thread(target=late_writer).start()
+from concurrent.futures import ThreadPoolExecutor
+pool = ThreadPoolExecutor(2)  # left open: its idle workers wait until the threading exit callbacks wake them
+pool.submit(lambda: None).result()
 print("summary line", end="")  # no newline: still buffered when the process ends
 exit_after_cleanup(3)
 print("never")
