@@ -9,7 +9,6 @@ keeps ~6% of a core busy, taken from SFT and evaluation on a small machine.
 from __future__ import annotations
 
 import os
-import sys
 
 _started_here = False  # whether ensure_ray() initialised Ray in this process (else someone else did, or nobody)
 
@@ -31,7 +30,7 @@ def release_ray() -> bool:
     """Shut down the Ray that :func:`ensure_ray` initialised (a local instance stops; a cluster in $RAY_ADDRESS is
     only disconnected from); a Ray initialised by someone else is left running. True when it shut one down."""
     global _started_here
-    if not _started_here or "ray" not in sys.modules:
+    if not _started_here:  # set only after ensure_ray() imported and initialised Ray
         return False
     _started_here = False
     import ray
