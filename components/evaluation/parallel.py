@@ -3,8 +3,10 @@
 The headline sweep, each compute-matched method the sweep does not already cover
 (majority voting, REBASE) and the extrapolation ablations
 (:func:`components.evaluation.sweep.evaluation_parts`) share nothing but the
-model, so ``evaluate.workers`` spawned processes run them, largest first by an estimate of their cost, each
-holding its own engine with its share of the torch threads. Every part makes the
+model, so ``evaluate.workers`` processes run them, largest first by an estimate of their cost, each
+holding its own engine with its share of the torch threads: this process is one of them (it has torch and
+transformers imported already; a spawned worker spends ~8 s of a core importing them and loading the model),
+``workers - 1`` are spawned. Every part makes the
 engine calls it makes in one process, and the thread count does not change the
 numbers, so the report and the generations (in the same order) are those of
 :func:`components.evaluation.sweep.evaluate_sweep`, assembled by the same function
@@ -17,7 +19,10 @@ bound) and nearly twice from a second process.
 from __future__ import annotations
 
 import multiprocessing
+import threading
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from typing import Optional
 
 from components.config import EngineConfig, EvaluateConfig
 from components.evaluation.sweep import Part, assemble, evaluation_parts, largest_first, run_part
@@ -40,17 +45,61 @@ def _run_in_worker(part: Part, questions: list[Question], cfg: EvaluateConfig) -
 
 def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions: list[Question],
                          cfg: EvaluateConfig, workers: int) -> tuple[dict, list[Generation]]:
-    """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts in ``workers``
-    processes (the HF engine: each process loads the model)."""
-    todo = largest_first(evaluation_parts(cfg, questions), cfg, len(questions))
-    size = min(workers, len(todo))
+    """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts over ``workers``
+    processes, this one included (the HF engine: each process loads the model). Each process takes the largest
+    part left whenever it is free; the first failure stops the others taking more and is raised."""
+    import torch
+
+    from components.common.threads import use_threads
+    from components.inference.build import engine_for
+    todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
+    size = max(1, min(workers, len(todo)))
+    lock, done, failed = threading.Lock(), {}, []
+
+    def take() -> Optional[Part]:
+        with lock:
+            return todo.popleft() if todo and not failed else None
+
+    def work(run) -> None:
+        while (part := take()) is not None:
+            try:
+                result = run(part)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+                with lock:
+                    failed.append(e)
+                return
+            done[part] = result
+
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding Ray's, Prefect's and torch's threads
-    with ProcessPoolExecutor(size, mp_context=ctx, initializer=_start_worker,
-                             initargs=(engine.model_dump_json(), dtype, model, size)) as pool:
-        futures = {p: pool.submit(_run_in_worker, p, questions, cfg) for p in todo}
+    with ProcessPoolExecutor(size - 1, mp_context=ctx, initializer=_start_worker,
+                             initargs=(engine.model_dump_json(), dtype, model, size)) if size > 1 else _NoPool() as pool:
+        feeders = [threading.Thread(target=work, name=f"s1flow-eval-feeder-{i}", daemon=True,
+                                    args=(lambda p: pool.submit(_run_in_worker, p, questions, cfg).result(),))
+                   for i in range(size - 1)]
+        for f in feeders:
+            f.start()
+        threads = torch.get_num_threads()
         try:
-            done = {p: f.result() for p, f in futures.items()}
-        except BaseException:  # a failed part fails the evaluation now, not after the others finish
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            use_threads(size)  # this process's share, as each worker's
+            local = engine_for(engine, dtype, model)
+            work(lambda p: run_part(local, p, questions, cfg))
+        except BaseException as e:
+            with lock:
+                failed.append(e)
+        finally:
+            torch.set_num_threads(threads)
+            for f in feeders:
+                f.join()
+    if failed:
+        raise failed[0]
     return assemble(questions, cfg, done)
+
+
+class _NoPool:
+    """No worker processes (one part, or one worker): everything runs here."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -39,3 +39,30 @@ def test_two_workers_equal_one_process(tiny_model_dir):
     assert [g.model_dump() for g in par_gens] == [g.model_dump() for g in gens]
     assert {"budget_forcing", "majority_voting", "rebase", "wait_extension[(none)]"} <= {g.method for g in gens}
     assert list(report["compute_matched"]["methods"]) == ["budget_forcing", "majority_voting", "rebase"]
+
+
+def test_a_failed_part_is_raised_and_this_process_keeps_its_threads(tiny_model_dir, monkeypatch):
+    """This process runs parts too (a worker fewer to spawn): its failure is the evaluation's, its torch thread
+    count is its own again afterwards, and no part starts after the failure."""
+    import pytest
+    import torch
+
+    from components.evaluation import parallel
+
+    engine = EngineConfig(backend="hf", batch_size=8, unlimited_thinking_tokens=16)
+    qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
+    cfg = EvaluateConfig(budgets=[4], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
+                         rebase_step_tokens=8, compute_matched=["budget_forcing", "majority_voting", "rebase"],
+                         ablation_limit=2)
+    ran = []
+
+    def failing(engine, part, questions, cfg):
+        ran.append(part)
+        raise RuntimeError(f"part {part.kind} failed")
+
+    monkeypatch.setattr(parallel, "run_part", failing)
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="failed"):
+        parallel.evaluate_in_parallel(engine, "float32", str(tiny_model_dir), qs, cfg, workers=2)
+    assert torch.get_num_threads() == 2
+    assert len(ran) == 1  # the first failure stops this process taking more

@@ -194,3 +194,52 @@ def test_release_ray_stops_only_the_ray_ensure_ray_started(monkeypatch):
         assert released is (not running) and ray.running is running
         assert ray.calls == ([] if running else ["init", "shutdown"])
         assert raycluster.release_ray() is False  # once only
+
+
+def test_background_release_is_waited_for_before_ray_starts_again(monkeypatch):
+    """release_ray(background=True) returns while Ray shuts down; ensure_ray (a later stage on Ray) and
+    wait_ray_released (the flow's end) wait for it, so Ray is never initialised while it is still stopping."""
+    import sys
+    import threading
+    import types
+
+    from components.common import raycluster
+
+    gate, log = threading.Event(), []
+
+    class SlowRay(types.ModuleType):
+        running = False
+
+        def is_initialized(self):
+            return self.running
+
+        def init(self, **kw):
+            log.append("init")
+            self.running = True
+
+        def shutdown(self):
+            log.append("shutdown begins")
+            self.running = False  # as Ray's disconnect(): not "initialised" while its processes still stop
+            gate.wait(10)
+            log.append("shutdown ends")
+
+    ray, data = SlowRay("ray"), types.ModuleType("ray.data")
+    data.DataContext = types.SimpleNamespace(get_current=lambda: types.SimpleNamespace())
+    ray.data = data
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(raycluster, "_started_here", False)
+    raycluster.ensure_ray()
+    assert raycluster.release_ray(background=True) is True  # returns with the shutdown still in flight
+    assert log == ["init", "shutdown begins"]
+    restart = threading.Thread(target=raycluster.ensure_ray)
+    restart.start()
+    restart.join(0.3)
+    assert restart.is_alive() and log == ["init", "shutdown begins"]  # waits for the shutdown to end
+    gate.set()
+    restart.join(10)
+    assert log == ["init", "shutdown begins", "shutdown ends", "init"] and ray.running
+    assert raycluster.release_ray(background=True) is True
+    raycluster.wait_ray_released(10)
+    assert log[-2:] == ["shutdown begins", "shutdown ends"] and not ray.running
+    assert raycluster._releasing is None
