@@ -110,7 +110,8 @@ def main() -> None:
     out.write_text(json.dumps({"task": "heldout", "budget": top, "rows": rows}, indent=1))
     print(f"\n{'strategy':<15} {'size':>5}  accuracy at budget {top} (mean ± SE over selection seeds)")
     for r in rows:
-        print(f"{r['strategy']:<15} {r['size']:>5}  {r['mean']:.3f} ± {r['se']:.3f}  per seed {r['accuracy']}")
+        spread = f"± {r['se']:.3f}" if r["se"] is not None else "(one seed: no SE)"
+        print(f"{r['strategy']:<15} {r['size']:>5}  {r['mean']:.3f} {spread}  per seed {r['accuracy']}")
     print(f"wrote {out}")
 
 

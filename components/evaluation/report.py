@@ -10,7 +10,7 @@ the extrapolation ablations), ``data_ablation.json`` (the data ablation, written
     {"task": "heldout", "budget": 240,            # the thinking budget the accuracies are taken at (optional)
      "rows": [{"strategy": "s1", "size": 600, "seeds": [0, 1, 2],
                "accuracy": [0.81, 0.78, 0.84],     # per seed, aligned with "seeds"
-               "mean": 0.81, "se": 0.017}, ...]}   # se = sample sd / sqrt(n seeds) (0 for one seed)
+               "mean": 0.81, "se": 0.017}, ...]}   # se = sample sd / sqrt(n seeds) (null for one seed)
 
 A bare list of rows is accepted too; :func:`data_ablation_row` computes ``mean`` and ``se``.
 
@@ -30,7 +30,7 @@ from components.paths import Paths
 DATA_ABLATION = "data_ablation.json"
 DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
                         "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
-                                  "mean": "float", "se": "float"}]}
+                                  "mean": "float", "se": "float | null"}]}
 PLOTS = ("scaling.png", "compute_matched.png")
 VALUE_NAME = {"majority_voting": "N samples", "rebase": "width", "wait_extension": "waits"}
 NOT_RUN = "_not run_"
@@ -47,13 +47,21 @@ def git_commit(root: Path | str = ".") -> str:
 
 
 def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: Sequence[float]) -> dict:
-    """One row of ``data_ablation.json``: mean and standard error over the seeds."""
+    """One row of ``data_ablation.json``: mean and standard error over the seeds (none for one seed: a single run
+    has no spread to estimate, and "± 0.0%" would claim one)."""
     if len(seeds) != len(accuracy) or not seeds:
         raise ValueError(f"data ablation {strategy}: {len(seeds)} seeds but {len(accuracy)} accuracies")
     n, mean = len(accuracy), sum(accuracy) / len(accuracy)
-    sd = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) if n > 1 else 0.0
+    sd = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) if n > 1 else None
     return {"strategy": strategy, "size": size, "seeds": list(seeds), "accuracy": list(accuracy),
-            "mean": mean, "se": sd / math.sqrt(n)}
+            "mean": mean, "se": None if sd is None else sd / math.sqrt(n)}
+
+
+def mean_and_se(row: dict) -> str:
+    """``96.3% ± 0.4%``; a one-seed row (or a file written before, with ``se`` 0) says it has no SE."""
+    if len(row["seeds"]) < 2 or row.get("se") is None:
+        return f"{_pct(row['mean'])} (one seed: no SE)"
+    return f"{_pct(row['mean'])} ± {_pct(row['se'])}"
 
 
 def read_data_ablation(path: Path) -> Optional[dict]:
@@ -186,7 +194,7 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
                   "selection seeds.", ""]
         lines += _table(["strategy", "size", "seeds", "accuracy per seed", "mean ± SE"],
                         [(r["strategy"], r["size"], len(r["seeds"]), ", ".join(_pct(a) for a in r["accuracy"]),
-                          f"{_pct(r['mean'])} ± {_pct(r['se'])}") for r in da["rows"]])
+                          mean_and_se(r)) for r in da["rows"]])
 
     # 3. Sequential vs parallel at equal compute.
     lines += ["## Sequential vs parallel scaling at equal compute (s1 Fig. 7)", ""]

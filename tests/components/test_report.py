@@ -7,7 +7,13 @@ import pytest
 from typer.testing import CliRunner
 
 from components.evaluation.plot import plot_compute_matched, plot_scaling
-from components.evaluation.report import data_ablation_row, read_data_ablation, tables, write_results_page
+from components.evaluation.report import (
+    data_ablation_row,
+    mean_and_se,
+    read_data_ablation,
+    tables,
+    write_results_page,
+)
 from components.paths import Paths
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "report"
@@ -53,7 +59,10 @@ def test_what_a_run_did_not_do_reads_not_run(tmp_path):
 def test_data_ablation_rows_and_schema(tmp_path):
     row = data_ablation_row("random", 600, [0, 1, 2], [0.7, 0.74, 0.69])
     assert row["mean"] == pytest.approx(0.71) and row["se"] == pytest.approx(0.0152753, abs=1e-6)
-    assert data_ablation_row("all", 900, [0], [0.5])["se"] == 0.0
+    one = data_ablation_row("all", 900, [0], [0.5])
+    assert one["se"] is None and mean_and_se(one) == "50.0% (one seed: no SE)"  # never "± 0.0%" for one run
+    assert mean_and_se(row) == f"{100 * row['mean']:.1f}% ± {100 * row['se']:.1f}%"
+    assert mean_and_se({**one, "se": 0.0}) == "50.0% (one seed: no SE)"  # a file written before this change
     p = tmp_path / "data_ablation.json"
     p.write_text(json.dumps([row]))  # a bare list of rows is accepted
     assert read_data_ablation(p)["rows"] == [row]
