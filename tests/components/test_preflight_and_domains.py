@@ -8,7 +8,7 @@ from components.pipeline.preflight import preflight, problems
 
 def test_unavailable_teacher_and_engine_fail_before_work(monkeypatch):
     pytest.importorskip("prefect")  # the main venv, where vllm is not installed
-    monkeypatch.delenv("S1FLOW_TEST_KEY", raising=False)  # the Serve tests' key (they may run first in this worker)
+    monkeypatch.delenv("S1FLOW_TEST_KEY", raising=False)  # a key someone set in the environment
     import importlib.util
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")

@@ -1,6 +1,4 @@
 """A Ray Serve deployment of the tiny model on 127.0.0.1, shared by the serve tests."""
-import os
-
 import openai
 import pytest
 
@@ -13,14 +11,20 @@ KEY = "test-key-123"
 def server(tiny_model_dir):
     from components.common.network import free_port
     from components.serving.launch import start_server, stop_server
-    os.environ["S1FLOW_TEST_KEY"] = KEY
-    port = free_port()
-    cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
-                                   "max_batch_size": 8, "default_answer_tokens": 8},
-                         "engine": {"unlimited_thinking_tokens": 48}, "evaluate": {"budgets": [16, 32]}}, "tiny")
-    url = start_server(cfg.serve, cfg.engine, cfg.model.dtype, str(tiny_model_dir), port=port)
-    yield url
-    stop_server()
+    env = pytest.MonkeyPatch()  # the key is this module's: later test modules in the worker do not see it
+    env.setenv("S1FLOW_TEST_KEY", KEY)
+    try:
+        port = free_port()
+        cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
+                                       "max_batch_size": 8, "default_answer_tokens": 8},
+                             "engine": {"unlimited_thinking_tokens": 48}, "evaluate": {"budgets": [16, 32]}}, "tiny")
+        url = start_server(cfg.serve, cfg.engine, cfg.model.dtype, str(tiny_model_dir), port=port)
+        try:
+            yield url
+        finally:
+            stop_server()
+    finally:
+        env.undo()
 
 
 @pytest.fixture
