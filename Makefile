@@ -43,12 +43,13 @@ demo: install          ## the whole tiny pipeline (Prefect flow), end to end
 
 # Two pytest-xdist workers, a test module each at a time (module fixtures such as a vLLM engine are built once):
 # on 2 cores the suite's server start-ups, subprocess imports and waits overlap with the other worker's compute.
+# A worker that crashes ends the run, naming its test (xdist's replacement worker could leave the run hung).
 TEST_WORKERS ?= 2
 
 test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .venv-vllm)
 	$(BIN)/ruff check .
 	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
-		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
+		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0 --durations=40
 
 prefect-ui: install    ## Prefect's UI on 127.0.0.1:4200 over the demo's flow runs
 	$(BIN)/prefect server start --host 127.0.0.1

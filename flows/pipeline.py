@@ -12,7 +12,7 @@ from typing import Optional
 
 from prefect import flow, get_run_logger, task
 
-from components.common.raycluster import release_ray, wait_ray_released
+from components.common.raycluster import release_ray
 from components.config import load_config
 from components.paths import Paths
 from components.pipeline.deployments import TRAIN_TAG  # one training at a time (a tag concurrency limit)
@@ -59,9 +59,8 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
                    "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name, key)}
         results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
         ledger.record(name, key)
-        if name == last_on_ray:  # nothing after it runs on Ray: stop what this process started (idle, it takes CPU);
-            release_ray(background=True)  # the next stage starts meanwhile (the shutdown is ~1.5 s of waiting)
-    wait_ray_released()
+        if name == last_on_ray:  # nothing after it runs on Ray: stop what this process started (idle, it takes CPU)
+            release_ray()
     results["profile"] = cfg.name
     logger = get_run_logger()
     logger.info("stages done: %s", ", ".join(stages))
