@@ -86,9 +86,8 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     tasks = eval_questions(evaluate, paths)
     headline = next(iter(tasks.values()))
     parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
-    # in process: the SFT engine here, unless the only task's parts all run in the workers
-    sft = (engine_for(engine, model.dtype, str(paths.sft_model))
-           if evaluate.via == "in_process" and not (parallel and len(tasks) == 1) else None)
+    # in process: the SFT engine here (with evaluate.workers, this process's share of the parts runs on it)
+    sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
     for i, (name, questions) in enumerate(tasks.items()):
         base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
         if evaluate.via == "serve":
@@ -107,7 +106,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
                 samples += [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
         elif parallel and i == 0:  # the headline task's parts side by side (evaluate.workers)
             report, gens = evaluate_in_parallel(engine, model.dtype, str(paths.sft_model), questions, evaluate,
-                                                evaluate.workers)
+                                                evaluate.workers, local_engine=sft)
             samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
         else:  # the compute-matched comparison and the ablations: headline task only
             report, gens = evaluate_sweep(sft, questions, evaluate, extras=i == 0)

@@ -18,6 +18,7 @@ bound) and nearly twice from a second process.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
 from collections import deque
@@ -43,11 +44,16 @@ def _run_in_worker(part: Part, questions: list[Question], cfg: EvaluateConfig) -
     return run_part(_engine, part, questions, cfg)
 
 
+def _ready() -> None:
+    """A no-op a worker runs once its initializer (imports, model) is done."""
+
+
 def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions: list[Question],
-                         cfg: EvaluateConfig, workers: int) -> tuple[dict, list[Generation]]:
+                         cfg: EvaluateConfig, workers: int, local_engine=None) -> tuple[dict, list[Generation]]:
     """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts over ``workers``
-    processes, this one included (the HF engine: each process loads the model). Each process takes the largest
-    part left whenever it is free; the first failure stops the others taking more and is raised."""
+    processes, this one included (``local_engine``, else one built here; the HF engine: each process loads the
+    model). Each process takes the largest part left once it is ready and whenever it is free; the first failure
+    stops the others taking more and is raised (an interrupt before any error; the rest are logged)."""
     import torch
 
     from components.common.threads import use_threads
@@ -60,28 +66,28 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
         with lock:
             return todo.popleft() if todo and not failed else None
 
-    def work(run) -> None:
-        while (part := take()) is not None:
-            try:
-                result = run(part)
-            except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
-                with lock:
-                    failed.append(e)
-                return
-            done[part] = result
+    def work(run, ready=lambda: None) -> None:
+        try:
+            ready()  # a worker takes no part before it can start it: none waits on a process still importing
+            while (part := take()) is not None:
+                done[part] = run(part)
+        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+            with lock:
+                failed.append(e)
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding Ray's, Prefect's and torch's threads
+    threads = torch.get_num_threads()
     with ProcessPoolExecutor(size - 1, mp_context=ctx, initializer=_start_worker,
                              initargs=(engine.model_dump_json(), dtype, model, size)) if size > 1 else _NoPool() as pool:
         feeders = [threading.Thread(target=work, name=f"s1flow-eval-feeder-{i}", daemon=True,
-                                    args=(lambda p: pool.submit(_run_in_worker, p, questions, cfg).result(),))
+                                    args=(lambda p: pool.submit(_run_in_worker, p, questions, cfg).result(),
+                                          lambda: pool.submit(_ready).result()))
                    for i in range(size - 1)]
-        for f in feeders:
-            f.start()
-        threads = torch.get_num_threads()
         try:
+            for f in feeders:
+                f.start()
             use_threads(size)  # this process's share, as each worker's
-            local = engine_for(engine, dtype, model)
+            local = local_engine or engine_for(engine, dtype, model)
             work(lambda p: run_part(local, p, questions, cfg))
         except BaseException as e:
             with lock:
@@ -89,9 +95,14 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
         finally:
             torch.set_num_threads(threads)
             for f in feeders:
-                f.join()
+                if f.ident is not None:  # started
+                    f.join()
     if failed:
-        raise failed[0]
+        first = next((e for e in failed if not isinstance(e, Exception)), failed[0])  # an interrupt stays one
+        for e in failed:
+            if e is not first:
+                logging.getLogger(__name__).error("evaluation part failed as well: %s: %s", type(e).__name__, e)
+        raise first
     return assemble(questions, cfg, done)
 
 

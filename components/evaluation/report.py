@@ -60,7 +60,7 @@ def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: 
 def mean_and_se(row: dict) -> str:
     """``96.3% ± 0.4%``; a one-seed row (or a file written before, with ``se`` 0) says it has no SE."""
     if len(row["seeds"]) < 2 or row.get("se") is None:
-        return f"{_pct(row['mean'])} (one seed: no SE)"
+        return f"{_pct(row['mean'])} ({'one seed: ' if len(row['seeds']) < 2 else ''}no SE)"
     return f"{_pct(row['mean'])} ± {_pct(row['se'])}"
 
 

@@ -42,11 +42,12 @@ def test_two_workers_equal_one_process(tiny_model_dir):
 
 
 def test_a_failed_part_is_raised_and_this_process_keeps_its_threads(tiny_model_dir, monkeypatch):
-    """This process runs parts too (a worker fewer to spawn): its failure is the evaluation's, its torch thread
-    count is its own again afterwards, and no part starts after the failure."""
+    """This process runs parts too (a worker fewer to spawn), on its share of the torch threads: its failure is
+    the evaluation's, its own thread count comes back afterwards, and no part starts after the failure."""
     import pytest
     import torch
 
+    from components.common.threads import torch_threads
     from components.evaluation import parallel
 
     engine = EngineConfig(backend="hf", batch_size=8, unlimited_thinking_tokens=16)
@@ -57,12 +58,19 @@ def test_a_failed_part_is_raised_and_this_process_keeps_its_threads(tiny_model_d
     ran = []
 
     def failing(engine, part, questions, cfg):
-        ran.append(part)
+        ran.append((part, torch.get_num_threads()))
         raise RuntimeError(f"part {part.kind} failed")
 
     monkeypatch.setattr(parallel, "run_part", failing)
-    torch.set_num_threads(2)
-    with pytest.raises(RuntimeError, match="failed"):
-        parallel.evaluate_in_parallel(engine, "float32", str(tiny_model_dir), qs, cfg, workers=2)
-    assert torch.get_num_threads() == 2
-    assert len(ran) == 1  # the first failure stops this process taking more
+    before = torch.get_num_threads()
+    probe = torch_threads(2) + 1  # surely not the share the evaluation sets
+    torch.set_num_threads(probe)
+    try:
+        with pytest.raises(RuntimeError, match="failed"):
+            parallel.evaluate_in_parallel(engine, "float32", str(tiny_model_dir), qs, cfg, workers=2)
+        assert torch.get_num_threads() == probe
+    finally:
+        torch.set_num_threads(before)
+    largest = parallel.largest_first(parallel.evaluation_parts(cfg, qs), cfg, len(qs))[0]
+    # this process is ready first and takes the largest part, on its share; the failure stops it taking more
+    assert ran == [(largest, torch_threads(2))]
