@@ -23,6 +23,7 @@ import multiprocessing
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from typing import Optional
 
 from components.config import EngineConfig, EvaluateConfig
@@ -78,7 +79,7 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding Ray's, Prefect's and torch's threads
     threads = torch.get_num_threads()
     with ProcessPoolExecutor(size - 1, mp_context=ctx, initializer=_start_worker,
-                             initargs=(engine.model_dump_json(), dtype, model, size)) if size > 1 else _NoPool() as pool:
+                             initargs=(engine.model_dump_json(), dtype, model, size)) if size > 1 else nullcontext() as pool:
         feeders = [threading.Thread(target=work, name=f"s1flow-eval-feeder-{i}", daemon=True,
                                     args=(lambda p: pool.submit(_run_in_worker, p, questions, cfg).result(),
                                           lambda: pool.submit(_ready).result()))
@@ -104,13 +105,3 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
                 logging.getLogger(__name__).error("evaluation part failed as well: %s: %s", type(e).__name__, e)
         raise first
     return assemble(questions, cfg, done)
-
-
-class _NoPool:
-    """No worker processes (one part, or one worker): everything runs here."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
