@@ -52,15 +52,17 @@ def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: 
     if len(seeds) != len(accuracy) or not seeds:
         raise ValueError(f"data ablation {strategy}: {len(seeds)} seeds but {len(accuracy)} accuracies")
     n, mean = len(accuracy), sum(accuracy) / len(accuracy)
-    sd = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) if n > 1 else None
+    se = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) / math.sqrt(n) if n > 1 else None
     return {"strategy": strategy, "size": size, "seeds": list(seeds), "accuracy": list(accuracy),
-            "mean": mean, "se": None if sd is None else sd / math.sqrt(n)}
+            "mean": mean, "se": se}
 
 
 def mean_and_se(row: dict) -> str:
     """``96.3% ± 0.4%``; a one-seed row (or a file written before, with ``se`` 0) says it has no SE."""
-    if len(row["seeds"]) < 2 or row.get("se") is None:
-        return f"{_pct(row['mean'])} ({'one seed: ' if len(row['seeds']) < 2 else ''}no SE)"
+    if len(row["seeds"]) < 2:
+        return f"{_pct(row['mean'])} (one seed: no SE)"
+    if row.get("se") is None:
+        return f"{_pct(row['mean'])} (no SE)"
     return f"{_pct(row['mean'])} ± {_pct(row['se'])}"
 
 
