@@ -11,9 +11,8 @@ KEY = "test-key-123"
 def server(tiny_model_dir):
     from components.common.network import free_port
     from components.serving.launch import start_server, stop_server
-    env = pytest.MonkeyPatch()  # the key is this module's: later test modules in the worker do not see it
-    env.setenv("S1FLOW_TEST_KEY", KEY)
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the key is this module's: later test modules do not see it
+        env.setenv("S1FLOW_TEST_KEY", KEY)
         port = free_port()
         cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
                                        "max_batch_size": 8, "default_answer_tokens": 8},
@@ -23,8 +22,6 @@ def server(tiny_model_dir):
             yield url
         finally:
             stop_server()
-    finally:
-        env.undo()
 
 
 @pytest.fixture
