@@ -166,6 +166,7 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        train_sampling_strategy=cfg.train_sampling,
         dataloader_num_workers=0, remove_unused_columns=False,  # packed rows carry "lengths" for the collator
         disable_tqdm=not show_tqdm(), log_level="warning",  # off a TTY: ProgressLines (live_metrics.py)
         **extra,
