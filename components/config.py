@@ -268,10 +268,10 @@ class SFTConfig(Section):
     deepspeed_config: str = "infra/deepspeed/zero3.json"
     world_size: int = Field(1, gt=0, description="training processes (GPUs) in all")
     packing: bool = Field(False, description="pack examples into block_size rows (global batch counts rows)")
-    train_sampling: Literal["random", "group_by_length"] = Field(
-        "random", description="group_by_length: each batch from examples of similar length (transformers' "
-        "LengthGroupedSampler: shuffled mega-batches, sorted within), so less of it is padding; every epoch still "
-        "sees every example once")
+    train_sampling: Literal["random", "sorted_steps"] = Field(
+        "random", description="sorted_steps: random sampling's examples per optimizer step, sorted by length, so "
+        "gradient accumulation's micro-batches (per_device_batch_size below the global batch) are each padded "
+        "only to their own longest example; the same examples per step, the loss over all their tokens")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     sequence_parallel_size: int = Field(1, gt=0, description="DeepSpeed Ulysses: GPUs sharing one sequence")
     launcher: Literal["local", "ray"] = Field("local", description="ray: Ray Train TorchTrainer over world_size workers")

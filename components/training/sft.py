@@ -41,6 +41,48 @@ class ListDataset(torch.utils.data.Dataset):
         return dict(vars(self.items[i]))
 
 
+class SortedStepsSampler(torch.utils.data.Sampler):
+    """Random sampling with each optimizer step's examples sorted by length (``sft.train_sampling: sorted_steps``).
+
+    The order is the permutation the Trainer's random sampler draws (accelerate's seedable sampler:
+    ``randperm`` seeded with ``seed + epoch``), so every step trains on the examples it would at random;
+    within a step of ``step_size`` examples (the global batch: per-device batch x accumulation x
+    data-parallel ranks) they come shortest first, so each micro-batch is padded only to its own longest example. The Trainer
+    normalises the loss by the step's tokens over all micro-batches, so the step's gradient is that of
+    one batch up to float rounding."""
+
+    def __init__(self, lengths: list[int], step_size: int, seed: int):
+        self.lengths, self.step_size, self.seed, self.epoch = lengths, step_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it at every epoch (also when it resumes)
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        order = order.tolist()
+        for start in range(0, len(order), self.step_size):
+            yield from sorted(order[start:start + self.step_size], key=self.lengths.__getitem__)
+
+
+class SFTTrainer(Trainer):
+    """The Trainer, sampling with :class:`SortedStepsSampler` when given the examples per optimizer step."""
+
+    def __init__(self, *args, sorted_step_size: Optional[int] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sorted_step_size = sorted_step_size
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.sorted_step_size:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SortedStepsSampler([len(dataset[i]["input_ids"]) for i in range(len(dataset))], self.sorted_step_size,
+                                  seed)
+
+
 class CountingCollator:
     """Wraps a collator and counts real vs computed (padded) tokens: the padding efficiency."""
 
@@ -166,7 +208,6 @@ def training_arguments(cfg: SFTConfig, work_dir: Path, steps_per_epoch: int) -> 
         bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing, deepspeed=ds,
         use_cpu=not torch.cuda.is_available(), logging_steps=max(1, total_steps // 50), save_strategy="steps",
         save_steps=save_every, save_total_limit=2, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        train_sampling_strategy=cfg.train_sampling,
         dataloader_num_workers=0, remove_unused_columns=False,  # packed rows carry "lengths" for the collator
         disable_tqdm=not show_tqdm(), log_level="warning",  # off a TTY: ProgressLines (live_metrics.py)
         **extra,
@@ -239,8 +280,10 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         from components.training.checkpoints import CheckpointSync, resume_checkpoint
         sync = CheckpointSync(cfg.checkpoint_uri)  # marks complete checkpoints; mirrors them when a URI is set
         callbacks = [history, sync, *live_callbacks(tokens=lambda: collator.real, model=model)]
-        trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
-                          callbacks=callbacks)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
+                             callbacks=callbacks,
+                             # the examples of one optimizer step, over micro-batches and ranks
+                             sorted_step_size=cfg.global_batch_size if cfg.train_sampling == "sorted_steps" else None)
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
         started = time.time()
         resume = resume_checkpoint(work_dir, sync)  # the newest complete one, local or remote, behind a barrier

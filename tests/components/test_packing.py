@@ -132,16 +132,17 @@ def test_training_with_packing_cuts_padding(tiny_model_dir, tmp_path):
     assert packed["mfu"] is None  # no accelerator peak on a CPU
 
 
-def test_length_grouped_batches_cut_padding_and_still_see_every_example_once(tiny_model_dir, tmp_path, monkeypatch):
-    """sft.train_sampling: group_by_length (the tiny profile's): the same steps over the same examples, each
-    once per epoch, in batches of similar lengths."""
+def test_sorted_steps_train_on_random_samplings_steps_with_less_padding(tiny_model_dir, tmp_path, monkeypatch):
+    """sft.train_sampling: sorted_steps (the tiny profile's, with micro-batches of 8 in a global batch of 16): each
+    optimizer step trains on the examples random sampling gives it, shortest first, so each micro-batch pads
+    only to its own longest; the loss is the same up to float rounding."""
     import components.training.sft as sft
     seen: dict[str, list] = {}
     real_make = sft.make_collator
 
-    class Recording(sft.CountingCollator):  # every example the Trainer hands the collator, per sampling
+    class Recording(sft.CountingCollator):  # every micro-batch the Trainer hands the collator, per sampling
         def __call__(self, batch):
-            seen.setdefault(self.sampling, []).extend(tuple(b["input_ids"]) for b in batch)
+            seen.setdefault(self.sampling, []).append([tuple(b["input_ids"]) for b in batch])
             return super().__call__(batch)
 
     def recording(cfg, *a, **kw):
@@ -149,15 +150,21 @@ def test_length_grouped_batches_cut_padding_and_still_see_every_example_once(tin
         collator.sampling = cfg.train_sampling
         return collator
     monkeypatch.setattr(sft, "make_collator", recording)
-    examples = _examples(n=128, lo=10, hi=120)
-    base = dict(epochs=2, global_batch_size=8, per_device_batch_size=8, deepspeed="never", block_size=256)
-    plain = train_sft(SFTConfig(**base), tiny_model_dir, examples, tmp_path / "a", tmp_path / "wa")
-    grouped = train_sft(SFTConfig(**base, train_sampling="group_by_length"), tiny_model_dir, examples,
-                        tmp_path / "b", tmp_path / "wb")
-    assert grouped["steps"] == plain["steps"] == 32
-    every_example_twice = sorted(tuple(e.input_ids) for e in examples for _ in range(2))
-    assert sorted(seen["group_by_length"]) == sorted(seen["random"]) == every_example_twice
-    assert grouped["padding_efficiency"] >= 0.8 > 0.7 >= plain["padding_efficiency"]  # the sampler alone: 0.84, 0.60
+    examples = _examples(n=64, lo=10, hi=120)
+    base = dict(epochs=2, global_batch_size=16, deepspeed="never", block_size=256, learning_rate=1e-3)
+    plain = train_sft(SFTConfig(**base, per_device_batch_size=16), tiny_model_dir, examples, tmp_path / "a",
+                      tmp_path / "wa")
+    ordered = train_sft(SFTConfig(**base, per_device_batch_size=8, train_sampling="sorted_steps"), tiny_model_dir,
+                        examples, tmp_path / "b", tmp_path / "wb")
+    assert ordered["steps"] == plain["steps"] == 8
+    steps = seen["random"]
+    micro = seen["sorted_steps"]
+    assert len(micro) == 2 * len(steps) == 16
+    for step, short, long in zip(steps, micro[::2], micro[1::2]):
+        assert sorted(short + long) == sorted(step)  # the same examples, every example once per epoch
+        assert max(map(len, short)) <= min(map(len, long))  # shortest first
+    assert ordered["padding_efficiency"] > plain["padding_efficiency"] + 0.1
+    assert ordered["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-4)
 
 
 def test_flash_batches_match_transformers_flattening_collator():

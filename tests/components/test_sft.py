@@ -73,12 +73,12 @@ def s3_bucket(monkeypatch):
         yield "s3://s1flow-ckpt/sft"
 
 
-@pytest.mark.parametrize("where,sampling", [("local", "random"), ("s3", "random"), ("local", "group_by_length")])
+@pytest.mark.parametrize("where,sampling", [("local", "random"), ("s3", "random"), ("local", "sorted_steps")])
 def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir, examples, tmp_path, monkeypatch,
                                                                   where, sampling, request):
     """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4).
     s3: the checkpoints are mirrored to S3 and the rerun starts on a clean disk (a new machine).
-    group_by_length (the tiny profile's sampler): the resumed run replays the same batches.
+    sorted_steps (the tiny profile's sampler, here micro-batches of 2): the resumed run replays the same batches.
     An unmarked checkpoint-6 directory (no COMPLETE) is never resumed from."""
     import shutil
 
@@ -87,8 +87,8 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
     import components.training.sft as sft
 
     uri = request.getfixturevalue("s3_bucket") if where == "s3" else None
-    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4, deepspeed="never", learning_rate=1e-3,
-                    checkpoint_uri=uri, train_sampling=sampling)
+    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4 if sampling == "random" else 2,
+                    deepspeed="never", learning_rate=1e-3, checkpoint_uri=uri, train_sampling=sampling)
     ref = train_sft(cfg.model_copy(update={"checkpoint_uri": None}), tiny_model_dir, examples, tmp_path / "ref",
                     tmp_path / "ref_work")
 
