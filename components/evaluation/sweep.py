@@ -115,20 +115,27 @@ def wait_label(s: str) -> str:
     return "(none)" if s == "" else s
 
 
-def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
-    """s1's extrapolation ablations, each a ``wait_extension`` run (no maximum; end of thinking suppressed
-    ``num_waits`` times): the wait strings of ``wait_string_ablation`` at ``ablation_num_waits`` waits, after a
-    no-extrapolation row (0 waits); and the numbers of waits of ``num_waits_ablation`` with ``wait_strings``.
-    Every distinct run is generated once, all in one engine call (``wait_extensions``)."""
-    def key(strings: tuple[str, ...], k: int) -> tuple[tuple[str, ...], int]:
-        return ((), 0) if k == 0 else (strings, k)  # no wait is forced: the strings do not matter
+def _run_key(strings: tuple[str, ...], k: int) -> tuple[tuple[str, ...], int]:
+    return ((), 0) if k == 0 else (strings, k)  # no wait is forced: the strings do not matter
 
+
+def ablation_runs(cfg: EvaluateConfig) -> list[tuple[tuple[str, ...], int]]:
+    """The distinct (wait strings, number of waits) runs of the extrapolation ablations, in report order: the
+    no-extrapolation run once, a run both ablations ask for once."""
     wanted: list[tuple[tuple[str, ...], int]] = []
     if cfg.wait_string_ablation:
         wanted += [((), 0)] + [((w,), cfg.ablation_num_waits) for w in cfg.wait_string_ablation]
     if cfg.num_waits_ablation:
         wanted += [(tuple(cfg.wait_strings), k) for k in sorted(set(cfg.num_waits_ablation))]
-    keys = list(dict.fromkeys(key(*w) for w in wanted))
+    return list(dict.fromkeys(_run_key(*w) for w in wanted))
+
+
+def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    """s1's extrapolation ablations, each a ``wait_extension`` run (no maximum; end of thinking suppressed
+    ``num_waits`` times): the wait strings of ``wait_string_ablation`` at ``ablation_num_waits`` waits, after a
+    no-extrapolation row (0 waits); and the numbers of waits of ``num_waits_ablation`` with ``wait_strings``.
+    Every distinct run is generated once, all in one engine call (``wait_extensions``)."""
+    keys = ablation_runs(cfg)
     with progress_bar(f"evaluating (extrapolation ablations, {len(keys)} runs)", total=len(questions)) as advance:
         results = wait_extensions(engine, [q.question for q in questions],
                                   [(strings or tuple(cfg.wait_strings), k) for strings, k in keys], cfg, advance)
@@ -138,7 +145,7 @@ def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConf
         runs[(strings, k)] = graded(questions, res, f"wait_extension[{tag}]", k)
 
     def run(strings: tuple[str, ...], k: int) -> list[Generation]:
-        return runs[key(strings, k)]
+        return runs[_run_key(strings, k)]
 
     out: dict = {}
     if cfg.wait_string_ablation:
@@ -226,12 +233,13 @@ class Part(NamedTuple):
 
 def _sequences(part: Part, cfg: EvaluateConfig, questions: int) -> int:
     """A part's cost for scheduling, in generated sequences (one budget-forcing sweep shares one thinking run per
-    question; REBASE expands about twice as many nodes as it finishes, on the demo)."""
+    question; REBASE expands about twice as many nodes as it finishes, on the demo; a forced wait makes a sequence
+    think again, so an extrapolation run counts once plus once per wait)."""
     subset = min(questions, cfg.ablation_limit or questions)
     if part.kind == "sweep":
         return questions * sum(1 if m in SHARED_SWEEPS else len(sweep_values(m, cfg)) for m in swept_methods(cfg))
     if part.kind == "ablations":
-        return subset * (len(cfg.wait_string_ablation) + len(cfg.num_waits_ablation))
+        return subset * sum(1 + k for _, k in ablation_runs(cfg))
     if part.value is None:  # a shared sweep: its largest value's samples
         return subset * max(v or 1 for v in sweep_values(part.method, cfg))
     return subset * part.value * (2 if part.method == "rebase" else 1)
@@ -257,8 +265,8 @@ def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: b
 
 def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> list[Part]:
     """``parts`` by estimated cost, largest first, so side-by-side workers end together (the demo, one thread per
-    worker: REBASE at width 4 ~17 s, the ablations ~16 s, the sweep ~15 s, voting ~12 s, REBASE at widths 2 and 1
-    ~8 and ~5 s)."""
+    worker, two SFT models: the ablations 13-25 s, REBASE at width 4 15-20 s, the sweep 11-14 s, voting 8-11 s,
+    REBASE at widths 2 and 1 7-10 and 3-6 s; estimated 400, 160, 200, 80, 80, 40 sequences)."""
     return sorted(parts, key=lambda p: -_sequences(p, cfg, questions))
 
 

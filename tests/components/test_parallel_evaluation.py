@@ -13,13 +13,14 @@ def test_parts_skip_the_methods_the_sweep_covers():
     cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait"])
     # REBASE runs point by point, a part per width; one process keeps the order, workers take the costliest first
-    # (in generated sequences: REBASE 3 questions x width x 2, voting 3 x 4, the sweep 3, the ablation 3 x 1)
+    # (in generated sequences: REBASE 3 questions x width x 2, the ablation's two runs 3 x (1 + waits): no
+    # extrapolation and 2x Wait, voting 3 x 4, the sweep 3; ties in the one-process order)
     parts = evaluation_parts(cfg, qs)
     assert parts == [("sweep", None, None), ("matched", "rebase", 2), ("matched", "rebase", 4),
                      ("matched", "rebase", 8), ("ablations", None, None), ("matched", "majority_voting", None)]
     assert largest_first(parts, cfg, len(qs)) == [("matched", "rebase", 8), ("matched", "rebase", 4),
-                                                  ("matched", "rebase", 2), ("matched", "majority_voting", None),
-                                                  ("sweep", None, None), ("ablations", None, None)]
+                                                  ("matched", "rebase", 2), ("ablations", None, None),
+                                                  ("matched", "majority_voting", None), ("sweep", None, None)]
     voting = EvaluateConfig(compare_methods=["majority_voting"], compute_matched=["majority_voting"])
     assert evaluation_parts(voting, qs) == [("sweep", None, None)]
     # repeated question ids: the sweep's generations cannot be matched to questions, so the method is rerun
