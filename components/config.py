@@ -300,6 +300,10 @@ class SFTConfig(Section):
             raise ValueError(f"attn_implementation: {self.attn_implementation!r} does not run under DeepSpeed Ulysses "
                              "(sequence_parallel_size > 1; DeepSpeed refuses eager: it needs a 4D mask); "
                              "use sdpa or flash_attention_2")
+        if self.sequence_parallel_size > 1 and self.train_sampling == "sorted_steps":
+            raise ValueError("train_sampling: sorted_steps keeps each step's examples only without sequence parallelism "
+                             "(Ulysses regroups the micro-batches and averages each one's loss on its own); set "
+                             "train_sampling: random or sequence_parallel_size: 1")
         if self.sequence_parallel_size > 1 and self.packing and self.attn_implementation != "flash_attention_2":
             raise ValueError("attn_implementation: packing under DeepSpeed Ulysses needs flash_attention_2 (Ulysses "
                              "drops the block-diagonal mask sdpa would use, so packed examples would attend to each "

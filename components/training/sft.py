@@ -79,8 +79,17 @@ class SFTTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return SortedStepsSampler([len(dataset[i]["input_ids"]) for i in range(len(dataset))], self.sorted_step_size,
-                                  seed)
+        self._sorted_sampler = SortedStepsSampler([len(dataset[i]["input_ids"]) for i in range(len(dataset))],
+                                                  self.sorted_step_size, seed)
+        return self._sorted_sampler
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        if self.sorted_step_size and hasattr(loader, "set_sampler"):
+            # as accelerate does for its seedable random sampler: the sampler also hangs on each rank's batch shard,
+            # where set_epoch finds it after a resume's skip (else a resumed rank would replay epoch 0's order)
+            loader.set_sampler(self._sorted_sampler)
+        return loader
 
 
 class CountingCollator:

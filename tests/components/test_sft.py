@@ -78,7 +78,8 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
                                                                   where, sampling, request):
     """Uninterrupted vs killed at step 6 (checkpoint at 4) and rerun: same final loss (tol 1e-4).
     s3: the checkpoints are mirrored to S3 and the rerun starts on a clean disk (a new machine).
-    sorted_steps (the tiny profile's sampler, here micro-batches of 2): the resumed run replays the same batches.
+    sorted_steps (the tiny profile's sampler, here micro-batches of 2): checkpoints every 5 steps, so the run resumes
+    from step 5, inside the second epoch, and replays that epoch's batches from there.
     An unmarked checkpoint-6 directory (no COMPLETE) is never resumed from."""
     import shutil
 
@@ -87,8 +88,10 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
     import components.training.sft as sft
 
     uri = request.getfixturevalue("s3_bucket") if where == "s3" else None
-    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=4 if sampling == "random" else 2,
-                    deepspeed="never", learning_rate=1e-3, checkpoint_uri=uri, train_sampling=sampling)
+    mid_epoch = sampling == "sorted_steps"
+    cfg = SFTConfig(epochs=3, global_batch_size=4, per_device_batch_size=2 if mid_epoch else 4, deepspeed="never",
+                    learning_rate=1e-3, checkpoint_uri=uri, train_sampling=sampling, save_steps=5 if mid_epoch else None)
+    kept = 5 if mid_epoch else 4  # the checkpoint the killed run leaves
     ref = train_sft(cfg.model_copy(update={"checkpoint_uri": None}), tiny_model_dir, examples, tmp_path / "ref",
                     tmp_path / "ref_work")
 
@@ -105,11 +108,11 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_loss(tiny_model_dir
     assert list((tmp_path / "work").glob("checkpoint-*"))
     if uri:
         from components.training.checkpoints import CheckpointSync
-        assert CheckpointSync(uri).complete_steps() == [4]
+        assert CheckpointSync(uri).complete_steps() == [kept]
         shutil.rmtree(tmp_path / "work")  # only the bucket survives
     (tmp_path / "work/checkpoint-6").mkdir(parents=True)  # unmarked: a save cut short, or a rank's empty mkdir
     resumed = train_sft(cfg, tiny_model_dir, examples, tmp_path / "out", tmp_path / "work")
-    assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["steps"] == ref["steps"]
+    assert resumed["resumed_from"].endswith(f"checkpoint-{kept}") and resumed["steps"] == ref["steps"]
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
 
 

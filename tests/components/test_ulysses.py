@@ -22,8 +22,10 @@ def _examples():
     return out
 
 
-def test_only_attention_that_runs_under_ulysses_is_allowed():
+def test_only_attention_and_sampling_that_run_under_ulysses_are_allowed():
     sp = {"world_size": 2, "sequence_parallel_size": 2, "per_device_batch_size": 8, "global_batch_size": 16}
+    with pytest.raises(ConfigError, match=r"train_sampling: sorted_steps keeps each step's examples only without"):
+        parse_profile({"sft": {**sp, "train_sampling": "sorted_steps"}}, "tiny")
     with pytest.raises(ConfigError, match=r"attn_implementation: 'eager' does not run under DeepSpeed Ulysses"):
         parse_profile({"sft": {**sp, "attn_implementation": "eager"}}, "tiny")
     with pytest.raises(ConfigError, match=r"attn_implementation: packing under DeepSpeed Ulysses needs flash"):
