@@ -49,7 +49,10 @@ class SortedStepsSampler(torch.utils.data.Sampler):
     within a step of ``step_size`` examples (the global batch: per-device batch x accumulation x
     data-parallel ranks) they come shortest first, so each micro-batch is padded only to its own longest example. The Trainer
     normalises the loss by the step's tokens over all micro-batches, so the step's gradient is that of
-    one batch up to float rounding."""
+    one batch up to float rounding. (With several ranks and examples not a multiple of the step,
+    accelerate fills the last step with the epoch's first positions: here the first step's shortest
+    examples, not random's first draws.) Not with Ulysses (refused by the config): it regroups the
+    micro-batches and averages each one's loss on its own."""
 
     def __init__(self, lengths: list[int], step_size: int, seed: int):
         self.lengths, self.step_size, self.seed, self.epoch = lengths, step_size, seed, 0
