@@ -218,14 +218,12 @@ class BudgetForcer:
             return torch.isin(scores.argmax(-1), self._stop).float().tolist()
         return torch.softmax(scores.float(), dim=-1)[:, self._stop].sum(-1).tolist()
 
-    def step(self, last_tokens: Optional[Sequence[int]], scores: torch.Tensor) -> torch.Tensor:
-        """Advance every row one step and apply its action to ``scores`` (batch, vocab), vectorised."""
-        if last_tokens is not None:
-            for row, tok in enumerate(last_tokens):
-                self.observe(row, tok)
+    def apply(self, rows: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+        """Decide the next token's action for ``rows`` (whose scores are ``scores``' rows, in order) and apply
+        it in place; each row's previous token already observed. A batch whose finished rows left it."""
         signals = self.stop_signals(scores)
         ban_stop_rows, ban_turn_rows, forced_rows, forced_tokens = self.partition(
-            (row, self._decide(st, signals[row])) for row, st in enumerate(self.states))
+            (i, self._decide(self.states[row], signals[i])) for i, row in enumerate(rows))
         neg = float("-inf")
         if ban_stop_rows:
             cols = list(self.vocab.stop_ids) + list(self.vocab.banned_ids)

@@ -1,7 +1,10 @@
 """HF transformers engine: batched, left-padded generation with budget forcing.
 
-The :class:`BudgetForcer` runs inside ``model.generate`` as a logits processor,
-so a forced "Wait" costs only its own tokens (the KV cache is kept).
+The :class:`BudgetForcer` acts on each step's scores inside the decoding loop
+(:mod:`components.inference.decoding`: finished rows leave the batch), so a forced
+"Wait" costs only its own tokens (the KV cache is kept). Sampled rows draw from
+their own generators (seeded ``sampling.seed`` + the prompt's index): a prompt's
+sample does not depend on the batch it shares.
 
     engine = HFEngine.from_pretrained("models/tiny/sft")
     results = engine.generate_forced(prompts, [BudgetSpec(max_thinking_tokens=64)] * len(prompts))
@@ -9,10 +12,10 @@ so a forced "Wait" costs only its own tokens (the KV cache is kept).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from components.data.base_model import load_model
 from components.inference.attention import use_grouped_sdpa
@@ -21,37 +24,12 @@ from components.inference.budget_forcing import (
     BudgetSpec,
     ForcedResult,
     ForcingVocab,
+    Phase,
     max_new_tokens_for,
     split_result,
 )
+from components.inference.decoding import choose_tokens, decode
 from components.inference.engine import Completion, Sampling
-
-
-class LogitBiasProcessor(LogitsProcessor):
-    """Adds a fixed bias to chosen token ids (OpenAI's ``logit_bias``); runs before forcing."""
-
-    def __init__(self, bias: dict[int, float]):
-        self.ids = torch.tensor(list(bias.keys()), dtype=torch.long)
-        self.values = torch.tensor(list(bias.values()), dtype=torch.float32)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.ids] += self.values.to(scores.dtype)
-        return scores
-
-
-class BudgetForcingLogitsProcessor(LogitsProcessor):
-    def __init__(self, forcer: BudgetForcer, prompt_len: int):
-        self.forcer, self.prompt_len, self.observed = forcer, prompt_len, 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.observed = input_ids.shape[1] - self.prompt_len  # generated tokens seen so far
-        return self.forcer.step(input_ids[:, -1].tolist() if self.observed > 0 else None, scores)
-
-    def observe_rest(self, generated: torch.LongTensor) -> None:
-        """``generate`` never shows the processor its final token: account for (and report) it."""
-        for pos in range(self.observed, generated.shape[1]):
-            for row, tok in enumerate(generated[:, pos].tolist()):
-                self.forcer.observe(row, tok)
 
 
 class HFEngine:
@@ -89,23 +67,24 @@ class HFEngine:
             return self.tokenizer.pad({"input_ids": [list(p) for p in prompts]}, return_tensors="pt", padding=True)
         return self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
 
-    @torch.inference_mode()
     def _generate_batch(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
                         seeds: Sequence[int], on_token=None) -> list[ForcedResult]:
         enc = self._encode(prompts)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds, on_token=on_token)
-        prompt_len = enc["input_ids"].shape[1]
-        kwargs = self._sampling_kwargs(sampling, int(seeds[0]))
-        processors = self._bias_processors(sampling)
-        forcing = BudgetForcingLogitsProcessor(forcer, prompt_len)
-        processors.append(forcing)
-        out = self.model.generate(
-            **enc, max_new_tokens=max_new_tokens_for(specs, self.vocab, self.unlimited),
-            logits_processor=LogitsProcessorList(processors),
-            eos_token_id=self.vocab.end_id, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
-        )
-        forcing.observe_rest(out[:, prompt_len:])
-        return [split_result(st, out[i, prompt_len:].tolist(), self.vocab) for i, st in enumerate(forcer.states)]
+        bias = self._bias(sampling)
+        generators = [st.generator for st in forcer.states]
+
+        def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
+            scores = forcer.apply(rows, bias(scores))
+            tokens = choose_tokens(scores, sampling.temperature, sampling.top_p, [generators[r] for r in rows])
+            for row, token in zip(rows, tokens.tolist()):
+                forcer.observe(row, token)
+            return tokens
+
+        generated = decode(self.model, enc["input_ids"], enc["attention_mask"],
+                           max_new_tokens_for(specs, self.vocab, self.unlimited), pick,
+                           done=lambda row, token: forcer.states[row].phase is Phase.DONE)
+        return [split_result(st, gen, self.vocab) for st, gen in zip(forcer.states, generated)]
 
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                         sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
@@ -125,41 +104,44 @@ class HFEngine:
         return results
 
     @staticmethod
-    def _bias_processors(sampling: Sampling) -> list:
+    def _bias(sampling: Sampling) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``logit_bias`` and the banned tokens (-inf), added to every row's scores in place."""
         biases = sampling.biases()
-        return [LogitBiasProcessor(biases)] if biases else []
+        if not biases:
+            return lambda scores: scores
+        ids, values = torch.tensor(list(biases)), torch.tensor(list(biases.values()), dtype=torch.float32)
 
-    @staticmethod
-    def _sampling_kwargs(sampling: Sampling, seed_offset: int) -> dict:
-        if sampling.greedy:
-            return dict(do_sample=False)
-        torch.manual_seed(sampling.seed + seed_offset)
-        return dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        def add(scores: torch.Tensor) -> torch.Tensor:
+            scores[:, ids] += values.to(scores.device)
+            return scores
+        return add
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
         """Plain batched generation; stops at any of ``sampling.stop_token_ids`` (default ``<|im_end|>``).
         Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it)."""
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
+        bias = self._bias(sampling)
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
             enc = self._encode(chunk)
-            width = enc["input_ids"].shape[1]
-            ids = self.model.generate(
-                **enc, max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,
-                logits_processor=LogitsProcessorList(self._bias_processors(sampling)),
-                eos_token_id=stops, pad_token_id=self.tokenizer.pad_token_id,
-                **self._sampling_kwargs(sampling, start),
-            )
-            for row in range(len(chunk)):
-                gen = ids[row, width:].tolist()
-                stop_at = next((i for i, t in enumerate(gen) if t in stops), None)
-                kept = gen if stop_at is None else gen[: stop_at + 1]
-                text_ids = kept if stop_at is None else kept[:-1]
+            generators = [torch.Generator().manual_seed(sampling.seed + start + i) for i in range(len(chunk))]
+            step = itertools.count()
+
+            def pick(rows: list[int], scores: torch.Tensor, _gens=generators, _step=step) -> torch.Tensor:
+                scores = bias(scores)
+                if next(_step) < sampling.min_new_tokens:  # every active row has made as many tokens
+                    scores[:, stops] = float("-inf")
+                return choose_tokens(scores, sampling.temperature, sampling.top_p, [_gens[r] for r in rows])
+
+            generated = decode(self.model, enc["input_ids"], enc["attention_mask"], sampling.max_new_tokens,
+                               pick, done=lambda row, token: token in stops)
+            for row, kept in enumerate(generated):
+                stopped = bool(kept) and kept[-1] in stops
                 out.append(Completion(
-                    token_ids=kept, text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                    token_ids=kept, text=self.tokenizer.decode(kept[:-1] if stopped else kept,
+                                                               skip_special_tokens=True),
                     prompt_tokens=int(enc["attention_mask"][row].sum()), completion_tokens=len(kept),
-                    finish_reason="length" if stop_at is None else "stop",
+                    finish_reason="stop" if stopped else "length",
                 ))
         return out

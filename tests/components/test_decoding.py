@@ -1,0 +1,101 @@
+"""The HF engine's decoding loop: finished rows leave the batch, outputs stay ``model.generate``'s."""
+import copy
+from collections import Counter
+
+import pytest
+import torch
+
+from components.inference.budget_forcing import BudgetSpec
+from components.inference.decoding import top_p_filter
+from components.inference.engine import Sampling
+from tests.engine_checks import prompts
+
+
+def _reference(engine, texts, max_new_tokens, stops):
+    """transformers' own greedy ``generate`` on the same left-padded batch, cut after the first stop."""
+    enc = engine._encode(texts)
+    with torch.inference_mode():
+        out = engine.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                    pad_token_id=engine.tokenizer.pad_token_id)
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        rows.append(row if end is None else row[:end + 1])
+    return rows
+
+
+def count_batch_widths(engine, monkeypatch) -> list[int]:
+    """The batch size of every forward pass the engine's model makes from now on."""
+    widths, forward = [], engine.model.forward
+
+    def counting(*args, **kw):
+        widths.append(kw["input_ids"].shape[0])
+        return forward(*args, **kw)
+    monkeypatch.setattr(engine.model, "forward", counting)
+    return widths
+
+
+@pytest.fixture
+def lively_engine(tiny_engine):
+    """The tiny model with weights drawn wide (seeded): greedy rows that differ, unlike the untrained model's
+    one repeated token, so a stop token ends them at different steps."""
+    from components.inference.hf_engine import HFEngine
+    model, draw = copy.deepcopy(tiny_engine.model), torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3, generator=draw)
+    return HFEngine(model, tiny_engine.tokenizer, batch_size=8)
+
+
+def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, monkeypatch):
+    engine, texts = lively_engine, prompts(lively_engine)  # six prompts of different lengths: left padding
+    free = _reference(engine, texts, 30, stops=[engine.vocab.end_id])
+    # a token some rows emit, at different steps: as the stop token, rows finish apart and some run to the cap
+    seen = Counter(t for row in free for t in set(row))
+    stop = next(t for t, n in seen.most_common() if 1 < n < len(texts)
+                and len({row.index(t) for row in free if t in row}) > 1)
+    expected = _reference(engine, texts, 30, stops=[stop])
+    batch_widths = count_batch_widths(engine, monkeypatch)
+    out = engine.generate(texts, Sampling(max_new_tokens=30, stop_token_ids=(stop,)))
+    assert [c.token_ids for c in out] == expected
+    assert [c.finish_reason for c in out] == ["stop" if r[-1] == stop else "length" for r in expected]
+    assert batch_widths[0] == len(texts) and min(batch_widths) < len(texts)  # finished rows left
+    assert batch_widths == sorted(batch_widths, reverse=True)
+
+
+def test_forced_rows_leave_the_batch_when_their_answer_ends(tiny_engine, monkeypatch):
+    v, batch_widths = tiny_engine.vocab, count_batch_widths(tiny_engine, monkeypatch)
+    specs = [BudgetSpec(max_thinking_tokens=b, max_answer_tokens=4) for b in (2, 6, 12, 20, 30, 40)]
+    out = tiny_engine.generate_forced(prompts(tiny_engine), specs, Sampling(logit_bias={i: -100.0 for i in v.stop_ids}))
+    assert [r.thinking_tokens for r in out] == [2, 6, 12, 20, 30, 40]
+    longest = 40 + len(v.delimiter_ids) + 4 + 1
+    assert len(batch_widths) == longest  # prefill + one pass per generated token but the last
+    assert batch_widths[0] == 6 and batch_widths[-1] == 1
+    for r in out:  # each row's tokens end with its own end of turn: no padding after it
+        assert r.token_ids[-1] == v.end_id and r.token_ids.count(v.end_id) == 1
+
+
+def test_a_sampled_row_does_not_depend_on_its_batch(tiny_engine):
+    s = Sampling(temperature=1.0, top_p=0.9, seed=5, max_new_tokens=12)
+    texts = prompts(tiny_engine)
+    together = tiny_engine.generate(texts, s)
+    size = tiny_engine.batch_size
+    try:
+        tiny_engine.batch_size = 1
+        alone = tiny_engine.generate(texts, s)
+    finally:
+        tiny_engine.batch_size = size
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    other_seed = tiny_engine.generate(texts, Sampling(temperature=1.0, top_p=0.9, seed=6, max_new_tokens=12))
+    assert [c.token_ids for c in other_seed] != [c.token_ids for c in together]
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    scores = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
+    kept = lambda p: (top_p_filter(scores.clone(), p) > float("-inf"))[0].tolist()  # noqa: E731
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(0.5) == [False, True, False, False]
+    assert kept(0.79) == [False, True, False, True]
+    assert kept(0.81) == [True, True, False, True]
+    assert kept(0.01) == [False, True, False, False]  # the most likely token always stays
