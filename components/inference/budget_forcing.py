@@ -15,11 +15,14 @@ forces one token:
   chooses among the other tokens;
 * the answer reaches ``max_answer_tokens``: force ``<|im_end|>``.
 
-Under sampling, "the model would stop" is decided exactly as the sampler would
-(a uniform draw against the stop tokens' probability); otherwise the stop
-tokens are removed and the rest renormalised, which is the model's
-distribution conditioned on continuing. Engine-agnostic: the HF logits
-processor and the vLLM one both drive :class:`BudgetForcer`.
+Under sampling, "the model would stop" is a uniform draw against the stop
+tokens' probability (HF engine: in the tempered top-p distribution the token is
+drawn from, exactly as the sampler would; vLLM applies logits processors before
+temperature, so there it is the untempered one); otherwise the stop tokens are
+removed and the rest renormalised, which is the model's distribution conditioned
+on continuing. Engine-agnostic: the HF engine's decoding loop
+(:meth:`BudgetForcer.apply` on each step's active rows) and the vLLM logits
+processor both drive :class:`BudgetForcer`.
 """
 from __future__ import annotations
 
@@ -215,7 +218,7 @@ class BudgetForcer:
     def stop_signals(self, scores: torch.Tensor) -> list[float]:
         """Per row: argmax-is-a-stop-token (greedy) or P(stop) (sampling), for a (batch, vocab) tensor."""
         if not self.do_sample:
-            return torch.isin(scores.argmax(-1), self._stop).float().tolist()
+            return torch.isin(scores.argmax(-1), self._stop.to(scores.device)).float().tolist()
         return torch.softmax(scores.float(), dim=-1)[:, self._stop].sum(-1).tolist()
 
     def apply(self, rows: Sequence[int], scores: torch.Tensor) -> torch.Tensor:

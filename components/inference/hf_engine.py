@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -28,8 +29,25 @@ from components.inference.budget_forcing import (
     max_new_tokens_for,
     split_result,
 )
-from components.inference.decoding import choose_tokens, decode
+from components.inference.decoding import choose_tokens, decode, sample, warp
 from components.inference.engine import Completion, Sampling
+
+# Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
+# (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.
+_NEUTRAL = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
+            "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None}
+
+
+def warn_unapplied_generation_defaults(model) -> dict:
+    """Warn once per model about generation_config defaults the engine does not apply; returns them."""
+    config = getattr(model, "generation_config", None)
+    found = {k: getattr(config, k, None) for k, neutral in _NEUTRAL.items()
+             if getattr(config, k, None) not in (neutral, None)}
+    if found:
+        logging.getLogger(__name__).warning(
+            "HF engine: the model's generation_config sets %s; not applied (the engine samples with each "
+            "request's temperature/top_p/seed/logit_bias only, as the vLLM engine does)", found)
+    return found
 
 
 class HFEngine:
@@ -37,6 +55,7 @@ class HFEngine:
 
     def __init__(self, model, tokenizer, batch_size: int = 64, unlimited_thinking_tokens: int = 1024):
         self.model, self.tokenizer = model, tokenizer
+        warn_unapplied_generation_defaults(model)
         use_grouped_sdpa(model)  # on a CPU: no copy of the KV cache per query head
         self.batch_size, self.unlimited = batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
@@ -75,8 +94,12 @@ class HFEngine:
         generators = [st.generator for st in forcer.states]
 
         def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
-            scores = forcer.apply(rows, bias(scores))
-            tokens = choose_tokens(scores, sampling.temperature, sampling.top_p, [generators[r] for r in rows])
+            scores = bias(scores)
+            if sampling.greedy:  # the forcer reads the distribution the token is drawn from
+                tokens = forcer.apply(rows, scores).argmax(dim=-1)
+            else:
+                scores = forcer.apply(rows, warp(scores, sampling.temperature, sampling.top_p))
+                tokens = sample(scores, [generators[r] for r in rows])
             for row, token in zip(rows, tokens.tolist()):
                 forcer.observe(row, token)
             return tokens

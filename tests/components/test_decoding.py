@@ -24,15 +24,20 @@ def _reference(engine, texts, max_new_tokens, stops):
     return rows
 
 
-def count_batch_widths(engine, monkeypatch) -> list[int]:
-    """The batch size of every forward pass the engine's model makes from now on."""
-    widths, forward = [], engine.model.forward
+@pytest.fixture
+def count_batch_widths():
+    """``count_batch_widths(engine)``: the batch size of every forward pass its model makes from then on (a
+    forward pre-hook, so the model's own signature, ``logits_to_keep`` included, is what the loop sees)."""
+    handles = []
 
-    def counting(*args, **kw):
-        widths.append(kw["input_ids"].shape[0])
-        return forward(*args, **kw)
-    monkeypatch.setattr(engine.model, "forward", counting)
-    return widths
+    def start(engine) -> list[int]:
+        widths: list[int] = []
+        handles.append(engine.model.register_forward_pre_hook(
+            lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True))
+        return widths
+    yield start
+    for h in handles:
+        h.remove()
 
 
 @pytest.fixture
@@ -48,7 +53,7 @@ def lively_engine(tiny_engine):
     return HFEngine(model, tiny_engine.tokenizer, batch_size=8)
 
 
-def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, monkeypatch):
+def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, count_batch_widths):
     engine, texts = lively_engine, prompts(lively_engine)  # six prompts of different lengths: left padding
     free = _reference(engine, texts, 30, stops=[engine.vocab.end_id])
     # a token some rows emit, at different steps: as the stop token, rows finish apart and some run to the cap
@@ -56,7 +61,7 @@ def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, monkey
     stop = next(t for t, n in seen.most_common() if 1 < n < len(texts)
                 and len({row.index(t) for row in free if t in row}) > 1)
     expected = _reference(engine, texts, 30, stops=[stop])
-    batch_widths = count_batch_widths(engine, monkeypatch)
+    batch_widths = count_batch_widths(engine)
     out = engine.generate(texts, Sampling(max_new_tokens=30, stop_token_ids=(stop,)))
     assert [c.token_ids for c in out] == expected
     assert [c.finish_reason for c in out] == ["stop" if r[-1] == stop else "length" for r in expected]
@@ -64,8 +69,8 @@ def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, monkey
     assert batch_widths == sorted(batch_widths, reverse=True)
 
 
-def test_forced_rows_leave_the_batch_when_their_answer_ends(tiny_engine, monkeypatch):
-    v, batch_widths = tiny_engine.vocab, count_batch_widths(tiny_engine, monkeypatch)
+def test_forced_rows_leave_the_batch_when_their_answer_ends(tiny_engine, count_batch_widths):
+    v, batch_widths = tiny_engine.vocab, count_batch_widths(tiny_engine)
     specs = [BudgetSpec(max_thinking_tokens=b, max_answer_tokens=4) for b in (2, 6, 12, 20, 30, 40)]
     out = tiny_engine.generate_forced(prompts(tiny_engine), specs, Sampling(logit_bias={i: -100.0 for i in v.stop_ids}))
     assert [r.thinking_tokens for r in out] == [2, 6, 12, 20, 30, 40]
@@ -99,3 +104,45 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept(0.79) == [False, True, False, True]
     assert kept(0.81) == [True, True, False, True]
     assert kept(0.01) == [False, True, False, False]  # the most likely token always stays
+
+
+def test_rows_stay_in_the_batch_when_the_cache_cannot_shrink(lively_engine, count_batch_widths, monkeypatch):
+    """Linear-attention / state-space caches have no batch selection: the model's own cache, every row kept."""
+    from components.inference import decoding
+    engine, texts = lively_engine, prompts(lively_engine)
+    s = Sampling(max_new_tokens=20, stop_token_ids=tuple(range(0, 300, 7)))  # rows stop at different steps
+    shrinking = [c.token_ids for c in engine.generate(texts, s)]
+    monkeypatch.setattr(decoding, "shrinkable_cache", lambda model: None)
+    widths = count_batch_widths(engine)
+    assert [c.token_ids for c in engine.generate(texts, s)] == shrinking
+    assert set(widths) == {len(texts)} and len({len(t) for t in shrinking}) > 1
+
+
+def test_sampling_follows_the_distribution_and_never_draws_a_banned_token():
+    from components.inference.decoding import sample
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    scores = probs.log().expand(4000, 4).clone()
+    gens = [torch.Generator().manual_seed(i) for i in range(4000)]
+    counts = torch.bincount(sample(scores, gens), minlength=4) / 4000
+    assert counts[3] == 0 and torch.allclose(counts[:3], probs[:3], atol=0.03)
+
+
+def test_forced_sampling_decides_stops_in_the_distribution_it_draws_from(tiny_engine):
+    """A nucleus of one token is greedy decoding: the stop decision must read the same filtered distribution
+    (read from the untempered one, stops would be drawn with the model's full stop probability)."""
+    specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w, max_answer_tokens=6) for b, w in
+             [(8, 0), (16, 1), (24, 2), (12, 0), (30, 1), (5, 0)]]
+    v = tiny_engine.vocab
+    lean = {i: 2.0 for i in v.stop_ids}  # stops likely but not certain: the untrained model's argmax varies
+    greedy = tiny_engine.generate_forced(prompts(tiny_engine), specs, Sampling(logit_bias=lean))
+    nucleus = tiny_engine.generate_forced(prompts(tiny_engine), specs,
+                                          Sampling(temperature=1.0, top_p=1e-6, seed=3, logit_bias=lean))
+    assert [r.token_ids for r in nucleus] == [r.token_ids for r in greedy]
+
+
+def test_generation_config_defaults_the_engine_does_not_apply_are_reported(tiny_engine):
+    from components.inference.hf_engine import warn_unapplied_generation_defaults
+    model = copy.deepcopy(tiny_engine.model)
+    assert warn_unapplied_generation_defaults(model) == {}
+    model.generation_config.repetition_penalty = 1.05  # as Qwen2.5-Instruct ships it
+    assert warn_unapplied_generation_defaults(model) == {"repetition_penalty": 1.05}
