@@ -39,7 +39,7 @@ _NEUTRAL = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repet
 
 
 def warn_unapplied_generation_defaults(model) -> dict:
-    """Warn once per model about generation_config defaults the engine does not apply; returns them."""
+    """Log the generation_config defaults this engine does not apply (when it is built); returns them."""
     config = getattr(model, "generation_config", None)
     found = {k: getattr(config, k, None) for k, neutral in _NEUTRAL.items()
              if getattr(config, k, None) not in (neutral, None)}
@@ -95,7 +95,7 @@ class HFEngine:
 
         def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
             scores = bias(scores)
-            if sampling.greedy:  # the forcer reads the distribution the token is drawn from
+            if sampling.greedy:  # the forcer reads the scores the token is chosen from (sampling: the warped ones)
                 tokens = forcer.apply(rows, scores).argmax(dim=-1)
             else:
                 scores = forcer.apply(rows, warp(scores, sampling.temperature, sampling.top_p))
