@@ -122,6 +122,17 @@ def check_sampling_respects_budget_and_is_seeded(engine):
     assert all(r.thinking_tokens <= 12 for r in a)
 
 
+def check_a_sampled_row_draws_with_its_own_seed_wherever_it_sits(engine):
+    spec = BudgetSpec(max_thinking_tokens=12, num_waits=1)
+    ps = prompts(engine)
+    batch = engine.generate_forced([ps[0], ps[1], ps[0]], [spec] * 3, Sampling(temperature=1.0, top_p=0.95),
+                                   seeds=[7, 9, 7])
+    alone = engine.generate_forced([ps[0]], [spec], Sampling(temperature=1.0, top_p=0.95, seed=7))
+    assert batch[0].token_ids == batch[2].token_ids == alone[0].token_ids
+    other = engine.generate_forced([ps[0]], [spec], Sampling(temperature=1.0, top_p=0.95, seed=8))
+    assert other[0].token_ids != alone[0].token_ids
+
+
 def check_plain_generation_stops_and_caps(engine):
     v = engine.vocab
     out = engine.generate(prompts(engine, 2), Sampling(max_new_tokens=7, banned_token_ids=v.stop_ids))

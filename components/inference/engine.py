@@ -3,7 +3,8 @@
 Prompts are text or token ids. ``generate`` (plain batched generation with stop tokens, min/max new tokens,
 sampling, logit bias / banned tokens), ``generate_forced`` (budget forcing, see
 :mod:`components.inference.budget_forcing`; an optional ``on_token(index, token,
-phase)`` callback sees each generated token, for streaming), ``shutdown`` (free
+phase)`` callback sees each generated token, for streaming; a sampled prompt draws
+with ``seeds[i]`` if given, else ``sampling.seed + i``, whatever else shares its batch), ``shutdown`` (free
 the engine) and ``context_length`` (the model's maximum sequence length, or None).
 The async vLLM engine offers the same calls as coroutines.
 
@@ -70,6 +71,7 @@ class Engine(Protocol):
 
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec], sampling: Sampling = ...,
                         progress: Optional[Callable[[int], None]] = None,
-                        on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]: ...
+                        on_token: Optional[Callable[[int, int, Phase], None]] = None,
+                        seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]: ...
 
     def shutdown(self) -> None: ...

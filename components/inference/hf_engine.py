@@ -111,17 +111,21 @@ class HFEngine:
 
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                         sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
-                        on_token: Optional[Callable] = None) -> list[ForcedResult]:
-        """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``)."""
-        if len(prompts) != len(specs):
-            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
+                        on_token: Optional[Callable] = None,
+                        seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``). ``seeds``:
+        one per prompt (default ``sampling.seed`` + its index)."""
+        if len(prompts) != len(specs) or (seeds is not None and len(seeds) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
+                             + (f" and {len(seeds)} seeds" if seeds is not None else ""))
+        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
         specs = [self._cap(s) for s in specs]
         results: list[ForcedResult] = []
         for start in range(0, len(prompts), self.batch_size):
             end = min(start + self.batch_size, len(prompts))
             shifted = (lambda row, tok, ph, _s=start: on_token(row + _s, tok, ph)) if on_token else None
             results += self._generate_batch(prompts[start:end], specs[start:end], sampling,
-                                            seeds=[sampling.seed + i for i in range(start, end)], on_token=shifted)
+                                            seeds=seeds[start:end], on_token=shifted)
             if progress:
                 progress(end - start)
         return results

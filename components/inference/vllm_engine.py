@@ -134,10 +134,12 @@ class _VLLMRequests:
                           prompt_tokens=len(output.prompt_token_ids), completion_tokens=len(ids),
                           finish_reason="stop" if stopped else "length")
 
-    def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling):
+    def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
+                       seeds: Optional[Sequence[int]] = None):
         from components.inference.vllm_forcing import EXTRA_KEY, encode_request
-        if len(prompts) != len(specs):
-            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs")
+        if len(prompts) != len(specs) or (seeds is not None and len(seeds) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
+                             + (f" and {len(seeds)} seeds" if seeds is not None else ""))
         specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
                  for s in specs]
         if self.slots is None and any(NO_WAIT_STRING in s.wait_strings for s in specs):
@@ -145,7 +147,7 @@ class _VLLMRequests:
                              "cannot count its waits; use the shared-memory counters (S1FLOW_VLLM_WAITS=shm)")
         params = []
         for i, spec in enumerate(specs):
-            seed = sampling.seed + i
+            seed = seeds[i] if seeds is not None else sampling.seed + i
             slot = (self.slots.name, self.slots.take()) if self.slots else None
             params.append(self._params(
                 sampling, seed, max_tokens=max_new_tokens_for([spec], self.vocab, self.unlimited),
@@ -205,9 +207,11 @@ class VLLMEngine(_VLLMRequests):
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                         sampling: Sampling = Sampling(),
                         progress: Optional[Callable[[int], None]] = None,
-                        on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
-        """``on_token(index, token, phase)``: each generated token (index into ``prompts``)."""
-        specs, params = self._forced_params(prompts, specs, sampling)
+                        on_token: Optional[Callable[[int, int, Phase], None]] = None,
+                        seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each generated token (index into ``prompts``); ``seeds``: one per
+        prompt (default ``sampling.seed`` + its index)."""
+        specs, params = self._forced_params(prompts, specs, sampling, seeds)
         try:
             outs = self.backend.generate(vllm_prompts(prompts), params, use_tqdm=False)
         finally:
@@ -268,9 +272,11 @@ class AsyncVLLMEngine(_VLLMRequests):
 
     async def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                               sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
-                              on_token: Optional[Callable[[int, int, Phase], None]] = None) -> list[ForcedResult]:
-        """``on_token(index, token, phase)``: each token as the engine emits it (index into ``prompts``)."""
-        specs, params = self._forced_params(prompts, specs, sampling)
+                              on_token: Optional[Callable[[int, int, Phase], None]] = None,
+                              seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]:
+        """``on_token(index, token, phase)``: each token as the engine emits it (index into ``prompts``); ``seeds``:
+        one per prompt (default ``sampling.seed`` + its index)."""
+        specs, params = self._forced_params(prompts, specs, sampling, seeds)
 
         def sink(i: int):
             if on_token is None:

@@ -19,6 +19,7 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -95,17 +96,18 @@ class MicroBatcher:
             if not batch:
                 continue
             self.batches, self.items = self.batches + 1, self.items + len(batch)
-            groups: dict[tuple, list[_Item]] = {}  # one generate call per sampling setting
+            groups: dict[tuple, list[_Item]] = {}  # one generate call per sampling setting, each row its own seed
             for it in batch:
-                groups.setdefault((it.sampling.temperature, it.sampling.top_p, it.sampling.seed), []).append(it)
+                groups.setdefault((it.sampling.temperature, it.sampling.top_p), []).append(it)
             for items in groups.values():
                 await self._run_group(items)
 
     async def _run_group(self, items: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            res = await loop.run_in_executor(None, self.run, [i.prompt for i in items], [i.spec for i in items],
-                                             items[0].sampling)
+            res = await loop.run_in_executor(None, functools.partial(
+                self.run, [i.prompt for i in items], [i.spec for i in items], items[0].sampling,
+                seeds=[i.sampling.seed for i in items]))
         except Exception as e:
             if len(items) == 1:
                 if not items[0].future.done():
@@ -206,9 +208,9 @@ class S1Service:
         return Sampling(temperature=req.temperature, top_p=req.top_p, seed=(req.seed or 0) + i)
 
     # -- generation ----------------------------------------------------------------
-    def _run_sync(self, prompts, specs, sampling, on_token=None) -> list[ForcedResult]:
+    def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None) -> list[ForcedResult]:
         with self._lock:
-            return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token)
+            return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token, seeds=seeds)
 
     async def generate(self, prompt: str, spec: BudgetSpec, sampling: Sampling) -> ForcedResult:
         if self.is_async:

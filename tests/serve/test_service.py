@@ -155,6 +155,17 @@ def test_n_samples_use_distinct_seeds(url):
     assert len(r["choices"]) == 4
 
 
+def test_concurrent_requests_with_one_seed_sample_alike(url):
+    """Batched together (one generate call), each request still draws with its own seed, not seed + position."""
+    kw = dict(temperature=1.0, seed=5, max_thinking_tokens=12)
+    alone = chat(url, **kw).json()["choices"][0]["message"]["reasoning_content"]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: chat(url, **kw).json()["choices"][0]["message"]["reasoning_content"],
+                                 range(4)))
+    assert together == [alone] * 4
+    assert chat(url, **{**kw, "seed": 6}).json()["choices"][0]["message"]["reasoning_content"] != alone
+
+
 def test_stop_strings_cut_the_answer(url):
     kw = dict(max_thinking_tokens=4, final_answer_prefix="Answer: 42", max_tokens=8)
     plain = chat(url, **kw).json()["choices"][0]
