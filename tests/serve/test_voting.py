@@ -18,11 +18,12 @@ ANSWERS = {0: "Answer: 3", 1: "Answer: 1/2", 2: "Answer: 0.5", 3: "Answer: \\fra
 
 
 class SeededAnswers(WrappedEngine):
-    """The tiny engine, with the answer text chosen by the sampling seed."""
+    """The tiny engine, with each row's answer text chosen by the seed it samples with."""
 
-    def generate_forced(self, prompts, specs, sampling, **kw):
-        res = self.inner.generate_forced(prompts, specs, sampling, **kw)
-        return [dataclasses.replace(r, answer=ANSWERS[sampling.seed % len(ANSWERS)]) for r in res]
+    def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
+        res = self.inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
+        seeds = seeds if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+        return [dataclasses.replace(r, answer=ANSWERS[seed % len(ANSWERS)]) for r, seed in zip(res, seeds)]
 
 
 @pytest.fixture(scope="module")
