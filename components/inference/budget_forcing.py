@@ -177,7 +177,7 @@ class BudgetForcer:
     @classmethod
     def partition(cls, actions) -> tuple[list[int], list[int], list[int], list[int]]:
         """``(row, action)`` pairs split into rows whose stops are banned, rows whose turn end is banned,
-        and forced rows with their tokens (the shape both the HF and the vLLM processors apply)."""
+        and forced rows with their tokens (the shape both the HF decoding loop and the vLLM processor apply)."""
         stop_rows, turn_rows, forced_rows, forced_tokens = [], [], [], []
         for row, action in actions:
             if action == cls.BAN_STOPS:
@@ -221,10 +221,12 @@ class BudgetForcer:
             return torch.isin(scores.argmax(-1), self._stop.to(scores.device)).float().tolist()
         return torch.softmax(scores.float(), dim=-1)[:, self._stop].sum(-1).tolist()
 
-    def apply(self, rows: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+    def apply(self, rows: Sequence[int], scores: torch.Tensor,
+              signal_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Decide the next token's action for ``rows`` (whose scores are ``scores``' rows, in order) and apply
-        it in place; each row's previous token already observed. A batch whose finished rows left it."""
-        signals = self.stop_signals(scores)
+        it in place; each row's previous token already observed. A batch whose finished rows left it.
+        ``signal_scores`` (default ``scores``): the distribution "would the model stop" is read from."""
+        signals = self.stop_signals(scores if signal_scores is None else signal_scores)
         ban_stop_rows, ban_turn_rows, forced_rows, forced_tokens = self.partition(
             (i, self._decide(self.states[row], signals[i])) for i, row in enumerate(rows))
         neg = float("-inf")

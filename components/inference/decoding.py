@@ -10,8 +10,9 @@ still generating. Prefill, positions (left padding) and the cache are what
 (``tests/components/test_decoding.py``; elsewhere a kernel chosen for a smaller batch
 may break a near-tie differently, as ``generate`` itself is not batch-invariant).
 A model whose cache is not made of plain or sliding-window attention layers
-(linear-attention and state-space hybrids, custom caches) keeps its finished rows
-in the batch, as ``generate`` does.
+(linear-attention hybrids that keep their state in ``past_key_values``) keeps its
+finished rows in the batch, as ``generate`` does; a model that returns no
+``past_key_values`` at all (Mamba, RWKV) is refused with an error naming it.
 
 Token choice is the caller's: ``pick(rows, scores)`` gets the still-active rows' indices
 and their float32 next-token scores and returns one token per row, and ``done(row, token)``
@@ -65,6 +66,9 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
     with_positions = _accepts(model, "position_ids")
     out = model(input_ids=input_ids.to(device), attention_mask=mask, past_key_values=cache, use_cache=True,
                 **({"position_ids": position} if with_positions else {}), **extra)
+    if getattr(out, "past_key_values", None) is None:
+        raise NotImplementedError(f"{type(model).__name__} returns no past_key_values: the HF engine decodes with a "
+                                  "KV cache; serve this model with engine.backend: vllm")
     position = position[:, -1]
     rows = list(range(input_ids.shape[0]))  # the row behind each batch position
     alive = list(range(len(rows)))          # batch positions still generating (all of them, unless rows stay)

@@ -75,3 +75,12 @@ class Engine(Protocol):
                         seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]: ...
 
     def shutdown(self) -> None: ...
+
+
+def row_seeds(prompts: Sequence, specs: Sequence, sampling: Sampling,
+              seeds: Optional[Sequence[int]] = None) -> list[int]:
+    """``generate_forced``'s checked inputs: one seed per prompt, ``seeds`` or ``sampling.seed`` + index."""
+    if len(prompts) != len(specs) or (seeds is not None and len(seeds) != len(prompts)):
+        raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
+                         + (f" and {len(seeds)} seeds" if seeds is not None else ""))
+    return list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]

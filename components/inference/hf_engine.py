@@ -3,8 +3,8 @@
 The :class:`BudgetForcer` acts on each step's scores inside the decoding loop
 (:mod:`components.inference.decoding`: finished rows leave the batch), so a forced
 "Wait" costs only its own tokens (the KV cache is kept). Sampled rows draw from
-their own generators (seeded ``sampling.seed`` + the prompt's index): a prompt's
-sample does not depend on the batch it shares.
+their own generators (seeded ``seeds[i]``, default ``sampling.seed`` + the prompt's
+index): a prompt's sample does not depend on the batch it shares.
 
     engine = HFEngine.from_pretrained("models/tiny/sft")
     results = engine.generate_forced(prompts, [BudgetSpec(max_thinking_tokens=64)] * len(prompts))
@@ -29,8 +29,8 @@ from components.inference.budget_forcing import (
     max_new_tokens_for,
     split_result,
 )
-from components.inference.decoding import choose_tokens, decode, sample, warp
-from components.inference.engine import Completion, Sampling
+from components.inference.decoding import choose_tokens, decode, sample, top_p_filter
+from components.inference.engine import Completion, Sampling, row_seeds
 
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
 # (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.
@@ -95,10 +95,12 @@ class HFEngine:
 
         def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
             scores = bias(scores)
-            if sampling.greedy:  # the forcer reads the scores the token is chosen from (sampling: the warped ones)
+            if sampling.greedy:
                 tokens = forcer.apply(rows, scores).argmax(dim=-1)
-            else:
-                scores = forcer.apply(rows, warp(scores, sampling.temperature, sampling.top_p))
+            else:  # "would stop" read in the distribution the token is drawn from; its bans before the nucleus
+                tempered = scores / sampling.temperature  # is cut, so a nucleus of banned tokens leaves the rest
+                signal = top_p_filter(tempered.clone(), sampling.top_p)
+                scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
                 tokens = sample(scores, [generators[r] for r in rows])
             for row, token in zip(rows, tokens.tolist()):
                 forcer.observe(row, token)
@@ -115,10 +117,7 @@ class HFEngine:
                         seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``). ``seeds``:
         one per prompt (default ``sampling.seed`` + its index)."""
-        if len(prompts) != len(specs) or (seeds is not None and len(seeds) != len(prompts)):
-            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
-                             + (f" and {len(seeds)} seeds" if seeds is not None else ""))
-        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+        seeds = row_seeds(prompts, specs, sampling, seeds)
         specs = [self._cap(s) for s in specs]
         results: list[ForcedResult] = []
         for start in range(0, len(prompts), self.batch_size):

@@ -35,7 +35,7 @@ from components.inference.budget_forcing import (
     max_new_tokens_for,
     split_result,
 )
-from components.inference.engine import Completion, Sampling
+from components.inference.engine import Completion, Sampling, row_seeds
 
 _BANNED = -1e9  # vLLM rejects -inf biases; this is as good as a ban
 
@@ -137,9 +137,7 @@ class _VLLMRequests:
     def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
                        seeds: Optional[Sequence[int]] = None):
         from components.inference.vllm_forcing import EXTRA_KEY, encode_request
-        if len(prompts) != len(specs) or (seeds is not None and len(seeds) != len(prompts)):
-            raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
-                             + (f" and {len(seeds)} seeds" if seeds is not None else ""))
+        seeds = row_seeds(prompts, specs, sampling, seeds)
         specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
                  for s in specs]
         if self.slots is None and any(NO_WAIT_STRING in s.wait_strings for s in specs):
@@ -147,7 +145,7 @@ class _VLLMRequests:
                              "cannot count its waits; use the shared-memory counters (S1FLOW_VLLM_WAITS=shm)")
         params = []
         for i, spec in enumerate(specs):
-            seed = seeds[i] if seeds is not None else sampling.seed + i
+            seed = seeds[i]
             slot = (self.slots.name, self.slots.take()) if self.slots else None
             params.append(self._params(
                 sampling, seed, max_tokens=max_new_tokens_for([spec], self.vocab, self.unlimited),

@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from components.formatting import THINK_START, prompt_text
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling
 from components.serving.protocol import (
+    MAX_SEED,
     APIError,
     ChatRequest,
     CompletionRequest,
@@ -204,8 +206,11 @@ class S1Service:
         return self.engine.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + THINK_START
 
     @staticmethod
-    def sampling(req, i: int = 0) -> Sampling:
-        return Sampling(temperature=req.temperature, top_p=req.top_p, seed=(req.seed or 0) + i)
+    def samplings(req) -> list[Sampling]:
+        """Sample i of ``n`` draws with seed + i: the request's seed, or one drawn at random when it sent none
+        (batched together, unseeded requests would otherwise all sample alike)."""
+        base = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
+        return [Sampling(temperature=req.temperature, top_p=req.top_p, seed=base + i) for i in range(req.n)]
 
     # -- generation ----------------------------------------------------------------
     def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None) -> list[ForcedResult]:
@@ -238,7 +243,7 @@ class S1Service:
         self.check_budget(spec)
         prompts = [self.question_prompt(p) for p in ([req.prompt] if isinstance(req.prompt, str) else req.prompt)]
         lens = [self.prompt_tokens(p, spec, "prompt") for p in prompts]
-        jobs = [(p, spec, self.sampling(req, j)) for p in prompts for j in range(req.n)]
+        jobs = [(p, spec, sampling) for p in prompts for sampling in self.samplings(req)]
         results = await self.generate_all(jobs)
         return completion_response(req.model, sum(lens) * req.n, results, spec, req.stop,
                                    vote_n=req.n if req.method == "majority_voting" else None)
@@ -251,7 +256,7 @@ class S1Service:
 
     async def chat(self, req: ChatRequest) -> dict:
         prompt, spec, n = self.chat_setup(req)
-        results = await self.generate_all([(prompt, spec, self.sampling(req, j)) for j in range(req.n)])
+        results = await self.generate_all([(prompt, spec, sampling) for sampling in self.samplings(req)])
         return chat_response(req.model, n, results, spec, req.stop, vote=req.method == "majority_voting")
 
     async def stream(self, req: ChatRequest, prompt: str, spec: BudgetSpec, prompt_tokens: int):
@@ -263,7 +268,7 @@ class S1Service:
         def on_token(row: int, token: int, phase: Phase) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (token, phase))
 
-        sampling = self.sampling(req)
+        sampling = self.samplings(req)[0]
         if self.is_async:
             task = asyncio.ensure_future(self.engine.generate_forced([prompt], [spec], sampling, on_token=on_token))
         else:

@@ -1,4 +1,4 @@
-"""Budget forcing on a real (tiny, untrained) Qwen2 through HF generate: every engine check."""
+"""Budget forcing on a real (tiny, untrained) Qwen2 through the HF engine's decoding loop: every engine check."""
 import pytest
 
 from components.inference.budget_forcing import BudgetSpec

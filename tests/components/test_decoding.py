@@ -130,14 +130,29 @@ def test_sampling_follows_the_distribution_and_never_draws_a_banned_token():
 def test_forced_sampling_decides_stops_in_the_distribution_it_draws_from(tiny_engine):
     """A nucleus of one token is greedy decoding: the stop decision must read the same filtered distribution
     (read from the untempered one, stops would be drawn with the model's full stop probability)."""
-    specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w, max_answer_tokens=6) for b, w in
-             [(8, 0), (16, 1), (24, 2), (12, 0), (30, 1), (5, 0)]]
+    specs = [BudgetSpec(max_thinking_tokens=b, num_waits=w, max_answer_tokens=6, wait_strings=ws) for b, w, ws in
+             [(8, 0, ("Wait",)), (16, 1, ("Wait",)), (24, 2, ("",)), (12, 1, ("",)), (30, 1, ("Wait",)), (5, 0, ("",))]]
     v = tiny_engine.vocab
-    lean = {i: 2.0 for i in v.stop_ids}  # stops likely but not certain: the untrained model's argmax varies
-    greedy = tiny_engine.generate_forced(prompts(tiny_engine), specs, Sampling(logit_bias=lean))
-    nucleus = tiny_engine.generate_forced(prompts(tiny_engine), specs,
-                                          Sampling(temperature=1.0, top_p=1e-6, seed=3, logit_bias=lean))
-    assert [r.token_ids for r in nucleus] == [r.token_ids for r in greedy]
+    # stops likely but not certain (the untrained model's argmax varies); then <|im_start|> dominant, which the
+    # answer phase bans: a nucleus of banned tokens must leave the model's next choice, not an empty distribution
+    for lean in ({i: 2.0 for i in v.stop_ids}, {v.stop_ids[0]: 20.0}):
+        greedy = tiny_engine.generate_forced(prompts(tiny_engine), specs, Sampling(logit_bias=lean))
+        nucleus = tiny_engine.generate_forced(prompts(tiny_engine), specs,
+                                              Sampling(temperature=1.0, top_p=1e-6, seed=3, logit_bias=lean))
+        assert [r.token_ids for r in nucleus] == [r.token_ids for r in greedy]
+
+
+def test_sampling_with_a_banned_nucleus_draws_from_the_rest(tiny_engine):
+    """top_p 0.9 under a dominant <|im_start|>: thinking's empty-wait steps and the answer ban it; every token
+    drawn must still be one the model gives probability (never the filler an all -inf row would yield)."""
+    v = tiny_engine.vocab
+    spec = BudgetSpec(max_thinking_tokens=10, num_waits=3, wait_strings=("",), max_answer_tokens=4)
+    out = tiny_engine.generate_forced(prompts(tiny_engine), [spec] * 6,
+                                      Sampling(temperature=1.0, top_p=0.9, seed=1, logit_bias={v.stop_ids[0]: 20.0}))
+    filler = len(tiny_engine.tokenizer) - 1
+    for r in out:
+        assert r.token_ids.count(filler) < 3, r.token_ids
+        assert r.token_ids[-1] == v.end_id
 
 
 def test_generation_config_defaults_the_engine_does_not_apply_are_reported(tiny_engine):

@@ -155,15 +155,26 @@ def test_n_samples_use_distinct_seeds(url):
     assert len(r["choices"]) == 4
 
 
+def _thinking_of_concurrent(url, n, **kw) -> tuple[list[str], int]:
+    """The reasoning of ``n`` requests sent at once, and how many batches the server ran for them."""
+    before = httpx.get(f"{url}/health", timeout=30).json()["batches"]
+    with ThreadPoolExecutor(n) as pool:
+        out = list(pool.map(lambda _: chat(url, **kw).json()["choices"][0]["message"]["reasoning_content"], range(n)))
+    return out, httpx.get(f"{url}/health", timeout=30).json()["batches"] - before
+
+
 def test_concurrent_requests_with_one_seed_sample_alike(url):
     """Batched together (one generate call), each request still draws with its own seed, not seed + position."""
     kw = dict(temperature=1.0, seed=5, max_thinking_tokens=12)
     alone = chat(url, **kw).json()["choices"][0]["message"]["reasoning_content"]
-    with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda _: chat(url, **kw).json()["choices"][0]["message"]["reasoning_content"],
-                                 range(4)))
-    assert together == [alone] * 4
+    together, batches = _thinking_of_concurrent(url, 4, **kw)
+    assert together == [alone] * 4 and batches < 4  # some shared a batch
     assert chat(url, **{**kw, "seed": 6}).json()["choices"][0]["message"]["reasoning_content"] != alone
+
+
+def test_concurrent_unseeded_requests_do_not_sample_alike(url):
+    together, batches = _thinking_of_concurrent(url, 4, temperature=1.0, max_thinking_tokens=12)
+    assert len(set(together)) > 1 and batches < 4
 
 
 def test_stop_strings_cut_the_answer(url):
