@@ -99,7 +99,7 @@ class HFEngine:
                 tokens = forcer.apply(rows, scores).argmax(dim=-1)
             else:  # "would stop" read in the distribution the token is drawn from; its bans before the nucleus
                 tempered = scores / sampling.temperature  # is cut, so a nucleus of banned tokens leaves the rest
-                signal = top_p_filter(tempered.clone(), sampling.top_p)
+                signal = top_p_filter(tempered, sampling.top_p)  # read by apply before its in-place bans
                 scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
                 tokens = sample(scores, [generators[r] for r in rows])
             for row, token in zip(rows, tokens.tolist()):

@@ -9,6 +9,7 @@ import dataclasses
 import httpx
 import pytest
 
+from components.inference.engine import row_seeds
 from components.inference.methods import vote
 from components.serving.service import S1Service
 from tests.serve.local_server import WrappedEngine, serving
@@ -22,8 +23,8 @@ class SeededAnswers(WrappedEngine):
 
     def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
         res = self.inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
-        seeds = seeds if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
-        return [dataclasses.replace(r, answer=ANSWERS[seed % len(ANSWERS)]) for r, seed in zip(res, seeds)]
+        return [dataclasses.replace(r, answer=ANSWERS[seed % len(ANSWERS)])
+                for r, seed in zip(res, row_seeds(prompts, specs, sampling, seeds))]
 
 
 @pytest.fixture(scope="module")
