@@ -67,7 +67,7 @@ def main() -> None:
         if a.project:
             project = Path(a.project).resolve()
         else:
-            from tests.micro import write_micro_project
+            from tests.support.micro import write_micro_project
             project = write_micro_project(tmp / "project")
         port = free_port()
         env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

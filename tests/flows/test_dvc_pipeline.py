@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.micro import write_micro_project
+from tests.support.micro import write_micro_project
 
 BIN = str(Path(sys.executable).parent)
 
@@ -106,7 +106,7 @@ def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path,
     """The DVC remote of .dvc/config on a moto S3 server: push, clone, pull, nothing to reproduce."""
     import boto3
 
-    from tests.flows.services import moto_s3
+    from tests.support.services import moto_s3
 
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     for k, v in creds.items():  # credentials only ever come from the environment

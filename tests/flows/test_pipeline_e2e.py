@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.micro import write_micro_project
+from tests.support.micro import write_micro_project
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_champion_loads_and_serves_outside_the_repo(pipeline_run, tmp_path):
     import httpx
 
     from components.common.network import free_port
-    from tests.flows.services import service
+    from tests.support.services import service
     _, result = pipeline_run
     info = result["register"]
     uri = f"models:/{info['registered_model']}@champion"
@@ -238,7 +238,7 @@ def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
     from components.paths import Paths
     from components.tracking.register_stage import register_stage
     from tests.conftest import REPO
-    from tests.flows.services import service
+    from tests.support.services import service
 
     root, _ = pipeline_run
     port = free_port()

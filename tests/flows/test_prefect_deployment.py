@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.flows.services import BIN, prefect_server
-from tests.micro import write_micro_project
+from tests.support.micro import write_micro_project
+from tests.support.services import BIN, prefect_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from components.pipeline.registry import (
     stage_arguments,
 )
 from tests.conftest import REPO
-from tests.imports import closure
+from tests.support.imports import closure
 
 
 def test_committed_dvc_yaml_is_the_rendered_registry():

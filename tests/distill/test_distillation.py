@@ -1,0 +1,233 @@
+"""Distillation against a local fault-injecting teacher: done or recorded-failed, exactly once, resumable."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from components.common.network import free_port
+from components.config import PoolConfig, TeacherConfig
+from components.data.pool import generate_pool
+from components.distill.distillation import distill_pool, max_lost_on_kill, merged_traces, teacher_fingerprint
+from components.distill.shards import ShardStore
+from components.distill.teachers.simulator import Simulator
+from tests.conftest import REPO
+from tests.support.micro import write_micro_project
+
+
+def _teacher(sim: Simulator, **kw) -> TeacherConfig:
+    base = dict(kind="vllm", model="sim-teacher", base_url=sim.base_url, concurrency=8, workers=2, batch_size=8,
+                timeout_s=1.0, max_retries=1, backoff_base_s=0.05, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+    return TeacherConfig(**{**base, **kw})
+
+
+def _ok_rows_per_id(store: ShardStore) -> Counter:
+    return Counter(r["question_id"] for r in store.rows() if r["ok"])
+
+
+def test_faults_end_done_or_failed_and_a_second_run_finishes_them(tmp_path):
+    questions = generate_pool(PoolConfig(size=160, seed=21, malformed_fraction=0.0))
+    shard_dir = tmp_path / "shards"
+    with Simulator(free_port(), fault_rate=0.10, seed=3) as sim:
+        first = distill_pool(questions, _teacher(sim), shard_dir)
+        stats = sim.stats()
+    assert set(stats["faults"]) == {"429", "500", "hang", "malformed"}
+    assert first["done"] + first["failed"] == 160 and first["missing"] == 0 and first["failed"] > 0
+    store = ShardStore(shard_dir)
+    failed = {k for k, r in store.latest().items() if not r["ok"]}
+    assert all(r["error"] for r in store.latest().values() if not r["ok"])
+    malformed = [r for r in store.latest().values() if "malformed" in r["error"]]
+    assert all(r["raw"].startswith('{"choices"') for r in malformed)  # raw text kept
+    assert first["cost_usd"] > 0 and first["calls"] == stats["calls"]
+    with Simulator(free_port()) as sim:  # the provider recovered
+        second = distill_pool(questions, _teacher(sim), shard_dir)
+        asked = Counter(sim.stats()["by_question"])
+    assert second["skipped_done"] == 160 - len(failed) and second["attempted"] == len(failed)
+    assert second["done"] == 160 and second["failed"] == 0
+    assert set(asked) == {q.question for q in questions if q.id in failed}  # only the failed ones were asked
+    assert max(_ok_rows_per_id(store).values()) == 1  # never a duplicate
+    traces = merged_traces(questions, shard_dir)
+    assert [t.question_id for t in traces] == [q.id for q in questions] and all(t.ok for t in traces)
+
+
+def test_teacher_fingerprint_ignores_limits_but_not_the_model():
+    a = TeacherConfig(kind="openai", model="a", concurrency=4)
+    assert teacher_fingerprint(a) == teacher_fingerprint(a.model_copy(update={"concurrency": 64, "workers": 4}))
+    assert teacher_fingerprint(a) != teacher_fingerprint(a.model_copy(update={"model": "b"}))
+
+
+def _s1flow(*args) -> list[str]:
+    return [str(Path(sys.executable).parent / "s1flow"), *args]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_keeps_finished_work_and_never_duplicates(tmp_path):
+    pytest.importorskip("prefect")
+    project = write_micro_project(tmp_path / "proj")
+    env = {**os.environ, "S1FLOW_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(_s1flow("stage", "collect"), cwd=project, env=env, check=True, capture_output=True)
+    pool = [json.loads(line) for line in (project / "data/tiny/pool.jsonl").read_text().splitlines()]
+    with Simulator(free_port(), latency_ms=300) as sim:
+        overrides = ["-s", "teacher.kind=vllm", "-s", f"teacher.base_url={sim.base_url}", "-s", "teacher.batch_size=4",
+                     "-s", "teacher.concurrency=4", "-s", "teacher.workers=1"]
+        proc = subprocess.Popen(_s1flow("stage", "distill", *overrides), cwd=project, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        shards = lambda: list((project / "runs/tiny/distill").glob("*/shard-*.jsonl"))  # noqa: E731
+        deadline = time.time() + 120
+        while len(shards()) < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = {json.loads(line)["question_id"] for p in shards() for line in p.read_text().splitlines()}
+        assert 3 * 4 <= len(kept) < len(pool)  # killed mid-run with work on disk
+        assert not (project / "data/tiny/traces.jsonl").exists()
+        done = subprocess.run(_s1flow("stage", "distill", *overrides), cwd=project, env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        asked = Counter(sim.stats()["by_question"])
+    report = json.loads((project / "metrics/tiny/distill_report.json").read_text())
+    assert report["skipped_done"] >= len(kept) and report["done"] == len(pool)
+    text_of = {q["id"]: q["question"] for q in pool}
+    assert all(asked[text_of[qid]] == 1 for qid in kept)  # finished work was not redone
+    lost = sum(asked.values()) - len(pool)
+    cfg = TeacherConfig(kind="vllm", base_url=sim.base_url, batch_size=4, concurrency=4, workers=1)
+    assert 0 <= lost <= max_lost_on_kill(cfg) == 8  # at most the batches in flight at the kill
+    traces = [json.loads(line) for line in (project / "data/tiny/traces.jsonl").read_text().splitlines()]
+    assert sorted(t["question_id"] for t in traces) == sorted(q["id"] for q in pool) and all(t["ok"] for t in traces)
+    store = ShardStore(next((project / "runs/tiny/distill").iterdir()))
+    assert max(_ok_rows_per_id(store).values()) == 1
+
+
+# --- exactly once for money: isolation, spend cap, lock (issue 13) ---
+
+def _worker(cfg: TeacherConfig, shard_dir, **kw):
+    from components.distill.distillation import TeacherWorker
+    return TeacherWorker(cfg.model_dump_json(), str(shard_dir), **kw)
+
+
+def _batch(questions) -> dict:
+    return {"question": [q.model_dump_json() for q in questions]}
+
+
+def test_one_bad_response_fails_only_its_question_and_the_batch_is_kept(tmp_path):
+    """A usage field of the wrong type (an error that is not the client's ApiError on main) must not abort
+    the batch and drop the answers already paid for: it is one recorded failure with the raw text."""
+    import asyncio
+    questions = generate_pool(PoolConfig(size=24, seed=5, malformed_fraction=0.0))
+    with Simulator(free_port(), fault_rate=0.3, seed=1, faults=("bad_usage",)) as sim:
+        out = asyncio.run(_worker(_teacher(sim, workers=1, concurrency=8), tmp_path)(_batch(questions)))
+        assert sim.stats()["faults"]["bad_usage"] > 0
+    rows = list(ShardStore(tmp_path).rows())
+    assert len(rows) == 24 and len(out["status"]) == 24  # the whole batch is on disk
+    bad = [r for r in rows if not r["ok"]]
+    assert bad and all("usage" in r["error"] and '"usage": "n/a"' in r["raw"] for r in bad)
+    assert sum(s == "done" for s in out["status"]) == 24 - len(bad) > 0
+
+
+def test_a_teacher_that_raises_loses_only_that_question(tmp_path):
+    import asyncio
+
+    from components.records import Trace
+    questions = generate_pool(PoolConfig(size=6, seed=5, malformed_fraction=0.0))
+
+    class Flaky:
+        name = "flaky"
+
+        async def attempt(self, q):
+            if q.id == questions[2].id:
+                raise RecursionError("too deep")
+            return Trace(question_id=q.id, teacher="flaky", thinking="t", answer="a", prompt_tokens=3)
+    worker = _worker(TeacherConfig(), tmp_path)
+    worker.teacher = Flaky()
+    out = asyncio.run(worker(_batch(questions)))
+    assert list(out["status"]) == ["done", "done", "failed", "done", "done", "done"]
+    failed = ShardStore(tmp_path).latest()[questions[2].id]
+    assert "RecursionError: too deep" in failed["error"] and failed["raw"]
+
+
+def test_spend_cap_stops_cleanly_and_a_rerun_with_a_higher_cap_continues(tmp_path):
+    """teacher.max_cost_usd: the run stops asking once the cap is spent (overshoot at most the calls in
+    flight), what is done is kept, the stage refuses to write partial traces, and a rerun under a raised
+    cap asks exactly the questions left, each once. Failed attempts that were billed count."""
+    from components.distill.distill_stage import distill_stage
+    from components.distill.distillation import CostCapReached, cost_usd
+    from components.paths import Paths
+    from components.records import write_jsonl
+    paths = Paths.for_profile("tiny", tmp_path)
+    questions = generate_pool(PoolConfig(size=96, seed=8, malformed_fraction=0.0))
+    write_jsonl(paths.pool, questions)
+    price = dict(price_input_per_mtok=1000.0, price_output_per_mtok=2000.0)  # ~0.08 USD a question, ~7.8 for all
+    with Simulator(free_port(), fault_rate=0.2, seed=2, faults=("billed_malformed",)) as sim:
+        capped = _teacher(sim, concurrency=4, workers=2, batch_size=8, max_cost_usd=3.0, **price)
+        with pytest.raises(CostCapReached, match=r"max_cost_usd=\$3 reached.*Raise teacher.max_cost_usd"):
+            distill_stage(capped, paths)
+        first = json.loads(paths.metric("distill_report.json").read_text())
+        asked_first = Counter(sim.stats()["by_question"])
+        store = ShardStore(paths.distill_shards(teacher_fingerprint(capped)))
+        rows = list(store.rows())
+        biggest = max(cost_usd(r, capped) for r in rows)
+        assert first["stopped_at_cost_cap"] and first["unasked"] > 0 and first["done"] > 0
+        assert 3.0 <= first["cost_usd"] <= 3.0 + capped.concurrency * biggest  # in-flight calls only
+        assert first["cost_usd"] == pytest.approx(sum(cost_usd(r, capped) for r in rows), abs=1e-5)
+        billed_failures = [r for r in rows if not r["ok"] and r["completion_tokens"] > 0]
+        assert billed_failures  # a failed but billed attempt is counted, not 0
+        assert not paths.traces.exists()
+        from components.distill.distillation import distill_pool
+        same_cap = distill_pool(questions, capped, store.url)  # nothing left under the cap: asks nothing
+        assert same_cap["stopped_at_cost_cap"] and sim.stats()["calls"] == sum(asked_first.values())
+        raised = capped.model_copy(update={"max_cost_usd": 10_000.0, "max_retries": 3})
+        second = distill_stage(raised, paths)  # same fingerprint: limits and caps do not change the teacher
+        asked_second = Counter(sim.stats()["by_question"]) - asked_first
+    done_first = {r["question_id"] for r in rows if r["ok"]}
+    assert set(asked_second) == {q.question for q in questions if q.id not in done_first}
+    assert not second["stopped_at_cost_cap"] and second["done"] + second["failed"] == 96
+    assert max(_ok_rows_per_id(store).values()) == 1
+    assert second["spent_before_usd"] == pytest.approx(first["cost_usd"], abs=1e-5)
+
+
+def test_a_second_run_over_the_same_shards_refuses_and_a_dead_holder_does_not_block(tmp_path):
+    from components.distill.shards import LockHeld
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom components.distill.shards import ShardStore\n"
+         "with ShardStore(sys.argv[1]).lock():\n    print('held', flush=True)\n    time.sleep(600)\n", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        questions = generate_pool(PoolConfig(size=4, seed=1))
+        with pytest.raises(LockHeld, match=rf"in use by another run \(pid {holder.pid} on .*both pay"):
+            distill_pool(questions, TeacherConfig(), tmp_path)
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the LOCK file stays behind
+        holder.wait()
+    assert (tmp_path / "LOCK").exists()
+    with ShardStore(tmp_path).lock() as me:  # the kernel released the dead holder's lock
+        assert me["pid"] == os.getpid()
+
+
+def test_remote_lock_refuses_a_live_holder_and_takes_over_a_stale_one():
+    import uuid
+
+    from components.distill.shards import LockHeld
+    url = f"memory://locks-{uuid.uuid4().hex}"
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    store = ShardStore(url)
+    with store.lock(stale_after_s=60, clock=clock):
+        with pytest.raises(LockHeld, match="in use by another run"):
+            with ShardStore(url).lock(stale_after_s=60, clock=clock):
+                pass
+        now[0] += 61  # the holder stopped beating (its machine died): stale
+        with ShardStore(url).lock(stale_after_s=60, clock=clock) as me:
+            assert json.loads(store.fs.cat(f"{store.root}/LOCK"))["token"] == me["token"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.fs.pipe(f"{store.root}/LOCK", json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid,
+                                                     "heartbeat": now[0], "token": "x"}).encode())
+    with ShardStore(url).lock(stale_after_s=60, clock=clock):  # same host, holder process gone
+        pass
+    assert not store.fs.exists(f"{store.root}/LOCK")  # released on exit
