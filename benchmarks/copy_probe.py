@@ -2,7 +2,7 @@
 
 Greedy-completes "Problem: Q\\nSolution:\\n" (the textbook format) on held-out questions and reports the
 answer accuracy and the share whose first worked line (the operands restated) is exact: the digit-copying
-skill whose seed-dependent arrival makes the miniature fragile (issue 14).
+skill whose seed-dependent arrival makes the miniature fragile.
 
     python benchmarks/copy_probe.py RUN_ROOT SEED [N]   # RUN_ROOT: a benchmarks/miniature.py run directory
 """

@@ -1,4 +1,4 @@
-"""Quality + decontamination + selection of a 59K-row pool on this machine. Goal: <= 10 s.
+"""Quality + decontamination + selection of a 59K-row pool, timed. Goal: <= 10 s.
 
 The pool is procedural questions with programmatic-teacher traces (built before
 the clock starts, as distillation would have). Decontamination runs against the

@@ -4,7 +4,7 @@ Each (seed, threads) run is its own process in its own root directory; the seed
 shifts every seed of the world (model init, pre-training data, pool, teacher,
 selection, SFT, held-out set), so seeds are independent worlds. Prints accuracy
 per budget per run, then mean ± sd per budget per thread count, and checks the
-targets of issue 14 (top budget >= 0.8, monotone in budget, base <= 5%).
+miniature's targets (top budget >= 0.8, monotone in budget, base <= 5%).
 
     python benchmarks/miniature.py --seeds 3 --threads 1 2 [--parallel 2] [--root DIR] [--set key=value ...]
     python benchmarks/miniature.py --root DIR --report-only   # summarise finished runs

@@ -535,22 +535,60 @@ def parse_profile(data: dict[str, Any], name: str, overrides: list[str] = ()) ->
         raise ConfigError(_format_errors(err, name)) from None
 
 
-def load_config(path: str | Path = "params.yaml", profile: str | None = None,
-                overrides: list[str] = ()) -> ProfileConfig:
-    """Read params.yaml and return the chosen profile, validated."""
+EXTENDS = "extends"  # a profile key: start from another profile's block, override section by section
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top: mappings merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def resolve_profiles(raw: dict[str, Any], source: str = "params.yaml") -> dict[str, dict[str, Any]]:
+    """Every profile block of a params file, with ``extends: OTHER`` expanded into full blocks."""
+    blocks = {k: v for k, v in raw.items() if k != "profile"}
+    for name, block in blocks.items():
+        if not isinstance(block, dict):
+            raise ConfigError(f"{name}: must be a mapping of stage sections")
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        block = dict(blocks[name])
+        parent = block.pop(EXTENDS, None)
+        if parent is None:
+            return block
+        if parent not in blocks:
+            raise ConfigError(f"{name}.{EXTENDS}: {parent!r} is not a profile in {source}; "
+                              f"choose one of {sorted(set(blocks) - {name})}")
+        if parent in chain:
+            raise ConfigError(f"{name}.{EXTENDS}: profiles extend each other in a cycle "
+                              f"({' -> '.join((*chain, parent))}); make one of them a full block")
+        return deep_merge(resolve(parent, (*chain, parent)), block)
+
+    return {name: resolve(name, (name,)) for name in blocks}
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml as a mapping ('profile' plus one block per profile), checked for shape only."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found; run from the project root or pass --params PATH")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping with 'profile' and one block per profile")
-    profiles = {k: v for k, v in raw.items() if k != "profile"}
+    return raw
+
+
+def load_config(path: str | Path = "params.yaml", profile: str | None = None,
+                overrides: list[str] = ()) -> ProfileConfig:
+    """Read params.yaml and return the chosen profile, validated (every other profile is validated too)."""
+    raw = read_params(path)
+    profiles = resolve_profiles(raw, str(path))
     name = profile or raw.get("profile") or "tiny"
     if name not in profiles:
         raise ConfigError(f"profile: {name!r} is not defined in {path}; choose one of {sorted(profiles)}")
     for other, block in profiles.items():
-        if not isinstance(block, dict):
-            raise ConfigError(f"{other}: must be a mapping of stage sections")
         if other != name:  # every profile must stay valid, not just the active one
             parse_profile(block, other)
     return parse_profile(profiles[name], name, overrides)

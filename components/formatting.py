@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 IGNORE_INDEX = -100
-THINK_START = "<|im_start|>think\n"
-ANSWER_START = "<|im_start|>answer\n"
-END = "<|im_end|>"
+# The chat special tokens (Qwen's): a turn opens with IM_START and closes with IM_END; ENDOFTEXT pads.
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+THINK_START = f"{IM_START}think\n"
+ANSWER_START = f"{IM_START}answer\n"
 
 
 def prompt_text(tokenizer, question: str) -> str:
@@ -30,7 +31,7 @@ def thinking_prompt(tokenizer, question: str) -> str:
 
 
 def assistant_text(thinking: str, answer: str) -> str:
-    return f"{THINK_START}{thinking.rstrip()}\n{ANSWER_START}{answer.strip()}{END}"
+    return f"{THINK_START}{thinking.rstrip()}\n{ANSWER_START}{answer.strip()}{IM_END}"
 
 
 @dataclass

@@ -36,6 +36,10 @@ class Paths:
     @property
     def filtered(self) -> Path: return self._p("data", "filtered.jsonl")
     @property
+    def quality_pool(self) -> Path:
+        """After the quality filter and decontamination, before difficulty: what the paper's ablations draw from."""
+        return self._p("data", "quality_pool.jsonl")
+    @property
     def selected(self) -> Path: return self._p("data", "s1k.jsonl")
     @property
     def sft_tokens(self) -> Path: return self._p("data", "sft_tokens.jsonl")

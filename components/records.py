@@ -57,22 +57,38 @@ class Example(Record):
     drop_reason: Optional[str] = None
 
 
-class Generation(Record):
-    """One budget-forced generation, as the evaluation stage records it."""
+class Thought(Record):
+    """What budget forcing made of one prompt: the thinking and the answer, their token counts, the waits
+    forced and whether the budget ended thinking."""
 
-    question_id: str
-    budget: Optional[int]
-    method: str = "budget_forcing"
-    prompt: str
     thinking: str
     answer: str
     thinking_tokens: int
     answer_tokens: int
     waits_used: int
     hit_budget: bool
+
+
+class Generation(Thought):
+    """One budget-forced generation, graded, as the evaluation stage records it."""
+
+    question_id: str
+    budget: Optional[int]
+    method: str = "budget_forcing"
+    prompt: str
     predicted: str = ""
     gold: str = ""
     correct: bool = False
+
+    @classmethod
+    def from_forced(cls, thought: Thought, question: Question, budget: Optional[int], grade: tuple[str, bool],
+                    method: str = "budget_forcing") -> "Generation":
+        """``thought`` (its :class:`Thought` fields only) for ``question`` at ``budget``, graded
+        ``(predicted, correct)``."""
+        predicted, correct = grade
+        return cls(**{k: getattr(thought, k) for k in Thought.model_fields}, question_id=question.id, budget=budget,
+                   method=method, prompt=question.question, predicted=predicted, gold=question.answer,
+                   correct=correct)
 
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> int:

@@ -9,13 +9,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from components.common.raycluster import ensure_ray
+from components.common.threads import use_threads
 from components.config import ConfigError, load_config
 from components.paths import Paths
+from components.pipeline.deployments import register_deployments
+from components.pipeline.dvc_yaml import render
 from components.pipeline.registry import STAGES, run_stage
+from components.serving.launch import start_server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="s1flow: s1 test-time scaling pipeline. Stages: " + ", ".join(STAGES))
@@ -60,7 +66,7 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
 def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Run the whole pipeline as a Prefect flow and print where the results are."""
     cfg = _config(params, profile, set)
-    from components.pipeline.preflight import preflight
+    from components.pipeline.preflight import preflight  # lazy: imports httpx (a teachers' client), 30% of startup
     try:
         preflight(cfg, STAGES)
     except ConfigError as e:
@@ -68,12 +74,11 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
         raise typer.Exit(2) from None
     # Prefect's temporary server boots in its own process while Ray (for distill and filter) starts and the flow's
     # modules import here: side by side, not one after the other (flows/startup.py)
-    from components.common.raycluster import ensure_ray
-    from flows.startup import exit_after_cleanup, import_stage_libraries, prefect_api, start_prefect_server
+    from flows.startup import exit_after_cleanup, import_stage_libraries, prefect_api, start_prefect_server  # lazy: ssl
     server = start_prefect_server()
     typer.echo("starting Ray and the Prefect API (a temporary server unless PREFECT_API_URL is set) side by side")
     ensure_ray()
-    from flows.pipeline import s1_pipeline, summary_lines
+    from flows.pipeline import s1_pipeline, summary_lines  # lazy: imports Prefect (1 s), while the server boots
     import_stage_libraries(server)  # while the server boots
     with prefect_api(server):
         result = s1_pipeline(profile=cfg.name, params_path=params, overrides=list(set or []))
@@ -88,7 +93,6 @@ def serve(model: Optional[str] = typer.Option(None, help="model dir or hub id (d
           params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Serve the model with Ray Serve: OpenAI-compatible, budget fields per request (Ctrl-C stops)."""
     cfg = _config(params, profile, set)
-    from components.serving.launch import start_server
     path = model or str(Paths.for_profile(cfg.name).sft_model)
     url = f"http://{cfg.serve.host}:{port or cfg.serve.port}/v1"
     typer.echo(f"serving {path} as '{cfg.serve.model_name}' at {url} (engine {cfg.engine.backend})")
@@ -98,9 +102,6 @@ def serve(model: Optional[str] = typer.Option(None, help="model dir or hub id (d
 @app.command()
 def deploy(project: str = typer.Option(".", help="directory holding prefect.yaml (the flow code runs from here)")):
     """Register the Prefect deployments (work pools, training concurrency limit, `prefect deploy --all`)."""
-    from pathlib import Path
-
-    from components.pipeline.deployments import register_deployments
     for name in register_deployments(Path(project)):
         typer.echo(f"deployment: {name}")
     typer.echo("start a worker: prefect worker start --pool s1flow-local; then: prefect deployment run 's1-pipeline/tiny'")
@@ -112,9 +113,7 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
            params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Write the results page (budget table, data ablation, compute-matched comparison, wait ablations) from
     metrics/<profile>/, with the plots as PNGs beside it."""
-    from pathlib import Path
-
-    from components.evaluation.report import git_commit, write_results_page
+    from components.evaluation.report import git_commit, write_results_page  # lazy: the evaluation package imports torch
     cfg = _config(params, profile, set)
     try:
         written = write_results_page(Paths.for_profile(cfg.name), Path(out), commit=git_commit("."))
@@ -129,8 +128,7 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
 def release_base(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Pre-train the embedded base model and write it where pretrain.release points: the base-model stage installs
     it instead of pre-training while params and code stay as they were (commit the directory to ship it)."""
-    from components.common.threads import use_threads
-    from components.data.base_model_stage import release_base_model
+    from components.data.base_model_stage import release_base_model  # lazy: records, release hashing (~20 ms)
     cfg = _config(params, profile, set)
     use_threads()
     try:
@@ -152,7 +150,6 @@ def stages():
 @app.command("dvc-yaml")
 def dvc_yaml():
     """Print dvc.yaml as the stage registry defines it (redirect it to dvc.yaml after changing the registry)."""
-    from components.pipeline.dvc_yaml import render
     typer.echo(render(), nl=False)
 
 

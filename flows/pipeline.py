@@ -1,13 +1,16 @@
 """The s1 pipeline as a Prefect flow: one task per stage, nothing else.
 
 Each task calls the same stage function ``dvc repro`` runs, so both produce
-the same files. Config is validated once here, before any task starts.
+the same files. Config is validated once here, before any task starts. When the
+run is what dvc.yaml describes, both keep one record: dvc.lock
+(components/pipeline/dvc_record.py).
 
     python -m flows.pipeline            # or: s1flow run
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger, task
@@ -16,6 +19,7 @@ from components.common.raycluster import release_ray
 from components.config import load_config
 from components.paths import Paths
 from components.pipeline.deployments import TRAIN_TAG  # one training at a time (a tag concurrency limit)
+from components.pipeline.dvc_record import finished_result, record_stage, unrecorded_reason
 from components.pipeline.ledger import OutputLedger, outputs_signature, stage_cache_key
 from components.pipeline.preflight import preflight
 from components.pipeline.registry import STAGES, run_stage
@@ -34,13 +38,41 @@ def _cache_key(context, parameters: dict) -> str:
     return parameters["cache_token"]
 
 
+def _finished_in_dvc(name: str, paths: Paths) -> Optional[dict]:
+    """The stage's result when dvc.lock records it as up to date (a DVC error: None, the stage runs)."""
+    logger = get_run_logger()
+    try:
+        result = finished_result(name, paths)
+    except Exception as e:
+        logger.warning("%s: DVC status failed, running the stage: %s: %s", name, type(e).__name__, e)
+        return None
+    if result is not None:
+        logger.info("%s: up to date in dvc.lock; not run again (its result is its metrics file)", name)
+    return result
+
+
 @task(retries=1, retry_delay_seconds=5, persist_result=True, cache_key_fn=_cache_key)
-def stage_task(name: str, params_path: str, profile: str, overrides: list[str], cache_token: str) -> dict:
+def stage_task(name: str, params_path: str, profile: str, overrides: list[str], cache_token: str,
+               dvc: bool = False) -> dict:
     """One stage. Its result persists under a key of (stage, params, code, upstream outputs): a rerun of
     the flow reuses every finished stage whose key and outputs are unchanged and resumes at the first
-    one that is not (a failed one, or one whose outputs were removed or changed)."""
+    one that is not (a failed one, or one whose outputs were removed or changed). With ``dvc`` (the run is
+    what dvc.yaml describes) a stage dvc.lock records as up to date is not run either."""
     cfg = load_config(params_path, profile, overrides)
-    return run_stage(name, cfg, Paths.for_profile(cfg.name))
+    paths = Paths.for_profile(cfg.name)
+    if dvc and (result := _finished_in_dvc(name, paths)) is not None:
+        return result
+    return run_stage(name, cfg, paths)
+
+
+def _record(name: str, paths: Paths) -> None:
+    """Commit the finished stage to dvc.lock and the DVC cache; a DVC error is a warning, never a failed stage."""
+    logger = get_run_logger()
+    try:
+        if record_stage(paths.root, name):
+            logger.info("%s: recorded in dvc.lock", name)
+    except Exception as e:
+        logger.warning("%s: not recorded in dvc.lock: %s: %s", name, type(e).__name__, e)
 
 
 def run_stages(stages: list[str], profile: Optional[str], params_path: str, overrides: Optional[list[str]],
@@ -49,7 +81,10 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
     cfg = load_config(params_path, profile, overrides)  # fail fast, before any stage runs
     preflight(cfg, stages)
     paths, results, order = Paths.for_profile(cfg.name), {}, list(STAGES)
-    ledger = OutputLedger(paths)
+    ledger, logger = OutputLedger(paths), get_run_logger()
+    unrecorded = unrecorded_reason(Path(params_path), cfg.name, overrides, paths.root)
+    if unrecorded:
+        logger.info("dvc.lock: this run is not recorded, %s", unrecorded)
     last_on_ray = max((name for name in stages if STAGES[name].on_ray(cfg)), key=stages.index, default=None)
     for name in stages:
         i = order.index(name)  # the stage before, in pipeline order, as it is on disk now
@@ -57,12 +92,13 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
         key = stage_cache_key(name, cfg, upstream)
         options = {"name": name, "tags": [TRAIN_TAG] if name == "train" else [], "retries": retries,
                    "timeout_seconds": timeout_s, "refresh_cache": ledger.stale(name, key)}
-        results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key)
+        results[name] = stage_task.with_options(**options)(name, params_path, cfg.name, overrides, key, not unrecorded)
+        if not unrecorded:  # before the ledger and the next key read the outputs: committing relinks them
+            _record(name, paths)
         ledger.record(name, key)
         if name == last_on_ray:  # nothing after it runs on Ray: stop what this process started (idle, it takes CPU)
             release_ray()
     results["profile"] = cfg.name
-    logger = get_run_logger()
     logger.info("stages done: %s", ", ".join(stages))
     try:  # the Artifacts tab: results table, MLflow links, selection funnel
         logger.info("artifacts: %s", ", ".join(publish(paths, stages)) or "none")

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from components.config import ConfigError, load_config, parse_profile
 from tests.conftest import REPO
@@ -58,3 +59,32 @@ def test_unknown_profile_and_broken_other_profile(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="'nope' is not defined"):
         load_config(p, profile="nope")
+
+
+def test_micro_extends_tiny_section_by_section():
+    tiny = load_config(REPO / "params.yaml")
+    micro = load_config(REPO / "params.yaml", profile="micro")
+    assert micro.name == "micro" and micro.model.hidden_size == 64 and micro.pretrain.release is None
+    assert micro.model.max_position_embeddings == tiny.model.max_position_embeddings  # a key micro does not set
+    assert micro.quality == tiny.quality and micro.teacher == tiny.teacher  # a section micro does not set
+    assert [s.kind for s in micro.pool.sources] == ["procedural"]  # a list replaces, it does not merge
+    assert micro.tracking.registered_model == "s1flow-micro" != tiny.tracking.registered_model
+
+
+@pytest.mark.parametrize("blocks,message", [
+    ({"a": {"extends": "nowhere"}}, r"a\.extends: 'nowhere' is not a profile"),
+    ({"a": {"extends": "b"}, "b": {"extends": "a"}}, r"b\.extends: profiles extend each other in a cycle \(a -> b -> a\)"),
+])
+def test_a_broken_extends_is_named(tmp_path, blocks, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"profile": "a", **blocks}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_profile_extending_another_is_validated_like_the_others(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"profile": "tiny", "tiny": {}, "small": {"extends": "tiny",
+                                                                           "sft": {"epochs": -1}}}))
+    with pytest.raises(ConfigError, match=r"small\.sft\.epochs"):
+        load_config(path)

@@ -11,7 +11,7 @@ parenthesised "(C)", else a response that is just the letter.
 :func:`grade_response` is the one entry every path uses (in-process sweep, Serve
 sweep, Algorithm 1's teacher check): it grades by the question's kind.
 :data:`GRADER_VERSION` goes into evaluation run keys, so a grading change never
-mixes with samples graded under the old rules.
+mixes with samples graded under other rules.
 
     grade(extract_answer("Answer: 7798"), "7798") -> True
     grade_response(question, "... so the answer is (C)") -> ("C", True)

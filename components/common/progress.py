@@ -52,7 +52,7 @@ def quiet_foreign_bars() -> None:
                 "RAY_DATA_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(var, "1")
     # transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is imported; only an already imported one is told
-    # (importing it here cost the command line ~2 s before it could start anything)
+    # (importing it here would add ~2 s to the command line's start-up)
     if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()

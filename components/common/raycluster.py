@@ -38,7 +38,7 @@ def release_ray() -> bool:
         return False
     # In this thread, never a background one, although its ~1.5 s are mostly waiting: Ray's core worker must be
     # shut down on the driver's thread, and a reference the flow's thread drops meanwhile reaches a core worker
-    # being destroyed (an abort; ray-project/ray#18910, #31145). Tried: a pytest worker crashed in CI.
+    # being destroyed (an abort; ray-project/ray#18910, #31145): from a background thread it can crash a pytest worker.
     ray.shutdown()
     return True
 

@@ -22,7 +22,11 @@ from components.config import (
     ModelConfig,
     QualityConfig,
 )
-from components.curation.pools import quality_pool_path
+from components.common.progress import progress_bar
+from components.common.threads import use_threads
+from components.curation.decontamination import NgramIndex
+from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves, trace_length
+from components.data.tasks import TASKS, load_task
 from components.paths import Paths, absolute_model_ref, base_model_ref
 from components.records import Example, Question, Trace, iter_jsonl, read_jsonl, write_json, write_jsonl
 
@@ -30,7 +34,6 @@ from components.records import Example, Question, Trace, iter_jsonl, read_jsonl,
 def eval_texts(decontamination: DecontaminationConfig, paths: Paths,
                task_files: Optional[dict[str, str]] = None) -> tuple[list[str], dict[str, dict]]:
     """Every evaluation question to decontaminate against, and what they are ({name: {questions, source}})."""
-    from components.data.tasks import TASKS, load_task
     texts: list[str] = []
     against: dict[str, dict] = {}
     if decontamination.include_heldout:
@@ -58,8 +61,8 @@ def eval_texts(decontamination: DecontaminationConfig, paths: Paths,
 
 def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int):
     """A student for the difficulty filter (built inside a Ray Data actor)."""
-    from components.inference.build import engine_for
-    return engine_for(engine, dtype, model, batch_size=batch_size)
+    from components.inference.engine import build_engine
+    return build_engine(engine, dtype, model, batch_size=batch_size)
 
 
 def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig, difficulty: DifficultyConfig,
@@ -67,12 +70,6 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
                  task_files: Optional[dict[str, str]] = None) -> dict:
     """Quality, decontamination and difficulty filters; trace lengths and MSC domains of what survives."""
     from transformers import AutoTokenizer
-
-    from components.common.progress import progress_bar
-    from components.common.threads import use_threads
-    from components.curation.decontamination import NgramIndex
-    from components.curation.difficulty import trace_length
-    from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves
     use_threads()
     traces = {t.question_id: t for t in read_jsonl(paths.traces, Trace)}
     examples = [Example(question=q, trace=traces[q.id]) for q in read_jsonl(paths.pool, Question) if q.id in traces]
@@ -89,7 +86,7 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     for ex in survivors:
         ex.trace_tokens = trace_length(tokenizer, ex)
     domain_outcome = classify_domains(survivors, domain)
-    write_jsonl(quality_pool_path(paths), survivors)
+    write_jsonl(paths.quality_pool, survivors)
     if difficulty.enabled and survivors:
         for student in difficulty.students:
             ref = absolute_model_ref(base_model_ref(model, paths) if student == "base" else student)

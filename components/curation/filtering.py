@@ -12,9 +12,11 @@ the driver counts reasons for the filter report.
   inference: the project's HF/vLLM engine in actors (``runner: engine``) or
   ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile);
 - domain: the deterministic classifier, or an LLM given the MSC list through
-  the same OpenAI-compatible client as the teacher.
+  the same OpenAI-compatible client as the teacher;
+- trace length: the thinking in tokens of the target tokenizer.
 
     kept, reasons = quality_and_decontamination(examples, cfg.quality, index)
+    n = trace_length(tokenizer, example)
 """
 from __future__ import annotations
 
@@ -22,16 +24,18 @@ import asyncio
 from collections import Counter
 from typing import Callable, Optional
 
-from components.common.raycluster import actor_pool
+from components.common.chat_client import ApiError, ChatClient
+from components.common.grading import attempt_answer, grade
+from components.common.raycluster import actor_pool, ensure_ray
 from components.common.threads import use_threads
 from components.config import DifficultyConfig, DomainConfig, QualityConfig
+from components.curation.quality import quality_reason
+from components.data.domains import classification_messages, classify, parse_msc
 from components.records import Example
 
 
 def _dataset(examples: list[Example], batch_size: int):
     import ray.data
-
-    from components.common.raycluster import ensure_ray
     ensure_ray()
     rows = [{"id": ex.question.id, "example": ex.model_dump_json()} for ex in examples]
     return ray.data.from_items(rows, override_num_blocks=max(1, min(64, -(-len(rows) // batch_size))))
@@ -43,7 +47,6 @@ def _examples(batch: dict) -> list[Example]:
 
 def quality_and_decontamination_transform(batch: dict, cfg_json: str, index) -> dict:
     """Both checks in one pass over the batch; returns only each id's drop reason ('' = kept)."""
-    from components.curation.quality import quality_reason
     cfg = QualityConfig.model_validate_json(cfg_json)
     reasons = []
     for ex in _examples(batch):
@@ -87,8 +90,6 @@ class StudentWorker:
 def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig) -> dict[str, bool]:
     """The s1-32b path: ray.data.llm's vLLM processor (chat template, batching, TP inside)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-
-    from components.common.grading import attempt_answer, grade
     config = vLLMEngineProcessorConfig(
         model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
@@ -101,8 +102,6 @@ def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig
         postprocess=lambda row: {"id": row["id"], "solved": grade(attempt_answer(  # cut off before an answer: none
             row["generated_text"], row["num_generated_tokens"] < cfg.max_new_tokens), row["gold"])})
     import ray.data
-
-    from components.common.raycluster import ensure_ray
     ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
     ds = ray.data.from_items([{"id": ex.question.id, "question": ex.question.question, "gold": ex.question.answer}
                               for ex in examples])
@@ -134,18 +133,19 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def trace_length(tokenizer, ex: Example) -> int:
+    """The trace's thinking in tokens of the target tokenizer (the length the selection ranks by)."""
+    return len(tokenizer(ex.trace.thinking, add_special_tokens=False)["input_ids"])
+
+
 class DomainWorker:
     """A Ray Data actor classifying questions into MSC domains with an LLM."""
 
     def __init__(self, cfg_json: str):
-        from components.distill.teachers.client import ChatClient
         cfg = DomainConfig.model_validate_json(cfg_json)
         self.client = ChatClient(cfg, kind="openai")
 
     async def __call__(self, batch: dict) -> dict:
-        from components.data.domains import classification_messages, parse_msc
-        from components.distill.teachers.client import ApiError
-
         async def one(question: str) -> str:
             try:
                 return parse_msc((await self.client.chat(classification_messages(question))).content)
@@ -158,7 +158,6 @@ class DomainWorker:
 
 def classify_domains(examples: list[Example], cfg: DomainConfig) -> Counter:
     """Set each example's MSC code in place; returns how many the classifier could not place."""
-    from components.data.domains import classify
     outcome: Counter = Counter()
     if cfg.classifier == "deterministic":
         for ex in examples:

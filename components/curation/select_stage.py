@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 
 from components.config import SelectionConfig
+from components.curation.selection import ABLATION_POOL, select
+from components.curation.selection_report import plot_selection_report, selection_report, write_plot_data
 from components.paths import Paths
 from components.records import Example, read_jsonl, write_json, write_jsonl
 
 
 def select_stage(selection: SelectionConfig, paths: Paths) -> dict:
     """Choose the training set (s1K) from the filtered pool by the selection strategy; report and plot it."""
-    from components.curation.pools import quality_pool_path
-    from components.curation.selection import ABLATION_POOL, select
-    from components.curation.selection_report import plot_selection_report, selection_report, write_plot_data
-    pool = quality_pool_path(paths) if selection.strategy in ABLATION_POOL else paths.filtered
+    pool = paths.quality_pool if selection.strategy in ABLATION_POOL else paths.filtered
     examples = read_jsonl(pool, Example)
     chosen = select(examples, selection.strategy, selection.size, selection.seed, selection)
     write_jsonl(paths.selected, chosen)

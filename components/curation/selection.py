@@ -24,6 +24,7 @@ from collections import defaultdict
 from itertools import accumulate
 from typing import Callable, Optional
 
+from components.common.grading import grade_response
 from components.config import SelectionConfig
 from components.records import Example
 
@@ -92,7 +93,6 @@ def _matches(patterns: list[str], text: str) -> bool:
 
 def teacher_correct(ex: Example) -> bool:
     """Whether the teacher's answer agrees with the reference (math-verify, or the option letter)."""
-    from components.common.grading import grade_response
     return ex.trace.ok and grade_response(ex.question, ex.trace.answer)[1]
 
 

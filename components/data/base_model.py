@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from components.common.progress import progress_bar
 from components.config import ModelConfig, PretrainConfig
 from components.data.problems import FAMILIES, parse_any, with_correction
-from components.data.tokenizer import ENDOFTEXT, train_tokenizer
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from components.data.tokenizer import train_tokenizer
+from components.formatting import ENDOFTEXT
 
 
 def worked_solution(question: str, rng: Optional[random.Random] = None, correction_probability: float = 0.0) -> str:
@@ -184,7 +183,6 @@ def textbook_probe(tokenizer, questions: list[str], max_new_tokens: int,
                    every_domain: bool = False) -> Callable[[torch.nn.Module], float]:
     """Greedy completion of "Problem: Q\nSolution:\n" (the textbook format): share of exact final answers
     (``every_domain``: the lowest share of any domain, so a skill that lags holds the gate)."""
-    from components.data.problems import parse_any
     parsed = [parse_any(q) for q in questions]
     answers = [str(fam.solve(*ops)) for fam, ops in parsed]
     domains = [fam.domain for fam, _ in parsed]
@@ -268,16 +266,6 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
             "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
             "steps": len(losses), "probes": history.get("probes", []), "probe_passed": history.get("probe_passed"),
             "seconds": round(time.time() - started, 1)}
-
-
-def load_model(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None):
-    """Load a saved (or hub) causal LM and its tokenizer, left-padded for batched generation."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
-    model.eval()
-    return model, tokenizer
 
 
 # --- resumable pre-training state: one safetensors file with a JSON header, nothing ever unpickled.

@@ -4,7 +4,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from components.config import ModelConfig, PretrainConfig
+from components.common.threads import use_threads
+from components.config import ConfigError, ModelConfig, PretrainConfig
+from components.data.base_release import fingerprint, install_release, release_dir, release_status, write_release
 from components.paths import Paths
 from components.records import write_json
 
@@ -13,7 +15,6 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
                      max_difficulty: int, paths: Paths) -> dict:
     """Build and pre-train the embedded base model and its tokenizer, or install the shipped release built from
     the same params and code (or record the hub model's name)."""
-    from components.common.threads import use_threads
     use_threads()
     if paths.base_model.exists():
         shutil.rmtree(paths.base_model)
@@ -24,7 +25,6 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
         write_json(paths.metric("base_model.json"), summary)
         return summary
     if pretrain.enabled and pretrain.release:  # the shipped base model, when it was built from exactly this
-        from components.data.base_release import fingerprint, install_release, release_dir, release_status
         release = release_dir(pretrain)
         status = release_status(release, fingerprint(model, pretrain, domains, min_difficulty, max_difficulty))
         if status.usable:
@@ -42,7 +42,7 @@ def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list
 def pretrain_base_model(model: ModelConfig, pretrain: PretrainConfig, domains: list[str], min_difficulty: int,
                         max_difficulty: int, out_dir: Path, checkpoint: Path) -> dict:
     """Pre-train the embedded model and its tokenizer into ``out_dir`` (resumable from ``checkpoint``)."""
-    from components.data.base_model import build_base_model, corpus_questions, probe_questions
+    from components.data.base_model import build_base_model, corpus_questions, probe_questions  # lazy: imports torch
     corpus = corpus_questions(pretrain, domains, min_difficulty, max_difficulty)
     probe = probe_questions(pretrain, domains, min_difficulty, max_difficulty, corpus) if pretrain.probe_every else None
     return {**build_base_model(model, pretrain, corpus, out_dir, checkpoint=checkpoint, probe_set=probe),
@@ -53,8 +53,6 @@ def release_base_model(model: ModelConfig, pretrain: PretrainConfig, domains: li
                        max_difficulty: int, paths: Paths) -> Path:
     """Pre-train (resumable under ``paths.runs``) and write the release ``pretrain.release`` names, which the
     base-model stage then installs for this config instead of pre-training."""
-    from components.config import ConfigError
-    from components.data.base_release import fingerprint, release_dir, write_release
     target = release_dir(pretrain)
     if model.source == "hub" or not pretrain.enabled or target is None:
         raise ConfigError("pretrain.release: a release needs model.source 'embedded', pretrain.enabled true and "

@@ -5,14 +5,15 @@ model until it has the skill (the probe-gated schedule) takes ~10 minutes on two
 rest of the demo together, so the project ships the result: ``pretrain.release`` names a directory with
 the saved model and tokenizer and ``release.json``. The base-model stage installs it instead of
 pre-training only when the release's fingerprint equals the active config's: the model and pre-training
-params, the pool's domains and difficulty range, and the source of the code that writes the corpus, the
-tokenizer and the model. Any change there (another seed, a new trace format) pre-trains as before, and the
+params, the pool's domains and difficulty range, and the code that writes the corpus, the tokenizer and
+the model. Any change there (another seed, a new trace format) pre-trains instead, and the
 stage says why. ``s1flow release-base`` rebuilds the release; a test fails when the committed one is stale.
 
     status = release_status(release_dir(pretrain), fingerprint(model, pretrain, domains, 1, 6))
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
@@ -25,9 +26,60 @@ from components.config import ModelConfig, PretrainConfig
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = REPO / "components"
 MANIFEST = "release.json"
-FORMAT = "s1flow-base-release/1"
-# the code that decides what the pre-trained model is (corpus, trace format, tokenizer, architecture, schedule)
-FINGERPRINT_CODE = ("data/base_model.py", "data/tokenizer.py", "data/problems.py")
+FORMAT = "s1flow-base-release/2"
+# Where the code that decides what the pre-trained model is (corpus, trace format, tokenizer, architecture,
+# schedule) lives, and the functions a release is built by: the fingerprint covers these functions and every
+# definition of these files they reach, as syntax (no docstrings, comments, imports or positions), so moving
+# or documenting code elsewhere in the files leaves a release current.
+FINGERPRINT_CODE = ("data/base_model.py", "data/tokenizer.py", "data/problems.py", "formatting.py")
+FINGERPRINT_ROOTS = ("build_base_model", "corpus_questions", "probe_questions")
+
+
+def _is_docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _behaviour(node: ast.AST) -> ast.AST:
+    """``node`` without docstrings and import statements (where a name comes from is not what it does)."""
+    for child in ast.walk(node):
+        body = getattr(child, "body", None)
+        if isinstance(body, list):
+            kept = [s for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and kept and \
+                    _is_docstring(kept[0]):
+                kept = kept[1:]
+            child.body = kept or [ast.Pass()]
+    return node
+
+
+def _definitions(files: tuple[str, ...], root: Path) -> dict[str, ast.AST]:
+    """Top-level name -> the statement that binds it, over ``files`` (imports left out)."""
+    out: dict[str, ast.AST] = {}
+    for rel in files:
+        for node in ast.parse((root / rel).read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out[node.name] = node
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Name):
+                            out[name.id] = node
+    return out
+
+
+def code_digest(files: tuple[str, ...] = FINGERPRINT_CODE, roots: tuple[str, ...] = FINGERPRINT_ROOTS,
+                root: Optional[Path] = None) -> str:
+    """sha256 of the definitions ``roots`` reach through the names they use, as syntax (files under ``root``,
+    by default components/)."""
+    definitions, seen, todo = _definitions(files, root or COMPONENTS), {}, list(roots)
+    while todo:
+        name = todo.pop()
+        node = definitions.get(name)
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = ast.dump(_behaviour(node))
+        todo += [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+    return hashlib.sha256("\n".join(sorted(seen.values())).encode()).hexdigest()
 
 
 def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str], min_difficulty: int,
@@ -36,8 +88,7 @@ def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str]
     state = {"model": model.model_dump(mode="json"),
              "pretrain": pretrain.model_dump(mode="json", exclude={"release"}),
              "domains": list(domains), "difficulty": [min_difficulty, max_difficulty],
-             "code": {c: hashlib.sha256((COMPONENTS / c).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
-                      for c in FINGERPRINT_CODE}}
+             "code": code_digest()}
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 

@@ -11,6 +11,8 @@ import re
 from functools import lru_cache
 from importlib import resources
 
+from components.data.problems import parse_any
+
 MSC_BY_DOMAIN = {"arithmetic": "97", "algebra": "08", "number_theory": "11", "combinatorics": "05"}
 
 _KEYWORDS = [
@@ -29,8 +31,6 @@ def msc_domains() -> dict[str, dict]:
 
 def classify(question: str) -> str:
     """MSC code of a question (deterministic)."""
-    from components.data.problems import parse_any
-
     hit = parse_any(question)
     if hit:
         return hit[0].msc

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 from components.common.grading import last_boxed
 from components.config import PoolConfig, PoolSource
+from components.data.pool import generate_source
 from components.records import Question
 
 _SPACE = re.compile(r"\s+")
@@ -121,7 +122,6 @@ class PoolResult:
 
 def load_pool(cfg: PoolConfig) -> PoolResult:
     """All sources, in order: schema-checked, quarantined, deduplicated."""
-    from components.data.pool import generate_source
     out = PoolResult()
     seen_text: dict[str, str] = {}
     seen_ids: set[str] = set()

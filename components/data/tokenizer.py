@@ -14,7 +14,8 @@ from typing import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+from components.formatting import ENDOFTEXT, IM_END, IM_START
+
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 
 # Qwen2.5's template, minus the default system prompt (tiny models do not need it).

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from components.config import TeacherConfig
+from components.distill import distillation as d
 from components.paths import Paths
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
 
 def distill_stage(teacher: TeacherConfig, paths: Paths) -> dict:
     """Ask the teacher for a reasoning trace per pool question (resumable: finished shards are kept)."""
-    from components.distill import distillation as d
     questions = read_jsonl(paths.pool, Question)
     shard_dir = paths.distill_shards(d.teacher_fingerprint(teacher))
     report = d.distill_pool(questions, teacher, shard_dir)

@@ -37,8 +37,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from components.common.progress import progress_bar
+from components.common.raycluster import actor_pool, ensure_ray
 from components.config import TeacherConfig
 from components.distill.shards import ShardStore, latest_rows
+from components.distill.teachers import build_teacher, unexpected_failure
 from components.records import Question, Trace
 
 
@@ -80,7 +83,6 @@ class TeacherWorker:
     says nothing is left, the worker starts no more calls (those questions stay pending)."""
 
     def __init__(self, cfg_json: str, shard_url: str, ledger=None):
-        from components.distill.teachers import build_teacher
         self.cfg = TeacherConfig.model_validate_json(cfg_json)
         self.teacher = build_teacher(self.cfg)
         self.store = ShardStore(shard_url)
@@ -94,7 +96,6 @@ class TeacherWorker:
 
     async def answer(self, question: Question) -> Optional[Trace]:
         """One question, isolated: a trace (done or failed), or None when the spend cap is reached."""
-        from components.distill.teachers import unexpected_failure
         async with self.slots:
             if not await self._budget_left():
                 return None
@@ -163,9 +164,6 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str |
 
 def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardStore) -> dict:
     import ray.data
-
-    from components.common.progress import progress_bar
-    from components.common.raycluster import actor_pool, ensure_ray
 
     rows = list(store.rows())  # read once, under the lock: what is done, what was spent
     latest = latest_rows(rows, store.id_key)

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from components.common.storage import url_to_fs
 from components.records import write_jsonl
 
 
@@ -68,7 +69,6 @@ def _holder_text(info: dict) -> str:
 
 class ShardStore:
     def __init__(self, root: str | Path, id_key: str = "question_id"):
-        from components.common.storage import url_to_fs
         root = str(root)
         self.fs, path = url_to_fs(root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)

@@ -12,7 +12,7 @@ A request that fails (e.g. a question longer than the context) is recorded as
 a ``failed`` line with its error; the sweep goes on, and the next run retries
 it (failed lines never count as done). The records returned, and so the report,
 cover exactly this sweep's questions x budgets x seeds: samples of questions or
-seeds no longer in the sweep stay on disk but are not scored.
+seeds outside the sweep stay on disk but are not scored.
 
     records = asyncio.run(run_endpoint_sweep(questions, EndpointSweep(...), "samples.jsonl"))
     ok = [r for r in records if not r.get("failed")]
@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from components.common.grading import GRADER_VERSION, grade_response
 from components.common.progress import progress_bar
-from components.records import Generation, Question
+from components.records import Generation, Question, Thought
 
 # Fields of EndpointSweep that make two samples comparable (budgets and seeds index them instead).
 RUN_KEY_FIELDS = ("model", "model_hash", "engine", "thinking_cap", "grader_version", "temperature", "top_p",
@@ -96,14 +96,11 @@ def request_body(sweep: EndpointSweep, budget: Optional[int]) -> dict[str, Any]:
 
 def _graded(q: Question, budget: Optional[int], r) -> Generation:
     msg, meta = r.choices[0].message, (r.choices[0].model_extra or {}).get("s1", {})
-    answer = msg.content or ""
-    predicted, correct = grade_response(q, answer)
     reasoning = r.usage.completion_tokens_details.reasoning_tokens
-    return Generation(question_id=q.id, budget=budget, prompt=q.question,
-                      thinking=(msg.model_extra or {}).get("reasoning_content") or "", answer=answer,
+    thought = Thought(thinking=(msg.model_extra or {}).get("reasoning_content") or "", answer=msg.content or "",
                       thinking_tokens=reasoning, answer_tokens=r.usage.completion_tokens - reasoning,
-                      waits_used=meta.get("waits_used", 0), hit_budget=meta.get("hit_budget", False),
-                      predicted=predicted, gold=q.answer, correct=correct)
+                      waits_used=meta.get("waits_used", 0), hit_budget=meta.get("hit_budget", False))
+    return Generation.from_forced(thought, q, budget, grade_response(q, thought.answer))
 
 
 async def run_endpoint_sweep(questions: list[Question], sweep: EndpointSweep, out_path: str | Path,

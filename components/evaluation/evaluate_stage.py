@@ -15,7 +15,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable, Optional
 
+from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
+from components.data.tasks import load_task
+from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
+from components.evaluation.parallel import evaluate_in_parallel
+from components.evaluation.plot import plot_compute_matched
+from components.evaluation.provenance import engine_version, provenance
+from components.evaluation.report import git_commit
+from components.evaluation.served import evaluate_via_serve
+from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
@@ -53,7 +62,6 @@ def model_hash(path: Path) -> str:
 
 
 def eval_questions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, list[Question]]:
-    from components.data.tasks import load_task
     out = {}
     for name in evaluate.tasks:
         if name == "heldout":
@@ -70,28 +78,20 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     On the headline task also the compute-matched comparison (``evaluate.compute_matched``; plotted to
     ``compute_matched.png``) and the extrapolation ablations (``wait_string_ablation``, ``num_waits_ablation``),
     in process (after the Serve sweep with ``via: serve``)."""
-    from components.common.threads import use_threads
-    from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
-    from components.evaluation.parallel import evaluate_in_parallel
-    from components.evaluation.plot import plot_compute_matched
-    from components.evaluation.provenance import engine_version, provenance
-    from components.evaluation.report import git_commit
-    from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
-    from components.inference.build import engine_for
+    from components.inference.engine import build_engine
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)
     per_task, all_samples = {}, []
-    base = engine_for(engine, model.dtype, base_model_ref(model, paths))
+    base = build_engine(engine, model.dtype, base_model_ref(model, paths))
     tasks = eval_questions(evaluate, paths)
     headline = next(iter(tasks.values()))
     parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
     # in process: the SFT engine here (with evaluate.workers, this process's share of the parts runs on it)
-    sft = engine_for(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
+    sft = build_engine(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
     for i, (name, questions) in enumerate(tasks.items()):
         base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
         if evaluate.via == "serve":
-            from components.evaluation.served import evaluate_via_serve
             if launch_endpoint is None:
                 raise ValueError("evaluate.via: 'serve' needs the Serve launcher (run the stage through s1flow)")
             with launch_endpoint(serve, engine, model.dtype, str(paths.sft_model)) as url:
@@ -100,7 +100,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
                     engine=f"{engine.backend} {engine_version(engine.backend)}",
                     thinking_cap=engine.unlimited_thinking_tokens)
             if i == 0 and has_extras(evaluate):  # the comparison and ablations run in process, after Serve
-                sft = engine_for(engine, model.dtype, str(paths.sft_model))
+                sft = build_engine(engine, model.dtype, str(paths.sft_model))
                 more, gens = evaluation_extras(sft, questions, evaluate)
                 report.update(more)
                 samples += [{**g.model_dump(), "seed": evaluate.seed} for g in gens]

@@ -10,7 +10,7 @@ transformers imported already; a spawned worker spends ~8 s of a core importing 
 engine calls it makes in one process, and the thread count does not change the
 numbers, so the report and the generations (in the same order) are those of
 :func:`components.evaluation.sweep.evaluate_sweep`, assembled by the same function
-(``tests/components/test_parallel_evaluation.py``). On a 2-core CPU a tiny
+(``tests/evaluation/test_parallel.py``). On a 2-core CPU a tiny
 model's generation gains little from a second torch thread (Python and memory
 bound) and nearly twice from a second process.
 
@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from typing import Optional
 
+from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig
 from components.evaluation.sweep import Part, assemble, evaluation_parts, largest_first, run_part
 from components.records import Generation, Question
@@ -35,10 +36,9 @@ _engine = None  # the worker process's engine
 
 def _start_worker(engine_json: str, dtype: str, model: str, workers: int) -> None:
     global _engine
-    from components.common.threads import use_threads
-    from components.inference.build import engine_for
+    from components.inference.engine import build_engine
     use_threads(workers)
-    _engine = engine_for(EngineConfig.model_validate_json(engine_json), dtype, model)
+    _engine = build_engine(EngineConfig.model_validate_json(engine_json), dtype, model)
 
 
 def _run_in_worker(part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
@@ -51,14 +51,13 @@ def _ready() -> None:
 
 def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions: list[Question],
                          cfg: EvaluateConfig, workers: int, local_engine=None) -> tuple[dict, list[Generation]]:
-    """``evaluate_sweep(engine_for(engine, dtype, model), questions, cfg)`` with its parts over ``workers``
+    """``evaluate_sweep(build_engine(engine, dtype, model), questions, cfg)`` with its parts over ``workers``
     processes, this one included (``local_engine``, else one built here; the HF engine: each process loads the
     model). Each process takes the largest part left once it is ready and whenever it is free; the first failure
     stops the others taking more and is raised (an interrupt before any error; the rest are logged)."""
     import torch
 
-    from components.common.threads import use_threads
-    from components.inference.build import engine_for
+    from components.inference.engine import build_engine
     todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
     size = max(1, min(workers, len(todo)))
     lock, done, failed = threading.Lock(), {}, []
@@ -88,7 +87,7 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
             for f in feeders:
                 f.start()
             use_threads(size)  # this process's share, as each worker's
-            local = local_engine or engine_for(engine, dtype, model)
+            local = local_engine or build_engine(engine, dtype, model)
             work(lambda p: run_part(local, p, questions, cfg))
         except BaseException as e:
             with lock:

@@ -58,7 +58,7 @@ def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: 
 
 
 def mean_and_se(row: dict) -> str:
-    """``96.3% ± 0.4%``; a one-seed row (or a file written before, with ``se`` 0) says it has no SE."""
+    """``96.3% ± 0.4%``; a one-seed row (whatever its ``se``) says it has no SE."""
     if len(row["seeds"]) < 2:
         return f"{_pct(row['mean'])} (one seed: no SE)"
     if row.get("se") is None:

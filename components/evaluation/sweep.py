@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import NamedTuple, Optional
 
+import components.evaluation.rewards  # noqa: F401 - registers REBASE's programmatic reward
 from components.common.grading import grade_response
 from components.common.progress import progress_bar
 from components.config import EvaluateConfig
@@ -35,16 +36,8 @@ from components.records import Example, Generation, Question, Trace
 
 def graded(questions: list[Question], results, method: str, budget: Optional[int]) -> list[Generation]:
     """One sweep point's results as graded generations (by the question's kind; GPQA: the option letter)."""
-    out = []
-    for q, r in zip(questions, results):
-        predicted, correct = grade_response(q, r.answer)
-        out.append(Generation(
-            question_id=q.id, budget=budget, method=method, prompt=q.question, thinking=r.thinking,
-            answer=r.answer, thinking_tokens=r.thinking_tokens, answer_tokens=r.answer_tokens,
-            waits_used=r.waits_used, hit_budget=r.hit_budget, predicted=predicted, gold=q.answer,
-            correct=correct,
-        ))
-    return out
+    return [Generation.from_forced(r, q, budget, grade_response(q, r.answer), method)
+            for q, r in zip(questions, results)]
 
 
 def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: str,

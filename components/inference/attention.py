@@ -5,7 +5,7 @@ transformers' ``sdpa`` attention lets the kernel handle grouped-query attention
 batch) it first repeats each key/value head for its query heads, a copy of the
 whole KV cache per layer per decoding step (a fifth of the tiny model's
 generation time on a CPU). PyTorch's CPU kernels take the mask and the grouped
-heads together and give the same numbers (``tests/components/test_attention.py``),
+heads together and give the same numbers (``tests/inference/test_attention.py``),
 so the HF engine switches a model on a CPU to this implementation. On CUDA a
 masked grouped call falls back to the math kernel: models there keep ``sdpa``.
 

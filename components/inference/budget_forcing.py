@@ -33,8 +33,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from components.data.tokenizer import ENDOFTEXT, IM_START
-from components.formatting import ANSWER_START, END
+from components.formatting import ANSWER_START, ENDOFTEXT, IM_END, IM_START
+from components.records import Thought
 
 NO_WAIT_STRING = ""  # a wait that suppresses the end of thinking and appends nothing
 
@@ -78,7 +78,7 @@ class ForcingVocab:
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "ForcingVocab":
         ids = tokenizer.convert_tokens_to_ids
-        im_start, im_end = ids(IM_START), ids(END)
+        im_start, im_end = ids(IM_START), ids(IM_END)
         banned = tuple(i for i in {ids(ENDOFTEXT), tokenizer.pad_token_id} if i is not None and i >= 0)
         delim = tuple(tokenizer(ANSWER_START, add_special_tokens=False)["input_ids"])
         return cls((im_start, im_end), delim, im_end, banned, tokenizer)
@@ -279,14 +279,9 @@ class PhaseTracker:
         return phase
 
 
-@dataclass
-class ForcedResult:
-    thinking: str
-    answer: str
-    thinking_tokens: int
-    answer_tokens: int
-    waits_used: int
-    hit_budget: bool
+class ForcedResult(Thought):
+    """A :class:`~components.records.Thought` with the tokens generated for it (thinking, delimiter, answer)."""
+
     token_ids: list[int]
     tries: int = 1  # samples drawn for this result (rejection sampling, majority voting)
 

@@ -7,7 +7,7 @@ model grows with the rows). Here a row that finishes is dropped from the batch, 
 KV cache with it (``Cache.batch_select_indices``), so each step costs only the rows
 still generating. Prefill, positions (left padding) and the cache are what
 ``generate`` uses, so greedy outputs are ``generate``'s on a CPU in float32
-(``tests/components/test_decoding.py``; elsewhere a kernel chosen for a smaller batch
+(``tests/inference/test_decoding.py``; elsewhere a kernel chosen for a smaller batch
 may break a near-tie differently, as ``generate`` itself is not batch-invariant).
 A model whose cache is not made of plain or sliding-window attention layers
 (linear-attention hybrids that keep their state in ``past_key_values``) keeps its

@@ -1,21 +1,29 @@
-"""The engine protocol every inference backend implements (HF transformers, vLLM).
+"""The engine protocol every inference backend implements (HF transformers, vLLM), and the engine factory.
 
 Prompts are text or token ids. ``generate`` (plain batched generation with stop tokens, min/max new tokens,
 sampling, logit bias / banned tokens), ``generate_forced`` (budget forcing, see
 :mod:`components.inference.budget_forcing`; an optional ``on_token(index, token,
 phase)`` callback sees each generated token, for streaming; a sampled prompt draws
 with ``seeds[i]`` if given, else ``sampling.seed + i``, whatever else shares its batch), ``shutdown`` (free
-the engine) and ``context_length`` (the model's maximum sequence length, or None).
+the engine), ``context_length`` (the model's maximum sequence length, or None), ``vocab`` (the token ids
+budget forcing needs) and ``unlimited`` (the thinking cap of a spec without ``max_thinking_tokens``).
 The async vLLM engine offers the same calls as coroutines.
 
-    out = engine.generate(prompts, Sampling(max_new_tokens=32, stop_token_ids=(im_end,)))
+``engine.backend`` names a backend in :data:`ENGINES`; :func:`build_engine` imports its module only when it is
+built (vLLM loads nowhere else).
+
+    engine = build_engine(EngineConfig(backend="hf"), "float32", "models/tiny/sft")
+    out = engine.generate(prompts, Sampling(max_new_tokens=32, stop_token_ids=(engine.vocab.end_id,)))
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
-from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
+from components.config import EngineConfig
+from components.inference.budget_forcing import BudgetSpec, ForcedResult, ForcingVocab, Phase
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,11 @@ class Completion:
 
 
 class Engine(Protocol):
-    name: str
+    name: str  # the backend: "hf" or "vllm"
     tokenizer: object
-    batch_size: int
+    batch_size: int  # prompts per batch (vLLM: sequences in flight)
+    vocab: ForcingVocab  # the token ids budget forcing needs: stops, delimiter, end of turn, banned
+    unlimited: int  # the thinking cap: a spec without max_thinking_tokens thinks at most this many tokens
 
     def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]: ...
 
@@ -84,3 +94,39 @@ def row_seeds(prompts: Sequence, specs: Sequence, sampling: Sampling,
         raise ValueError(f"{len(prompts)} prompts but {len(specs)} budget specs"
                          + (f" and {len(seeds)} seeds" if seeds is not None else ""))
     return list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+
+
+ENGINES: dict[str, str] = {
+    "hf": "components.inference.hf_engine:HFEngine",
+    "vllm": "components.inference.vllm_engine:VLLMEngine",
+}
+
+# Serving replicas want the async form where a backend has one (continuous batching, streaming, aborts).
+SERVING_ENGINES: dict[str, str] = {**ENGINES, "vllm": "components.inference.vllm_engine:AsyncVLLMEngine"}
+
+# The package each engine needs beyond the core install.
+REQUIRES = {"vllm": "vllm"}
+
+
+def engine_problem(name: str) -> str | None:
+    """Why ``name`` cannot run here, or None."""
+    if name not in ENGINES:
+        return f"{name!r} is not an engine; choose one of {sorted(ENGINES)}"
+    need = REQUIRES.get(name)
+    if need and importlib.util.find_spec(need) is None:
+        return (f"{name!r} needs the {need} package: install the gpu extra (pip install -e .[gpu]) on a GPU "
+                "machine, or use `make vllm-env` for the CPU build; or choose 'hf'")
+    return None
+
+
+def build_engine(cfg: EngineConfig, dtype: str, model: str, batch_size: Optional[int] = None, serving: bool = False,
+                 **backend_options: Any) -> Engine:
+    """The ``engine`` section's backend for a model directory or hub id, ``batch_size`` prompts per batch (default
+    ``cfg.batch_size``). ``serving=True``: the async engine where the backend has one (its calls are coroutines).
+    ``backend_options``: more arguments of the backend's ``from_pretrained`` (vLLM: ``gpu_memory_utilization``)."""
+    module, cls = (SERVING_ENGINES if serving else ENGINES)[cfg.backend].split(":")
+    if cfg.backend == "vllm":
+        backend_options = {"tensor_parallel_size": cfg.tensor_parallel_size, **backend_options}
+    return getattr(importlib.import_module(module), cls).from_pretrained(
+        str(model), dtype, batch_size=batch_size or cfg.batch_size,
+        unlimited_thinking_tokens=cfg.unlimited_thinking_tokens, **backend_options)

@@ -18,7 +18,6 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from components.data.base_model import load_model
 from components.inference.attention import use_grouped_sdpa
 from components.inference.budget_forcing import (
     BudgetForcer,
@@ -31,6 +30,7 @@ from components.inference.budget_forcing import (
 )
 from components.inference.decoding import choose_tokens, decode, sample, top_p_filter
 from components.inference.engine import Completion, Sampling, row_seeds
+from components.modeling import load_model
 
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
 # (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.

@@ -54,9 +54,8 @@ def budget_forcing_sweep(engine, questions, budgets: Sequence[Optional[int]], cf
     """Budget forcing at each of ``budgets`` (None: only the unlimited cap). Greedy forcing that only cuts
     thinks each budget's run as a prefix of one capped run, so that run is generated once and each budget
     adds only its answers (:mod:`components.inference.budget_sweep`); otherwise one run per budget."""
-    cap = getattr(engine, "unlimited", None)
     spec, sampling = budget_spec(cfg, None), _greedy(cfg)
-    if cap is None or not shares_thinking(spec, sampling, budgets, cap):
+    if not shares_thinking(spec, sampling, budgets, engine.unlimited):
         last = len(budgets) - 1  # the caller's bar counts the questions once: it advances with the last budget
         return {b: budget_forcing(engine, questions, b, cfg, progress if i == last else None)
                 for i, b in enumerate(budgets)}
@@ -95,7 +94,7 @@ def rejection_sampling(engine, questions, budget, cfg, progress=None):
         results = engine.generate_forced([prompts[i] for i in pending], [budget_spec(cfg, None)] * len(pending), sampling)
         still = []
         for i, r in zip(pending, results):
-            chosen[i] = dataclasses.replace(r, tries=attempt + 1)
+            chosen[i] = r.model_copy(update={"tries": attempt + 1})
             if r.thinking_tokens > budget:
                 still.append(i)
         if progress:
@@ -150,10 +149,10 @@ def voted(samples: list[list[ForcedResult]]) -> list[ForcedResult]:
     for mine in zip(*samples):
         winner = vote([extract_answer(r.answer) for r in mine])
         first = next((r for r in mine if extract_answer(r.answer) == winner), mine[0])
-        out.append(dataclasses.replace(
-            first, thinking_tokens=sum(r.thinking_tokens for r in mine), tries=len(mine),
-            answer=f"Answer: {winner}" if winner else first.answer,
-        ))
+        out.append(first.model_copy(update={
+            "thinking_tokens": sum(r.thinking_tokens for r in mine), "tries": len(mine),
+            "answer": f"Answer: {winner}" if winner else first.answer,
+        }))
     return out
 
 
@@ -190,9 +189,6 @@ def wait_extensions(engine, questions, runs: Sequence[tuple[tuple[str, ...], int
     return out
 
 
-_REWARDS: dict[str, object] = {}  # process rewards by name (a model-based one loads once per process)
-
-
 def rebase_spec(cfg: EvaluateConfig, width: int, max_thinking_tokens: int) -> RebaseSpec:
     return RebaseSpec(width=width, temperature=cfg.rebase_temperature, sample_temperature=cfg.sample_temperature,
                       top_p=cfg.top_p, max_step_tokens=cfg.rebase_step_tokens, max_thinking_tokens=max_thinking_tokens,
@@ -200,11 +196,9 @@ def rebase_spec(cfg: EvaluateConfig, width: int, max_thinking_tokens: int) -> Re
 
 
 def rebase_search(engine, questions, width, cfg, progress=None):
-    """REBASE with ``width`` leaves per question; each branch thinks at most the engine's unlimited cap."""
-    if cfg.rebase_reward not in _REWARDS:
-        _REWARDS[cfg.rebase_reward] = build_reward(cfg.rebase_reward)
-    cap = getattr(engine, "unlimited", None) or max(cfg.budgets)
-    out = rebase(engine, questions, rebase_spec(cfg, width, cap), _REWARDS[cfg.rebase_reward])
+    """REBASE with ``width`` leaves per question, rewarded by ``build_reward(cfg.rebase_reward)``; each branch
+    thinks at most the engine's unlimited cap."""
+    out = rebase(engine, questions, rebase_spec(cfg, width, engine.unlimited), build_reward(cfg.rebase_reward))
     if progress:
         progress(len(questions))
     return out

@@ -10,14 +10,15 @@ reward). Compute is counted as in s1's Fig. 7: every thinking token generated
 for the question, over all branches, pruned ones included (the token closing
 thinking is the delimiter and, as in budget forcing, not a thinking token).
 
-Rewards: ``programmatic`` checks each line against the procedural world's
-worked solution (``components.data.problems``; a wrong line followed by "Wait,
-let me re-check: <right line>" is a correction, not an error); a
-``Qwen/Qwen2.5-Math-PRM-*`` name loads that PRM (s1-32b; its step-separator
-recipe); any other name is a Hugging Face sequence-classification process
-reward model loaded by name, scoring the question plus the steps so far.
+Rewards are any :class:`ProcessReward` (a ``name`` and ``score(question,
+steps)``). :func:`build_reward` resolves a name: a reward registered under it
+(:func:`register_reward`; the evaluation package registers ``programmatic``,
+the procedural world's verifier); a ``Qwen/Qwen2.5-Math-PRM-*`` name loads
+that PRM (s1-32b; its step-separator recipe); any other name is a Hugging Face
+sequence-classification process reward model loaded by name, scoring the
+question plus the steps so far.
 
-    results = rebase(engine, questions, RebaseSpec(width=8), build_reward("programmatic"))
+    results = rebase(engine, questions, RebaseSpec(width=8), build_reward("Qwen/Qwen2.5-Math-PRM-7B"))
 """
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
-from components.data.problems import RECHECK
-from components.formatting import ANSWER_START, thinking_prompt
+from components.formatting import ANSWER_START, IM_END, IM_START, thinking_prompt
 from components.inference.budget_forcing import ForcedResult
 from components.inference.engine import Sampling
 
@@ -37,31 +37,6 @@ class ProcessReward(Protocol):
 
     def score(self, question: str, steps: Sequence[str]) -> float:
         """Reward in [0, 1] of a partial trace (its steps so far)."""
-
-
-class ProgrammaticProcessReward:
-    """The procedural world's verifier: the share of lines that are right where they stand."""
-
-    name = "programmatic"
-
-    def score(self, question: str, steps: Sequence[str]) -> float:
-        from components.data.problems import parse_any
-        hit = parse_any(question)
-        if hit is None or not steps:
-            return 0.5
-        family, ops = hit
-        reference = family.solution_lines(ops)
-        j, good, pending_error = 0, 0, False
-        for line in steps:
-            line = line.strip()
-            if j < len(reference) and line == reference[j]:
-                good, j, pending_error = good + 1, j + 1, False
-            elif line.startswith(RECHECK) and j < len(reference) and line[len(RECHECK):] == reference[j]:
-                good, j = good + 1 + pending_error, j + 1  # a correction redeems the slip before it
-                pending_error = False
-            else:
-                pending_error = True
-        return good / len(steps)
 
 
 class ModelProcessReward:
@@ -116,13 +91,21 @@ class QwenMathPRM:
         return float(positive[-1]) if len(positive) else 0.5
 
 
+REWARDS: dict[str, ProcessReward] = {}  # by name: the registered ones and each model loaded (once per process)
+
+
+def register_reward(reward: ProcessReward) -> None:
+    """Make ``reward`` the one :func:`build_reward` returns for ``reward.name``."""
+    REWARDS[reward.name] = reward
+
+
 def build_reward(name: str) -> ProcessReward:
-    """``programmatic``; a Qwen2.5-Math-PRM by name; any other name: a sequence-classification PRM."""
-    if name == "programmatic":
-        return ProgrammaticProcessReward()
-    if "math-prm" in name.lower() and "qwen" in name.lower():
-        return QwenMathPRM(name)
-    return ModelProcessReward(name)
+    """The reward registered as ``name``; else a Qwen2.5-Math-PRM by name, or any other name: a
+    sequence-classification PRM (either loaded on first use, then kept)."""
+    if name not in REWARDS:
+        is_qwen_prm = "math-prm" in name.lower() and "qwen" in name.lower()
+        REWARDS[name] = QwenMathPRM(name) if is_qwen_prm else ModelProcessReward(name)
+    return REWARDS[name]
 
 
 @dataclass(frozen=True)
@@ -188,7 +171,7 @@ def _vote(answers: Sequence[str], weights: Sequence[float]) -> str:
 def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessReward) -> list[ForcedResult]:
     """Tree search per question (all questions' expansions batched per round)."""
     tok = engine.tokenizer
-    think_end, im_end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    think_end, im_end = tok.convert_tokens_to_ids(IM_START), tok.convert_tokens_to_ids(IM_END)
     stops = _newline_ids(tok) + (think_end, im_end)
     prompts = [thinking_prompt(tok, q) for q in questions]
     frontier: list[list[Node]] = [[Node()] for _ in questions]
@@ -214,7 +197,7 @@ def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessRe
             closed = bool(out.token_ids) and out.token_ids[-1] in (think_end, im_end)
             thought = out.completion_tokens - closed
             spent[qi] += thought
-            line = out.text.split("\n")[0].replace("<|im_start|>", "").strip()
+            line = out.text.split("\n")[0].replace(IM_START, "").strip()
             child = Node(steps=node.steps + ([line] if line else []), tokens=node.tokens + thought)
             child.done = closed or child.tokens >= spec.max_thinking_tokens or (not line and not closed)
             child.reward = reward.score(questions[qi], child.steps)
@@ -224,11 +207,10 @@ def rebase(engine, questions: Sequence[str], spec: RebaseSpec, reward: ProcessRe
     # Answers for every finished leaf (greedy, after the end-of-thinking delimiter).
     leaves = [(qi, n) for qi in range(len(questions)) for n in finished[qi]]
     answer_texts = [prompts[qi] + "\n".join(n.steps) + "\n" + ANSWER_START for qi, n in leaves]
-    outs = engine.generate(answer_texts, Sampling(max_new_tokens=spec.max_answer_tokens,
-                                                  stop_token_ids=(tok.convert_tokens_to_ids("<|im_end|>"),)))
+    outs = engine.generate(answer_texts, Sampling(max_new_tokens=spec.max_answer_tokens, stop_token_ids=(im_end,)))
     by_q: dict[int, list[tuple[Node, str]]] = {}
     for (qi, n), out in zip(leaves, outs):
-        by_q.setdefault(qi, []).append((n, out.text.replace("<|im_end|>", "").strip()))
+        by_q.setdefault(qi, []).append((n, out.text.replace(IM_END, "").strip()))
     results = []
     for qi in range(len(questions)):
         mine = by_q.get(qi, [])

@@ -5,7 +5,7 @@ optional ``on_token`` callback, ``shutdown``, ``context_length``). Budget forcin
 runs inside vLLM as a V1 batch-level logits processor
 (:mod:`components.inference.vllm_forcing`), so a forced "Wait" costs only its own
 tokens; prefix caching is on. vLLM imports
-lazily: nothing here loads unless ``evaluate.engine: vllm`` is chosen.
+lazily: nothing here loads unless ``engine.backend: vllm`` is chosen.
 
 The exact number of forced waits per request comes back through a shared-memory
 counter the logits processor writes (:class:`~components.inference.vllm_forcing.WaitSlots`;

@@ -1,5 +1,6 @@
-"""Render dvc.yaml from the stage registry: each stage runs ``s1flow stage NAME`` and depends on its own code,
-the shared schema, the files it reads and the params it declares.
+"""Render dvc.yaml from the stage registry: each stage runs ``bin/s1flow stage NAME`` and depends on its own code,
+the shared schema, the files it reads and the params it declares. ``bin/s1flow`` runs the checkout's
+``.venv/bin/s1flow`` (else the s1flow on PATH), so ``.venv/bin/dvc repro`` needs no activated venv.
 
     s1flow dvc-yaml > dvc.yaml        # a test checks the committed dvc.yaml equals this
 """
@@ -11,6 +12,7 @@ from components.paths import Paths
 from components.pipeline.registry import SHARED_CODE, STAGE_LIST, WHOLE_PROFILE, Stage
 
 TEMPLATE = Paths.for_profile("${profile}", root="")
+LAUNCHER = "bin/s1flow"  # relative to the project root, where DVC runs each command
 
 HEADER = """\
 # Generated from components/pipeline/registry.py by `s1flow dvc-yaml > dvc.yaml`; do not edit by hand
@@ -24,7 +26,7 @@ def _uncached(paths) -> list:
 
 
 def stage_spec(stage: Stage) -> dict:
-    spec: dict = {"cmd": f"s1flow stage {stage.name}"}
+    spec: dict = {"cmd": f"{LAUNCHER} stage {stage.name}"}
     code = [f"components/{c}" for c in (*stage.code, *SHARED_CODE)]
     spec["deps"] = code + [str(p) for p in stage.inputs(TEMPLATE)]
     spec["params"] = ["profile"] + ["${profile}" if p == WHOLE_PROFILE else f"${{profile}}.{p}"

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Iterable
 
 from components.config import ConfigError, ProfileConfig
+from components.distill.teachers import NEEDS_KEY, TEACHERS
 
 _TEACHER_STAGES = {"distill"}
 _ENGINE_STAGES = {"filter", "evaluate"}
 
 
 def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
-    from components.distill.teachers import NEEDS_KEY, TEACHERS
-    from components.inference.engines import engine_problem
+    from components.inference.engine import engine_problem
 
     stages, out = set(stages), []
     if stages & _TEACHER_STAGES:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from components.config import ProfileConfig
-from components.curation.pools import quality_pool_path
 from components.paths import Paths
 
 COMPONENTS = Path(__file__).resolve().parents[1]
@@ -56,6 +56,8 @@ class Stage:
     # whether the stage runs on Ray with this profile (Ray Data, Ray Train, Ray Serve): after the last one, a
     # pipeline run releases the Ray it started
     on_ray: Callable[[ProfileConfig], bool] = lambda cfg: False
+    # keys of its metrics file that the entry's result leaves out (its result is that file less these)
+    result_omits: tuple[str, ...] = ()
 
     def function(self) -> Callable[..., dict]:
         module, attr = self.entry.split(":")
@@ -88,17 +90,18 @@ STAGE_LIST: tuple[Stage, ...] = (
     Stage("filter", "components.curation.filter_stage:filter_stage",
           {"quality": "quality", "decontamination": "decontamination", "difficulty": "difficulty",
            "domain": "domain", "engine": "engine", "model": "model", "task_files": "evaluate.task_files"},
-          code=("curation", "inference", "distill/teachers", "data/base_model.py", "data/tokenizer.py",
-                "data/problems.py", "data/domains.py", "data/msc_domains.json", "data/tasks.py"),
+          code=("curation", "inference", "modeling.py", "distill/teachers", "data/problems.py", "data/domains.py",
+                "data/msc_domains.json", "data/tasks.py"),
           inputs=lambda p: [p.pool, p.heldout, p.traces, p.base_model],
-          outs=lambda p: [p.filtered, quality_pool_path(p)],
+          outs=lambda p: [p.filtered, p.quality_pool],
           metrics=lambda p: [p.metric("filter_report.json")], on_ray=lambda cfg: True),
     Stage("select", "components.curation.select_stage:select_stage", {"selection": "selection"},
-          code=("curation/select_stage.py", "curation/selection.py", "curation/selection_report.py", "curation/pools.py",
+          code=("curation/select_stage.py", "curation/selection.py", "curation/selection_report.py",
                 "data/domains.py", "data/problems.py", "data/msc_domains.json"),
-          inputs=lambda p: [p.filtered, quality_pool_path(p), p.metric("filter_report.json")],
+          inputs=lambda p: [p.filtered, p.quality_pool, p.metric("filter_report.json")],
           outs=lambda p: [p.selected],
-          metrics=lambda p: [p.metric("selection_report.json")], uncached=lambda p: [p.plot("selection_report.png")],
+          metrics=lambda p: [p.metric("selection_report.json")], result_omits=("trace_tokens",),
+          uncached=lambda p: [p.plot("selection_report.png")],
           plots=(Plot(lambda p: p.plot("selection_funnel.json"), "questions", "step",
                       "Selection funnel: questions left after each step", "bar_horizontal"),
                  Plot(lambda p: p.plot("selection_domains.json"), "selected", "domain",
@@ -107,15 +110,14 @@ STAGE_LIST: tuple[Stage, ...] = (
           code=("training/tokenize_stage.py",), inputs=lambda p: [p.selected, p.base_model], outs=lambda p: [p.sft_tokens],
           metrics=lambda p: [p.metric("tokenize_report.json")]),
     Stage("train", "components.training.train_stage:train_stage", {"sft": "sft", "model": "model"},
-          code=("training", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
+          code=("training", "modeling.py"),
           inputs=lambda p: [p.sft_tokens, p.base_model], outs=lambda p: [p.sft_model],
           metrics=lambda p: [p.metric("train.json")],
           plots=(Plot(lambda p: p.plot("train_loss.json"), "step", "loss", "SFT training loss per step"),),
           wrap="components.tracking.training_run:train_in_run", on_ray=lambda cfg: cfg.sft.launcher == "ray"),
     Stage("evaluate", "components.evaluation.evaluate_stage:evaluate_stage",
           {"evaluate": "evaluate", "engine": "engine", "model": "model", "serve": "serve"},
-          code=("evaluation", "inference", "serving", "data/base_model.py", "data/tokenizer.py", "data/problems.py",
-                "data/tasks.py"),
+          code=("evaluation", "inference", "serving", "modeling.py", "data/problems.py", "data/tasks.py"),
           inputs=lambda p: [p.heldout, p.base_model, p.sft_model, p.metric("filter_report.json")],
           outs=lambda p: [p.eval_samples],
           metrics=lambda p: [p.metric("eval.json")],
@@ -125,7 +127,7 @@ STAGE_LIST: tuple[Stage, ...] = (
           services={"launch_endpoint": "components.serving.launch:served_endpoint"},
           on_ray=lambda cfg: cfg.evaluate.via == "serve"),
     Stage("register", "components.tracking.register_stage:register_stage", {"profile": WHOLE_PROFILE},
-          code=("tracking", "inference", "evaluation", "data/base_model.py", "data/tokenizer.py", "data/problems.py"),
+          code=("tracking", "inference", "evaluation", "modeling.py", "data/problems.py"),
           inputs=lambda p: [p.metric("eval.json"), p.metric("train.json"), p.sft_model],
           outs=lambda p: [], metrics=lambda p: [p.metric("mlflow_run.json")]),
 )
@@ -179,6 +181,16 @@ def code_digest(name: str) -> str:
     for f in code_files(name):
         h.update(str(f.relative_to(COMPONENTS)).encode() + f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def recorded_result(name: str, paths: Paths) -> Optional[dict]:
+    """The result the stage's entry returned, read back from the metrics file it wrote (None when absent).
+    JSON's types: a dict key that was a number reads back as a string."""
+    stage = get_stage(name)
+    (metric,) = stage.metrics(paths)
+    if not metric.is_file():
+        return None
+    return {k: v for k, v in json.loads(metric.read_text()).items() if k not in stage.result_omits}
 
 
 def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:

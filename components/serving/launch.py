@@ -50,7 +50,7 @@ def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_pat
     import ray
     from ray import serve as ray_serve
 
-    from components.serving.app import S1Server, key_runtime_env
+    from components.serving.app import S1Server, key_runtime_env  # lazy: imports Ray Serve and the engines (torch)
 
     check_auth(serve)
     if not ray.is_initialized():

@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from components.common.grading import extract_answer
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
 
 # Per-request size limits, checked at parse time (a bad request never reaches the engine).
@@ -205,7 +206,6 @@ def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[st
     carries the voted answer and the vote's record (samples included). Votes are the final answers of the
     stop-cut texts, grouped by grading equivalence as the offline ``majority_voting`` method groups them;
     the largest group wins (ties: the group seen first), represented by its first sample."""
-    from components.common.grading import extract_answer
     from components.inference.methods import vote_groups
     out = []
     for start in range(0, len(results), n):

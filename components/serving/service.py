@@ -34,9 +34,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from components.config import EngineConfig
 from components.formatting import THINK_START, prompt_text
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
-from components.inference.engine import Sampling
+from components.inference.engine import Sampling, build_engine
 from components.serving.protocol import (
     MAX_SEED,
     APIError,
@@ -135,14 +136,13 @@ class S1Service:
             raise RuntimeError(f"refusing to serve without auth: set the environment variable {api_key_env} "
                                "(the bearer token) for the replicas, or bind to a loopback host")
         if engine_obj is None:
-            from components.inference.engines import build_engine
             if threads and engine == "hf":
                 import torch
                 torch.set_num_threads(threads)
-            extra = ({"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization}
-                     if engine == "vllm" else {})
-            engine_obj = build_engine(engine, model_path, dtype, serving=True, batch_size=max_batch_size,
-                                      unlimited_thinking_tokens=unlimited_thinking_tokens, **extra)
+            cfg = EngineConfig(backend=engine, batch_size=max_batch_size, tensor_parallel_size=tensor_parallel_size,
+                               unlimited_thinking_tokens=unlimited_thinking_tokens)
+            extra = {"gpu_memory_utilization": gpu_memory_utilization} if engine == "vllm" else {}
+            engine_obj = build_engine(cfg, dtype, model_path, serving=True, **extra)
         self.engine = engine_obj
         self.is_async = asyncio.iscoroutinefunction(self.engine.generate_forced)
         self.model_name, self.default_answer_tokens = model_name, default_answer_tokens

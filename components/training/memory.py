@@ -11,7 +11,7 @@ onto the GPUs as they are created) and loads the checkpoint's memory-mapped safe
 gathered layer at a time (``_load_state_dict_into_zero3_model``): the node holds the checkpoint once,
 in the page cache its ranks share. Loaded before the config is registered, every rank would first
 materialise the whole model in CPU RAM (``load_cpu_gib_per_node_unsharded``: ranks x model + the
-page cache), the defect issue 16 fixed.
+page cache), which sft.py's order avoids.
 
     plan = sft_memory_plan(model_config, cfg.sft, gpus_per_node=8, nodes=2); check_fits(plan, 80)
 """

@@ -23,8 +23,8 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from components.config import SFTConfig
-from components.data.base_model import load_model
 from components.formatting import IGNORE_INDEX, TokenizedExample
+from components.modeling import load_model
 from components.training.live_metrics import live_callbacks, show_tqdm
 
 

@@ -1,7 +1,7 @@
 """Screenshot of the Prefect UI: a finished s1-pipeline flow run and its artifacts (headless Debian Chromium).
 
 Starts a Prefect server with its UI on 127.0.0.1 (its own PREFECT_HOME), runs the pipeline as a flow
-run against it (``s1flow run``; by default the micro profile of the tests in a temporary folder, a
+run against it (``s1flow run``; by default the micro profile in a temporary folder, a
 couple of minutes on 2 CPU cores), then saves the flow run's Artifacts tab as a PNG: the results
 table, the MLflow links and the selection funnel.
 
@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from components.common.network import free_port  # noqa: E402
 from components.common.waiting import wait_http  # noqa: E402
+from components.pipeline.project import write_project  # noqa: E402
 
 # Open the Artifacts tab of the flow run page, then every artifact card's details where the UI folds them.
 OPEN_ARTIFACTS = """(() => {
@@ -67,8 +68,7 @@ def main() -> None:
         if a.project:
             project = Path(a.project).resolve()
         else:
-            from tests.support.micro import write_micro_project
-            project = write_micro_project(tmp / "project")
+            project = write_project(tmp / "project", "micro")
         port = free_port()
         env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",

@@ -5,7 +5,6 @@ from collections import Counter
 import pytest
 
 from components.config import SelectionConfig
-from components.curation.pools import quality_pool_path
 from components.curation.select_stage import select_stage
 from components.curation.selection import STRATEGIES, phase1, select
 from components.paths import Paths
@@ -60,7 +59,7 @@ def _stage_dir(tmp_path):
     paths = Paths.for_profile("t", tmp_path)
     quality = _pool()
     hard = [e for e in quality if e.question.id[1:].isdigit() and int(e.question.id[1:]) % 2 == 0]
-    write_jsonl(quality_pool_path(paths), quality)
+    write_jsonl(paths.quality_pool, quality)
     write_jsonl(paths.filtered, hard)
     write_json(paths.metric("filter_report.json"), {"counts": {"pool": 70, "after_difficulty": len(hard)}})
     return paths, {e.question.id for e in quality}, {e.question.id for e in hard}

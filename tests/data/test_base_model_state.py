@@ -45,7 +45,7 @@ def test_state_is_a_safetensors_file_with_a_json_header(tmp_path):
     from safetensors import safe_open
     ckpt = tmp_path / "pretrain.ckpt"
     _killed_run(build_model(MODEL, 100, 0, 2), _blocks(), ckpt)
-    with safe_open(str(ckpt), "pt") as f:  # the old torch.save zip is not a safetensors file
+    with safe_open(str(ckpt), "pt") as f:  # a torch.save zip would not open as safetensors
         header = json.loads(f.metadata()["s1flow"])
         names = set(f.keys())
     assert header["step"] == 4 and len(header["losses"]) == 4 and len(header["key"]) == 64
@@ -56,8 +56,7 @@ def test_state_is_a_safetensors_file_with_a_json_header(tmp_path):
 @pytest.mark.parametrize("change", ["corpus", "init_seed", "architecture"])
 def test_a_state_from_another_model_or_corpus_is_never_resumed(tmp_path, change):
     """Same pre-training config, but another tokenized corpus / model seed / model shape: start over,
-    and end exactly where an uninterrupted run of the new setting ends (old code resumed foreign weights
-    or crashed loading them)."""
+    and end exactly where an uninterrupted run of the new setting ends (foreign weights are never resumed)."""
     ckpt = tmp_path / "pretrain.ckpt"
     _killed_run(build_model(MODEL, 100, 0, 2), _blocks(), ckpt)
     other = {"corpus": (MODEL, _blocks(seed=1)),

@@ -6,12 +6,12 @@ import pytest
 
 from components.config import load_config
 from components.data import base_release
-from components.data.base_model import load_model, probe_questions, textbook_document, textbook_probe
+from components.data.base_model import probe_questions, textbook_document, textbook_probe
 from components.data.base_model_stage import base_model_stage, release_base_model
-from components.data.base_release import fingerprint, release_dir, release_status
+from components.data.base_release import code_digest, fingerprint, release_dir, release_status
+from components.modeling import load_model
 from components.paths import Paths
 from tests.conftest import REPO
-from tests.support.micro import MICRO, _merge
 
 
 def _tiny():
@@ -43,27 +43,26 @@ def test_the_shipped_base_model_writes_correct_worked_solutions():
 
 
 def _micro(tmp_path, **pretrain):
-    cfg = _tiny()
-    data = _merge(cfg.model_dump(mode="json", exclude={"name"}), MICRO)
-    data["pretrain"].update({"release": str(tmp_path / "release"), **pretrain})
-    from components.config import parse_profile
-    return parse_profile(data, "tiny")
+    """The micro profile with its release at ``tmp_path / "release"``."""
+    cfg = load_config(REPO / "params.yaml", "micro")
+    return cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+        update={"release": str(tmp_path / "release"), **pretrain})})
 
 
 def _stage(cfg, root):
     return base_model_stage(cfg.model, cfg.pretrain, cfg.pool.domains, cfg.pool.min_difficulty,
-                            cfg.pool.max_difficulty, Paths.for_profile("tiny", root))
+                            cfg.pool.max_difficulty, Paths.for_profile("micro", root))
 
 
 def test_a_release_is_installed_for_its_own_config_and_nothing_else(tmp_path):
     cfg = _micro(tmp_path)
     written = release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, cfg.pool.min_difficulty,
-                                 cfg.pool.max_difficulty, Paths.for_profile("tiny", tmp_path / "build"))
+                                 cfg.pool.max_difficulty, Paths.for_profile("micro", tmp_path / "build"))
     assert (written / "model.safetensors").is_file() and (written / base_release.MANIFEST).is_file()
 
     same = _stage(cfg, tmp_path / "a")
     assert same["source"] == "release" and same["fingerprint"] == _fp(cfg)
-    installed = tmp_path / "a" / "models" / "tiny" / "base"
+    installed = tmp_path / "a" / "models" / "micro" / "base"
     assert (installed / "model.safetensors").read_bytes() == (written / "model.safetensors").read_bytes()
     assert not (installed / base_release.MANIFEST).exists()
     load_model(installed)  # loads like any saved model
@@ -82,7 +81,11 @@ def test_editing_the_corpus_code_invalidates_a_release(tmp_path, monkeypatch):
         shutil.copy(base_release.COMPONENTS / code, copy / code)
     monkeypatch.setattr(base_release, "COMPONENTS", copy)
     assert _fp(cfg) == before
-    (copy / "data/problems.py").write_text((copy / "data/problems.py").read_text() + "\n# a new trace format\n")
+    problems = (copy / "data/problems.py").read_text()
+    (copy / "data/problems.py").write_text(problems + "\n# a comment changes nothing the build runs\n")
+    assert _fp(cfg) == before
+    assert "Wait, let me re-check: " in problems  # a new trace format does
+    (copy / "data/problems.py").write_text(problems.replace("Wait, let me re-check: ", "Wait, re-check: "))
     assert _fp(cfg) != before
 
 
@@ -91,4 +94,25 @@ def test_release_base_refuses_without_a_target(tmp_path):
     cfg = _micro(tmp_path, release=None)
     with pytest.raises(ConfigError, match="pretrain.release"):
         release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, cfg.pool.min_difficulty,
-                           cfg.pool.max_difficulty, Paths.for_profile("tiny", tmp_path))
+                           cfg.pool.max_difficulty, Paths.for_profile("micro", tmp_path))
+
+
+def test_the_code_fingerprint_follows_what_the_build_runs_and_nothing_else(tmp_path):
+    def digest(**files):
+        for name, text in files.items():
+            (tmp_path / f"{name}.py").write_text(text)
+        return code_digest(tuple(f"{n}.py" for n in files), ("build",), root=tmp_path)
+
+    base = digest(a="import os\nSTEP = 2\n\ndef build():\n    return helper() * STEP\n\ndef helper():\n    return 1\n",
+                  b="def unused():\n    return 0\n")
+    # documented, commented, imports moved, an unreached definition changed or removed: the same build
+    assert digest(a='"""Module."""\nSTEP = 2  # the step\n\ndef build():\n    """Build."""\n    import sys\n'
+                    "    return helper() * STEP\n\n\ndef helper():\n    return 1\n", b="") == base
+    # the build's own code, a function it calls, or a constant it reads changes: another fingerprint
+    assert digest(a="STEP = 3\n\ndef build():\n    return helper() * STEP\n\ndef helper():\n    return 1\n",
+                  b="") != base
+    assert digest(a="STEP = 2\n\ndef build():\n    return helper() * STEP\n\ndef helper():\n    return 2\n",
+                  b="") != base
+    # a definition moved to another fingerprinted file is still the same code
+    assert digest(a="def build():\n    return helper() * STEP\n\ndef helper():\n    return 1\n",
+                  b="STEP = 2\n") == base

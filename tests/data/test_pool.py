@@ -1,11 +1,9 @@
 """The procedural pool and the held-out set."""
 from collections import Counter
 
-from components.config import PoolConfig, TeacherConfig
+from components.config import PoolConfig
 from components.data.pool import generate_heldout, generate_pool
-from components.data.problems import FAMILIES, addition_steps, parse_any
-from components.distill.teachers import ProgrammaticTeacher, build_teacher
-from components.records import Question
+from components.data.problems import parse_any
 
 
 def test_pool_is_seeded_reproducible_and_diverse():

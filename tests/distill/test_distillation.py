@@ -71,13 +71,13 @@ def test_sigkill_mid_run_keeps_finished_work_and_never_duplicates(tmp_path):
     project = write_micro_project(tmp_path / "proj")
     env = {**os.environ, "S1FLOW_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(_s1flow("stage", "collect"), cwd=project, env=env, check=True, capture_output=True)
-    pool = [json.loads(line) for line in (project / "data/tiny/pool.jsonl").read_text().splitlines()]
+    pool = [json.loads(line) for line in (project / "data/micro/pool.jsonl").read_text().splitlines()]
     with Simulator(free_port(), latency_ms=300) as sim:
         overrides = ["-s", "teacher.kind=vllm", "-s", f"teacher.base_url={sim.base_url}", "-s", "teacher.batch_size=4",
                      "-s", "teacher.concurrency=4", "-s", "teacher.workers=1"]
         proc = subprocess.Popen(_s1flow("stage", "distill", *overrides), cwd=project, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        shards = lambda: list((project / "runs/tiny/distill").glob("*/shard-*.jsonl"))  # noqa: E731
+        shards = lambda: list((project / "runs/micro/distill").glob("*/shard-*.jsonl"))  # noqa: E731
         deadline = time.time() + 120
         while len(shards()) < 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
@@ -85,25 +85,25 @@ def test_sigkill_mid_run_keeps_finished_work_and_never_duplicates(tmp_path):
         proc.wait()
         kept = {json.loads(line)["question_id"] for p in shards() for line in p.read_text().splitlines()}
         assert 3 * 4 <= len(kept) < len(pool)  # killed mid-run with work on disk
-        assert not (project / "data/tiny/traces.jsonl").exists()
+        assert not (project / "data/micro/traces.jsonl").exists()
         done = subprocess.run(_s1flow("stage", "distill", *overrides), cwd=project, env=env, capture_output=True,
                               text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         asked = Counter(sim.stats()["by_question"])
-    report = json.loads((project / "metrics/tiny/distill_report.json").read_text())
+    report = json.loads((project / "metrics/micro/distill_report.json").read_text())
     assert report["skipped_done"] >= len(kept) and report["done"] == len(pool)
     text_of = {q["id"]: q["question"] for q in pool}
     assert all(asked[text_of[qid]] == 1 for qid in kept)  # finished work was not redone
     lost = sum(asked.values()) - len(pool)
     cfg = TeacherConfig(kind="vllm", base_url=sim.base_url, batch_size=4, concurrency=4, workers=1)
     assert 0 <= lost <= max_lost_on_kill(cfg) == 8  # at most the batches in flight at the kill
-    traces = [json.loads(line) for line in (project / "data/tiny/traces.jsonl").read_text().splitlines()]
+    traces = [json.loads(line) for line in (project / "data/micro/traces.jsonl").read_text().splitlines()]
     assert sorted(t["question_id"] for t in traces) == sorted(q["id"] for q in pool) and all(t["ok"] for t in traces)
-    store = ShardStore(next((project / "runs/tiny/distill").iterdir()))
+    store = ShardStore(next((project / "runs/micro/distill").iterdir()))
     assert max(_ok_rows_per_id(store).values()) == 1
 
 
-# --- exactly once for money: isolation, spend cap, lock (issue 13) ---
+# --- exactly once for money: isolation, spend cap, lock ---
 
 def _worker(cfg: TeacherConfig, shard_dir, **kw):
     from components.distill.distillation import TeacherWorker
@@ -158,7 +158,7 @@ def test_spend_cap_stops_cleanly_and_a_rerun_with_a_higher_cap_continues(tmp_pat
     from components.distill.distillation import CostCapReached, cost_usd
     from components.paths import Paths
     from components.records import write_jsonl
-    paths = Paths.for_profile("tiny", tmp_path)
+    paths = Paths.for_profile("micro", tmp_path)
     questions = generate_pool(PoolConfig(size=96, seed=8, malformed_fraction=0.0))
     write_jsonl(paths.pool, questions)
     price = dict(price_input_per_mtok=1000.0, price_output_per_mtok=2000.0)  # ~0.08 USD a question, ~7.8 for all

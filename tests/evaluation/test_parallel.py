@@ -2,7 +2,7 @@
 from components.config import EngineConfig, EvaluateConfig
 from components.evaluation.parallel import evaluate_in_parallel
 from components.evaluation.sweep import evaluate_sweep, evaluation_parts, largest_first
-from components.inference.build import engine_for
+from components.inference.engine import build_engine
 from components.records import Question
 
 QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 = 7. What is x?"]
@@ -34,7 +34,7 @@ def test_two_workers_equal_one_process(tiny_model_dir):
                          rebase_step_tokens=8, compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait", ""], ablation_num_waits=2, num_waits_ablation=[0, 1],
                          ablation_limit=2)
-    report, gens = evaluate_sweep(engine_for(engine, "float32", str(tiny_model_dir)), qs, cfg)
+    report, gens = evaluate_sweep(build_engine(engine, "float32", str(tiny_model_dir)), qs, cfg)
     par_report, par_gens = evaluate_in_parallel(engine, "float32", str(tiny_model_dir), qs, cfg, workers=2)
     assert par_report == report
     assert [g.model_dump() for g in par_gens] == [g.model_dump() for g in gens]

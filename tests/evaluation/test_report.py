@@ -62,7 +62,7 @@ def test_data_ablation_rows_and_schema(tmp_path):
     one = data_ablation_row("all", 900, [0], [0.5])
     assert one["se"] is None and mean_and_se(one) == "50.0% (one seed: no SE)"  # never "± 0.0%" for one run
     assert mean_and_se(row) == f"{100 * row['mean']:.1f}% ± {100 * row['se']:.1f}%"
-    assert mean_and_se({**one, "se": 0.0}) == "50.0% (one seed: no SE)"  # a file written before this change
+    assert mean_and_se({**one, "se": 0.0}) == "50.0% (one seed: no SE)"  # whatever its se says
     p = tmp_path / "data_ablation.json"
     p.write_text(json.dumps([row]))  # a bare list of rows is accepted
     assert read_data_ablation(p)["rows"] == [row]

@@ -2,10 +2,12 @@
 import pytest
 
 from components.config import ConfigError, EvaluateConfig, load_config
+from components.evaluation.rewards import ProgrammaticProcessReward
 from components.evaluation.sweep import evaluate_sweep, matched_table
+from components.inference.budget_forcing import ForcingVocab
 from components.inference.engine import Completion
 from components.inference.methods import run_method, sweep_values
-from components.inference.rebase import RebaseSpec, build_reward, rebase
+from components.inference.rebase import QwenMathPRM, RebaseSpec, rebase
 from components.records import Question
 
 QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 = 7. What is x?"]
@@ -15,8 +17,10 @@ class ScriptedTree:
     """An engine whose every step is scripted: two 4-token lines, then it closes thinking (1 token, the
     delimiter). It counts every token it generates for thinking, to check REBASE's compute accounting."""
 
+    name, batch_size, unlimited, context_length = "scripted", 8, 100, None
+
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+        self.tokenizer, self.vocab = tokenizer, ForcingVocab.from_tokenizer(tokenizer)
         self.think_end = tokenizer.convert_tokens_to_ids("<|im_start|>")
         self.newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
         self.step_tokens = self.closings = self.answer_calls = 0
@@ -41,7 +45,7 @@ class ScriptedTree:
 @pytest.mark.parametrize("width", [1, 3, 4])
 def test_rebase_counts_every_expanded_nodes_tokens(tiny_engine, width):
     engine = ScriptedTree(tiny_engine.tokenizer)
-    out = rebase(engine, QS[:2], RebaseSpec(width=width, max_thinking_tokens=100), build_reward("programmatic"))
+    out = rebase(engine, QS[:2], RebaseSpec(width=width, max_thinking_tokens=100), ProgrammaticProcessReward())
     # Two rounds of `width` 4-token expansions per question, then `width` closings (the delimiter is not thinking).
     assert [r.thinking_tokens for r in out] == [8 * width] * 2
     assert sum(r.thinking_tokens for r in out) == engine.step_tokens
@@ -127,8 +131,6 @@ def test_qwen_math_prm_scores_the_last_steps_separator():
     import math
 
     import torch
-
-    from components.inference.rebase import QwenMathPRM
 
     class Tok:
         def apply_chat_template(self, messages, tokenize, add_generation_prompt):

@@ -54,7 +54,7 @@ def test_first_repro_runs_every_stage(repo):
     assert _ran(out) == {"base-model", "collect", "distill", "filter", "select", "tokenize", "train",
                          "evaluate", "register"}
     assert (repo / "dvc.lock").exists()
-    assert (repo / "models/tiny/sft/model.safetensors").exists()
+    assert (repo / "models/micro/sft/model.safetensors").exists()
 
 
 def test_second_repro_runs_nothing(repo):
@@ -65,7 +65,7 @@ def test_second_repro_runs_nothing(repo):
 
 def test_param_change_reruns_only_dependent_stages(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tiny"]["evaluate"]["budgets"] = [8, 12, 16]
+    params["micro"]["evaluate"]["budgets"] = [8, 12, 16]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], repo)
     assert _ran(out) == {"evaluate", "register"}
@@ -74,17 +74,17 @@ def test_param_change_reruns_only_dependent_stages(repo):
 def test_ablation_as_a_dvc_experiment(repo):
     """The random-selection ablation as a DVC experiment: only what the selection feeds reruns, and
     `dvc exp show` has its params and metrics."""
-    out = _run(["dvc", "exp", "run", "-S", "tiny.selection.strategy=random", "-n", "random-selection"], repo)
+    out = _run(["dvc", "exp", "run", "-S", "micro.selection.strategy=random", "-n", "random-selection"], repo)
     assert _ran(out) == {"select", "tokenize", "train", "evaluate", "register"}
     exps = _experiments(json.loads(_run(["dvc", "exp", "show", "--json"], repo)))
     data = exps["random-selection"]
-    assert data["params"]["params.yaml"]["data"]["tiny"]["selection"]["strategy"] == "random"
-    ev = data["metrics"]["metrics/tiny/eval.json"]["data"]  # DVC keeps numbers and dicts of them, drops lists
-    in_workspace = json.loads((repo / "metrics/tiny/eval.json").read_text())  # the workspace holds the experiment
+    assert data["params"]["params.yaml"]["data"]["micro"]["selection"]["strategy"] == "random"
+    ev = data["metrics"]["metrics/micro/eval.json"]["data"]  # DVC keeps numbers and dicts of them, drops lists
+    in_workspace = json.loads((repo / "metrics/micro/eval.json").read_text())  # the workspace holds the experiment
     for key in ("control", "performance", "accuracy_by_budget", "base_accuracy"):
         assert ev[key] == in_workspace[key], key
     assert ev.get("scaling") == in_workspace["scaling"]  # null when no budget pair differs
-    assert data["metrics"]["metrics/tiny/selection_report.json"]["data"]["strategy"] == "random"
+    assert data["metrics"]["metrics/micro/selection_report.json"]["data"]["strategy"] == "random"
 
 
 def test_dvc_plots_render(repo):
@@ -92,14 +92,14 @@ def test_dvc_plots_render(repo):
     shown = json.loads(_run(["dvc", "plots", "show", "--json"], repo))
     assert not shown.get("errors"), shown["errors"]  # e.g. a format DVC cannot read (it reads no JSONL)
     plots = {path: p[0]["content"] for path, p in shown["data"].items() if p}
-    assert set(plots) == {"plots/tiny/scaling.json", "plots/tiny/train_loss.json", "plots/tiny/selection_funnel.json",
-                          "plots/tiny/selection_domains.json"}, list(shown["data"])
+    assert set(plots) == {"plots/micro/scaling.json", "plots/micro/train_loss.json", "plots/micro/selection_funnel.json",
+                          "plots/micro/selection_domains.json"}, list(shown["data"])
     values = {path: json.dumps(content) for path, content in plots.items()}
-    steps = json.loads((repo / "plots/tiny/train_loss.json").read_text())
-    assert len(steps) >= 2 and all(f'"loss": {r["loss"]}' in values["plots/tiny/train_loss.json"] for r in steps)
-    funnel = plots["plots/tiny/selection_funnel.json"]
+    steps = json.loads((repo / "plots/micro/train_loss.json").read_text())
+    assert len(steps) >= 2 and all(f'"loss": {r["loss"]}' in values["plots/micro/train_loss.json"] for r in steps)
+    funnel = plots["plots/micro/selection_funnel.json"]
     assert funnel["mark"]["type"] == "bar" and [v["step"] for v in funnel["data"]["values"]][0] == "pool"
-    assert '"accuracy"' in values["plots/tiny/scaling.json"] and '"domain"' in values["plots/tiny/selection_domains.json"]
+    assert '"accuracy"' in values["plots/micro/scaling.json"] and '"domain"' in values["plots/micro/selection_domains.json"]
 
 
 def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path, monkeypatch):
@@ -127,11 +127,11 @@ def test_push_to_s3_then_a_fresh_clone_pulls_without_recomputing(repo, tmp_path,
 
         clone = tmp_path / "clone"
         _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-        assert not (clone / "models/tiny/sft/model.safetensors").exists()
+        assert not (clone / "models/micro/sft/model.safetensors").exists()
         _run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", endpoint], clone)
         _run(["dvc", "pull"], clone)
-    for rel in ["models/tiny/sft/model.safetensors", "models/tiny/base/model.safetensors", "data/tiny/s1k.jsonl",
-                "data/tiny/traces.jsonl", "data/tiny/eval_samples.jsonl"]:
+    for rel in ["models/micro/sft/model.safetensors", "models/micro/base/model.safetensors", "data/micro/s1k.jsonl",
+                "data/micro/traces.jsonl", "data/micro/eval_samples.jsonl"]:
         assert (clone / rel).read_bytes() == (repo / rel).read_bytes(), rel
     out = _run(["dvc", "repro"], clone)
     assert _ran(out) == set() and "Data and pipelines are up to date" in out

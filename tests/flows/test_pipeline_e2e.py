@@ -1,4 +1,4 @@
-"""One tiny end-to-end run of the Prefect flow (micro settings), checking every artefact."""
+"""One end-to-end run of the Prefect flow on the micro profile, checking every artefact."""
 import json
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def pipeline_run(tmp_path_factory):
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
     try:
         with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
-            result = s1_pipeline(profile="tiny")
+            result = s1_pipeline(profile="micro")
     finally:
         os.chdir(cwd)
         os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
@@ -36,14 +36,14 @@ def pipeline_run(tmp_path_factory):
 
 def test_every_stage_wrote_its_outputs(pipeline_run):
     root, result = pipeline_run
-    for rel in ["models/tiny/base/model.safetensors", "models/tiny/base/tokenizer.json",
-                "models/tiny/sft/model.safetensors", "data/tiny/pool.jsonl", "data/tiny/traces.jsonl",
-                "data/tiny/filtered.jsonl", "data/tiny/s1k.jsonl", "data/tiny/sft_tokens.jsonl",
-                "data/tiny/eval_samples.jsonl", "metrics/tiny/eval.json", "plots/tiny/scaling.png",
-                "metrics/tiny/mlflow_run.json"]:
+    for rel in ["models/micro/base/model.safetensors", "models/micro/base/tokenizer.json",
+                "models/micro/sft/model.safetensors", "data/micro/pool.jsonl", "data/micro/traces.jsonl",
+                "data/micro/filtered.jsonl", "data/micro/s1k.jsonl", "data/micro/sft_tokens.jsonl",
+                "data/micro/eval_samples.jsonl", "metrics/micro/eval.json", "plots/micro/scaling.png",
+                "metrics/micro/mlflow_run.json"]:
         assert (root / rel).exists(), rel
-    assert not list((root / "models/tiny").rglob("*.bin"))  # safetensors only
-    report = json.loads((root / "metrics/tiny/filter_report.json").read_text())
+    assert not list((root / "models/micro").rglob("*.bin"))  # safetensors only
+    report = json.loads((root / "metrics/micro/filter_report.json").read_text())
     assert report["counts"]["pool"] == 120
     assert report["counts"]["after_quality"] <= 120
 
@@ -59,7 +59,7 @@ def test_sweep_metrics_and_budgets_respected(pipeline_run):
     ev = result["evaluate"]
     assert [p["budget"] for p in ev["points"]] == [8, 16]
     assert ev["control"] == 1.0
-    samples = [json.loads(l) for l in (root / "data/tiny/eval_samples.jsonl").open()]
+    samples = [json.loads(l) for l in (root / "data/micro/eval_samples.jsonl").open()]
     assert len(samples) == 16 * 3
     for s in samples:
         if s["budget"] is not None:
@@ -70,8 +70,8 @@ def test_models_load_like_hub_models(pipeline_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     root, _ = pipeline_run
     for d in ("base", "sft"):
-        model = AutoModelForCausalLM.from_pretrained(root / "models/tiny" / d)
-        tok = AutoTokenizer.from_pretrained(root / "models/tiny" / d)
+        model = AutoModelForCausalLM.from_pretrained(root / "models/micro" / d)
+        tok = AutoTokenizer.from_pretrained(root / "models/micro" / d)
         assert model.config.model_type == "qwen2"
         assert tok.convert_tokens_to_ids("<|im_start|>") != tok.unk_token_id
 
@@ -86,7 +86,7 @@ def test_mlflow_run_and_registered_model(pipeline_run):
     assert {"control", "scaling", "performance", "accuracy_budget_8", "accuracy_budget_16",
             "base_accuracy"} <= set(run.data.metrics)
     assert run.data.params["evaluate.budgets"] == "[8, 16]"
-    assert run.data.tags["profile"] == "tiny"
+    assert run.data.tags["profile"] == "micro"
     arts = {a.path for a in client.list_artifacts(info["run_id"])}
     assert "scaling.png" in arts and "eval.json" in arts
     version = client.get_model_version(info["registered_model"], str(info["model_version"]))
@@ -95,7 +95,7 @@ def test_mlflow_run_and_registered_model(pipeline_run):
     assert str(champion.version) == str(version.version) and info["champion"]
     assert champion.tags["champion_decision"].startswith("first version with performance=")
     assert len(client.get_metric_history(info["run_id"], "train/loss")) >= 2
-    assert champion.tags["weights_dvc_md5"].startswith("dir:") and champion.tags["weights"] == "models/tiny/sft"
+    assert champion.tags["weights_dvc_md5"].startswith("dir:") and champion.tags["weights"] == "models/micro/sft"
     mlflow.set_tracking_uri(info["tracking_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{info['registered_model']}/{info['model_version']}")
     import pandas as pd
@@ -111,7 +111,7 @@ def test_training_streamed_into_the_run_the_register_stage_completed(pipeline_ru
     root, result = pipeline_run
     info = result["register"]
     assert info["completed_training_run"] and info["training_run_id"] == info["run_id"] == result["train"]["mlflow_run_id"]
-    assert json.loads((root / "metrics/tiny/train.json").read_text())["mlflow_run_id"] == info["run_id"]
+    assert json.loads((root / "metrics/micro/train.json").read_text())["mlflow_run_id"] == info["run_id"]
     client = MlflowClient(tracking_uri=info["tracking_uri"])
     run = client.get_run(info["run_id"])
     steps = [m.step for m in client.get_metric_history(info["run_id"], "train/loss")]
@@ -121,11 +121,11 @@ def test_training_streamed_into_the_run_the_register_stage_completed(pipeline_ru
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     s1k = inputs["s1k"]
-    assert s1k.dataset.digest == run.data.tags["dvc.data/tiny/s1k.jsonl"][:36]
+    assert s1k.dataset.digest == run.data.tags["dvc.data/micro/s1k.jsonl"][:36]
     assert json.loads(s1k.dataset.profile)["num_rows"] == 40
     assert {t.key: t.value for t in s1k.tags}["mlflow.data.context"] == "training"
     assert "heldout" in inputs
-    loss = json.loads((root / "plots/tiny/train_loss.json").read_text())
+    loss = json.loads((root / "plots/micro/train_loss.json").read_text())
     assert [r["step"] for r in loss] == steps  # the DVC plot holds the same curve
 
 
@@ -192,7 +192,7 @@ def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
     try:
         cfg = load_config("params.yaml", overrides=["evaluate.via=serve", "evaluate.seeds=[0, 1]",
                                                      "evaluate.temperature=1.0", "evaluate.task_limit=6"])
-        report = run_stage("evaluate", cfg, Paths.for_profile("tiny"))
+        report = run_stage("evaluate", cfg, Paths.for_profile("micro"))
     finally:
         os.chdir(cwd)
     assert [p["budget"] for p in report["points"]] == [8, 16]
@@ -216,7 +216,7 @@ def test_evaluation_flow_alone(pipeline_run):
     try:
         with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
             out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
-                profile="tiny", overrides=["evaluate.method=wait_extension",
+                profile="micro", overrides=["evaluate.method=wait_extension",
                                            "evaluate.wait_counts=[0, 1]"])
     finally:
         os.chdir(cwd)
@@ -249,8 +249,8 @@ def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
     with service(["bash", str(REPO / "infra/mlflow/server.sh")], f"{url}/health", tmp_path / "mlflow.log", env):
         monkeypatch.chdir(root)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        cfg = load_config("params.yaml", "tiny")
-        info = register_stage(cfg, Paths.for_profile("tiny"))
+        cfg = load_config("params.yaml", "micro")
+        info = register_stage(cfg, Paths.for_profile("micro"))
         client = MlflowClient(tracking_uri=url)
         run = client.get_run(info["run_id"])
         assert info["tracking_uri"] == url
@@ -259,11 +259,11 @@ def test_register_against_an_mlflow_server(pipeline_run, tmp_path, monkeypatch):
         assert any(k.startswith("accuracy_budget_") for k in run.data.metrics)
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
         assert len(head) == 40 and run.data.tags["git_commit"] == head
-        assert run.data.tags["dvc.data/tiny/s1k.jsonl"] and run.data.tags["dvc.models/tiny/base"].startswith("dir:")
+        assert run.data.tags["dvc.data/micro/s1k.jsonl"] and run.data.tags["dvc.models/micro/base"].startswith("dir:")
         arts = {a.path for a in client.list_artifacts(info["run_id"])}
         assert {"scaling.png", "selection_report.png", "eval.json"} <= arts
         assert list((tmp_path / "artifacts").rglob("scaling.png"))  # stored by the server, not the client
-        champion = client.get_model_version_by_alias("s1flow-tiny", "champion")
+        champion = client.get_model_version_by_alias("s1flow-micro", "champion")
         assert str(champion.version) == str(info["model_version"])
-        assert champion.tags["dataset_dvc_md5"] == run.data.tags["dvc.data/tiny/s1k.jsonl"]
+        assert champion.tags["dataset_dvc_md5"] == run.data.tags["dvc.data/micro/s1k.jsonl"]
         assert champion.tags["champion_decision"].startswith("first version with performance=")

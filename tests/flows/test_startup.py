@@ -76,7 +76,7 @@ def test_a_port_taken_meanwhile_is_retried_and_a_failed_start_reports_its_output
 
 def test_the_real_server_serves_a_flow_and_stops(tmp_path):
     """Prefect's own server, launched in a fresh home (the database created on start), runs a flow through this
-    process's client; stopped, it no longer answers."""
+    process's client; stopped, it does not answer."""
     from prefect import flow, task
 
     @task

@@ -4,10 +4,11 @@ from tests.support.examples import ex
 
 
 class ScriptedStudent:
-    """A student engine whose answers are scripted: right on even ids, wrong on odd."""
+    """A student engine whose answers are scripted: right on even ids, wrong on odd. It has no tokenizer, so no
+    forcing vocabulary: plain generation only."""
 
-    batch_size = 4
-    tokenizer = None
+    name, batch_size, unlimited, context_length = "scripted", 4, 64, None
+    tokenizer = vocab = None
 
     def __init__(self):
         self.asked = []

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from components.config import ModelConfig
-from components.data.base_model import build_model, load_model
+from components.data.base_model import build_model
 from components.inference.attention import NAME, use_grouped_sdpa
 from components.inference.engine import Sampling
 from components.inference.hf_engine import HFEngine
+from components.modeling import load_model
 
 PROMPTS = ["<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
            "<|im_start|>user\nWhat is the sum of the digits of 4096?<|im_end|>\n<|im_start|>assistant\n",

@@ -1,13 +1,16 @@
 """Import directions between the packages of components/: the tree reads as the pipeline."""
+import ast
+
 import pytest
 
+from tests.conftest import REPO
 from tests.support.imports import COMPONENTS, direct_imports, module_file, package_of
 
 # Lower layers first. A package may import its own layer and the ones before it, never a later one.
 ORDER = ["common", "", "data", "distill", "inference", "curation", "training", "evaluation", "serving", "tracking",
          "pipeline"]
 # And never these, whatever the order says.
-FORBIDDEN = {"training": {"serving", "curation"}, "evaluation": {"serving", "curation"}}
+FORBIDDEN = {"inference": {"data"}, "training": {"serving", "curation"}, "evaluation": {"serving", "curation"}}
 
 
 def _edges():
@@ -31,3 +34,17 @@ def test_import_direction(f, src, dst):
 def test_every_package_is_placed():
     packages = {p.name for p in COMPONENTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert packages <= set(ORDER)
+
+
+def test_nothing_outside_tests_imports_tests():
+    """Profiles, fixtures-as-product and helpers live in the product; the tests are not a library."""
+    offenders = []
+    for f in sorted(REPO.rglob("*.py")):
+        rel = f.relative_to(REPO)
+        if rel.parts[0] in ("tests", ".venv", ".venv-vllm", "build") or rel.parts[0].startswith("."):
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{rel}:{node.lineno} imports {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert not offenders, offenders

@@ -4,8 +4,6 @@ With ``n`` samples the reply carries one choice per prompt: the voted answer (gr
 equivalent answers grouped, as ``components.inference.methods.vote`` does) and, in
 ``choices[i].s1.samples``, every sample.
 """
-import dataclasses
-
 import httpx
 import pytest
 
@@ -23,7 +21,7 @@ class SeededAnswers(WrappedEngine):
 
     def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
         res = self.inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
-        return [dataclasses.replace(r, answer=ANSWERS[seed % len(ANSWERS)])
+        return [r.model_copy(update={"answer": ANSWERS[seed % len(ANSWERS)]})
                 for r, seed in zip(res, row_seeds(prompts, specs, sampling, seeds))]
 
 

@@ -14,9 +14,10 @@ import json
 import sys
 import traceback
 
+from components.config import EngineConfig
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec, Phase
-from components.inference.engine import Sampling
+from components.inference.engine import Sampling, build_engine
 
 QUESTIONS = ["What is 12 + 34?", "What is the digit sum of 98765?", "Solve for x: x - 5 = 7. What is x?",
              "What is 4831 + 2967?", "In how many ways can one of 3 chess or 4 go players be picked?", "What is 1 + 1?"]
@@ -206,6 +207,11 @@ class SyncFacade:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.engine = self._run(factory())
         self.tokenizer, self.vocab, self.name = self.engine.tokenizer, self.engine.vocab, self.engine.name
+        self.batch_size, self.unlimited = self.engine.batch_size, self.engine.unlimited
+
+    @property
+    def context_length(self):
+        return self.engine.context_length
 
     def _run(self, coro):
         import asyncio
@@ -238,15 +244,14 @@ def main() -> None:
     ap.add_argument("--engine", default="vllm")
     ap.add_argument("--model", required=True)
     args = ap.parse_args()
-    from components.inference.engines import build_engine
-    kw = dict(batch_size=8, unlimited_thinking_tokens=64)
-    engine = build_engine(args.engine, args.model, "float32", **kw)
+    cfg = EngineConfig(backend=args.engine, batch_size=8, unlimited_thinking_tokens=64)
+    engine = build_engine(cfg, "float32", args.model)
     verdicts = {f"{engine.name}:{k}": v for k, v in run_checks(engine).items()}
     engine.shutdown()
     if args.engine == "vllm":  # the async (serving) engine, through the same checks
 
         async def build():
-            return build_engine("vllm", args.model, "float32", serving=True, **kw)
+            return build_engine(cfg, "float32", args.model, serving=True)
 
         facade = SyncFacade(build)
         verdicts.update({f"vllm_async:{k}": v for k, v in run_checks(facade).items()})

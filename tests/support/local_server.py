@@ -28,10 +28,19 @@ def serving(service) -> Iterator[str]:
 
 
 class WrappedEngine:
-    """An engine that delegates everything the server reads to ``inner``; subclasses override
+    """An engine that delegates the whole engine protocol to ``inner``; subclasses override
     ``generate_forced`` to script failures or answers."""
 
     def __init__(self, inner):
         self.inner = inner
         self.name, self.tokenizer, self.vocab = inner.name, inner.tokenizer, inner.vocab
-        self.context_length = inner.context_length
+        self.batch_size, self.unlimited, self.context_length = inner.batch_size, inner.unlimited, inner.context_length
+
+    def generate(self, prompts, sampling):
+        return self.inner.generate(prompts, sampling)
+
+    def generate_forced(self, prompts, specs, sampling, **kw):
+        return self.inner.generate_forced(prompts, specs, sampling, **kw)
+
+    def shutdown(self):
+        """The inner engine is shared (a session fixture): it stays up."""

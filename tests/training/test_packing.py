@@ -83,7 +83,7 @@ def test_packed_loss_equals_the_examples_one_by_one(tiny_model_dir, attn):
             by_positions = PackedCollator(0, attn, pad_to_multiple_of=4, flash_kwargs=False)([vars(r) for r in rows[:3]])
             with torch.no_grad():
                 assert model(**by_positions).loss.item() == pytest.approx(reference, rel=1e-5, abs=1e-6)
-            # the old form: [3, block] rows with restarting position_ids and no mask. transformers' flash dispatch
+            # unpacked rows: [3, block] with restarting position_ids and no mask. transformers' flash dispatch
             # treats position_ids as packing only at batch size 1, so here the examples attend to each other
             leaky = PackedCollator(0, "sdpa")([vars(r) for r in rows[:3]])
             del leaky["attention_mask"]

@@ -17,7 +17,7 @@ import time
 from typing import Callable, Protocol
 
 from components.config import TeacherConfig
-from components.distill.teachers.client import ApiError, ChatClient
+from components.common.chat_client import ApiError, ChatClient
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question, Trace
 

@@ -24,6 +24,12 @@ import time
 from collections import Counter
 from typing import Optional
 
+from components.common.waiting import wait_http
+from components.config import TeacherConfig
+from components.data.domains import classify
+from components.distill.teachers.programmatic import ProgrammaticTeacher
+from components.records import Question
+
 FAULTS = ("429", "500", "hang", "malformed")
 MORE_FAULTS = ("bad_usage", "billed_malformed")
 CLASSIFY_MARKER = "Mathematics Subject Classification"
@@ -32,11 +38,6 @@ CLASSIFY_MARKER = "Mathematics Subject Classification"
 def build_app(latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, hang_s: float = 3600.0,
               faults: tuple[str, ...] = FAULTS):
     from aiohttp import web
-
-    from components.config import TeacherConfig
-    from components.data.domains import classify
-    from components.distill.teachers.programmatic import ProgrammaticTeacher
-    from components.records import Question
 
     teacher = ProgrammaticTeacher(TeacherConfig(slip_probability=0.15))
     rng = random.Random(seed)
@@ -113,7 +114,6 @@ class Simulator:
              "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate), "--seed", str(seed),
              "--faults", ",".join(faults)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        from components.common.waiting import wait_http
         wait_http(self.url + "/health", self.proc, timeout=60,
                   why=lambda: self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else "")
 

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible chat-completions client for batch jobs that spend real money.
+"""An OpenAI-compatible chat-completions client for batch jobs that spend real money (the distill stage's API
+teachers, the filter stage's LLM domain classifier).
 
 Every call goes through the worker's rate limits, has a per-call timeout, and
 is retried with exponential backoff and full jitter on 429, 5xx, timeouts and
@@ -22,17 +23,37 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 import httpx
 
-from components.config import ApiClientConfig
-from components.distill.teachers.ratelimit import Limits
+from components.common.ratelimit import Limits
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_BASE_URLS = {"gemini": "https://generativelanguage.googleapis.com/v1beta/openai/",
                      "openai": "https://api.openai.com/v1"}
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.S)
+
+
+class ChatEndpoint(Protocol):
+    """What a client reads of its endpoint's settings (``components.config.ApiClientConfig`` has them all)."""
+
+    model: str
+    base_url: Optional[str]
+    api_key_env: str
+    max_tokens: int
+    temperature: float
+    timeout_s: float
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    requests_per_minute: Optional[float]
+    tokens_per_minute: Optional[float]
+    workers: int
+    extra_body: dict[str, Any]
+
+    @property
+    def calls_per_worker(self) -> int: ...
 
 
 class ApiError(Exception):
@@ -122,7 +143,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, ret
 class ChatClient:
     """One worker's client: its share of the limits, its own connection pool."""
 
-    def __init__(self, cfg: ApiClientConfig, kind: str = "openai",
+    def __init__(self, cfg: ChatEndpoint, kind: str = "openai",
                  transport: Optional[httpx.AsyncBaseTransport] = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int = 0):
         base_url = cfg.base_url or DEFAULT_BASE_URLS.get(kind)
