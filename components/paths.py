@@ -35,10 +35,8 @@ class Paths:
     def traces(self) -> Path: return self._p("data", "traces.jsonl")
     @property
     def filtered(self) -> Path: return self._p("data", "filtered.jsonl")
-    @property
-    def quality_pool(self) -> Path:
-        """After the quality filter and decontamination, before difficulty: what the paper's ablations draw from."""
-        return self._p("data", "quality_pool.jsonl")
+    @property  # after quality and decontamination, before difficulty: what the paper's ablations draw from
+    def quality_pool(self) -> Path: return self._p("data", "quality_pool.jsonl")
     @property
     def selected(self) -> Path: return self._p("data", "s1k.jsonl")
     @property

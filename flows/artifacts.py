@@ -5,7 +5,7 @@ After its stages, each flow run publishes what they left on disk:
 - ``s1-results-<profile>`` (markdown): accuracy per thinking budget for every method evaluated
   (and with no budget), the base model, Control/Scaling/Performance per method, where the plots are;
 - ``s1-mlflow-run-<profile>`` and ``s1-model-<profile>`` (links): the MLflow run and the registered
-  model version (the tracking server's URL, or ``S1FLOW_MLFLOW_UI``, default the ``mlflow ui`` of the README);
+  model version (the tracking server's URL, or ``S1FLOW_MLFLOW_UI``, default the ``mlflow ui`` of docs/operations.md);
 - ``s1-selection-funnel-<profile>`` and ``s1-selection-domains-<profile>`` (tables): questions left after
   each filter, and the selection per MSC domain.
 
@@ -116,6 +116,7 @@ def publish_results_page(paths: Paths, key: str) -> list[str]:
     """The page `s1flow report` writes, as a markdown artifact, and its comparison tables as table artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    # lazy: the evaluation package imports torch; the flow's module stays light to import (flows/startup.py)
     from components.evaluation.report import load_results, results_markdown, tables
     results = load_results(paths)
     create_markdown_artifact(results_markdown(results), key=f"s1-results-page-{key}",

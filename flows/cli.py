@@ -66,7 +66,7 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
 def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Run the whole pipeline as a Prefect flow and print where the results are."""
     cfg = _config(params, profile, set)
-    from components.pipeline.preflight import preflight  # lazy: imports httpx (a teachers' client), 30% of startup
+    from components.pipeline.preflight import preflight  # lazy: imports httpx (~90 ms, a third of startup)
     try:
         preflight(cfg, STAGES)
     except ConfigError as e:
@@ -74,7 +74,7 @@ def run(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optio
         raise typer.Exit(2) from None
     # Prefect's temporary server boots in its own process while Ray (for distill and filter) starts and the flow's
     # modules import here: side by side, not one after the other (flows/startup.py)
-    from flows.startup import exit_after_cleanup, import_stage_libraries, prefect_api, start_prefect_server  # lazy: ssl
+    from flows.startup import exit_after_cleanup, import_stage_libraries, prefect_api, start_prefect_server  # lazy: ssl (~20 ms)
     server = start_prefect_server()
     typer.echo("starting Ray and the Prefect API (a temporary server unless PREFECT_API_URL is set) side by side")
     ensure_ray()
@@ -128,7 +128,7 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
 def release_base(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Pre-train the embedded base model and write it where pretrain.release points: the base-model stage installs
     it instead of pre-training while params and code stay as they were (commit the directory to ship it)."""
-    from components.data.base_model_stage import release_base_model  # lazy: records, release hashing (~20 ms)
+    from components.data.base_model_stage import release_base_model  # lazy: records, release hashing (~20 ms at startup)
     cfg = _config(params, profile, set)
     use_threads()
     try:

@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
+from components.common.progress import progress_bar
+from components.common.threads import use_threads
 from components.config import (
     DecontaminationConfig,
     DifficultyConfig,
@@ -22,8 +24,6 @@ from components.config import (
     ModelConfig,
     QualityConfig,
 )
-from components.common.progress import progress_bar
-from components.common.threads import use_threads
 from components.curation.decontamination import NgramIndex
 from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves, trace_length
 from components.data.tasks import TASKS, load_task
@@ -61,7 +61,7 @@ def eval_texts(decontamination: DecontaminationConfig, paths: Paths,
 
 def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int):
     """A student for the difficulty filter (built inside a Ray Data actor)."""
-    from components.inference.engine import build_engine
+    from components.inference.engine import build_engine  # heavy (torch): only the actors that build a student
     return build_engine(engine, dtype, model, batch_size=batch_size)
 
 

@@ -13,8 +13,10 @@ from components.records import write_json
 
 def base_model_stage(model: ModelConfig, pretrain: PretrainConfig, domains: list[str], min_difficulty: int,
                      max_difficulty: int, paths: Paths) -> dict:
-    """Build and pre-train the embedded base model and its tokenizer, or install the shipped release built from
-    the same params and code (or record the hub model's name)."""
+    """Pre-train the embedded base model and its tokenizer, or install the matching shipped release.
+
+    The release is installed only when it was built from the same params and code; a hub model's name is
+    recorded instead."""
     use_threads()
     if paths.base_model.exists():
         shutil.rmtree(paths.base_model)

@@ -1,7 +1,7 @@
 """A shipped base model: the embedded world's stand-in for downloading Qwen2.5-Instruct.
 
 s1 starts from a model someone else pre-trained; so does the embedded default. Pre-training the tiny
-model until it has the skill (the probe-gated schedule) takes ~10 minutes on two cores, longer than the
+model until it has the skill (the probe-gated schedule) takes ~15 minutes on two cores, longer than the
 rest of the demo together, so the project ships the result: ``pretrain.release`` names a directory with
 the saved model and tokenizer and ``release.json``. The base-model stage installs it instead of
 pre-training only when the release's fingerprint equals the active config's: the model and pre-training

@@ -25,6 +25,7 @@ from components.evaluation.provenance import engine_version, provenance
 from components.evaluation.report import git_commit
 from components.evaluation.served import evaluate_via_serve
 from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
+from components.inference.engine import build_engine
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
@@ -78,7 +79,6 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     On the headline task also the compute-matched comparison (``evaluate.compute_matched``; plotted to
     ``compute_matched.png``) and the extrapolation ablations (``wait_string_ablation``, ``num_waits_ablation``),
     in process (after the Serve sweep with ``via: serve``)."""
-    from components.inference.engine import build_engine
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)

@@ -29,6 +29,7 @@ from typing import Optional
 from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig
 from components.evaluation.sweep import Part, assemble, evaluation_parts, largest_first, run_part
+from components.inference.engine import build_engine
 from components.records import Generation, Question
 
 _engine = None  # the worker process's engine
@@ -36,7 +37,6 @@ _engine = None  # the worker process's engine
 
 def _start_worker(engine_json: str, dtype: str, model: str, workers: int) -> None:
     global _engine
-    from components.inference.engine import build_engine
     use_threads(workers)
     _engine = build_engine(EngineConfig.model_validate_json(engine_json), dtype, model)
 
@@ -57,7 +57,6 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
     stops the others taking more and is raised (an interrupt before any error; the rest are logged)."""
     import torch
 
-    from components.inference.engine import build_engine
     todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
     size = max(1, min(workers, len(todo)))
     lock, done, failed = threading.Lock(), {}, []

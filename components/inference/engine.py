@@ -10,7 +10,7 @@ budget forcing needs) and ``unlimited`` (the thinking cap of a spec without ``ma
 The async vLLM engine offers the same calls as coroutines.
 
 ``engine.backend`` names a backend in :data:`ENGINES`; :func:`build_engine` imports its module only when it is
-built (vLLM loads nowhere else).
+built, so vLLM loads only for the vllm backend.
 
     engine = build_engine(EngineConfig(backend="hf"), "float32", "models/tiny/sft")
     out = engine.generate(prompts, Sampling(max_new_tokens=32, stop_token_ids=(engine.vocab.end_id,)))

@@ -75,7 +75,7 @@ def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size:
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
     import torch
 
-    from components.inference.vllm_forcing import BudgetForcingLogitsProcessor
+    from components.inference.vllm_forcing import BudgetForcingLogitsProcessor  # imports vllm, after the env above
     on_gpu = torch.cuda.is_available()
     return dict(model=str(path), tokenizer=str(path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                 enable_prefix_caching=True, seed=seed, max_num_seqs=batch_size,
@@ -92,7 +92,7 @@ class _VLLMRequests:
 
     def __init__(self, backend, tokenizer, batch_size: int = 256, unlimited_thinking_tokens: int = 1024,
                  waits_readback: Optional[str] = None):
-        from components.inference.vllm_forcing import WaitSlots
+        from components.inference.vllm_forcing import WaitSlots  # imports vllm (optional)
         self.backend = backend  # vllm.LLM or AsyncLLM
         self.tokenizer, self.batch_size, self.unlimited = tokenizer, batch_size, unlimited_thinking_tokens
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
@@ -136,7 +136,7 @@ class _VLLMRequests:
 
     def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
                        seeds: Optional[Sequence[int]] = None):
-        from components.inference.vllm_forcing import EXTRA_KEY, encode_request
+        from components.inference.vllm_forcing import EXTRA_KEY, encode_request  # imports vllm (optional)
         seeds = row_seeds(prompts, specs, sampling, seeds)
         specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
                  for s in specs]
@@ -156,7 +156,7 @@ class _VLLMRequests:
 
     def _release(self, params) -> list[Optional[int]]:
         """Forced waits per request from the shared counters (None in logprobs mode); frees the slots."""
-        from components.inference.vllm_forcing import EXTRA_KEY
+        from components.inference.vllm_forcing import EXTRA_KEY  # imports vllm (optional)
         out = []
         for p in params:
             slot = p.extra_args[EXTRA_KEY]["slot"]

@@ -21,7 +21,7 @@ _ENGINE_STAGES = {"filter", "evaluate"}
 
 
 def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
-    from components.inference.engine import engine_problem
+    from components.inference.engine import engine_problem  # heavy (torch): kept out of the flow module's import
 
     stages, out = set(stages), []
     if stages & _TEACHER_STAGES:

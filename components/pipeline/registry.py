@@ -90,8 +90,8 @@ STAGE_LIST: tuple[Stage, ...] = (
     Stage("filter", "components.curation.filter_stage:filter_stage",
           {"quality": "quality", "decontamination": "decontamination", "difficulty": "difficulty",
            "domain": "domain", "engine": "engine", "model": "model", "task_files": "evaluate.task_files"},
-          code=("curation", "inference", "modeling.py", "distill/teachers", "data/problems.py", "data/domains.py",
-                "data/msc_domains.json", "data/tasks.py"),
+          code=("curation", "inference", "modeling.py", "data/problems.py", "data/domains.py", "data/msc_domains.json",
+                "data/tasks.py"),
           inputs=lambda p: [p.pool, p.heldout, p.traces, p.base_model],
           outs=lambda p: [p.filtered, p.quality_pool],
           metrics=lambda p: [p.metric("filter_report.json")], on_ray=lambda cfg: True),
@@ -195,7 +195,7 @@ def recorded_result(name: str, paths: Paths) -> Optional[dict]:
 
 def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
     """Preflight the stage, then call its entry with its declared config and services."""
-    from components.pipeline.preflight import preflight
+    from components.pipeline.preflight import preflight  # lazy: imports httpx (teachers); the CLI imports the registry
     stage = get_stage(name)
     preflight(cfg, [name])
     services = {arg: _resolve(ref) for arg, ref in stage.services.items()}

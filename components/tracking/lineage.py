@@ -20,6 +20,7 @@ import yaml
 
 from components.common.hashing import content_hash
 from components.paths import Paths
+from components.records import iter_jsonl
 
 
 def _dvc_lock_hashes(root: Path) -> dict[str, str]:
@@ -54,8 +55,6 @@ def log_dataset(path: str, name: str, dvc_md5: str, context: str) -> None:
     import mlflow
     import mlflow.data
     import pandas as pd
-
-    from components.records import iter_jsonl
     rows = list(iter_jsonl(Path(path)))
     scalar = [{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None} for r in rows]
     tags = {"rows": str(len(rows)), "dvc_md5": dvc_md5, "path": str(path)}

@@ -25,6 +25,8 @@ import mlflow
 import mlflow.pyfunc
 
 from components.config import ProfileConfig, TrackingConfig
+from components.formatting import thinking_prompt
+from components.tracking.lineage import log_dataset
 
 CHAMPION = "champion"
 
@@ -126,7 +128,6 @@ class BudgetForcedModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: Optional[dict] = None):
         import pandas as pd
 
-        from components.formatting import thinking_prompt
         from components.inference.budget_forcing import BudgetSpec
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -223,7 +224,6 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
     dataset's DVC hash). ``training_run_id``: the run the train stage streamed its metrics into; it is completed
     here when it can be (:func:`resumable_training_run`), else a new run is tagged with it.
     ``datasets``: :func:`components.tracking.lineage.log_dataset` keyword arguments."""
-    from components.tracking.lineage import log_dataset
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
     client = mlflow.MlflowClient()

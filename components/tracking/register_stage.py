@@ -8,14 +8,16 @@ import json
 from pathlib import Path
 
 from components.config import ProfileConfig
+from components.evaluation.report import load_results
 from components.paths import Paths
 from components.records import write_json
+from components.tracking.lineage import input_hashes, selected_dataset
+from components.tracking.mlflow_run import log_pipeline_run
+from components.tracking.results_log import log_results
 
 
 def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
     """Log params, metrics, plots and lineage to MLflow; register the model and promote the champion."""
-    from components.tracking.lineage import input_hashes, selected_dataset
-    from components.tracking.mlflow_run import log_pipeline_run
     ev = json.loads(paths.metric("eval.json").read_text())
     train = json.loads(paths.metric("train.json").read_text())
     metrics = {f"accuracy_budget_{b}": a for b, a in ev["accuracy_by_budget"].items()}
@@ -51,8 +53,6 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
         if heldout in data else [])
     info = log_pipeline_run(profile, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
                             version_tags=version_tags, training_run_id=train.get("mlflow_run_id"), datasets=datasets)
-    from components.evaluation.report import load_results
-    from components.tracking.results_log import log_results
     info["results_artifacts"] = log_results(info["run_id"], load_results(paths))  # the results page's tables
     write_json(paths.metric("mlflow_run.json"), info)
     return info

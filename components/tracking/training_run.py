@@ -21,10 +21,13 @@ import os
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import mlflow
+
 from components.config import ProfileConfig
 from components.paths import Paths
 from components.records import write_json
 from components.tracking.lineage import log_dataset, selected_dataset
+from components.tracking.mlflow_run import git_commit, tracking_uri
 from components.training.live_metrics import RUN_ENV, URI_ENV
 
 STAGE_TAG = "s1flow.stage"
@@ -47,9 +50,6 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 def train_in_run(run: Callable[[], dict], cfg: ProfileConfig, paths: Paths) -> dict:
     """Run the train stage inside an MLflow run (system metrics on), exported to the trainer by environment.
     Tracking trouble never stops a training: without a run it trains without live metrics."""
-    import mlflow
-
-    from components.tracking.mlflow_run import git_commit, tracking_uri
     uri = tracking_uri(cfg.tracking, paths.root)
     try:
         mlflow.set_tracking_uri(uri)

@@ -30,6 +30,8 @@ from typing import Optional
 
 from transformers import TrainerCallback
 
+from components.common.storage import url_to_fs
+
 MARKER = "COMPLETE"
 _STEP = re.compile(r"checkpoint-(\d+)$")
 _RANKED = re.compile(r"(?:zero_pp_rank_|rng_state_)(\d+)")
@@ -78,7 +80,6 @@ class CheckpointSync(TrainerCallback):
     def __init__(self, uri: Optional[str] = None):
         self.uri = uri.rstrip("/") if uri else None
         if self.uri:
-            from components.common.storage import url_to_fs
             self.fs, self.root = url_to_fs(self.uri)
 
     def _remote(self, name: str) -> str:

@@ -25,6 +25,8 @@ from typing import Callable, Optional
 from transformers import TrainerCallback
 
 from components.common.progress import PlainLines, interactive, quiet_foreign_bars
+from components.training.memory import param_counts
+from components.training.throughput import device_peak_flops
 
 RUN_ENV = "S1FLOW_MLFLOW_RUN_ID"
 URI_ENV = "S1FLOW_MLFLOW_TRACKING_URI"
@@ -55,7 +57,6 @@ class MLflowLive(TrainerCallback):
         if self.last is not None and now > self.last[0] and seen > self.last[1]:
             tps = (seen - self.last[1]) * self.world / (now - self.last[0])  # every rank sees as many tokens
             metrics["train/tokens_per_second"] = tps
-            from components.training.throughput import device_peak_flops
             if peak := device_peak_flops():
                 metrics["train/mfu"] = 6.0 * self.n_params * tps / (self.world * peak)
         self.last = (now, seen)
@@ -97,7 +98,6 @@ def live_callbacks(tokens: Callable[[], int], model) -> list[TrainerCallback]:
     quiet_foreign_bars()  # off a TTY: no tqdm from transformers (e.g. saving shards) either
     out: list[TrainerCallback] = []
     if os.environ.get(RUN_ENV) and os.environ.get(URI_ENV):
-        from components.training.memory import param_counts
         n_params, _ = param_counts(model.config)  # from the config: ZeRO-3 leaves local parameters empty
         out.append(MLflowLive(os.environ[RUN_ENV], os.environ[URI_ENV], tokens, n_params,
                               int(os.environ.get("WORLD_SIZE", 1))))

@@ -25,7 +25,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from components.common.raycluster import ensure_ray
 from components.config import SFTConfig
+from components.formatting import TokenizedExample
+from components.records import iter_jsonl
 
 SHIP_LIMIT = 2 * 1024 ** 3  # local base models up to this size travel through the object store
 
@@ -60,8 +63,7 @@ def _worker_loop(config: dict) -> None:
 
     import ray.train
 
-    from components.formatting import TokenizedExample
-    from components.training.sft import train_sft
+    from components.training.sft import train_sft  # lazy: imports torch, transformers (only the workers train)
 
     cfg = SFTConfig.model_validate_json(config["cfg"])
     os.environ.update(config.get("env", {}))  # the MLflow run rank 0 streams into (live_metrics.py)
@@ -96,9 +98,7 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from components.common.raycluster import ensure_ray
-    from components.records import iter_jsonl
-    from components.training.live_metrics import RUN_ENV, URI_ENV
+    from components.training.live_metrics import RUN_ENV, URI_ENV  # lazy: imports transformers
     ensure_ray()
     work_dir, out_dir = Path(work_dir).resolve(), Path(out_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)

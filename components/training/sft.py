@@ -22,10 +22,14 @@ from typing import Optional
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from components.common.network import free_port
 from components.config import SFTConfig
 from components.formatting import IGNORE_INDEX, TokenizedExample
 from components.modeling import load_model
+from components.training.checkpoints import CheckpointSync, resume_checkpoint
 from components.training.live_metrics import live_callbacks, show_tqdm
+from components.training.packing import PackedCollator, pack
+from components.training.throughput import matmul_params, mfu, model_flops
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -166,7 +170,6 @@ def single_process_group(enabled: bool):
     if not enabled or "RANK" in os.environ:
         yield
         return
-    from components.common.network import free_port
     saved = dict(os.environ)  # accelerate adds ACCELERATE_USE_DEEPSPEED & co. too
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(free_port())})
@@ -230,7 +233,6 @@ def _mfu(model, collator: CountingCollator, seconds: float, devices: int):
     """MFU over the training time (components/training/throughput.py): matmul parameters from the config
     (ZeRO-3 leaves the local parameters empty), attention over each example's own length, every rank's tokens
     (each rank counted its own batches; under Ulysses its group computes each of them once)."""
-    from components.training.throughput import matmul_params, mfu, model_flops
     c = model.config
     flops = model_flops(matmul_params(c), c.num_hidden_layers, c.hidden_size, collator.real * devices,
                         collator.real_sq * devices)
@@ -256,7 +258,6 @@ def make_collator(cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> CountingCo
     # so on a CPU every batch is padded to the longest it can be
     fixed = sp > 1 and not torch.cuda.is_available()
     if cfg.packing:
-        from components.training.packing import PackedCollator
         flat = cfg.attn_implementation == "flash_attention_2"
         return CountingCollator(PackedCollator(
             pad_id, cfg.attn_implementation, dtype, pad_to_multiple_of=sp, flash_kwargs=sp == 1,
@@ -271,7 +272,6 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         raise ValueError("no training examples: the selection is empty (check the filter report)")
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     if cfg.packing:
-        from components.training.packing import pack
         items = pack(examples, cfg.block_size)
     else:
         items = examples
@@ -289,7 +289,6 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         model.train()
         collator = make_collator(cfg, tokenizer.pad_token_id, model.dtype)
         history = LossHistory()
-        from components.training.checkpoints import CheckpointSync, resume_checkpoint
         sync = CheckpointSync(cfg.checkpoint_uri)  # marks complete checkpoints; mirrors them when a URI is set
         callbacks = [history, sync, *live_callbacks(tokens=lambda: collator.real, model=model)]
         trainer = SFTTrainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from components.training.memory import param_counts
+
 # (name contains, min GiB, max GiB, dense bf16 peak FLOP/s per device), first match wins. From the
 # vendors' datasheets (sparsity halved away): H100 SXM5 989.4 TF, H100 PCIe 756 TF, H100 NVL
 # (94 GB) 835 TF, H200 SXM (141 GB) 989.4 TF, H200 NVL 835 TF, A100 312 TF, L40S 362 TF, A10 125 TF.
@@ -57,7 +59,6 @@ def device_peak_flops() -> Optional[float]:
 
 def matmul_params(c) -> int:
     """Parameters that do a matmul per token: everything but the input embedding, plus the LM head."""
-    from components.training.memory import param_counts
     total, _ = param_counts(c)
     embed = c.vocab_size * c.hidden_size
     head = embed if getattr(c, "tie_word_embeddings", False) else 0  # tied: counted once in total, used twice

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from components.config import ModelConfig
+from components.formatting import tokenize_dataset
 from components.paths import Paths, base_model_ref
 from components.records import Example, read_jsonl, write_json, write_jsonl
 
@@ -11,8 +12,6 @@ from components.records import Example, read_jsonl, write_json, write_jsonl
 def tokenize_stage(block_size: int, model: ModelConfig, paths: Paths) -> dict:
     """Render the selection in the s1 chat format and tokenize it (loss mask on the assistant turn)."""
     from transformers import AutoTokenizer
-
-    from components.formatting import tokenize_dataset
     tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths))
     rows = [(e.question.id, e.question.question, e.trace.thinking, e.trace.answer)
             for e in read_jsonl(paths.selected, Example)]

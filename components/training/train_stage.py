@@ -5,17 +5,20 @@ import hashlib
 import json
 from pathlib import Path
 
+from components.common.hashing import content_hash
+from components.common.threads import use_threads
 from components.config import ModelConfig, SFTConfig
+from components.formatting import TokenizedExample
 from components.paths import Paths, base_model_ref
 from components.records import iter_jsonl, write_json
+from components.training.memory import check_fits, plan_dict, sft_memory_plan
+from components.training.ray_launcher import train_with_ray
 
 
 def memory_plan(sft: SFTConfig, model_ref: str) -> dict:
     """Print the ZeRO-3 memory estimate for this run; on CUDA, refuse a plan that cannot fit."""
     import torch
     from transformers import AutoConfig
-
-    from components.training.memory import check_fits, plan_dict, sft_memory_plan
     per_node = min(sft.world_size, 8)
     plan = sft_memory_plan(AutoConfig.from_pretrained(model_ref), sft, gpus_per_node=per_node,
                            nodes=-(-sft.world_size // per_node))
@@ -28,7 +31,6 @@ def memory_plan(sft: SFTConfig, model_ref: str) -> dict:
 def sft_fingerprint(sft: SFTConfig, model_ref: str, tokens: Path) -> str:
     """What a training run depends on: SFT params, the tokenized data, the base model. Checkpoints live
     under it, so a run resumes only checkpoints of the same training (never another selection's)."""
-    from components.common.hashing import content_hash
     base = Path(model_ref)
     if base.is_dir():  # config + weight file names and sizes: cheap even for 32B checkpoints
         files = sorted((f.name, f.stat().st_size) for f in base.iterdir() if f.is_file())
@@ -42,9 +44,7 @@ def sft_fingerprint(sft: SFTConfig, model_ref: str, tokens: Path) -> str:
 
 def train_stage(sft: SFTConfig, model: ModelConfig, paths: Paths) -> dict:
     """Supervised fine-tuning of the base model on the tokenized selection (resumes its own checkpoints)."""
-    from components.common.threads import use_threads
-    from components.formatting import TokenizedExample
-    from components.training.sft import train_sft
+    from components.training.sft import train_sft  # lazy: imports torch, transformers (the ray launcher trains in workers)
     use_threads()
     model_ref = base_model_ref(model, paths)
     examples = [TokenizedExample(**d) for d in iter_jsonl(paths.sft_tokens)]
@@ -54,13 +54,12 @@ def train_stage(sft: SFTConfig, model: ModelConfig, paths: Paths) -> dict:
     uri = sft.checkpoint_uri
     run_cfg = sft.model_copy(update={"checkpoint_uri": f"{uri.rstrip('/')}/{fingerprint}" if uri else None})
     if run_cfg.launcher == "ray":
-        from components.training.ray_launcher import train_with_ray
         summary = train_with_ray(run_cfg, model_ref, paths.sft_tokens, paths.sft_model, work, model.dtype)
     else:
         summary = train_sft(run_cfg, model_ref, examples, paths.sft_model, work, model.dtype)
     summary["work_dir"] = str(work)
     summary["memory_plan"] = plan
     write_json(paths.metric("train.json"), summary)
-    from components.training.live_metrics import write_loss_plot
+    from components.training.live_metrics import write_loss_plot  # lazy: imports transformers
     write_loss_plot(work, paths.plot("train_loss.json"))  # a DVC plot (dvc plots show)
     return summary

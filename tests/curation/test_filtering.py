@@ -9,7 +9,7 @@ import pytest
 from components.common.network import free_port
 from components.config import DifficultyConfig, DomainConfig, PoolConfig, QualityConfig
 from components.curation.decontamination import NgramIndex
-from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves
+from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves, trace_length
 from components.curation.quality import quality_reason
 from components.curation.selection import select
 from components.curation.selection_report import plot_selection_report, selection_report
@@ -19,6 +19,7 @@ from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.distill.teachers.simulator import Simulator
 from components.inference.attempts import student_attempts
 from components.records import Example, Trace
+from tests.support import examples as rows
 
 
 def _examples(n=120, seed=5, malformed=0.2):
@@ -91,6 +92,13 @@ def _reference_diversity(examples, size, seed):
         idx = rng.choices(range(len(items)), weights=[2.0 ** -r for r in range(len(items))])[0]
         chosen.append(items.pop(idx))
     return chosen
+
+
+def test_trace_length_counts_the_thinking_alone_without_special_tokens():
+    def words(text, add_special_tokens=True):
+        assert not add_special_tokens
+        return {"input_ids": text.split()}
+    assert trace_length(words, rows.ex(thinking="two plus two is four", answer="Answer: 4")) == 5
 
 
 def test_fast_diversity_sampling_picks_exactly_what_the_reference_picks():

@@ -1,6 +1,9 @@
 """One record of what is done: a Prefect flow run is recorded in dvc.lock as `dvc commit` records it (`dvc status`
 clean, `dvc repro` runs nothing, `dvc push` pushes its outputs, `dvc exp show` has its metrics), a stage `dvc repro`
-finished is a cache hit for the flow, and `.venv/bin/dvc repro` runs without the venv on PATH."""
+finished is a cache hit for the flow, and `.venv/bin/dvc repro` runs without the venv on PATH.
+
+One micro pipeline run serves every check: the flow runs it, then `dvc repro` re-runs its last three stages, then
+the flow runs again and must run no stage."""
 import json
 import os
 import re
@@ -74,7 +77,8 @@ def prefect_api():
 
 @pytest.fixture(scope="module")
 def flow_first(prefect_api, tmp_path_factory):
-    """The flow on a fresh DVC project: every stage runs, and is recorded."""
+    """The flow on a fresh DVC project: every stage runs, and is recorded. Also what each stage's metrics file
+    reads back as, before anything else runs there."""
     from components.pipeline.registry import run_stage
     root, ran = _dvc_project(tmp_path_factory.mktemp("flow-first")), []
 
@@ -82,26 +86,30 @@ def flow_first(prefect_api, tmp_path_factory):
         ran.append(name)
         return run_stage(name, cfg, paths)
 
-    return root, _flow(root, recording), ran
+    result = _flow(root, recording)
+    read_back = {name: recorded_result(name, Paths.for_profile(PROFILE, root)) for name in STAGES}
+    return root, result, ran, read_back
 
 
 @pytest.fixture(scope="module")
-def repro_first(prefect_api, tmp_path_factory):
-    """`.venv/bin/dvc repro` on a fresh DVC project (no venv on PATH), then the flow, which must run no stage."""
-    root, ran = _dvc_project(tmp_path_factory.mktemp("repro-first")), []
+def repro_then_flow(flow_first):
+    """`.venv/bin/dvc repro` (no venv on PATH) re-runs train, evaluate and register in the flow's project; then the
+    flow, without its output ledger (so every stage asks dvc.lock, none is a Prefect cache hit), runs no stage."""
+    root, ran = flow_first[0], []
     assert shutil.which("s1flow", path=_env(with_venv_on_path=False)["PATH"]) is None
-    repro = _run([".venv/bin/dvc", "repro"], root, with_venv_on_path=False)
+    repro = _run([".venv/bin/dvc", "repro", "--force", "--downstream", "train"], root, with_venv_on_path=False)
+    (root / "runs" / PROFILE / "ledger.json").unlink()
     lock = (root / "dvc.lock").read_text()
 
     def refusing(name, cfg, paths):
         ran.append(name)
-        raise AssertionError(f"{name} ran although `dvc repro` finished it")
+        raise AssertionError(f"{name} ran although dvc.lock records it as up to date")
 
     return root, repro, lock, _flow(root, refusing), ran
 
 
 def test_the_flow_runs_and_records_every_stage(flow_first):
-    root, _, ran = flow_first
+    root, _, ran, _ = flow_first
     assert ran == list(STAGES)
     assert list(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == list(STAGES)
 
@@ -115,11 +123,10 @@ def test_after_the_flow_dvc_status_is_clean_and_repro_runs_nothing(flow_first):
 
 def test_each_stage_result_reads_back_from_its_metrics_file(flow_first):
     """What a DVC-finished stage gives the flow is what the stage returned (in JSON's types)."""
-    root, result, _ = flow_first
-    paths = Paths.for_profile(PROFILE, root)
+    _, result, _, read_back = flow_first
     for name in STAGES:
         returned = json.loads(json.dumps(result[name]))
-        assert json.dumps(recorded_result(name, paths), sort_keys=True) == json.dumps(returned, sort_keys=True), name
+        assert json.dumps(read_back[name], sort_keys=True) == json.dumps(returned, sort_keys=True), name
 
 
 def test_dvc_push_pushes_what_the_flow_recorded(flow_first, monkeypatch):
@@ -134,10 +141,12 @@ def test_dvc_push_pushes_what_the_flow_recorded(flow_first, monkeypatch):
         out = _run(["dvc", "push"], root)
         keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="s1flow-dvc").get("Contents", [])}
     assert re.search(r"\d+ files? pushed", out), out
+    cached = {o.replace("${profile}", PROFILE) for s in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
+              for o in s.get("outs", []) if isinstance(o, str)}  # the outs without `cache: false`
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    md5s = {o["md5"] for s in lock.values() for o in s.get("outs", [])
-            if not o["path"].endswith(".png")}  # the PNG plots are outs DVC does not cache
-    assert md5s and all(f"cache/files/md5/{m[:2]}/{m[2:]}" in keys for m in md5s), sorted(keys)
+    md5s = {o["path"]: o["md5"] for s in lock.values() for o in s.get("outs", []) if o["path"] in cached}
+    assert set(md5s) == cached and f"models/{PROFILE}/sft" in cached
+    assert all(f"cache/files/md5/{m[:2]}/{m[2:]}" in keys for m in md5s.values()), (md5s, sorted(keys))
 
 
 def test_dvc_exp_show_lists_the_flow_run_metrics(flow_first):
@@ -150,15 +159,15 @@ def test_dvc_exp_show_lists_the_flow_run_metrics(flow_first):
         assert ev[key] == on_disk[key], key
 
 
-def test_dvc_repro_runs_every_stage_through_the_launcher(repro_first):
-    root, repro, *_ = repro_first
-    assert _ran(repro) == set(STAGES)
+def test_dvc_repro_runs_its_stages_through_the_launcher(repro_then_flow):
+    repro = repro_then_flow[1]
+    assert _ran(repro) == {"train", "evaluate", "register"}
     assert "bin/s1flow stage register" in repro
 
 
-def test_after_dvc_repro_the_flow_runs_no_stage_and_summarises(repro_first):
+def test_after_dvc_repro_the_flow_runs_no_stage_and_summarises(repro_then_flow):
     from flows.pipeline import summary_lines
-    root, _, lock, result, ran = repro_first
+    root, _, lock, result, ran = repro_then_flow
     assert ran == []
     assert (root / "dvc.lock").read_text() == lock  # nothing to record: dvc.lock already had every stage
     lines = summary_lines(result)

@@ -47,3 +47,23 @@ def test_sampling_is_seeded(tiny_engine):
 def test_bad_sampling_rejected(kwargs):
     with pytest.raises(ValueError):
         Sampling(**kwargs)
+
+
+def test_the_factory_builds_the_configured_engine_with_the_whole_protocol(tiny_model_dir):
+    import sys
+
+    from components.config import EngineConfig
+    from components.inference.budget_forcing import ForcingVocab
+    from components.inference.engine import build_engine
+    engine = build_engine(EngineConfig(backend="hf", batch_size=3, unlimited_thinking_tokens=17), "float32",
+                          tiny_model_dir)
+    assert (engine.name, engine.batch_size, engine.unlimited) == ("hf", 3, 17)
+    assert isinstance(engine.vocab, ForcingVocab) and engine.context_length == 1024
+    assert build_engine(EngineConfig(batch_size=3), "float32", tiny_model_dir, batch_size=5).batch_size == 5
+    assert "vllm" not in sys.modules  # the vLLM engine's module loads only when it is built
+
+
+def test_engine_problem_names_what_is_missing():
+    from components.inference.engine import engine_problem
+    assert engine_problem("hf") is None
+    assert "not an engine" in engine_problem("tgi")

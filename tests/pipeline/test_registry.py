@@ -24,6 +24,25 @@ def test_committed_dvc_yaml_is_the_rendered_registry():
     assert (REPO / "dvc.yaml").read_text() == render(), "dvc.yaml drifted: run `s1flow dvc-yaml > dvc.yaml`"
 
 
+def test_dvc_yaml_runs_every_stage_through_the_committed_launcher():
+    """`.venv/bin/dvc repro` needs no venv on PATH: each command is bin/s1flow, an executable in the project."""
+    import os
+
+    import yaml
+
+    from components.pipeline.dvc_yaml import LAUNCHER
+    stages = yaml.safe_load(render())["stages"]
+    assert [s["cmd"] for s in stages.values()] == [f"{LAUNCHER} stage {name}" for name in STAGES]
+    assert os.access(REPO / LAUNCHER, os.X_OK)
+
+
+def test_each_stage_result_has_one_metrics_file_to_read_back_from():
+    """A stage dvc.lock records as up to date gives the flow its result from its metrics file."""
+    from components.paths import Paths
+    for name, stage in STAGES.items():
+        assert len(stage.metrics(Paths.for_profile("tiny"))) == 1, name
+
+
 def test_stage_order_is_the_pipeline():
     assert list(STAGES) == ["base-model", "collect", "distill", "filter", "select", "tokenize", "train", "evaluate",
                             "register"]

@@ -31,7 +31,7 @@ def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, de
     partitions the weights as it creates them (transformers' own is_deepspeed_zero3_enabled, observed inside)."""
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    import components.data.base_model as base_model
+    import components.modeling as modeling
     seen = []
 
     class Recording:
@@ -41,7 +41,7 @@ def test_sft_trains_and_saves_safetensors(tiny_model_dir, examples, tmp_path, de
             model = AutoModelForCausalLM.from_pretrained(*a, **kw)
             seen.append((flag, all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())))
             return model
-    monkeypatch.setattr(base_model, "AutoModelForCausalLM", Recording)
+    monkeypatch.setattr(modeling, "AutoModelForCausalLM", Recording)
     cfg = SFTConfig(epochs=1, global_batch_size=8, per_device_batch_size=8, deepspeed=deepspeed,
                     learning_rate=1e-3)
     out = tmp_path / "sft"

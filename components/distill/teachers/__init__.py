@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
-from components.config import TeacherConfig
 from components.common.chat_client import ApiError, ChatClient
+from components.config import TeacherConfig
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question, Trace
 
