@@ -1,9 +1,9 @@
 """Where a model came from: the DVC hashes of the data it was trained and evaluated on.
 
-With a ``dvc.lock`` (the pipeline ran through ``dvc repro``) the hashes are DVC's own,
-so ``dvc get``/``dvc pull`` at that hash returns the exact bytes. Without one (a
-Prefect-only run) the same MD5 is computed here for files; directories get the MD5
-of their sorted ``path md5`` listing, marked with a ``dir:`` prefix.
+With a ``dvc.lock`` (written by ``dvc repro``, or by the Prefect flow when it runs what dvc.yaml describes)
+the hashes are DVC's own, so ``dvc get``/``dvc pull`` at that hash returns the exact bytes. Without one (a run
+outside a DVC repository, or with overridden params) the same MD5 is computed here for files; directories get
+the MD5 of their sorted ``path md5`` listing, marked with a ``dir:`` prefix.
 
     tags = input_hashes(Path("."), ["data/tiny/s1k.jsonl", "models/tiny/base"])
 

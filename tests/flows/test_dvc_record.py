@@ -237,3 +237,31 @@ def test_the_launcher_without_s1flow_says_how_to_install(tmp_path):
     root = _launcher_project(tmp_path / "project")
     proc = _launch(root, [root / "bin"])  # itself on PATH: not taken for s1flow
     assert proc.returncode == 127 and "make install" in proc.stderr
+
+
+class _Log:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, msg, *args):
+        self.lines.append(("info", msg % args))
+
+    def warning(self, msg, *args):
+        self.lines.append(("warning", msg % args))
+
+
+def test_a_dvc_error_is_a_warning_never_a_failed_stage(monkeypatch):
+    """DVC failing to record a finished stage, or to say whether one is up to date: a warning, and the stage runs."""
+    import flows.pipeline as pipeline
+
+    def broken(*args):
+        raise RuntimeError("Unable to acquire lock")
+
+    log = _Log()
+    monkeypatch.setattr(pipeline, "get_run_logger", lambda: log)
+    monkeypatch.setattr(pipeline, "record_stage", broken)
+    monkeypatch.setattr(pipeline, "finished_result", broken)
+    pipeline._record("train", Paths.for_profile(PROFILE))
+    assert pipeline._finished_in_dvc("train", Paths.for_profile(PROFILE)) is None
+    assert log.lines == [("warning", "train: not recorded in dvc.lock: RuntimeError: Unable to acquire lock"),
+                         ("warning", "train: DVC status failed, running the stage: RuntimeError: Unable to acquire lock")]
