@@ -19,6 +19,7 @@ from components.paths import Paths
 from components.pipeline.dvc_record import unrecorded_reason
 from components.pipeline.registry import STAGES, recorded_result
 from tests.conftest import REPO
+from tests.support.in_project import in_project
 from tests.support.micro import PROFILE, write_micro_project
 
 BIN = Path(sys.executable).parent
@@ -57,15 +58,10 @@ def _dvc_project(root: Path) -> Path:
 def _flow(root: Path, run_stage) -> dict:
     """The Prefect pipeline in process, from ``root``, with ``run_stage`` in place of the registry's."""
     from flows.pipeline import s1_pipeline
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("flows.pipeline.run_stage", run_stage)
-            mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the default 10 s outlasts micro training
-            return s1_pipeline(profile=PROFILE)
-    finally:
-        os.chdir(cwd)
+    with in_project(root), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("flows.pipeline.run_stage", run_stage)
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the default 10 s outlasts micro training
+        return s1_pipeline(profile=PROFILE)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.in_project import in_project
 from tests.support.micro import write_micro_project
 
 
@@ -19,15 +20,12 @@ def pipeline_run(tmp_path_factory):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "micro project"]):  # runs record the commit
         subprocess.run([*git, *cmd], cwd=root, check=True, capture_output=True)
-    cwd = os.getcwd()
-    os.chdir(root)
     # MLflow samples system metrics every 10 s by default: longer than the micro training
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
     try:
-        with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
+        with in_project(root), prefect_test_harness(server_startup_timeout=180):  # a loaded machine starts it slowly
             result = s1_pipeline(profile="micro")
     finally:
-        os.chdir(cwd)
         os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
     import ray
     result["ray_left_running"] = ray.is_initialized()  # distill and filter started it; the flow released it after
@@ -181,20 +179,15 @@ def test_champion_loads_and_serves_outside_the_repo(pipeline_run, tmp_path):
 
 def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
     """The same stage, sweeping through the Ray Serve endpoint with two sampled seeds per question."""
-    import os
 
     from components.config import load_config
     from components.paths import Paths
     from components.pipeline.registry import run_stage
     root, _ = pipeline_run
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with in_project(root):
         cfg = load_config("params.yaml", overrides=["evaluate.via=serve", "evaluate.seeds=[0, 1]",
                                                      "evaluate.temperature=1.0", "evaluate.task_limit=6"])
         report = run_stage("evaluate", cfg, Paths.for_profile("micro"))
-    finally:
-        os.chdir(cwd)
     assert [p["budget"] for p in report["points"]] == [8, 16]
     assert report["control"] == 1.0
     s = report["scores"]["8"]
@@ -205,21 +198,14 @@ def test_evaluate_stage_through_serve_with_seeds(pipeline_run):
 
 
 def test_evaluation_flow_alone(pipeline_run):
-    import os
 
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.pipeline import stage_flow
     root, _ = pipeline_run
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
-            out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
-                profile="micro", overrides=["evaluate.method=wait_extension",
-                                           "evaluate.wait_counts=[0, 1]"])
-    finally:
-        os.chdir(cwd)
+    with in_project(root), prefect_test_harness(server_startup_timeout=180):  # a loaded machine starts it slowly
+        out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
+            profile="micro", overrides=["evaluate.method=wait_extension", "evaluate.wait_counts=[0, 1]"])
     assert out["evaluate"]["method"] == "wait_extension"
     assert [p["budget"] for p in out["evaluate"]["points"]] == [0, 1]
 
