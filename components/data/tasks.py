@@ -25,7 +25,7 @@ from components.records import Question, iter_jsonl
 @dataclass(frozen=True)
 class TaskSpec:
     hf_dataset: str
-    hf_config: Optional[str]
+    hf_configs: tuple[Optional[str], ...]  # the dataset's configs that make up the benchmark, read in order
     split: str
     question_field: str
     answer_field: str
@@ -33,11 +33,12 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "aime24": TaskSpec("HuggingFaceH4/aime_2024", None, "train", "problem", "answer"),
-    "aime25": TaskSpec("opencompass/AIME2025", "AIME2025-I", "test", "question", "answer"),
-    "math500": TaskSpec("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
-    "amc23": TaskSpec("math-ai/amc23", None, "test", "question", "answer"),
-    "gpqa_diamond": TaskSpec("Idavidrein/gpqa", "gpqa_diamond", "train", "Question", "Correct Answer",
+    "aime24": TaskSpec("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer"),
+    # AIME 2025 is two contests of 15 problems each (I and II): the benchmark is both
+    "aime25": TaskSpec("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer"),
+    "math500": TaskSpec("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer"),
+    "amc23": TaskSpec("math-ai/amc23", (None,), "test", "question", "answer"),
+    "gpqa_diamond": TaskSpec("Idavidrein/gpqa", ("gpqa_diamond",), "train", "Question", "Correct Answer",
                              kind="multiple_choice"),
 }
 LETTERS = "ABCD"
@@ -61,9 +62,12 @@ def _multiple_choice(row: dict, qid: str) -> tuple[str, str]:
 
 
 def _records(name: str, spec: TaskSpec, rows: Iterable[dict]) -> list[Question]:
-    out = []
+    out, seen = [], set()
     for i, row in enumerate(rows):
         qid = str(row.get("id") or row.get("Record ID") or f"{name}-{i}")
+        if qid in seen:  # ids repeat across a benchmark's parts (each contest numbers its own problems)
+            qid = f"{name}-{i}"
+        seen.add(qid)
         if spec.kind == "multiple_choice":
             text, answer = _multiple_choice(row, qid)
         else:
@@ -88,6 +92,6 @@ def load_task(name: str, path: Optional[str | Path] = None, limit: Optional[int]
     else:
         if hf_loader is None:
             from datasets import load_dataset as hf_loader  # the real profile; needs the hub
-        rows = hf_loader(spec.hf_dataset, spec.hf_config, split=spec.split)
+        rows = [row for config in spec.hf_configs for row in hf_loader(spec.hf_dataset, config, split=spec.split)]
     items = _records(name, spec, rows)
     return items[:limit] if limit else items

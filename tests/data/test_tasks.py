@@ -42,3 +42,16 @@ def test_unknown_task_and_missing_file(tmp_path):
         load_task("mmlu")
     with pytest.raises(FileNotFoundError, match="evaluate.task_files.aime24"):
         load_task("aime24", tmp_path / "nope.jsonl")
+
+
+def test_aime25_is_both_contests_with_distinct_ids():
+    asked = []
+
+    def fake_hub(dataset, config, split):
+        asked.append((dataset, config, split))
+        return [{"question": f"{config} problem {i}?", "answer": str(i), "id": i + 1} for i in range(15)]
+
+    questions = load_task("aime25", hf_loader=fake_hub)
+    assert asked == [("opencompass/AIME2025", "AIME2025-I", "test"), ("opencompass/AIME2025", "AIME2025-II", "test")]
+    assert len(questions) == 30 and len({q.id for q in questions}) == 30
+    assert questions[15].question == "AIME2025-II problem 0?"
