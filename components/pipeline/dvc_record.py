@@ -15,8 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
+from components.config import read_params
 from components.paths import Paths
 from components.pipeline.registry import recorded_result
 
@@ -32,7 +31,7 @@ def unrecorded_reason(params_path: Path, profile: str, overrides: Sequence[str],
         return f"the run reads {params_path}, not the params.yaml beside dvc.yaml"
     if not _dvc_root(root):
         return f"{root.resolve()} is in no DVC repository (`dvc init` makes one)"
-    active = (yaml.safe_load(params_path.read_text()) or {}).get("profile")
+    active = read_params(params_path).get("profile")
     if profile != active:
         return f"the run's profile {profile!r} is not params.yaml's profile ({active!r})"
     return ""

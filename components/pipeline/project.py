@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from components.config import read_params, resolve_profiles
+from components.config import ConfigError, read_params, resolve_profiles
 
 PROJECT = Path(__file__).resolve().parents[2]
 # What a stage in dvc.yaml depends on besides params.yaml: the code, the shipped base models, the stage launcher.
@@ -22,7 +22,7 @@ def project_params(raw: dict, profile: str) -> dict:
     """``raw`` params with ``profile`` active and its block expanded (no ``extends`` left in it)."""
     blocks = resolve_profiles(raw)
     if profile not in blocks:
-        raise ValueError(f"profile: {profile!r} is not defined; choose one of {sorted(blocks)}")
+        raise ConfigError(f"profile: {profile!r} is not defined; choose one of {sorted(blocks)}")
     return {**raw, "profile": profile, profile: blocks[profile]}
 
 
