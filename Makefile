@@ -12,7 +12,7 @@ export PREFECT_HOME ?= $(HOME)/.cache/s1flow/prefect
 # Prerequisites build side by side (`make test`: the two environments install at once).
 MAKEFLAGS += -j2
 
-.PHONY: install vllm-env demo test prefect-ui dvc-repro bench clean
+.PHONY: install vllm-env demo test rehearsal prefect-ui dvc-repro bench clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,9 @@ test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .v
 	$(BIN)/ruff check .
 	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0 --durations=40
+
+rehearsal: install     ## s1-32b in miniature: two-node Ray, local provider with faults, moto S3, MLflow (docs/scale.md)
+	$(BIN)/python infra/rehearsal/run.py
 
 prefect-ui: install    ## Prefect's UI on 127.0.0.1:4200 over the demo's flow runs
 	$(BIN)/prefect server start --host 127.0.0.1

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -105,9 +105,18 @@ class PoolSource(Section):
     id_field: str = Field("", description="row field used as id ('' = source + row number)")
     question_field: str = "question"
     answer_field: str = "answer"
-    answer_extract: Literal["none", "boxed"] = Field("none", description="boxed: the last \\boxed{} of a solution "
-                                                     "field (a bare integer solution is kept as the answer)")
-    limit: Optional[int] = Field(None, gt=0)
+    answer_extract: Literal["none", "boxed", "boxed_or_solution"] = Field(
+        "none", description="boxed: the last \\boxed{} of a solution field (a bare integer solution is kept as the "
+        "answer; other rows are quarantined); boxed_or_solution: the same, else the whole solution is kept as the "
+        "reference (metadata answer_format=solution: graded by an LLM judge against it, as s1 graded)")
+    limit: Optional[int] = Field(None, gt=0, description="the first rows only (after where/exclude)")
+    where: dict[str, list[str]] = Field(default_factory=dict, description="keep rows whose field equals one of the "
+                                        "values, e.g. {source: [aops_forum]}")
+    exclude: dict[str, list[str]] = Field(default_factory=dict, description="drop rows whose field equals one of "
+                                          "the values")
+    sample: Optional[int] = Field(None, gt=0, description="a seeded uniform sample of this many rows (after "
+                                  "where/exclude), in dataset order")
+    sample_seed: int = 0
     max_year: Optional[int] = Field(None, description="keep only rows whose year_field is <= this (s1: AIME <= 2022)")
     year_field: str = Field("Year", description="row field holding the year, for max_year")
     # procedural sources only: a mix modelled on a real pool's sources (see params.yaml, tiny)
@@ -116,6 +125,14 @@ class PoolSource(Section):
     max_difficulty: Optional[int] = Field(None, ge=1, description="procedural: else pool.max_difficulty")
     domain_weights: dict[str, float] = Field(default_factory=dict, description="procedural: relative share per "
                                              "domain (else uniform over pool.domains)")
+
+    @field_validator("where", "exclude", mode="before")
+    @classmethod
+    def _values_listed(cls, value):
+        """``{source: aops_forum}`` reads as ``{source: [aops_forum]}``."""
+        if isinstance(value, dict):
+            return {k: [str(v)] if isinstance(v, (str, int)) else [str(x) for x in v] for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _located(self) -> "PoolSource":
@@ -129,6 +146,10 @@ class PoolSource(Section):
             raise ValueError(f"{procedural_only[0]}: only procedural sources take it (use limit for a {self.kind} source)")
         if self.min_difficulty and self.max_difficulty and self.min_difficulty > self.max_difficulty:
             raise ValueError(f"min_difficulty: ({self.min_difficulty}) > max_difficulty ({self.max_difficulty})")
+        if self.sample and self.limit:
+            raise ValueError("sample: give sample (a seeded sample) or limit (the first rows), not both")
+        if self.kind == "procedural" and (self.where or self.exclude or self.sample):
+            raise ValueError("where: where, exclude and sample filter rows of a dataset source, not a procedural one")
         if any(w < 0 for w in self.domain_weights.values()) or (self.domain_weights
                                                                  and not sum(self.domain_weights.values())):
             raise ValueError(f"domain_weights: must be non-negative with a positive sum, got {self.domain_weights}")
@@ -203,6 +224,17 @@ class TeacherConfig(ApiClientConfig):
     seed: int = 3
     max_cost_usd: Optional[float] = Field(None, gt=0, description="spend cap over this teacher's shard set (every "
                                           "run, every attempt): distill stops, resumably, once it is reached")
+    shard_uri: Optional[str] = Field(None, description="where the result shards (the record of paid answers) live, "
+                                     "one set per teacher under it: s3://... or a path every node mounts; on a "
+                                     "cluster of several nodes it must be set. null: runs/<profile>/distill, on "
+                                     "the local disk of the node that runs each worker")
+    require_thinking: Optional[bool] = Field(None, description="a response without thinking is a failed trace "
+                                             "(error named), not an empty one; null: required for kind gemini (its "
+                                             "thoughts are asked for), not for the others")
+
+    @property
+    def thinking_required(self) -> bool:
+        return self.kind == "gemini" if self.require_thinking is None else self.require_thinking
 
 
 class DomainConfig(ApiClientConfig):
@@ -211,6 +243,9 @@ class DomainConfig(ApiClientConfig):
     classifier: Literal["deterministic", "llm"] = "deterministic"
     max_tokens: int = Field(16, gt=0)
     max_retries: int = Field(5, ge=0)
+    max_unclassified_share: float = Field(0.05, ge=0, le=1, description="llm: the filter stage stops with an error "
+                                          "(the share and the first causes) when more of the questions than this end "
+                                          "unclassified (a failed call or a reply with no MSC code)")
 
 
 class QualityConfig(Section):
@@ -242,12 +277,14 @@ class SelectionConfig(Section):
     size: int = Field(600, gt=0)
     seed: int = 4
     phase1_correct_sources: list[str] = Field(
-        default_factory=lambda: ["aime", "gpqa"],
-        description="s1 phase 1: regexes (case-insensitive) on a question's source / source_type; the ones the "
-                    "teacher answered correctly are all taken")
+        default_factory=lambda: ["qq8933/AIME_1983_2024", "Idavidrein/gpqa"],
+        description="s1 phase 1: source_type values (a question's metadata source_type, else its source), matched "
+                    "exactly; a value ending in '/' matches as a prefix. The ones the teacher answered correctly are "
+                    "all taken")
     phase1_long_sources: list[str] = Field(
-        default_factory=lambda: ["openaimath", "hendrycks", "(^|/)math($|/)"],
-        description="s1 phase 1: regexes for MATH; taken when the teacher is correct and the trace is long")
+        default_factory=lambda: ["qfq/openaimath/"],
+        description="s1 phase 1: source_type values for MATH (matched as phase1_correct_sources); taken when the "
+                    "teacher is correct and the trace is long")
     phase1_min_trace_tokens: int = Field(5600, ge=0, description="s1 phase 1: 'long' MATH trace, in tokens")
 
 
@@ -343,7 +380,13 @@ class EngineConfig(Section):
     batch_size: int = Field(64, gt=0, description="prompts per generate call")
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM only")
     unlimited_thinking_tokens: int = Field(400, gt=0, description="the thinking cap: the 'no budget' run and the "
-                                           "largest budget a Serve request may ask for")
+                                           "largest budget a Serve request may ask for (a request without a budget "
+                                           "is also capped to what its prompt leaves of the context)")
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1, description="vLLM: the share of each GPU's "
+                                                    "memory an engine takes (weights + KV cache) in the evaluate "
+                                                    "stage and the Serve replicas; None: vLLM's 0.9 (0.2 of RAM on "
+                                                    "a CPU). Lower it to leave room for a process reward model on "
+                                                    "the engine's GPUs (evaluate.rebase_reward_device)")
 
 
 class EvaluateConfig(Section):
@@ -380,6 +423,10 @@ class EvaluateConfig(Section):
     rebase_reward: str = Field("programmatic", min_length=1, description="REBASE's process reward: programmatic "
                                "(the procedural world's line checker) or a Hugging Face process reward model by name")
     rebase_vote: Literal["majority", "weighted"] = Field("weighted", description="REBASE's final vote over its leaves")
+    rebase_reward_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="where a process reward "
+                                      "model (rebase_reward given by name) runs: cpu, or cuda:N, a GPU of this "
+                                      "process; on one of the in-process engine's GPUs lower "
+                                      "engine.gpu_memory_utilization to leave it room")
     rebase_step_tokens: int = Field(64, gt=0, description="REBASE: most tokens per step (one line of thinking)")
     compute_matched: list[MethodName] = Field(default_factory=list, description="sequential vs parallel at equal "
                                               "compute (s1 Fig. 7): methods compared by average thinking tokens per "
@@ -449,6 +496,13 @@ class ServeConfig(Section):
     max_queued_requests: int = Field(64, gt=0, description="requests in flight per replica (streams included); "
                                      "more get 429 with Retry-After")
     max_request_bytes: int = Field(1 << 20, gt=0, description="request bodies over this get 413")
+    model_uri: Optional[str] = Field(None, description="where every replica reads the model, on any node: an "
+                                     "object-store prefix (s3://bucket/prefix: the model is published there under "
+                                     "its content hash and each node downloads it once into model_cache_dir) or a "
+                                     "directory every node mounts; None: the model directory as the driver sees "
+                                     "it (one node)")
+    model_cache_dir: Optional[str] = Field(None, description="node-local directory replicas download model_uri "
+                                           "into; None: <system temp dir>/s1flow-models")
 
 
 class TrackingConfig(Section):
@@ -536,6 +590,9 @@ def parse_profile(data: dict[str, Any], name: str, overrides: list[str] = ()) ->
 
 
 EXTENDS = "extends"  # a profile key: start from another profile's block, override section by section
+# A profile key: {dotted.key: value}, each laid on the extended block after the section overrides. A profile that
+# is its parent with a declared list of substitutions (s1-32b-rehearsal) keeps that list here and nothing else.
+SUBSTITUTE = "substitute"
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -556,6 +613,10 @@ def resolve_profiles(raw: dict[str, Any], source: str = "params.yaml") -> dict[s
     def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
         block = dict(blocks[name])
         parent = block.pop(EXTENDS, None)
+        subs = block.pop(SUBSTITUTE, None)
+        if subs is not None and parent is None:
+            raise ConfigError(f"{name}.{SUBSTITUTE}: substitutions apply to an extended profile; "
+                              f"add '{EXTENDS}: <profile>'")
         if parent is None:
             return block
         if parent not in blocks:
@@ -564,9 +625,37 @@ def resolve_profiles(raw: dict[str, Any], source: str = "params.yaml") -> dict[s
         if parent in chain:
             raise ConfigError(f"{name}.{EXTENDS}: profiles extend each other in a cycle "
                               f"({' -> '.join((*chain, parent))}); make one of them a full block")
-        return deep_merge(resolve(parent, (*chain, parent)), block)
+        return substitute(deep_merge(resolve(parent, (*chain, parent)), block), subs or {}, name)
 
     return {name: resolve(name, (name,)) for name in blocks}
+
+
+def substitute(block: dict[str, Any], substitutions: dict[str, Any], profile: str = "") -> dict[str, Any]:
+    """``block`` with each ``{dotted.key: value}`` of ``substitutions`` set (a list or mapping value replaces the
+    whole key); sections on the way are created, a key under a non-section value is an error naming it."""
+    if not isinstance(substitutions, dict):
+        raise ConfigError(f"{profile}.{SUBSTITUTE}: must be a mapping of dotted keys to values, "
+                          "e.g. {sft.world_size: 2}")
+    out = deep_merge(block, {})
+    for key, value in substitutions.items():
+        parts = str(key).split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{profile}.{SUBSTITUTE}.{key}: {'.'.join(parts[:i + 1])} is not a section")
+            else:
+                child = node[part] = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def substitutions(raw: dict[str, Any], profile: str) -> dict[str, Any]:
+    """The declared ``substitute`` list of a profile in a params mapping ({} when it declares none)."""
+    return dict((raw.get(profile) or {}).get(SUBSTITUTE) or {})
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:

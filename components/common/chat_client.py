@@ -11,7 +11,10 @@ silently dropped. Tokens are counted for every attempt whose response reports
 ``usage`` (failed attempts too): that is what the provider bills.
 
 Reasoning comes back in ``message.reasoning_content`` (DeepSeek, vLLM),
-``message.reasoning`` (some gateways) or as a ``<think>`` block in the content.
+``message.reasoning`` (some gateways) or as a block leading the content: ``<think>…</think>`` (open models
+served raw) or ``<thought>…</thought>`` (Gemini's OpenAI-compatible endpoint, which sends its thought summary
+only when the request asks for it: ``gemini`` clients always ask, see :data:`GEMINI_THOUGHTS`). Response shapes
+as each provider sends them: tests/fixtures/providers/.
 
     client = ChatClient(cfg.teacher); result = await client.chat([{"role": "user", "content": q}])
 """
@@ -32,7 +35,10 @@ from components.common.ratelimit import Limits
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_BASE_URLS = {"gemini": "https://generativelanguage.googleapis.com/v1beta/openai/",
                      "openai": "https://api.openai.com/v1"}
-_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.S)
+_THINK_BLOCK = re.compile(r"^\s*<(think|thought)>(.*?)(?:</\1>|$)", re.S)
+# Gemini's OpenAI-compatible endpoint: the request field that asks for thought summaries (what the OpenAI SDK
+# sends for extra_body={"extra_body": {"google": {...}}}; https://ai.google.dev/gemini-api/docs/openai)
+GEMINI_THOUGHTS = {"extra_body": {"google": {"thinking_config": {"include_thoughts": True}}}}
 
 
 class ChatEndpoint(Protocol):
@@ -113,8 +119,8 @@ def parse_chat_response(body: str) -> ChatResult:
     if not isinstance(content, str):
         raise ApiError("malformed response (message.content is not text)", raw=body[:20000])
     reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
-    if not reasoning and (m := _THINK.match(content)):
-        reasoning, content = m.group(1).strip(), m.group(2)
+    if not reasoning:
+        reasoning, content = split_thinking(content)
     usage = data.get("usage") or {}
     try:
         prompt_tokens = _token_count(usage.get("prompt_tokens"))
@@ -124,6 +130,24 @@ def parse_chat_response(body: str) -> ChatResult:
     return ChatResult(content=content.strip(), reasoning=str(reasoning).strip(), prompt_tokens=prompt_tokens,
                       completion_tokens=completion_tokens or estimate_tokens(str(reasoning) + content),
                       attempts=1, finish_reason=str(choice.get("finish_reason") or ""))
+
+
+def split_thinking(content: str) -> tuple[str, str]:
+    """(thinking, answer) of a content that leads with ``<think>``/``<thought>`` blocks (several blocks are
+    joined; one cut off before its closing tag is all thinking); ('', content) when it does not."""
+    blocks = []
+    while m := _THINK_BLOCK.match(content):
+        blocks.append(m.group(2).strip())
+        content = content[m.end():]
+    return "\n\n".join(b for b in blocks if b), content.lstrip() if blocks else content
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in, nested objects merged key by key (``extra`` wins on a conflict)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _retry_after(response: httpx.Response) -> Optional[float]:
@@ -157,11 +181,13 @@ class ChatClient:
         self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(cfg.timeout_s), transport=transport,
                                       limits=httpx.Limits(max_connections=cfg.calls_per_worker + 4))
         self.sleep, self.rng = sleep, random.Random(seed)
+        # a gemini client always asks for thought summaries; thinking_level/budget set in extra_body are kept
+        self.extra_body = deep_merge(GEMINI_THOUGHTS, cfg.extra_body) if kind == "gemini" else dict(cfg.extra_body)
         self._mean_completion = float(min(cfg.max_tokens, 1024))
 
     def _payload(self, messages: list[dict]) -> dict[str, Any]:
         return {"model": self.cfg.model, "messages": messages, "max_tokens": self.cfg.max_tokens,
-                "temperature": self.cfg.temperature, **self.cfg.extra_body}
+                "temperature": self.cfg.temperature, **self.extra_body}
 
     async def _once(self, payload: dict) -> ChatResult:
         try:

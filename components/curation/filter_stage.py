@@ -26,6 +26,7 @@ from components.config import (
 )
 from components.curation.decontamination import NgramIndex
 from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves, trace_length
+from components.curation.judge import judge_teacher, needs_judge
 from components.data.tasks import TASKS, load_task
 from components.paths import Paths, absolute_model_ref, base_model_ref
 from components.records import Example, Question, Trace, iter_jsonl, read_jsonl, write_json, write_jsonl
@@ -65,6 +66,24 @@ def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int
     return build_engine(engine, dtype, model, batch_size=batch_size)
 
 
+def judge_reference_solutions(examples: list[Example], domain: DomainConfig) -> dict:
+    """The teacher's answers to questions whose reference is a whole solution, judged by the domain
+    classifier's model (s1 used one Claude model for both); nothing to do without an LLM classifier or such rows."""
+    if domain.classifier != "llm" or not any(needs_judge(ex) for ex in examples):
+        return {}
+    import asyncio
+
+    from components.common.chat_client import ChatClient
+
+    async def run() -> dict:
+        client = ChatClient(domain.model_copy(update={"max_tokens": 1024, "workers": 1}), kind="openai")
+        try:
+            return await judge_teacher(examples, client)
+        finally:
+            await client.aclose()
+    return asyncio.run(run())
+
+
 def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig, difficulty: DifficultyConfig,
                  domain: DomainConfig, engine: EngineConfig, model: ModelConfig, paths: Paths,
                  task_files: Optional[dict[str, str]] = None) -> dict:
@@ -86,6 +105,7 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     for ex in survivors:
         ex.trace_tokens = trace_length(tokenizer, ex)
     domain_outcome = classify_domains(survivors, domain)
+    judged = judge_reference_solutions(survivors, domain)
     write_jsonl(paths.quality_pool, survivors)
     if difficulty.enabled and survivors:
         for student in difficulty.students:
@@ -103,6 +123,7 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     reasons["kept"] = len(survivors)
     report = {"counts": counts, "drop_reasons": dict(reasons), "domain_classifier": domain.classifier,
               "decontaminated_against": against, "ngram": decontamination.ngram,
-              **({"domain_outcome": dict(domain_outcome)} if domain_outcome else {})}
+              **({"domain_outcome": dict(domain_outcome)} if domain_outcome else {}),
+              **({"teacher_judged": judged} if judged else {})}
     write_json(paths.metric("filter_report.json"), report)
     return report

@@ -25,11 +25,11 @@ from collections import Counter
 from typing import Callable, Optional
 
 from components.common.chat_client import ApiError, ChatClient
-from components.common.grading import attempt_answer, grade
 from components.common.raycluster import actor_pool, ensure_ray
 from components.common.threads import use_threads
 from components.config import DifficultyConfig, DomainConfig, QualityConfig
 from components.curation.quality import quality_reason
+from components.curation.ray_llm_students import ray_llm_attempts
 from components.data.domains import classification_messages, classify, parse_msc
 from components.records import Example
 
@@ -87,32 +87,11 @@ class StudentWorker:
         return {"id": list(batch["id"]), "solved": solved}
 
 
-def _ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig) -> dict[str, bool]:
-    """The s1-32b path: ray.data.llm's vLLM processor (chat template, batching, TP inside)."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-    config = vLLMEngineProcessorConfig(
-        model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
-        engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
-                       "max_model_len": cfg.max_new_tokens + 4096})
-    processor = build_processor(
-        config,
-        preprocess=lambda row: {"id": row["id"], "gold": row["gold"],
-                                "messages": [{"role": "user", "content": row["question"]}],
-                                "sampling_params": {"temperature": 0.0, "max_tokens": cfg.max_new_tokens}},
-        postprocess=lambda row: {"id": row["id"], "solved": grade(attempt_answer(  # cut off before an answer: none
-            row["generated_text"], row["num_generated_tokens"] < cfg.max_new_tokens), row["gold"])})
-    import ray.data
-    ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
-    ds = ray.data.from_items([{"id": ex.question.id, "question": ex.question.question, "gold": ex.question.answer}
-                              for ex in examples])
-    return {r["id"]: bool(r["solved"]) for r in processor(ds).take_all()}
-
-
 def student_solves(examples: list[Example], engine_factory: Callable, model: str, cfg: DifficultyConfig,
                    progress: Optional[Callable[[int], None]] = None) -> dict[str, bool]:
     """question id -> whether this student solved it (Ray Data batch inference)."""
     if cfg.runner == "ray_llm":
-        return _ray_llm_attempts(examples, model, cfg)
+        return ray_llm_attempts(examples, model, cfg)
     ds = _dataset(examples, cfg.batch_size)
     workers = cfg.workers if cfg.num_gpus else min(cfg.workers, _cluster_cpus())  # a CPU each: never wait for one
     ds = ds.map_batches(
@@ -138,26 +117,46 @@ def trace_length(tokenizer, ex: Example) -> int:
     return len(tokenizer(ex.trace.thinking, add_special_tokens=False)["input_ids"])
 
 
+class DomainClassificationError(RuntimeError):
+    """Too many questions left without a domain: the diversity phase would collapse onto 'unknown'."""
+
+
 class DomainWorker:
-    """A Ray Data actor classifying questions into MSC domains with an LLM."""
+    """A Ray Data actor classifying questions into MSC domains with an LLM; a question it cannot place comes
+    back with an empty code and the cause (a failed call, or a reply with no MSC code)."""
 
     def __init__(self, cfg_json: str):
         cfg = DomainConfig.model_validate_json(cfg_json)
         self.client = ChatClient(cfg, kind="openai")
 
     async def __call__(self, batch: dict) -> dict:
-        async def one(question: str) -> str:
+        async def one(question: str) -> tuple[str, str]:
             try:
-                return parse_msc((await self.client.chat(classification_messages(question))).content)
-            except ApiError:
-                return ""
+                reply = (await self.client.chat(classification_messages(question))).content
+            except ApiError as e:
+                return "", f"{e} {e.raw[:300]}".strip()
+            code = parse_msc(reply)
+            return code, "" if code else f"reply has no MSC code: {reply[:200]!r}"
         examples = _examples(batch)
-        codes = await asyncio.gather(*(one(ex.question.question) for ex in examples))
-        return {"id": list(batch["id"]), "msc": list(codes)}
+        results = await asyncio.gather(*(one(ex.question.question) for ex in examples))
+        return {"id": list(batch["id"]), "msc": [c for c, _ in results], "error": [e for _, e in results]}
+
+
+def check_unclassified(outcome: Counter, errors: list[str], cfg: DomainConfig) -> None:
+    """Raise when more than ``domain.max_unclassified_share`` of the questions were left unclassified."""
+    total = outcome["classified"] + outcome["unclassified"]
+    share = outcome["unclassified"] / total if total else 0.0
+    if share > cfg.max_unclassified_share:
+        causes = "; ".join(f"[{i + 1}] {e}" for i, e in enumerate(errors[:3]))
+        raise DomainClassificationError(
+            f"domain classifier ({cfg.model}) left {outcome['unclassified']} of {total} questions unclassified "
+            f"({share:.1%}), over domain.max_unclassified_share = {cfg.max_unclassified_share:.1%}. First errors: "
+            f"{causes}. Check domain.model, domain.base_url and the {cfg.api_key_env} key, or raise the share.")
 
 
 def classify_domains(examples: list[Example], cfg: DomainConfig) -> Counter:
-    """Set each example's MSC code in place; returns how many the classifier could not place."""
+    """Set each example's MSC code in place; returns how many were classified and how many were not (those get
+    'unknown'). Raises :class:`DomainClassificationError` past ``domain.max_unclassified_share``."""
     outcome: Counter = Counter()
     if cfg.classifier == "deterministic":
         for ex in examples:
@@ -166,10 +165,13 @@ def classify_domains(examples: list[Example], cfg: DomainConfig) -> Counter:
     ds = _dataset(examples, cfg.batch_size).map_batches(
         DomainWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json()}, batch_size=cfg.batch_size,
         batch_format="numpy", num_cpus=0.1, compute=actor_pool(cfg.workers, 4))
-    codes = {}
+    codes, errors = {}, {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         codes.update(zip(batch["id"].tolist(), batch["msc"].tolist()))
+        errors.update(zip(batch["id"].tolist(), batch["error"].tolist()))
     for ex in examples:
         ex.question.msc = codes.get(ex.question.id) or "unknown"
         outcome["unclassified" if ex.question.msc == "unknown" else "classified"] += 1
+    check_unclassified(outcome, [errors.get(ex.question.id) or "no result came back"
+                                 for ex in examples if ex.question.msc == "unknown"], cfg)
     return outcome

@@ -2,9 +2,14 @@
 
 ``s1`` (Algorithm 1, the s1-32b default): phase 1 takes every AIME/GPQA example
 the teacher answered correctly and every MATH example the teacher answered
-correctly with a trace longer than ``phase1_min_trace_tokens`` (sources matched
-by the regexes ``phase1_correct_sources`` / ``phase1_long_sources`` on the
-question's source and ``source_type``); phase 2 fills up to ``size`` with
+correctly with a trace longer than ``phase1_min_trace_tokens``. Sources are s1's
+exact ``source_type`` values (``phase1_correct_sources`` / ``phase1_long_sources``,
+matched against the question's ``metadata.source_type``, else its source; a value
+ending in '/' is a prefix, as s1's ``qfq/openaimath/<subject>``): ``qq8933/AIME_1983_2024``
+is not ``AI-MO/NuminaMath-CoT/amc_aime``, MATH is not OlympiadBench's ``.../Math``.
+The teacher is graded against a short reference answer by rule; against a reference
+solution (``answer_format: solution``) by the LLM judge's recorded verdict
+(``metadata.teacher_judged_correct``, as s1 graded with Claude). Phase 2 fills up to ``size`` with
 ``diversity``. If phase 1 alone exceeds ``size``, its longest traces are kept.
 ``diversity``: repeat until ``size`` are chosen: pick an MSC domain uniformly at
 random, then one of its questions with probability proportional to 2^-rank,
@@ -18,7 +23,6 @@ Ablations: ``diversity_only`` (uniform within the domain), ``random``,
 from __future__ import annotations
 
 import random
-import re
 from bisect import bisect
 from collections import defaultdict
 from itertools import accumulate
@@ -83,26 +87,33 @@ def _all(examples, size, rng):
     return list(examples)
 
 
-def _source_text(ex: Example) -> str:
-    return f"{ex.question.source} {ex.question.metadata.get('source_type', '')}"
+def source_type(ex: Example) -> str:
+    """s1's ``source_type`` of a question: its metadata's, else the source it was loaded from."""
+    return str(ex.question.metadata.get("source_type") or ex.question.source)
 
 
-def _matches(patterns: list[str], text: str) -> bool:
-    return any(re.search(p, text, re.I) for p in patterns)
+def source_matches(names: list[str], value: str) -> bool:
+    """Exact equality with one of ``names``; a name ending in '/' matches as a prefix."""
+    return any(value == n or (n.endswith("/") and value.startswith(n)) for n in names)
 
 
 def teacher_correct(ex: Example) -> bool:
-    """Whether the teacher's answer agrees with the reference (math-verify, or the option letter)."""
-    return ex.trace.ok and grade_response(ex.question, ex.trace.answer)[1]
+    """Whether the teacher's answer agrees with the reference: by rule against a short answer (math-verify, or
+    the option letter), by the LLM judge's recorded verdict against a reference solution (none: not correct)."""
+    if not ex.trace.ok:
+        return False
+    if ex.question.metadata.get("answer_format") == "solution":
+        return ex.question.metadata.get("teacher_judged_correct") is True
+    return grade_response(ex.question, ex.trace.answer)[1]
 
 
 def phase1(examples: list[Example], cfg: SelectionConfig) -> list[Example]:
     """Algorithm 1, phase 1: teacher-correct AIME/GPQA examples, and teacher-correct long MATH traces."""
     out = []
     for ex in examples:
-        src = _source_text(ex)
-        take_all = _matches(cfg.phase1_correct_sources, src)
-        long_math = _matches(cfg.phase1_long_sources, src) and ex.trace_tokens > cfg.phase1_min_trace_tokens
+        src = source_type(ex)
+        take_all = source_matches(cfg.phase1_correct_sources, src)
+        long_math = source_matches(cfg.phase1_long_sources, src) and ex.trace_tokens > cfg.phase1_min_trace_tokens
         if (take_all or long_math) and teacher_correct(ex):
             out.append(ex)
     return out

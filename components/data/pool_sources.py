@@ -7,11 +7,18 @@ file with the reason (the job never stops on one bad row). Exact duplicates
 (after Unicode normalisation, case folding and whitespace collapsing) are
 dropped by hash, the first occurrence kept.
 
-Row filters: ``max_year`` keeps only rows whose ``year_field`` is at most that
+Row filters: ``where`` / ``exclude`` keep or drop rows by a field's value (s1 took NuminaMath's
+``source: aops_forum`` rows whole and a sample of the rest); ``sample`` takes a seeded uniform sample of
+what is left (``limit`` the first rows). Row ids keep the row's number in the whole dataset, so two entries
+of one dataset never collide. ``max_year`` keeps only rows whose ``year_field`` is at most that
 year (s1 keeps AIME up to 2022 so AIME24/25 stay unseen); rows past it are
 counted as ``excluded``, rows without a readable year are quarantined.
-``answer_extract: boxed`` reads the last ``\\boxed{}`` of a solution; a
-solution that is a bare integer (the AIME sources) is the answer itself.
+
+Answers: ``answer_extract: boxed`` reads the last ``\\boxed{}`` of a solution; a
+solution that is a bare integer (the AIME sources) is the answer itself; any other row is quarantined.
+``boxed_or_solution`` (the s1 pool, whose GPQA explanations, letter answers, science and puzzle rows carry no
+``\\boxed{}``) keeps such a row with its whole solution as the reference answer, marked
+``metadata.answer_format = "solution"``: s1 graded those with an LLM judge against the reference.
 
     result = load_pool(cfg.pool); result.questions, result.quarantined, result.report
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import unicodedata
 from collections import Counter
@@ -92,8 +100,13 @@ def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
     answer = row.get(src.answer_field)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)
-    if isinstance(answer, str) and src.answer_extract == "boxed":
-        answer = last_boxed(answer) or (answer.strip() if _BARE_INTEGER.match(answer.strip()) else "")
+    answer_format = "short"
+    if isinstance(answer, str) and src.answer_extract in ("boxed", "boxed_or_solution"):
+        short = last_boxed(answer) or (answer.strip() if _BARE_INTEGER.match(answer.strip()) else "")
+        if not short and src.answer_extract == "boxed_or_solution" and answer.strip():
+            answer_format = "solution"  # the whole solution is the reference
+        else:
+            answer = short
     if not isinstance(answer, str) or not answer.strip():
         how = " (no \\boxed{} in it)" if src.answer_extract == "boxed" else ""
         return f"field {src.answer_field!r} missing or empty{how}"
@@ -108,9 +121,47 @@ def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
     qid = f"{label}-{rid}" if rid not in (None, "") else f"{label}-{i:07d}"
     meta = {k: v for k, v in row.items() if k not in (src.question_field, src.answer_field)
             and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200}
+    if answer_format == "solution":
+        meta["answer_format"] = "solution"
     return Question(id=qid, source=label, question=question.strip(), answer=answer.strip(),
                     difficulty=int(level) if (level := str(row.get("difficulty", ""))).isdigit() else 0,
                     metadata=meta)
+
+
+def _kept_by_filters(row, src: PoolSource) -> bool:
+    """Whether a row passes ``where`` and ``exclude`` (a row that is not an object passes: it is quarantined)."""
+    if not isinstance(row, dict):
+        return True
+    if any(str(row.get(f)) not in values for f, values in src.where.items()):
+        return False
+    return not any(str(row.get(f)) in values for f, values in src.exclude.items())
+
+
+def dataset_rows(src: PoolSource) -> Iterator[tuple[int, dict | str]]:
+    """(row number in the dataset, row) of the rows a source takes: filtered, then sampled or cut to ``limit``."""
+    rows = ((i, r) for i, r in enumerate(ROW_READERS[src.kind](src)) if _kept_by_filters(r, src))
+    if src.sample:
+        return iter(reservoir_sample(rows, src.sample, src.sample_seed))
+    return (x for k, x in enumerate(rows) if not src.limit or k < src.limit)
+
+
+def reservoir_sample(items: Iterator, k: int, seed: int) -> list:
+    """A uniform sample of ``k`` items in one pass (memory for ``k`` only), in their original order."""
+    rng, chosen = random.Random(seed), []
+    for n, item in enumerate(items):
+        if n < k:
+            chosen.append((n, item))
+        elif (j := rng.randrange(n + 1)) < k:
+            chosen[j] = (n, item)
+    return [item for _, item in sorted(chosen, key=lambda x: x[0])]
+
+
+def _report_key(src: PoolSource, taken: dict) -> str:
+    key = _label(src)
+    parts = [f"{w} {json.dumps(getattr(src, w), sort_keys=True)}" for w in ("where", "exclude") if getattr(src, w)]
+    parts += [f"sample {src.sample} (seed {src.sample_seed})"] if src.sample else []
+    key = f"{key} ({', '.join(parts)})" if parts else key
+    return key if key not in taken else f"{key} #{sum(k.startswith(key) for k in taken) + 1}"
 
 
 @dataclass
@@ -129,11 +180,11 @@ def load_pool(cfg: PoolConfig) -> PoolResult:
     for src in cfg.sources:
         label, counts = _label(src), Counter()
         if src.kind == "procedural":
-            candidates: Iterator = iter(generate_source(cfg, src))
+            candidates: Iterator = enumerate(generate_source(cfg, src))
         else:
-            candidates = (row_to_question(r, i, src) for i, r in enumerate(ROW_READERS[src.kind](src)))
-        for i, q in enumerate(candidates):
-            if src.limit and i >= src.limit:
+            candidates = ((i, row_to_question(r, i, src)) for i, r in dataset_rows(src))
+        for k, (i, q) in enumerate(candidates):
+            if src.kind == "procedural" and src.limit and k >= src.limit:
                 break
             counts["rows"] += 1
             if q == EXCLUDED:
@@ -154,7 +205,7 @@ def load_pool(cfg: PoolConfig) -> PoolResult:
             seen_text[digest], counts["kept"] = q.id, counts["kept"] + 1
             seen_ids.add(q.id)
             out.questions.append(q)
-        per_source[label] = counts
+        per_source[_report_key(src, per_source)] = counts
     out.report = {"sources": {k: dict(v) for k, v in per_source.items()}, "questions": len(out.questions),
                   "quarantined": len(out.quarantined),
                   "duplicates": sum(c["duplicates"] for c in per_source.values())}

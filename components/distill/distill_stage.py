@@ -10,7 +10,8 @@ from components.records import Question, read_jsonl, write_json, write_jsonl
 def distill_stage(teacher: TeacherConfig, paths: Paths) -> dict:
     """Ask the teacher for a reasoning trace per pool question (resumable: finished shards are kept)."""
     questions = read_jsonl(paths.pool, Question)
-    shard_dir = paths.distill_shards(d.teacher_fingerprint(teacher))
+    fingerprint = d.teacher_fingerprint(teacher)
+    shard_dir = f"{teacher.shard_uri.rstrip('/')}/{fingerprint}" if teacher.shard_uri else paths.distill_shards(fingerprint)
     report = d.distill_pool(questions, teacher, shard_dir)
     write_json(paths.metric("distill_report.json"), report)
     if report["stopped_at_cost_cap"]:

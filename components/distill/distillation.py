@@ -22,8 +22,14 @@ Exactly once for money, not only for results:
 - a lock on the shard directory (:meth:`ShardStore.lock`) makes a second
   concurrent run refuse instead of paying again for every pending question.
 
-Shards live under ``runs/<profile>/distill/<teacher fingerprint>``: changing the
-teacher (model, prompt, sampling) starts a fresh set instead of mixing traces.
+Shards live under ``<teacher.shard_uri>/<teacher fingerprint>`` (default
+``runs/<profile>/distill/<teacher fingerprint>``): changing the teacher (model,
+prompt, sampling) starts a fresh set instead of mixing traces. The actors run on
+whichever nodes Ray places them, and each writes its shards where it runs: on a
+Ray cluster of several nodes the default node-local directory would scatter the
+paid answers over the nodes' disks (a rerun would pay for them again), so the run
+refuses to start there until ``teacher.shard_uri`` names storage every node
+reaches (``s3://…``, or a path every node mounts).
 
     report = distill_pool(questions, cfg.teacher, shard_dir); traces = merged_traces(questions, shard_dir)
 """
@@ -39,7 +45,7 @@ from typing import Optional
 
 from components.common.progress import progress_bar
 from components.common.raycluster import actor_pool, ensure_ray
-from components.config import TeacherConfig
+from components.config import ConfigError, TeacherConfig
 from components.distill.shards import ShardStore, latest_rows
 from components.distill.teachers import build_teacher, unexpected_failure
 from components.records import Question, Trace
@@ -153,6 +159,23 @@ def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -
             "failure_reasons": dict(failures), "shards": len(store.shards())}
 
 
+def alive_nodes() -> int:
+    """Nodes of the connected Ray cluster."""
+    import ray
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def node_local_shards_problem(store: ShardStore, cfg: TeacherConfig, nodes: int) -> str | None:
+    """Why the shards cannot serve a run on ``nodes`` Ray nodes, or None. A local path counts as shared only
+    when ``teacher.shard_uri`` declares it (a mount every node has); the default work dir is one node's disk."""
+    if nodes <= 1 or not store.local or cfg.shard_uri:
+        return None
+    return (f"teacher.shard_uri: the Ray cluster has {nodes} nodes, but the distillation shards would be written to "
+            f"{store.url}, a directory on each worker's own node: paid answers would be scattered over the nodes "
+            "and a rerun would pay for them again. Set teacher.shard_uri to storage every node reaches "
+            "(s3://bucket/prefix, or a path every node mounts)")
+
+
 def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str | Path) -> dict:
     """Run the teacher over every question not yet done, under the spend cap; returns the run's report
     (``stopped_at_cost_cap`` says the cap left questions unasked). Raises :class:`LockHeld` when another
@@ -178,6 +201,8 @@ def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardS
         unasked = len(pending)
     elif pending:
         ensure_ray()
+        if problem := node_local_shards_problem(store, cfg, alive_nodes()):
+            raise ConfigError(problem)  # before any call is paid for
         blocks = -(-len(pending) // cfg.batch_size)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
         ledger = None if left is None else ray.remote(num_cpus=0)(SpendLedger).remote(left)

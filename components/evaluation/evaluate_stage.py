@@ -8,12 +8,13 @@ stage then tags the MLflow run ``contaminated=true``).
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
@@ -25,7 +26,8 @@ from components.evaluation.provenance import engine_version, provenance
 from components.evaluation.report import git_commit
 from components.evaluation.served import evaluate_via_serve
 from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
-from components.inference.engine import build_engine
+from components.inference.engine import Engine, build_engine
+from components.inference.rebase import REWARDS, build_reward, release_reward
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
@@ -72,46 +74,122 @@ def eval_questions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, list[Que
     return out
 
 
+def engine_options(engine: EngineConfig) -> dict:
+    """The backend options the evaluate stage builds its engines with (vLLM: its memory share, when set)."""
+    return {"gpu_memory_utilization": engine.gpu_memory_utilization} \
+        if engine.backend == "vllm" and engine.gpu_memory_utilization else {}
+
+
+def free_accelerator_memory() -> None:
+    """Collect what a shut-down engine left and hand the CUDA allocator's cache back to the device."""
+    gc.collect()
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def running(engine: EngineConfig, dtype: str, model: str) -> Iterator[Engine]:
+    """An engine for the duration of the block, then shut down (vLLM: its engine core process ends) and its memory
+    freed, before anything else starts on the same GPUs."""
+    built = build_engine(engine, dtype, model, **engine_options(engine))
+    try:
+        yield built
+    finally:
+        built.shutdown()
+        del built
+        free_accelerator_memory()
+
+
+@contextmanager
+def reward_model(evaluate: EvaluateConfig) -> Iterator[None]:
+    """REBASE's process reward model loaded on ``evaluate.rebase_reward_device`` for the block (REBASE then finds
+    it by name), released after; a registered reward (``programmatic``) is left as it is."""
+    name = evaluate.rebase_reward
+    loads = "rebase" in evaluate.compute_matched and name not in REWARDS
+    if loads:
+        build_reward(name, evaluate.rebase_reward_device)
+    try:
+        yield
+    finally:
+        if loads:
+            release_reward(name)
+            free_accelerator_memory()
+
+
+Results = dict[str, tuple[dict, list[dict]]]  # task -> (report, sample records)
+
+
+def _with_seed(gens, seed: int) -> list[dict]:
+    return [{**g.model_dump(), "seed": seed} for g in gens]
+
+
+def sweep_via_serve(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfig, serve: ServeConfig,
+                    paths: Paths, tasks: dict[str, list[Question]], digest: str,
+                    launch_endpoint: Optional[EndpointLauncher]) -> Results:
+    """Every task through one Serve application (started once, torn down after the last task), then the
+    headline task's compute-matched comparison and ablations on an in-process engine."""
+    if launch_endpoint is None:
+        raise ValueError("evaluate.via: 'serve' needs the Serve launcher (run the stage through s1flow)")
+    out: Results = {}
+    with launch_endpoint(serve, engine, model.dtype, str(paths.sft_model)) as url:
+        for name, questions in tasks.items():
+            out[name] = evaluate_via_serve(
+                evaluate, serve, url, questions, paths.runs / f"serve_samples_{name}.jsonl", digest,
+                engine=f"{engine.backend} {engine_version(engine.backend)}",
+                thinking_cap=engine.unlimited_thinking_tokens)
+    headline = next(iter(tasks))
+    if has_extras(evaluate):  # Serve's replicas are gone: the in-process engine takes the GPUs
+        with running(engine, model.dtype, str(paths.sft_model)) as sft, reward_model(evaluate):
+            more, gens = evaluation_extras(sft, tasks[headline], evaluate)
+        out[headline][0].update(more)
+        out[headline][1].extend(_with_seed(gens, evaluate.seed))
+    return out
+
+
+def sweep_in_process(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfig, paths: Paths,
+                     tasks: dict[str, list[Question]]) -> Results:
+    """Every task on one in-process SFT engine; the compute-matched comparison and the ablations on the headline
+    task (with evaluate.workers, its parts side by side, this process's share on this engine)."""
+    headline = next(iter(tasks.values()))
+    parallel = evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
+    out: Results = {}
+    with running(engine, model.dtype, str(paths.sft_model)) as sft, reward_model(evaluate):
+        for i, (name, questions) in enumerate(tasks.items()):
+            if parallel and i == 0:
+                report, gens = evaluate_in_parallel(engine, model.dtype, str(paths.sft_model), questions, evaluate,
+                                                    evaluate.workers, local_engine=sft)
+            else:
+                report, gens = evaluate_sweep(sft, questions, evaluate, extras=i == 0)
+            out[name] = (report, _with_seed(gens, evaluate.seed))
+    return out
+
+
 def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfig, serve: ServeConfig,
                    paths: Paths, launch_endpoint: Optional[EndpointLauncher] = None) -> dict:
     """Sweep thinking budgets on every task in evaluate.tasks (the first is the headline) and plot scaling.
 
     On the headline task also the compute-matched comparison (``evaluate.compute_matched``; plotted to
     ``compute_matched.png``) and the extrapolation ablations (``wait_string_ablation``, ``num_waits_ablation``),
-    in process (after the Serve sweep with ``via: serve``)."""
+    in process (after the Serve sweep with ``via: serve``).
+
+    One engine at a time: the base model (its reference accuracy on every task), then the Serve application or
+    the in-process SFT engine, then (after Serve) the in-process engine for the extras; each is shut down and its
+    memory freed before the next starts, so none finds its GPUs taken."""
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)
-    per_task, all_samples = {}, []
-    base = build_engine(engine, model.dtype, base_model_ref(model, paths))
     tasks = eval_questions(evaluate, paths)
-    headline = next(iter(tasks.values()))
-    parallel = evaluate.via == "in_process" and evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
-    # in process: the SFT engine here (with evaluate.workers, this process's share of the parts runs on it)
-    sft = build_engine(engine, model.dtype, str(paths.sft_model)) if evaluate.via == "in_process" else None
-    for i, (name, questions) in enumerate(tasks.items()):
-        base_acc = base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
-        if evaluate.via == "serve":
-            if launch_endpoint is None:
-                raise ValueError("evaluate.via: 'serve' needs the Serve launcher (run the stage through s1flow)")
-            with launch_endpoint(serve, engine, model.dtype, str(paths.sft_model)) as url:
-                report, samples = evaluate_via_serve(
-                    evaluate, serve, url, questions, paths.runs / f"serve_samples_{name}.jsonl", digest,
-                    engine=f"{engine.backend} {engine_version(engine.backend)}",
-                    thinking_cap=engine.unlimited_thinking_tokens)
-            if i == 0 and has_extras(evaluate):  # the comparison and ablations run in process, after Serve
-                sft = build_engine(engine, model.dtype, str(paths.sft_model))
-                more, gens = evaluation_extras(sft, questions, evaluate)
-                report.update(more)
-                samples += [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
-        elif parallel and i == 0:  # the headline task's parts side by side (evaluate.workers)
-            report, gens = evaluate_in_parallel(engine, model.dtype, str(paths.sft_model), questions, evaluate,
-                                                evaluate.workers, local_engine=sft)
-            samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
-        else:  # the compute-matched comparison and the ablations: headline task only
-            report, gens = evaluate_sweep(sft, questions, evaluate, extras=i == 0)
-            samples = [{**g.model_dump(), "seed": evaluate.seed} for g in gens]
-        report.update(base_accuracy=base_acc, questions=len(questions))
+    with running(engine, model.dtype, base_model_ref(model, paths)) as base:
+        base_acc = {name: base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
+                    for name, questions in tasks.items()}
+    if evaluate.via == "serve":
+        results = sweep_via_serve(evaluate, engine, model, serve, paths, tasks, digest, launch_endpoint)
+    else:
+        results = sweep_in_process(evaluate, engine, model, paths, tasks)
+    per_task, all_samples = {}, []
+    for name, (report, samples) in results.items():
+        report.update(base_accuracy=base_acc[name], questions=len(tasks[name]))
         per_task[name] = report
         all_samples += [{**r, "task": name} for r in samples]
     headline = per_task[evaluate.tasks[0]]

@@ -42,12 +42,21 @@ def report_from_records(records: list[dict], budgets: list[int], min_tokens: int
     }
 
 
+def check_budgets(budgets: list[int], thinking_cap: Optional[int]) -> None:
+    """Every budget the server accepts: none above its thinking cap (it would answer each with a 400)."""
+    over = sorted(b for b in budgets if thinking_cap is not None and b > thinking_cap)
+    if over:
+        raise ValueError(f"evaluate.budgets: {over} exceed engine.unlimited_thinking_tokens ({thinking_cap}), the "
+                         "largest budget the Serve endpoint accepts; lower them or raise the cap")
+
+
 def evaluate_via_serve(evaluate: EvaluateConfig, serve: ServeConfig, url: str, questions, out_path: Path,
                        model_hash: str, engine: str = "", thinking_cap: Optional[int] = None, client=None):
     """Sweep through the running endpoint at ``url`` (resumable: graded samples are appended to ``out_path``).
     ``engine``: backend and version; ``thinking_cap``: the engine's unlimited_thinking_tokens (both in the run key)."""
     ev = evaluate
-    budgets = tuple(sorted(ev.budgets)) + (None,)
+    check_budgets(ev.budgets, thinking_cap)
+    budgets = tuple(sorted(ev.budgets)) + (None,)  # None: the server caps it to what each prompt leaves
     sweep = EndpointSweep(
         base_url=f"{url}/v1", model=serve.model_name, budgets=budgets,
         seeds=tuple(ev.seeds), temperature=ev.temperature, top_p=ev.top_p,

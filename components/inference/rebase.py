@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
 from components.formatting import ANSWER_START, IM_END, IM_START, thinking_prompt
@@ -65,11 +65,11 @@ class QwenMathPRM:
     SEP = "<extra_0>"
     SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
-    def __init__(self, name: str, device: Optional[str] = None):
+    def __init__(self, name: str, device: str = "cpu"):
         import torch
         from transformers import AutoModel, AutoTokenizer
         self.name = name
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
         dtype = torch.bfloat16 if self.device != "cpu" else torch.float32
         self.model = AutoModel.from_pretrained(name, torch_dtype=dtype, trust_remote_code=True).to(self.device).eval()
@@ -99,13 +99,23 @@ def register_reward(reward: ProcessReward) -> None:
     REWARDS[reward.name] = reward
 
 
-def build_reward(name: str) -> ProcessReward:
+def build_reward(name: str, device: str = "cpu") -> ProcessReward:
     """The reward registered as ``name``; else a Qwen2.5-Math-PRM by name, or any other name: a
-    sequence-classification PRM (either loaded on first use, then kept)."""
+    sequence-classification PRM (either loaded on ``device`` on first use, then kept until
+    :func:`release_reward`). ``device``: ``evaluate.rebase_reward_device``, never a GPU chosen here: the
+    engine's GPUs may have no room for it."""
     if name not in REWARDS:
         is_qwen_prm = "math-prm" in name.lower() and "qwen" in name.lower()
-        REWARDS[name] = QwenMathPRM(name) if is_qwen_prm else ModelProcessReward(name)
+        REWARDS[name] = QwenMathPRM(name, device) if is_qwen_prm else ModelProcessReward(name, device)
     return REWARDS[name]
+
+
+def release_reward(name: str) -> None:
+    """Drop a loaded reward model (its memory freed); a registered reward stays registered."""
+    reward = REWARDS.get(name)
+    if isinstance(reward, (QwenMathPRM, ModelProcessReward)):
+        del REWARDS[name]
+        reward.model = None
 
 
 @dataclass(frozen=True)

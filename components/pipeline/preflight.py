@@ -51,6 +51,9 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
             out.append(f"evaluate.tasks: {uncovered} would be reported, but the training data is not decontaminated "
                        "against them; add them to decontamination.tasks (or set evaluate.allow_contaminated: true to "
                        "report them tagged contaminated)")
+    if "evaluate" in stages:
+        out += serve_problems(cfg) + reward_device_problems(cfg)
+    out += gated_task_problems(cfg, stages)
     if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
         out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
     if "train" in stages and cfg.sft.attn_implementation == "flash_attention_2" \
@@ -58,6 +61,63 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
         out.append("sft.attn_implementation: flash_attention_2 needs the flash-attn package (pip install -e .[gpu] "
                    "on a CUDA machine); use sdpa here")
     return out
+
+
+def serve_problems(cfg: ProfileConfig) -> list[str]:
+    """Evaluation through Serve on a host other hosts reach needs the bearer token (replicas refuse to start
+    without one: found hours in, after training, otherwise)."""
+    from components.serving.launch import is_loopback  # no Ray import at module level
+    s = cfg.serve
+    if cfg.evaluate.via != "serve" or is_loopback(s.host) or os.environ.get(s.api_key_env):
+        return []
+    return [f"serve.api_key_env: serve.host {s.host!r} is not loopback, so the Serve endpoint requires a bearer "
+            f"token, and the environment variable {s.api_key_env} is empty; export {s.api_key_env}=<token> "
+            "(clients send it as 'Authorization: Bearer <token>'), or set serve.host: 127.0.0.1"]
+
+
+def reward_device_problems(cfg: ProfileConfig) -> list[str]:
+    """A process reward model on one of the in-process vLLM engine's GPUs needs the room the engine leaves."""
+    ev, eng = cfg.evaluate, cfg.engine
+    device = ev.rebase_reward_device
+    if "rebase" not in ev.compute_matched or ev.rebase_reward == "programmatic" or not device.startswith("cuda") \
+            or eng.backend != "vllm":
+        return []
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index < eng.tensor_parallel_size and eng.gpu_memory_utilization is None:
+        return [f"evaluate.rebase_reward_device: {device} is one of the in-process engine's "
+                f"{eng.tensor_parallel_size} GPUs, which vLLM fills to 90% by default; set "
+                "engine.gpu_memory_utilization to leave the reward model room (a 7B PRM in bf16: ~16 GB, e.g. 0.75 "
+                "on an 80 GB GPU), or put it on a GPU the engine does not use, or on cpu"]
+    return []
+
+
+GATED_DATASETS = {"Idavidrein/gpqa"}  # access is granted per account on the dataset page; downloads need a token
+
+
+def hf_token() -> str | None:
+    """The Hugging Face token the datasets library will send: $HF_TOKEN (or $HUGGING_FACE_HUB_TOKEN), else the
+    token file `hf auth login` writes."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    return get_token()
+
+
+def gated_task_problems(cfg: ProfileConfig, stages: set[str]) -> list[str]:
+    """Tasks read from a gated Hugging Face dataset (evaluation, or decontamination in the filter stage) with no
+    token to read them: the download would fail with a 401 when the stage reaches it."""
+    from components.data.tasks import TASKS
+    wanted = (set(cfg.evaluate.tasks) if "evaluate" in stages else set()) \
+        | (set(cfg.decontamination.tasks) if "filter" in stages else set())
+    gated = sorted(t for t in wanted if t in TASKS and TASKS[t].hf_dataset in GATED_DATASETS
+                   and t not in cfg.evaluate.task_files)
+    if not gated or hf_token():
+        return []
+    datasets = sorted({TASKS[t].hf_dataset for t in gated})
+    return [f"evaluate.tasks / decontamination.tasks: {gated} read the gated dataset(s) {datasets}, and no Hugging "
+            "Face token is set; accept the dataset's terms on its page, then export HF_TOKEN=<token> (or run "
+            "`hf auth login`), or give a local file in evaluate.task_files"]
 
 
 def preflight(cfg: ProfileConfig, stages: Iterable[str]) -> None:

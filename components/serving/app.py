@@ -6,23 +6,29 @@ replica builds one :class:`~components.serving.service.S1Service` (the engine,
 the checks, batching or vLLM's async engine, auth, back-pressure) and serves
 its FastAPI app.
 
+``model_path`` is a directory, a hub id, or a location the launcher published the
+model to (``serve.model_uri``; :mod:`components.serving.model_source`): each
+replica reads it from wherever Ray placed it.
+
     serve run infra/serve/tiny.yaml        # or: s1flow serve
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from ray import serve
 
+from components.serving.model_source import replica_model
 from components.serving.service import S1Service, build_api
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=1024)
 @serve.ingress()
 class S1Server:
-    def __init__(self, **kwargs: Any):
-        self.service = S1Service(**kwargs)
+    def __init__(self, model_path: str, model_cache_dir: Optional[str] = None, **kwargs: Any):
+        # the model where this replica's node can read it (a published copy is downloaded once per node)
+        self.service = S1Service(replica_model(model_path, model_cache_dir), **kwargs)
 
     def __serve_build_asgi_app__(self):
         return build_api(self.service)

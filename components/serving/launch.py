@@ -1,29 +1,69 @@
-"""Start the Serve application from params (local Ray, or the cluster Ray connects to).
+"""Start the Serve application from params (local Ray, or the cluster Ray connects to), and stop only it.
 
     url = start_server(serve_cfg, engine_cfg, "float32", "models/tiny/sft")   # -> "http://127.0.0.1:8000"
-    with served_endpoint(serve_cfg, engine_cfg, "float32", "models/tiny/sft") as url: ...  # a throw-away server
+    stop_server(url)                                                         # what that start started
+    with served_endpoint(serve_cfg, engine_cfg, "float32", "models/tiny/sft") as url: ...  # a throw-away app
+
+Serve's HTTP options are cluster-wide and fixed while Serve runs (``serve.start``
+applies them only when it starts Serve). So a launch first looks for a running
+Serve: if it listens on the host asked for (or on every interface), the app is
+deployed there, on its port, and the URL says so (the requested port is logged
+as unused); a Serve on another host fails the launch, naming both. Stopping
+deletes this launch's application by name and shuts down only what the launch
+started (Serve, Ray); other applications and a Serve or Ray that was already
+running are left alone. The evaluation's application has its own name and
+route prefix, so it never replaces a user's ``s1flow`` application.
+
+The model reaches replicas on any node: with ``serve.model_uri`` set, the model
+directory is published there and each replica reads it from there
+(:mod:`components.serving.model_source`); without it, a local directory is
+served only on a one-node Ray.
 """
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 from components.common.network import free_port
 from components.config import EngineConfig, ServeConfig
+from components.serving.model_source import publish_model
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "s1flow"  # `s1flow serve` and infra/serve/*.yaml: the user's application, at route "/"
+ANY_HOST = {"0.0.0.0", "::"}
+
+
+@dataclass
+class Launch:
+    """What one start_server call started, so that stopping it stops nothing else."""
+
+    url: str
+    app_name: str
+    started_ray: bool
+    started_serve: bool
+
+
+_LAUNCHES: dict[str, Launch] = {}  # by URL
 
 
 def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: str) -> dict:
     # replicas run in Ray workers whose working directory is wherever Ray started: never a relative path
     local = Path(model_path)
     return {"model_path": str(local.resolve()) if local.exists() else str(model_path),
+            "model_cache_dir": serve.model_cache_dir,
             "model_name": serve.model_name, "engine": engine.backend, "dtype": dtype,
             "max_batch_size": serve.max_batch_size, "batch_wait_timeout_s": serve.batch_wait_timeout_s,
             "default_answer_tokens": serve.default_answer_tokens,
             "unlimited_thinking_tokens": engine.unlimited_thinking_tokens,
             "tensor_parallel_size": engine.tensor_parallel_size, "api_key_env": serve.api_key_env,
+            "gpu_memory_utilization": engine.gpu_memory_utilization,
             "require_api_key": not is_loopback(serve.host), "max_queued_requests": serve.max_queued_requests,
             "max_request_bytes": serve.max_request_bytes, "threads": max(1, int(serve.num_cpus))}
 
@@ -45,37 +85,112 @@ def check_auth(serve: ServeConfig) -> None:
                          "to 127.0.0.1")
 
 
+def replica_model_location(serve: ServeConfig, model_path: str, nodes: int) -> str:
+    """Where the replicas read the model: published to ``serve.model_uri`` when set; a local directory only on a
+    one-node cluster (``nodes``: alive Ray nodes); a hub id as is."""
+    local = Path(model_path)
+    if serve.model_uri:
+        return publish_model(local, serve.model_uri) if local.is_dir() else model_path
+    if local.exists() and nodes > 1:
+        raise ValueError(f"serve.model_uri: the model {model_path} is a directory on the driver's disk, but Ray has "
+                         f"{nodes} nodes and a replica placed on another cannot read it; set serve.model_uri to an "
+                         "object-store prefix every node reaches (s3://bucket/prefix) or to a directory every "
+                         "node mounts")
+    return model_path
+
+
+def serve_port(host: str, port: int) -> int:
+    """The port this launch's app is reachable on: ``port`` when Serve is not running (it is started on it), else
+    the running Serve's, if it listens on ``host`` or on every interface. Raises if it listens elsewhere."""
+    from ray.serve.context import _get_global_client  # what serve.status() asks: the running controller, or None
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return port
+    running = client.http_config
+    if running.host != host and running.host not in ANY_HOST:
+        raise RuntimeError(f"Ray Serve already runs on this Ray cluster with HTTP on {running.host}:{running.port}, "
+                           f"not serve.host {host!r}; Serve's HTTP options are fixed while it runs: set serve.host "
+                           f"to {running.host!r}, or shut that Serve down (serve shutdown) and rerun")
+    if running.port != port:
+        log.warning("Ray Serve already runs with HTTP on %s:%s: the application is served there (port %s is not "
+                    "used)", running.host, running.port, port)
+    return running.port
+
+
+def _alive_nodes() -> int:
+    import ray
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
 def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: str, port: Optional[int] = None,
-                 blocking: bool = False) -> str:
+                 blocking: bool = False, app_name: str = APP_NAME) -> str:
+    """Deploy the application ``app_name`` (route ``/`` for :data:`APP_NAME`, else ``/<app_name>``); its base URL.
+    Starts Ray and Serve only where none runs."""
     import ray
     from ray import serve as ray_serve
 
     from components.serving.app import S1Server, key_runtime_env  # lazy: imports Ray Serve and the engines (torch)
 
     check_auth(serve)
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:  # RAY_ADDRESS, when set, names the cluster to join
         ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    ray_serve.start(http_options={"host": serve.host, "port": port or serve.port})
-    actor = {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus, "runtime_env": key_runtime_env(serve.api_key_env)}
-    deployment = S1Server.options(num_replicas=serve.num_replicas, ray_actor_options=actor,
-                                  max_ongoing_requests=serve.max_queued_requests + 16)
-    ray_serve.run(deployment.bind(**app_args(serve, engine, dtype, model_path)), name="s1flow", route_prefix="/",
-                  blocking=blocking)
-    return f"http://{serve.host}:{port or serve.port}"
+    started_serve, url = False, ""
+    try:
+        location = replica_model_location(serve, model_path, _alive_nodes())
+        wanted = port or serve.port
+        http_port = serve_port(serve.host, wanted)
+        if http_port == wanted:
+            from ray.serve.context import _get_global_client
+            started_serve = _get_global_client(raise_if_no_controller_running=False) is None
+            ray_serve.start(http_options={"host": serve.host, "port": wanted})
+        actor = {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus,
+                 "runtime_env": key_runtime_env(serve.api_key_env)}
+        deployment = S1Server.options(num_replicas=serve.num_replicas, ray_actor_options=actor,
+                                      max_ongoing_requests=serve.max_queued_requests + 16)
+        prefix = "/" if app_name == APP_NAME else f"/{app_name}"
+        url = f"http://{serve.host}:{http_port}{prefix.rstrip('/')}"
+        _LAUNCHES[url] = Launch(url, app_name, started_ray, started_serve)
+        ray_serve.run(deployment.bind(**app_args(serve, engine, dtype, location)), name=app_name,
+                      route_prefix=prefix, blocking=blocking)
+    except BaseException:  # a failed deployment, or Ctrl-C on a blocking one: undo what this call started
+        _LAUNCHES.pop(url, None)
+        _stop(Launch(url, app_name, started_ray, started_serve))
+        raise
+    return url
 
 
-def stop_server() -> None:
+def _stop(launch: Launch) -> None:
     import ray
     from ray import serve as ray_serve
-    ray_serve.shutdown()
-    ray.shutdown()
+    if ray.is_initialized():
+        from ray.serve.context import _get_global_client
+        if _get_global_client(raise_if_no_controller_running=False) is not None:
+            if launch.app_name in ray_serve.status().applications:
+                ray_serve.delete(launch.app_name)  # blocks until its replicas are gone (their GPUs free)
+            if launch.started_serve:
+                ray_serve.shutdown()
+    if launch.started_ray and ray.is_initialized():
+        ray.shutdown()
+
+
+def stop_server(url: Optional[str] = None) -> None:
+    """Stop what the ``start_server`` that returned ``url`` started (default: the latest): its application, and
+    Serve and Ray if it started them."""
+    if not _LAUNCHES:
+        return
+    launch = _LAUNCHES.pop(url if url is not None else next(reversed(_LAUNCHES)))
+    _stop(launch)
 
 
 @contextmanager
 def served_endpoint(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: str) -> Iterator[str]:
-    """A server on a free port for the duration of the block (evaluation through Serve)."""
-    url = start_server(serve, engine, dtype, model_path, port=free_port(serve.host))
+    """An application of its own (``s1flow-eval-<id>`` at ``/s1flow-eval-<id>``) for the duration of the block
+    (evaluation through Serve): on a free port when Serve is not running, else on the running Serve's."""
+    url = start_server(serve, engine, dtype, model_path, port=free_port(serve.host),
+                       app_name=f"s1flow-eval-{uuid.uuid4().hex[:8]}")
     try:
         yield url
     finally:
-        stop_server()
+        stop_server(url)

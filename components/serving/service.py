@@ -11,6 +11,9 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 * Isolation: everything the engine would reject is checked at parse time (400
   naming the field); a failure inside the engine answers a 500 error body for that
   request only, its batch neighbours are retried alone and complete.
+* No budget: a request without ``max_thinking_tokens`` thinks at most
+  ``unlimited_thinking_tokens``, lowered to what its prompt and answer leave of the
+  context (:mod:`components.inference.thinking_cap`), so it always gets an answer.
 * Auth: every route but ``/health`` needs ``Authorization: Bearer <key>`` when a
   key is set; ``require_api_key`` refuses to start without one. No docs routes.
 * Back-pressure: at most ``max_queued_requests`` requests (streams included) per
@@ -19,6 +22,7 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import json
@@ -38,6 +42,7 @@ from components.config import EngineConfig
 from components.formatting import THINK_START, prompt_text
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling, build_engine
+from components.inference.thinking_cap import no_budget_cap
 from components.serving.protocol import (
     MAX_SEED,
     APIError,
@@ -182,18 +187,43 @@ class S1Service:
             raise APIError(400, f"final_answer_prefix is {n} tokens; at most {MAX_PREFIX_TOKENS}",
                            param="final_answer_prefix")
 
+    def _prefix_tokens(self, spec: BudgetSpec) -> int:
+        return len(self.engine.vocab.encode(spec.final_answer_prefix)) if spec.final_answer_prefix else 0
+
+    def _after_thinking(self, spec: BudgetSpec) -> int:
+        """Tokens generated after the thinking at most: delimiter, answer prefix, answer, end of turn."""
+        return len(self.engine.vocab.delimiter_ids) + self._prefix_tokens(spec) + spec.max_answer_tokens + 1
+
     def prompt_tokens(self, prompt: str, spec: BudgetSpec, param: str) -> int:
-        """Token count of ``prompt``; 400 if prompt + thinking + delimiter + prefix + answer exceed the context."""
+        """Token count of ``prompt``; 400 if prompt + thinking + delimiter + prefix + answer exceed the context
+        (a request without a budget: if the prompt and the answer leave no room for its minimum thinking)."""
         n = len(self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         if self.max_len:
-            think = spec.max_thinking_tokens if spec.max_thinking_tokens is not None else self.unlimited
-            prefix = len(self.engine.vocab.encode(spec.final_answer_prefix)) if spec.final_answer_prefix else 0
-            need = n + think + len(self.engine.vocab.delimiter_ids) + prefix + spec.max_answer_tokens + 1
+            prefix = self._prefix_tokens(spec)
+            if spec.max_thinking_tokens is None:
+                room = no_budget_cap(self.unlimited, self.max_len, n, self._after_thinking(spec))
+                if room < max(1, spec.min_thinking_tokens):
+                    raise APIError(400, f"prompt ({n} tokens) + answer prefix ({prefix}) + answer "
+                                   f"({spec.max_answer_tokens}) leave {max(room, 0)} of the context length "
+                                   f"{self.max_len} for thinking, below the minimum "
+                                   f"{max(1, spec.min_thinking_tokens)}; shorten the prompt or the answer",
+                                   param=param, code="context_length_exceeded")
+                return n
+            need = n + spec.max_thinking_tokens + self._after_thinking(spec)
             if need > self.max_len:
-                raise APIError(400, f"prompt ({n} tokens) + thinking budget ({think}) + answer prefix ({prefix}) + "
-                               f"answer ({spec.max_answer_tokens}) exceed the context length {self.max_len}; "
-                               "shorten the prompt or lower the budget", param=param, code="context_length_exceeded")
+                raise APIError(400, f"prompt ({n} tokens) + thinking budget ({spec.max_thinking_tokens}) + answer "
+                               f"prefix ({prefix}) + answer ({spec.max_answer_tokens}) exceed the context length "
+                               f"{self.max_len}; shorten the prompt or lower the budget", param=param,
+                               code="context_length_exceeded")
         return n
+
+    def capped(self, spec: BudgetSpec, prompt_tokens: int) -> BudgetSpec:
+        """``spec`` as the engine runs it: a request without a budget thinks at most the server's cap, lowered to
+        what this prompt leaves of the context (:func:`no_budget_cap`); a budgeted one as it is."""
+        if spec.max_thinking_tokens is not None:
+            return spec
+        cap = no_budget_cap(self.unlimited, self.max_len, prompt_tokens, self._after_thinking(spec))
+        return dataclasses.replace(spec, max_thinking_tokens=cap)
 
     def question_prompt(self, prompt: str) -> str:
         # A bare question is wrapped as s1's evaluation does; a templated prompt is used as given.
@@ -243,7 +273,7 @@ class S1Service:
         self.check_budget(spec)
         prompts = [self.question_prompt(p) for p in ([req.prompt] if isinstance(req.prompt, str) else req.prompt)]
         lens = [self.prompt_tokens(p, spec, "prompt") for p in prompts]
-        jobs = [(p, spec, sampling) for p in prompts for sampling in self.samplings(req)]
+        jobs = [(p, self.capped(spec, n), sampling) for p, n in zip(prompts, lens) for sampling in self.samplings(req)]
         results = await self.generate_all(jobs)
         return completion_response(req.model, sum(lens) * req.n, results, spec, req.stop,
                                    vote_n=req.n if req.method == "majority_voting" else None)
@@ -252,7 +282,8 @@ class S1Service:
         spec = req.spec(self.default_answer_tokens)
         self.check_budget(spec)
         prompt = self.chat_prompt(req)
-        return prompt, spec, self.prompt_tokens(prompt, spec, "messages")
+        n = self.prompt_tokens(prompt, spec, "messages")
+        return prompt, self.capped(spec, n), n
 
     async def chat(self, req: ChatRequest) -> dict:
         prompt, spec, n = self.chat_setup(req)

@@ -4,17 +4,24 @@ After the Trainer saves ``checkpoint-N``, every process uploads only the files i
 owns: the files that name a rank (ZeRO-3 shards ``*zero_pp_rank_R_*``, RNG state
 ``rng_state_R.pth``) belong to rank R, all others to rank 0, so no two processes
 ever write the same key, whether the ranks share a disk or not. After a barrier,
-rank 0 writes ``COMPLETE`` with the manifest (file -> size) next to the remote
-copy, and each node's local rank 0 writes ``COMPLETE`` into its local directory.
+``COMPLETE`` marks a checkpoint only where it holds every file a resume of all
+ranks needs (:func:`missing_for_resume`: ``trainer_state.json``, each rank's RNG
+state, and under DeepSpeed ``latest`` plus each rank's model and optimizer shards
+in its ``global_stepN`` directory; transformers 5.19 writes ``trainer_state.json``
+and DeepSpeed 0.19.8 writes ``latest`` on global rank 0 only). Rank 0 marks the
+remote copy, with the manifest (file -> size); each node's local rank 0 marks its
+local directory only if it is whole there: on a node without a disk shared with
+rank 0 it is not, and that node resumes from the remote copy.
 
 Restore (:func:`resume_checkpoint`, every process calls it) considers only
-checkpoints with the marker: on each node, local rank 0 deletes local
-``checkpoint-N`` directories without one (a save or download cut short, an
-empty directory another rank just created), downloads the newest complete
-remote checkpoint if it is newer than the newest complete local one (into a
-hidden temp directory, checked against the manifest, then renamed), and only
-then, behind a barrier, do the processes pick the newest complete local
-checkpoint to resume from.
+checkpoints that are marked and whole: on each node, local rank 0 deletes local
+``checkpoint-N`` directories that are not (a save or download cut short, an
+empty directory another rank just created, another node's share of the files),
+downloads the newest remote checkpoint whose bucket listing holds every needed
+file (a marked but partial one is skipped with a warning, and the one before it
+is used) if it is newer than the newest local one (into a hidden temp directory,
+checked against the manifest, then renamed), and only then, behind a barrier, do
+the processes pick the newest complete local checkpoint to resume from.
 
     sync = CheckpointSync("s3://bucket/s1flow/sft")   # or None: local markers only
     resume = resume_checkpoint(work_dir, sync); Trainer(..., callbacks=[sync]).train(resume_from_checkpoint=resume)
@@ -22,11 +29,12 @@ checkpoint to resume from.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from transformers import TrainerCallback
 
@@ -35,6 +43,41 @@ from components.common.storage import url_to_fs
 MARKER = "COMPLETE"
 _STEP = re.compile(r"checkpoint-(\d+)$")
 _RANKED = re.compile(r"(?:zero_pp_rank_|rng_state_)(\d+)")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+log = logging.getLogger(__name__)
+
+
+def missing_for_resume(files: Iterable[str], world_size: int, latest_tag: Optional[str] = None) -> list[str]:
+    """What a checkpoint directory (its files, relative paths) lacks for ``world_size`` ranks to resume from it;
+    [] when it is whole. ``latest_tag``: the content of its DeepSpeed ``latest`` file (the ``global_stepN``
+    directory the engine loads), when there is one.
+
+    The Trainer resumes silently from step 0 without ``trainer_state.json`` and DeepSpeed cannot load without
+    ``latest``; each rank loads its own RNG state and, under ZeRO, its own model and optimizer shards."""
+    files = set(files)
+    need = ["trainer_state.json"]
+    need += ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{r}.pth" for r in range(world_size)]
+    missing = [f for f in need if f not in files]
+    deepspeed = "latest" in files or any(f.startswith("global_step") for f in files)
+    if not deepspeed:
+        if not any(w in files for w in _WEIGHTS):
+            missing.append("model.safetensors")
+        missing += [f for f in ("optimizer.pt", "scheduler.pt") if f not in files]
+        return missing
+    if "latest" not in files or not latest_tag:
+        return [*missing, "latest"]
+    tag = latest_tag.strip()
+    in_tag = {f[len(tag) + 1:] for f in files if f.startswith(f"{tag}/")}
+    if not in_tag:
+        return [*missing, f"{tag}/"]
+    shared_model = any(re.fullmatch(r"mp_rank_\d+_model_states\.pt", f) for f in in_tag)  # ZeRO-1/2: one file
+    for r in range(world_size):
+        if not shared_model and not any(re.fullmatch(rf"zero_pp_rank_{r}_mp_rank_\d+_model_states\.pt", f)
+                                        for f in in_tag):
+            missing.append(f"{tag}/zero_pp_rank_{r}_mp_rank_00_model_states.pt")
+        if not any(re.fullmatch(rf"(?:bf16_)?zero_pp_rank_{r}_mp_rank_\d+_optim_states\.pt", f) for f in in_tag):
+            missing.append(f"{tag}/zero_pp_rank_{r}_mp_rank_00_optim_states.pt")
+    return missing
 
 
 def owner_rank(relative: str) -> int:
@@ -55,6 +98,11 @@ def _ranks() -> tuple[int, int]:
     return rank, int(os.environ.get("LOCAL_RANK", rank))  # launchers set LOCAL_RANK; else one node
 
 
+def _world() -> int:
+    dist = _dist()
+    return dist.get_world_size() if dist else int(os.environ.get("WORLD_SIZE", 1))
+
+
 def barrier() -> None:
     if dist := _dist():
         dist.barrier()
@@ -66,12 +114,21 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def local_steps(work_dir: Path, complete: bool = True) -> list[int]:
-    """Steps of the ``checkpoint-N`` directories in work_dir (with the marker only, by default)."""
+def local_missing(path: Path, world_size: int) -> list[str]:
+    """What the local checkpoint directory ``path`` lacks for ``world_size`` ranks to resume (see missing_for_resume)."""
+    files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != MARKER]
+    latest = path / "latest"
+    return missing_for_resume(files, world_size, latest.read_text() if latest.is_file() else None)
+
+
+def local_steps(work_dir: Path, complete: bool = True, world_size: Optional[int] = None) -> list[int]:
+    """Steps of the ``checkpoint-N`` directories in work_dir (with the marker only, by default; with
+    ``world_size``, also only those holding every file that many ranks resume from)."""
     if not work_dir.exists():
         return []
     return sorted(int(m.group(1)) for p in work_dir.iterdir() if p.is_dir() and (m := _STEP.search(p.name))
-                  and (not complete or (p / MARKER).is_file()))
+                  and (not complete or ((p / MARKER).is_file()
+                                        and (world_size is None or not local_missing(p, world_size)))))
 
 
 class CheckpointSync(TrainerCallback):
@@ -116,28 +173,68 @@ class CheckpointSync(TrainerCallback):
         return {p[len(remote):].lstrip("/"): int(info.get("size") or 0)
                 for p, info in self.fs.find(remote, detail=True).items() if not p.endswith(f"/{MARKER}")}
 
+    def _remote_latest(self, name: str, files) -> Optional[str]:
+        if "latest" not in files:
+            return None
+        with self.fs.open(f"{self._remote(name)}/latest", "r") as f:
+            return f.read()
+
+    def remote_missing(self, name: str, world_size: int) -> list[str]:
+        """What the bucket's copy of ``name`` lacks for ``world_size`` ranks to resume, from its listing; a file
+        the marker's manifest lists with another size (or not at all) counts as missing too."""
+        listing = self._manifest(name)
+        missing = missing_for_resume(listing, world_size, self._remote_latest(name, listing))
+        try:
+            with self.fs.open(f"{self._remote(name)}/{MARKER}", "r") as f:
+                manifest = json.loads(f.read() or "{}").get("files") or {}
+        except FileNotFoundError:
+            manifest = {}
+        return missing + sorted(f for f, size in manifest.items() if listing.get(f) != size and f not in missing)
+
     def on_save(self, args, state, control, **kw):
         rank, local_rank = _ranks()
+        world = _world()
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.uri and local.exists():
             self.upload(local, rank)
         barrier()  # every rank's files are written (and uploaded)
-        if local_rank == 0 and local.exists():
-            _write_atomic(local / MARKER, json.dumps({"step": state.global_step}))
+        # a node that shares no disk with the others holds only its ranks' files: left unmarked, it resumes
+        # from the remote copy
+        if local_rank == 0 and local.exists() and not local_missing(local, world):
+            _write_atomic(local / MARKER, json.dumps({"step": state.global_step, "world_size": world}))
         if self.uri and rank == 0:
             manifest = self._manifest(local.name)
+            missing = missing_for_resume(manifest, world, self._remote_latest(local.name, manifest))
+            if missing:
+                log.warning("%s/%s is not marked COMPLETE: a resume of %d ranks needs %s, missing from the bucket",
+                            self.uri, local.name, world, missing[:5])
+                return
             with self.fs.open(f"{self._remote(local.name)}/{MARKER}", "w") as f:
-                f.write(json.dumps({"step": state.global_step, "files": manifest}))
+                f.write(json.dumps({"step": state.global_step, "world_size": world, "files": manifest}))
 
-    def restore_latest(self, work_dir: Path) -> Optional[Path]:
-        """Download the newest complete remote checkpoint unless work_dir already holds a complete one as new.
+    def resumable_step(self, world_size: int, newer_than: int = -1) -> Optional[int]:
+        """The newest marked remote checkpoint above ``newer_than`` whose bucket copy holds every file
+        ``world_size`` ranks resume from; a marked but partial one is skipped with a warning."""
+        for step in reversed(self.complete_steps()):
+            if step <= newer_than:
+                return None
+            missing = self.remote_missing(f"checkpoint-{step}", world_size)
+            if not missing:
+                return step
+            log.warning("skipping %s/checkpoint-%d: marked COMPLETE but a resume of %d ranks needs %s, missing from "
+                        "the bucket; resuming from an older checkpoint", self.uri, step, world_size, missing[:5])
+        return None
+
+    def restore_latest(self, work_dir: Path, world_size: int = 1) -> Optional[Path]:
+        """Download the newest whole remote checkpoint unless work_dir already holds a complete one as new.
 
         The download goes to a hidden temp directory and is checked against the remote manifest before it
         is renamed into place and marked, so an interrupted download is never mistaken for a checkpoint."""
-        steps = self.complete_steps()
-        if not steps or (local_steps(work_dir) and local_steps(work_dir)[-1] >= steps[-1]):
+        have = local_steps(work_dir, world_size=world_size)
+        step = self.resumable_step(world_size, newer_than=have[-1] if have else -1)
+        if step is None:
             return None
-        name = f"checkpoint-{steps[-1]}"
+        name = f"checkpoint-{step}"
         remote = self._remote(name)
         with self.fs.open(f"{remote}/{MARKER}", "r") as f:
             manifest = json.loads(f.read() or "{}").get("files")
@@ -157,7 +254,8 @@ class CheckpointSync(TrainerCallback):
                                    f"(missing {sorted(set(manifest) - set(got))[:5]})")
         target = work_dir / name
         shutil.rmtree(target, ignore_errors=True)  # incomplete (no marker), or it would not be downloaded
-        _write_atomic(tmp / MARKER, json.dumps({"step": steps[-1], "restored_from": f"{self.uri}/{name}"}))
+        _write_atomic(tmp / MARKER, json.dumps({"step": step, "world_size": world_size,
+                                                "restored_from": f"{self.uri}/{name}"}))
         try:
             os.rename(tmp, target)
         except OSError:  # another node sharing this disk put it there first
@@ -172,14 +270,15 @@ def resume_checkpoint(work_dir: str | Path, sync: Optional[CheckpointSync] = Non
     from ``sync``'s storage; the others wait at a barrier, then all pick the same newest complete one."""
     work_dir = Path(work_dir)
     _, local_rank = _ranks()
+    world = _world()
     if local_rank == 0:
         work_dir.mkdir(parents=True, exist_ok=True)
-        complete = set(local_steps(work_dir))
+        complete = set(local_steps(work_dir, world_size=world))
         for step in local_steps(work_dir, complete=False):
             if step not in complete:
                 shutil.rmtree(work_dir / f"checkpoint-{step}", ignore_errors=True)
         if sync is not None and sync.uri:
-            sync.restore_latest(work_dir)
+            sync.restore_latest(work_dir, world)
     barrier()
-    steps = local_steps(work_dir)
+    steps = local_steps(work_dir, world_size=world)
     return str(work_dir / f"checkpoint-{steps[-1]}") if steps else None

@@ -127,41 +127,6 @@ def test_selection_report_json_and_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_ray_llm_runner_builds_a_vllm_processor_and_grades_its_output(monkeypatch):
-    """The s1-32b difficulty path: a real vLLMEngineProcessorConfig, our pre/post-processing, a stand-in
-    for the vLLM stage (no vLLM or GPU here) that answers correctly for every other question (an attempt cut
-    off at max_tokens whose last line happens to be the answer has not answered)."""
-    import ray.data.llm
-
-    examples = _examples(n=10, malformed=0.0)
-    seen = {}
-
-    def fake_build_processor(config, preprocess, postprocess):
-        seen["config"] = config
-
-        def run(ds):
-            rows = [preprocess(r) for r in ds.take_all()]
-            seen["row"] = rows[0]
-            # (as vLLM's stage: the text and num_generated_tokens) right, wrong, or cut off before its answer
-            answered = [{**r, "generated_text": f"Answer: {r['gold']}", "num_generated_tokens": 5} if i % 2 == 0
-                        else {**r, "generated_text": "Answer: nope", "num_generated_tokens": 5} if i % 4 == 1
-                        else {**r, "generated_text": f"First, some working.\n{r['gold']}", "num_generated_tokens": 32768}
-                        for i, r in enumerate(rows)]
-            return ray.data.from_items([postprocess(r) for r in answered])
-        return run
-    monkeypatch.setattr(ray.data.llm, "build_processor", fake_build_processor)
-    cfg = DifficultyConfig(runner="ray_llm", workers=2, num_gpus=4, batch_size=256, max_new_tokens=32768)
-    solved = student_solves(examples, lambda: None, "Qwen/Qwen2.5-7B-Instruct", cfg)
-    config = seen["config"]
-    assert config.model_source == "Qwen/Qwen2.5-7B-Instruct" and config.concurrency == 2
-    assert config.engine_kwargs["tensor_parallel_size"] == 4 and config.batch_size == 256
-    row = seen["row"]
-    question = next(ex.question.question for ex in examples if ex.question.id == row["id"])
-    assert row["messages"] == [{"role": "user", "content": question}]  # the student's own chat template
-    assert row["sampling_params"] == {"temperature": 0.0, "max_tokens": 32768}
-    assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 5
-
-
 EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
 
@@ -211,3 +176,44 @@ def test_ngram_hashes_are_the_same_in_another_process():
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
     assert other == str(sorted(ngrams(words, 8)))
+
+
+PROVIDERS = Path(__file__).resolve().parents[1] / "fixtures/providers"
+
+
+def test_domain_worker_reads_claude_through_anthropics_openai_compatible_endpoint():
+    """The classifier's reply in the shape Anthropic's OpenAI-compatible endpoint sends (fixture): code 11."""
+    import asyncio
+
+    import httpx
+
+    from components.common.chat_client import ChatClient
+    from components.curation.filtering import DomainWorker
+    cfg = DomainConfig(classifier="llm", model="claude-sonnet-5", base_url="https://api.anthropic.com/v1/")
+    worker = DomainWorker(cfg.model_dump_json())
+    body = (PROVIDERS / "anthropic_classify.json").read_text()
+    worker.client = ChatClient(cfg, transport=httpx.MockTransport(lambda request: httpx.Response(200, text=body)))
+    ex = rows.ex(question="How many primes are below 30?")
+    out = asyncio.run(worker({"id": [ex.question.id], "example": [ex.model_dump_json()]}))
+    assert out == {"id": [ex.question.id], "msc": ["11"], "error": [""]}
+
+
+def test_a_classifier_that_cannot_be_reached_stops_the_stage_naming_the_share_and_the_cause():
+    """Every call fails (nothing listens on the port): no question may silently become 'unknown'."""
+    from components.curation.filtering import DomainClassificationError
+    examples = _examples(n=12, malformed=0.0)
+    cfg = DomainConfig(classifier="llm", model="claude-sonnet-5", base_url=f"http://127.0.0.1:{free_port()}/v1",
+                       max_retries=0, timeout_s=5, concurrency=4, workers=1, batch_size=6)
+    with pytest.raises(DomainClassificationError) as err:
+        classify_domains(examples, cfg)
+    msg = str(err.value)
+    assert "12 of 12 questions unclassified (100.0%)" in msg and "max_unclassified_share = 5.0%" in msg
+    assert "connection error" in msg and "claude-sonnet-5" in msg
+
+
+def test_unclassified_share_within_the_limit_passes_and_past_it_names_the_replies():
+    from components.curation.filtering import DomainClassificationError, check_unclassified
+    cfg = DomainConfig(classifier="llm", max_unclassified_share=0.05)
+    check_unclassified(Counter(classified=95, unclassified=5), ["reply has no MSC code: 'x'"] * 5, cfg)
+    with pytest.raises(DomainClassificationError, match=r"6 of 100 .*\(6\.0%\).*reply has no MSC code: 'Geometry'"):
+        check_unclassified(Counter(classified=94, unclassified=6), ["reply has no MSC code: 'Geometry'"] * 6, cfg)

@@ -117,3 +117,55 @@ def test_strategies_are_seeded_and_order_independent():
     assert len(select(pool, "all", 3, 0)) == len(pool)
     with pytest.raises(ValueError, match="selection.strategy"):
         select(pool, "best", 3, 0)
+
+
+def test_phase1_matches_s1s_exact_source_types_not_look_alikes():
+    """Loose patterns took NuminaMath's amc_aime for AIME and OlympiadBench's .../Math for MATH: s1's exact
+    source_type values (MATH by its qfq/openaimath/ prefix) take neither."""
+    rows = [ex("aime", "qq8933/AIME_1983_2024", "204", "Answer: 204", 100),
+            ex("amc-aime", "AI-MO/NuminaMath-CoT/amc_aime", "204", "Answer: 204", 9000),
+            ex("olympiad-math", "Hothan/OlympiadBench/Open-ended/Math", "3", "Answer: 3", 9000),
+            ex("arena-math", "GAIR/OlympicArena/Math", "3", "Answer: 3", 9000),
+            ex("math", "qfq/openaimath/Geometry", "3", "Answer: 3", 9000),
+            ex("gpqa-extended", "Idavidrein/gpqa_extended", "C", "Answer: C", 9000, kind="multiple_choice")]
+    assert {e.question.id for e in phase1(rows, SelectionConfig())} == {"aime", "math"}
+
+
+def test_phase1_grades_a_reference_solution_by_the_judges_verdict():
+    """A GPQA row whose reference is the explanation (answer_format solution) cannot be graded by rule: phase 1
+    takes it when the LLM judge said the teacher was right, and not without a verdict."""
+    def gpqa(qid, verdict):
+        e = ex(qid, "Idavidrein/gpqa", "Zinc displaces hydrogen, giving H2 gas.", "Answer: (B) H2", 400)
+        e.question.metadata["answer_format"] = "solution"
+        if verdict is not None:
+            e.question.metadata["teacher_judged_correct"] = verdict
+        return e
+    rows = [gpqa("yes", True), gpqa("no", False), gpqa("unjudged", None)]
+    assert {e.question.id for e in phase1(rows, SelectionConfig())} == {"yes"}
+
+
+def test_the_judge_records_verdicts_from_the_last_line():
+    import asyncio
+
+    import httpx
+
+    from components.common.chat_client import ChatClient
+    from components.config import DomainConfig
+    from components.curation.judge import judge_teacher, parse_verdict
+    assert parse_verdict("The attempt matches.\nYes") is True and parse_verdict("**No**") is False
+    assert parse_verdict("Probably right") is None
+    replies = iter(["It matches the reference.\nYes", "Wrong gas.\nNo", "unsure"])
+
+    def handler(request):
+        body = {"choices": [{"message": {"content": next(replies)}, "finish_reason": "stop"}]}
+        return httpx.Response(200, text=json.dumps(body))
+    rows = []
+    for qid in ("a", "b", "c"):
+        e = ex(qid, "Idavidrein/gpqa", "Zinc displaces hydrogen.", "Answer: H2", 10)
+        e.question.metadata["answer_format"] = "solution"
+        rows.append(e)
+    rows.append(ex("short", "qq8933/AIME_1983_2024", "204", "Answer: 204", 10))  # graded by rule: not sent
+    client = ChatClient(DomainConfig(classifier="llm", model="claude-sonnet-5", base_url="http://judge.test/v1",
+                                     concurrency=1), transport=httpx.MockTransport(handler))
+    assert asyncio.run(judge_teacher(rows, client)) == {"judged": 2, "correct": 1, "unjudged": 1}
+    assert [e.question.metadata.get("teacher_judged_correct") for e in rows] == [True, False, None, None]

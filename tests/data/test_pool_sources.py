@@ -138,3 +138,67 @@ def test_heldout_is_balanced_over_domains_and_difficulties():
     held = generate_heldout(6, 200, ["arithmetic", "algebra", "number_theory", "combinatorics"], 3, 6)
     cells = Counter((q.domain, q.difficulty) for q in held)
     assert len(cells) == 16 and set(cells.values()) <= {12, 13}
+
+
+S1_ROWS = [  # rows as simplescaling/data_ablation_full59K carries them (question, solution, source_type, ...)
+    {"question": "Find the remainder when 2^10 is divided by 7.", "solution": "2^10 = 1024 = 7*146 + 2, so \\boxed{2}.",
+     "cot_type": "math", "source_type": "qfq/openaimath/Number Theory"},
+    {"question": "Which gas is produced when zinc reacts with HCl?\n(A) O2 (B) H2 (C) Cl2 (D) N2",
+     "solution": "Zinc displaces hydrogen from the acid: Zn + 2HCl -> ZnCl2 + H2, so hydrogen gas.",
+     "cot_type": "science", "source_type": "Idavidrein/gpqa"},
+    {"question": "Solve the crossword clue: Feline (3)", "solution": "CAT", "cot_type": "crossword",
+     "source_type": "0xharib/xword1"},
+    {"question": "Find N such that ... (AIME 1999 #3)", "solution": "21", "cot_type": "math",
+     "source_type": "qq8933/AIME_1983_2024"},
+]
+
+
+def test_s1_pool_rows_without_a_boxed_answer_keep_their_solution_as_the_reference(tmp_path):
+    """GPQA explanations, crossword and other rows without \\boxed{} are s1's pool too: kept (with the whole
+    solution as the reference, marked for the judge), not quarantined; boxed and bare-integer rows keep the
+    short answer."""
+    path = tmp_path / "s1.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in S1_ROWS))
+    src = dict(kind="jsonl", path=str(path), name="s1", answer_field="solution")
+    boxed = load_pool(PoolConfig(sources=[PoolSource(**src, answer_extract="boxed")]))
+    assert len(boxed.questions) == 2 and len(boxed.quarantined) == 2
+    kept = load_pool(PoolConfig(sources=[PoolSource(**src, answer_extract="boxed_or_solution")]))
+    assert not kept.quarantined
+    by_type = {q.metadata["source_type"]: q for q in kept.questions}
+    assert by_type["qfq/openaimath/Number Theory"].answer == "2" and by_type["qq8933/AIME_1983_2024"].answer == "21"
+    gpqa = by_type["Idavidrein/gpqa"]
+    assert gpqa.answer.startswith("Zinc displaces") and gpqa.metadata["answer_format"] == "solution"
+    assert by_type["0xharib/xword1"].answer == "CAT" and by_type["0xharib/xword1"].metadata["answer_format"] == "solution"
+    assert "answer_format" not in by_type["qq8933/AIME_1983_2024"].metadata
+
+
+def _numina(tmp_path, n=200):
+    rows = [{"problem": f"Problem {i}: compute {i} + 1.", "solution": f"\\boxed{{{i + 1}}}",
+             "source": "aops_forum" if i % 10 == 0 else ("amc_aime" if i % 10 == 1 else "cn_k12")} for i in range(n)]
+    path = tmp_path / "numina.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return dict(kind="jsonl", path=str(path), name="AI-MO/NuminaMath-CoT", question_field="problem",
+                answer_field="solution", answer_extract="boxed")
+
+
+def test_a_source_filtered_by_field_and_sampled_with_a_seed(tmp_path):
+    """s1's NuminaMath: the aops_forum rows whole plus a seeded sample of the rest (not the first rows); two
+    entries of one dataset never collide on ids, and the report names each."""
+    base = _numina(tmp_path)
+    cfg = PoolConfig(sources=[PoolSource(**base, where={"source": "aops_forum"}),
+                              PoolSource(**base, exclude={"source": "aops_forum"}, sample=30, sample_seed=7)])
+    result = load_pool(cfg)
+    aops = [q for q in result.questions if q.metadata["source"] == "aops_forum"]
+    rest = [q for q in result.questions if q.metadata["source"] != "aops_forum"]
+    assert len(aops) == 20 and len(rest) == 30 and not result.quarantined
+    numbers = [int(q.id.rsplit("-", 1)[1]) for q in rest]
+    assert numbers == sorted(numbers) and max(numbers) > 100  # spread over the dataset, in dataset order
+    again = load_pool(cfg)
+    assert [q.id for q in again.questions] == [q.id for q in result.questions]  # the seed fixes the sample
+    other = load_pool(PoolConfig(sources=[PoolSource(**base, exclude={"source": "aops_forum"}, sample=30, sample_seed=8)]))
+    assert {q.id for q in other.questions} != {q.id for q in rest}
+    assert sorted(result.report["sources"]) == [
+        'AI-MO/NuminaMath-CoT (exclude {"source": ["aops_forum"]}, sample 30 (seed 7))',
+        'AI-MO/NuminaMath-CoT (where {"source": ["aops_forum"]})']
+    with pytest.raises(ValueError, match="sample: give sample"):
+        PoolSource(**base, sample=3, limit=3)

@@ -231,3 +231,79 @@ def test_remote_lock_refuses_a_live_holder_and_takes_over_a_stale_one():
     with ShardStore(url).lock(stale_after_s=60, clock=clock):  # same host, holder process gone
         pass
     assert not store.fs.exists(f"{store.root}/LOCK")  # released on exit
+
+
+# --- a cluster with no shared filesystem: the shards live in a bucket every node reaches ---
+
+NODE = """
+import json, sys
+from components.config import TeacherConfig
+from components.distill.distillation import distill_pool
+from components.records import Question, read_jsonl
+cfg = TeacherConfig.model_validate_json(sys.argv[1])
+print(json.dumps(distill_pool(read_jsonl(sys.argv[2], Question), cfg, sys.argv[3])))
+"""
+
+
+def _on_node(node: Path, cfg: TeacherConfig, questions, url: str) -> dict:
+    """A distill run on one "machine": its own process, working directory, temp dir and local Ray; only the
+    bucket (moto S3, from the environment) is shared."""
+    import shutil
+    import tempfile
+
+    from components.records import write_jsonl
+    node.mkdir(parents=True, exist_ok=True)
+    write_jsonl(node / "questions.jsonl", questions)
+    temp = tempfile.mkdtemp(prefix="nd", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": temp, "S1FLOW_NO_PROGRESS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        run = subprocess.run([sys.executable, "-c", NODE, cfg.model_dump_json(), str(node / "questions.jsonl"), url],
+                             cwd=node, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_two_nodes_sharing_only_the_bucket_never_pay_twice(tmp_path, monkeypatch):
+    """Node A answers half the pool into s3://…; node B, with nothing on its disk, asks the teacher only for the
+    other half; A, run again over the whole pool, asks for nothing: each sees the other's paid answers."""
+    from tests.support.services import moto_bucket
+    questions = generate_pool(PoolConfig(size=24, seed=13, malformed_fraction=0.0))
+    url = "s3://s1flow-distill/s1-32b/distill/abc123"
+    with moto_bucket(monkeypatch, "s1flow-distill"), Simulator(free_port()) as sim:
+        cfg = _teacher(sim, concurrency=4, workers=2, batch_size=4, shard_uri="s3://s1flow-distill/s1-32b/distill")
+        first = _on_node(tmp_path / "node-a", cfg, questions[:12], url)
+        second = _on_node(tmp_path / "node-b", cfg, questions, url)
+        third = _on_node(tmp_path / "node-a", cfg, questions, url)
+        asked = Counter(sim.stats()["by_question"])
+        traces = merged_traces(questions, url)
+    assert first["attempted"] == 12 and first["done"] == 12
+    assert second["skipped_done"] == 12 and second["attempted"] == 12 and second["done"] == 24
+    assert third["skipped_done"] == 24 and third["attempted"] == 0
+    assert asked == Counter(q.question for q in questions)  # every question paid for once, over both nodes
+    assert [t.question_id for t in traces] == [q.id for q in questions] and all(t.ok for t in traces)
+    assert not list((tmp_path / "node-a").rglob("shard-*")) and not list((tmp_path / "node-b").rglob("shard-*"))
+
+
+def test_a_node_local_shard_dir_on_a_multi_node_cluster_is_refused_before_any_call(tmp_path, monkeypatch):
+    import components.distill.distillation as d
+    from components.config import ConfigError
+    questions = generate_pool(PoolConfig(size=8, seed=3, malformed_fraction=0.0))
+    monkeypatch.setattr(d, "ensure_ray", lambda: None)
+    monkeypatch.setattr(d, "alive_nodes", lambda: 2)
+    with Simulator(free_port()) as sim:
+        with pytest.raises(ConfigError, match=r"teacher\.shard_uri: the Ray cluster has 2 nodes.*s3://"):
+            distill_pool(questions, _teacher(sim), tmp_path / "runs/s1-32b/distill/abc")
+        assert sim.stats()["calls"] == 0
+    store = ShardStore(tmp_path / "shared")
+    assert d.node_local_shards_problem(store, _teacher(sim, shard_uri=str(tmp_path / "shared")), 2) is None  # a mount
+    assert d.node_local_shards_problem(store, _teacher(sim), 1) is None  # one machine
+    assert d.node_local_shards_problem(ShardStore("memory://bucket/x"), _teacher(sim), 2) is None
+
+
+def test_the_s1_32b_profile_keeps_its_shards_in_a_bucket():
+    from components.config import load_config
+    teacher = load_config(REPO / "params.yaml", "s1-32b").teacher
+    assert teacher.shard_uri and teacher.shard_uri.startswith("s3://")

@@ -1,6 +1,8 @@
 """API teachers over the chat client: failures recorded with the raw text and the tokens billed, keys only in
 the header."""
 import asyncio
+import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -63,3 +65,61 @@ def test_a_teacher_failure_carries_every_attempt_billed():
                                transport=httpx.MockTransport(billed_502)).attempt(
         Question(id="q", source="t", question="2+2?", answer="4")))
     assert not t.ok and t.attempts == 3 and (t.prompt_tokens, t.completion_tokens) == (21, 2700)
+
+
+PROVIDERS = Path(__file__).resolve().parents[1] / "fixtures/providers"
+QUESTION = Question(id="q", source="t", question="What is 17 + 25?", answer="42")
+
+
+def _fixture_teacher(name, **cfg):
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, text=(PROVIDERS / name).read_text())
+    teacher = ApiTeacher(TeacherConfig(model="m", base_url="http://teacher.test/v1", max_retries=0, **cfg),
+                         transport=httpx.MockTransport(handler))
+    return teacher, seen
+
+
+def test_gemini_teacher_asks_for_thoughts_and_reads_them_from_the_content():
+    """Gemini's OpenAI-compatible endpoint sends thought summaries only when asked, inside the content as a
+    leading <thought> block (fixture in the provider's shape): the request asks, the trace splits them off."""
+    teacher, seen = _fixture_teacher("gemini_thoughts.json", kind="gemini",
+                                     extra_body={"extra_body": {"google": {"thinking_config": {"thinking_level": "high"}}}})
+    t = asyncio.run(teacher.attempt(QUESTION))
+    assert seen[0]["extra_body"] == {"google": {"thinking_config": {"include_thoughts": True, "thinking_level": "high"}}}
+    assert t.ok and t.thinking.startswith("**Setting up the sum**") and t.thinking.endswith("consistent.")
+    assert t.answer == "The sum is 42.\n\nAnswer: 42" and "<thought>" not in t.answer + t.thinking
+    assert (t.prompt_tokens, t.completion_tokens) == (21, 371)
+
+
+def test_deepseek_reasoning_content_is_the_thinking():
+    teacher, seen = _fixture_teacher("deepseek_reasoning.json", kind="openai")
+    t = asyncio.run(teacher.attempt(QUESTION))
+    assert "extra_body" not in seen[0]  # only gemini is asked for thoughts this way
+    assert t.ok and t.thinking.startswith("We need 17 + 25.") and t.answer == "The sum is 42.\n\nAnswer: 42"
+
+
+def test_a_gemini_response_without_thoughts_is_a_failed_trace_naming_the_cause():
+    """What Gemini sends when thoughts were not returned: an answer alone. Not an empty trace (quality would
+    drop every one, silently): a failure that says what is missing and where it was looked for."""
+    teacher, _ = _fixture_teacher("gemini_no_thoughts.json", kind="gemini")
+    t = asyncio.run(teacher.attempt(QUESTION))
+    assert not t.ok and t.thinking == "" and "no thinking in the response" in t.error
+    assert "include_thoughts" in t.error and "teacher.model (m)" in t.error and t.raw.startswith("The sum is 42.")
+    optional, _ = _fixture_teacher("gemini_no_thoughts.json", kind="gemini", require_thinking=False)
+    assert asyncio.run(optional.attempt(QUESTION)).ok
+    required, _ = _fixture_teacher("gemini_no_thoughts.json", kind="openai", require_thinking=True)
+    assert "reasoning_content" in asyncio.run(required.attempt(QUESTION)).error
+
+
+@pytest.mark.parametrize("content,thinking,answer", [
+    ("<thought>a</thought><thought>b</thought>Answer: 1", "a\n\nb", "Answer: 1"),
+    ("<think>\nx\n</think>\n\nAnswer: 2", "x", "Answer: 2"),
+    ("<thought>cut off mid-thought", "cut off mid-thought", ""),
+    ("Answer: 3 (no <thought> here)", "", "Answer: 3 (no <thought> here)"),
+])
+def test_leading_thinking_blocks_are_split_off(content, thinking, answer):
+    from components.common.chat_client import split_thinking
+    assert split_thinking(content) == (thinking, answer)

@@ -64,3 +64,88 @@ def test_allow_contaminated_warns_and_names_the_tasks(tmp_path, caplog):
         missing = contamination_check(["heldout", "aime24", "amc23"], paths.metric("filter_report.json"), allow=True)
     assert missing == ["aime24", "amc23"] and "CONTAMINATED" in caplog.text
     assert json.loads(paths.metric("filter_report.json").read_text())  # untouched
+
+
+class GPURegistry:
+    """Which engines hold the GPUs: the s1-32b cluster's in-process engines (TP 8) and Serve's replicas
+    (2 x 8 GPUs, one on the driver's node) share one GPU set, so at most one may be alive at a time."""
+
+    def __init__(self):
+        self.alive: list[str] = []
+        self.started: list[tuple[str, tuple[str, ...]]] = []  # (engine, what was alive when it started)
+        self.rewards: list[tuple[str, str, tuple[str, ...]]] = []  # (reward model, device, engines alive)
+
+    def start(self, what: str) -> None:
+        self.started.append((what, tuple(self.alive)))
+        self.alive.append(what)
+
+    def stop(self, what: str) -> None:
+        self.alive.remove(what)
+
+
+def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    import components.evaluation.evaluate_stage as stage
+    import components.inference.rebase as rebase
+    from components.config import load_config
+    from components.records import Question
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml", profile="s1-32b")
+    ev = cfg.evaluate
+    assert ev.via == "serve" and cfg.engine.tensor_parallel_size == 8 and "rebase" in ev.compute_matched
+    gpus = GPURegistry()
+
+    class FakeEngine:
+        def __init__(self, model, options):
+            self.label, self.options = f"engine({model})", options
+            gpus.start(self.label)
+
+        def shutdown(self):
+            gpus.stop(self.label)
+
+    class FakePRM:
+        def __init__(self, name, device):
+            self.name, self.model = name, object()
+            gpus.rewards.append((name, device, tuple(gpus.alive)))
+
+    built = []
+
+    def build_engine(engine_cfg, dtype, model, **options):
+        built.append(options)
+        return FakeEngine(model, options)
+
+    @contextmanager
+    def launch_endpoint(serve, engine, dtype, model_path):
+        gpus.start("serve")
+        try:
+            yield "http://127.0.0.1:1"
+        finally:
+            gpus.stop("serve")
+
+    point = {"budget": 512, "avg_thinking_tokens": 100.0, "accuracy": 0.5}
+    tasks = {name: [Question(id=f"{name}-0", source=name, question="1+1?", answer="2")] for name in ev.tasks}
+    monkeypatch.setattr(stage, "build_engine", build_engine)
+    monkeypatch.setattr(stage, "eval_questions", lambda evaluate, paths: tasks)
+    monkeypatch.setattr(stage, "base_model_accuracy", lambda engine, qs, n: (gpus.alive == [engine.label]) * 0.25)
+    monkeypatch.setattr(stage, "evaluate_via_serve", lambda *a, **k: ({"points": [point]}, []))
+    monkeypatch.setattr(stage, "evaluation_extras",
+                        lambda engine, qs, evaluate: ({"compute_matched": None, "extras_on": engine.label}, []))
+    monkeypatch.setattr(stage, "engine_version", lambda backend: "vllm 0.32.0")
+    monkeypatch.setattr(stage, "provenance", lambda *a: {})
+    monkeypatch.setattr(stage, "plot_scaling", lambda *a, **k: None)
+    monkeypatch.setattr(stage, "plot_compute_matched", lambda *a, **k: None)
+    monkeypatch.setattr(rebase, "QwenMathPRM", FakePRM)
+    paths = _report(tmp_path, ev.tasks)
+
+    report = stage.evaluate_stage(ev, cfg.engine, cfg.model, cfg.serve, paths, launch_endpoint)
+
+    assert [what for what, _ in gpus.started] == [f"engine({cfg.model.name})", "serve", f"engine({paths.sft_model})"]
+    assert all(alive == () for _, alive in gpus.started), gpus.started  # nothing else held the GPUs
+    assert gpus.alive == []  # every engine shut down at the end
+    assert {t: r["base_accuracy"] for t, r in report["tasks"].items()} == {t: 0.25 for t in ev.tasks}
+    assert report["extras_on"] == f"engine({paths.sft_model})"
+    # the PRM: on the configured device, beside the extras engine only, and released afterwards
+    assert gpus.rewards == [("Qwen/Qwen2.5-Math-PRM-7B", "cuda:0", (f"engine({paths.sft_model})",))]
+    assert ev.rebase_reward not in rebase.REWARDS
+    assert built == [{"gpu_memory_utilization": 0.75}] * 2  # the share that leaves the PRM its room

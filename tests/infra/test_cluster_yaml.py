@@ -1,6 +1,7 @@
 """The s1-32b Ray cluster config would boot: Ray's own schema and config preparation (what `ray up` runs before it
 launches anything), its AWS network-interface bootstrap, and the project's checks: a pinned Python 3.11 image with
 the project's pins, 32 EFA interfaces per p5 node, and the resources the training workers ask for."""
+import json
 import re
 import tomllib
 from importlib.metadata import version
@@ -80,3 +81,63 @@ def test_the_training_workers_fit_on_the_nodes_that_offer_their_resources():
     for key, per_worker in needs.items():  # every custom resource the workers ask for exists, for all of them
         assert capacity.get(key, 0) >= per_worker * sft.world_size, (key, capacity)
     assert sft.ray_storage and sft.ray_storage.startswith("s3://")  # reached from every node
+
+
+def test_every_node_type_that_runs_training_ranks_gets_the_s3_instance_profile():
+    """Ray's AWS launcher gives its default instance profile to the head only (config['head_node']); worker nodes
+    launch with what their node_config names. Every node type that takes SFT ranks (they upload checkpoints to
+    sft.checkpoint_uri) or distillation workers (shards in teacher.shard_uri) must name the same profile."""
+    from ray.autoscaler._private.aws.config import _configure_iam_role
+    from ray.autoscaler._private.util import prepare_config
+    profile = _s1_32b()
+    config = prepare_config(_cluster())
+    types, head = config["available_node_types"], config["head_node_type"]
+    needs = {"GPU": 1, **profile.sft.ray_resources_per_worker}
+    trainers = [name for name, t in types.items() if all(t["resources"].get(k, 0) >= v for k, v in needs.items())]
+    assert head in trainers and len(trainers) == len(types) == 2
+    profiles = {name: types[name]["node_config"].get("IamInstanceProfile") for name in types}
+    assert all(profiles.values()), profiles  # no node type left without S3 access
+    assert len({json.dumps(p, sort_keys=True) for p in profiles.values()}) == 1, profiles  # one role for all ranks
+    assert set(profiles[head]) <= {"Arn", "Name"}
+    config["head_node"] = {}
+    config = _configure_iam_role(config)  # with the head's profile named, Ray creates none and adds none to the head
+    assert config["head_node"] == {} and types[head]["node_config"]["IamInstanceProfile"] == profiles[head]
+    for uri in (profile.sft.checkpoint_uri, profile.sft.ray_storage, profile.teacher.shard_uri):
+        assert uri and uri.startswith("s3://"), uri
+
+
+def _docker_runs() -> list[str]:
+    """The Dockerfile's RUN instructions, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line[4:] for line in text.splitlines() if line.startswith("RUN ")]
+
+
+def test_flash_attn_builds_against_the_installed_torch():
+    """flash-attn's sdist imports torch in setup.py: pip's isolated build environment has none. It must be built
+    with --no-build-isolation, after a step that installs torch and its build tools."""
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    flash = next(p for p in pins["optional-dependencies"]["gpu"] if p.startswith("flash-attn"))
+    runs = _docker_runs()
+    builds = [i for i, r in enumerate(runs) if flash in r]
+    assert builds and all("--no-build-isolation" in runs[i] for i in builds), runs
+    first = builds[0]
+    torch_step = next(i for i, r in enumerate(runs) if re.search(r'pip install .*-c constraints\.txt -e \.(\s|$)', r))
+    assert torch_step < first  # the project (torch==2.13.0) is installed before flash-attn is built
+    before = " ".join(runs[:first + 1])
+    assert all(tool in before for tool in ("wheel==", "packaging", "ninja", "setuptools")), before
+    gpu_extra = next(i for i, r in enumerate(runs) if '-e ".[gpu]"' in r)
+    assert gpu_extra > first  # the extra finds flash-attn installed instead of building it in isolation
+    assert "FLASH_ATTN_CUDA_ARCHS=90" in DOCKERFILE.read_text()  # H100 (sm_90) only
+
+
+def test_the_efa_installer_is_a_pinned_release_checked_against_its_sha256():
+    text = DOCKERFILE.read_text()
+    assert "latest" not in re.sub(r"#.*", "", text)  # no moving target anywhere
+    args = dict(re.findall(r"^ARG (\w+)=(\S*)$", text, re.M))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["EFA_INSTALLER_VERSION"]), args
+    assert re.fullmatch(r"[0-9a-f]{64}", args["EFA_INSTALLER_SHA256"]), args
+    efa = next(r for r in _docker_runs() if "efa_installer.sh" in r)
+    download = efa.index("aws-efa-installer-${EFA_INSTALLER_VERSION}.tar.gz")
+    check = efa.index('echo "${EFA_INSTALLER_SHA256}  /tmp/efa.tar.gz" | sha256sum -c -')
+    assert download < check < efa.index("tar -xzf") < efa.index("./efa_installer.sh")  # checked before it runs
+    assert efa.index('test -n "$EFA_INSTALLER_SHA256"') < download  # an emptied build arg stops the build

@@ -39,3 +39,60 @@ def test_reporting_a_benchmark_not_decontaminated_against_fails_before_any_work(
     preflight(parse_profile({"evaluate": {"tasks": ["heldout", "aime24"]}, "decontamination": {"tasks": ["aime24"]}},
                             "tiny"), ["evaluate"])
     preflight(parse_profile({"evaluate": {"tasks": ["aime24"], "allow_contaminated": True}}, "tiny"), ["evaluate"])
+
+
+def test_serve_on_a_public_host_without_its_key_fails_before_any_stage(monkeypatch):
+    monkeypatch.delenv("S1FLOW_TEST_SERVE_KEY", raising=False)
+    cfg = parse_profile({"evaluate": {"via": "serve"}, "serve": {"host": "0.0.0.0",
+                                                                 "api_key_env": "S1FLOW_TEST_SERVE_KEY"}}, "tiny")
+    with pytest.raises(ConfigError) as e:
+        preflight(cfg, ["collect", "evaluate"])
+    msg = str(e.value)
+    assert "serve.api_key_env" in msg and "S1FLOW_TEST_SERVE_KEY is empty" in msg
+    assert "export S1FLOW_TEST_SERVE_KEY=" in msg and "serve.host: 127.0.0.1" in msg
+    monkeypatch.setenv("S1FLOW_TEST_SERVE_KEY", "k")
+    preflight(cfg, ["evaluate"])
+    monkeypatch.delenv("S1FLOW_TEST_SERVE_KEY")
+    preflight(parse_profile({"evaluate": {"via": "serve"}, "serve": {"api_key_env": "S1FLOW_TEST_SERVE_KEY"}},
+                            "tiny"), ["evaluate"])  # loopback: no key needed
+
+
+@pytest.fixture
+def no_hf_token(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hf, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    return tmp_path / "token"
+
+
+def test_a_gated_task_without_a_hugging_face_token_fails_before_any_stage(no_hf_token, monkeypatch):
+    cfg = parse_profile({"evaluate": {"tasks": ["aime24", "gpqa_diamond"]},
+                         "decontamination": {"tasks": ["aime24", "gpqa_diamond"]}}, "tiny")
+    for stages in (["evaluate"], ["filter"]):
+        with pytest.raises(ConfigError) as e:
+            preflight(cfg, stages)
+        msg = str(e.value)
+        assert "['gpqa_diamond']" in msg and "Idavidrein/gpqa" in msg and "HF_TOKEN" in msg, msg
+    preflight(cfg, ["collect"])
+    no_hf_token.write_text("hf_from_login_file")  # `hf auth login`'s token file counts
+    preflight(cfg, ["evaluate", "filter"])
+    no_hf_token.unlink()
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    preflight(cfg, ["evaluate", "filter"])
+    monkeypatch.delenv("HF_TOKEN")
+    local = parse_profile({"evaluate": {"tasks": ["gpqa_diamond"], "task_files": {"gpqa_diamond": "gpqa.jsonl"}},
+                           "decontamination": {"tasks": ["gpqa_diamond"]}}, "tiny")
+    assert not [p for p in problems(local, ["evaluate", "filter"]) if "gated" in p]  # a local copy needs none
+
+
+def test_a_reward_model_on_the_engines_gpus_needs_its_memory_share_lowered():
+    pytest.importorskip("prefect")
+    ev = {"compute_matched": ["rebase"], "rebase_reward": "Qwen/Qwen2.5-Math-PRM-7B", "rebase_reward_device": "cuda:0"}
+    shared = parse_profile({"engine": {"backend": "vllm", "tensor_parallel_size": 8}, "evaluate": ev}, "tiny")
+    assert any(p.startswith("evaluate.rebase_reward_device: cuda:0 is one of the in-process engine's 8 GPUs")
+               and "engine.gpu_memory_utilization" in p for p in problems(shared, ["evaluate"]))
+    roomy = parse_profile({"engine": {"backend": "vllm", "tensor_parallel_size": 8, "gpu_memory_utilization": 0.75},
+                           "evaluate": ev}, "tiny")
+    assert not [p for p in problems(roomy, ["evaluate"]) if "rebase_reward_device" in p]
+

@@ -37,7 +37,8 @@ def make_server(tiny_engine, monkeypatch_module):
         def make(**kw):
             args = dict(model_name="tiny", max_batch_size=8, batch_wait_timeout_s=0.2, default_answer_tokens=8,
                         unlimited_thinking_tokens=64, api_key_env="S1FLOW_SVC_KEY")
-            return servers.enter_context(serving(S1Service("", engine_obj=PoisonEngine(tiny_engine), **{**args, **kw})))
+            args = {"engine_obj": PoisonEngine(tiny_engine), **args, **kw}
+            return servers.enter_context(serving(S1Service("", **args)))
 
         yield make
 
@@ -265,3 +266,35 @@ def test_saturation_answers_429_and_large_bodies_413(make_server):
     assert chat(url).status_code == 200  # recovers once the burst is over
     r = chat(url, "x" * 5000)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_request_without_a_budget_gets_an_answer_when_the_cap_is_the_context(make_server, tiny_engine, tmp_path):
+    """s1-32b's setting (unlimited_thinking_tokens == the context length): an unbudgeted request is capped to what
+    its prompt and answer leave of the context, thinks, and is answered; the evaluation's no-budget run too."""
+    from components.config import EvaluateConfig, ServeConfig
+    from components.evaluation.served import evaluate_via_serve
+    from components.records import Question
+
+    context = 160  # the tiny model's 1024 positions, shortened so that thinking to the cap takes a second
+
+    engine = WrappedEngine(tiny_engine)
+    engine.context_length = context
+    url = make_server(unlimited_thinking_tokens=context, engine_obj=engine)
+    r = chat(url, max_thinking_tokens=None, max_tokens=4)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    usage, meta = body["usage"], body["choices"][0]["s1"]
+    assert 0 < usage["completion_tokens_details"]["reasoning_tokens"] <= context - usage["prompt_tokens"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= context
+    assert meta["hit_budget"] and usage["completion_tokens"] > usage["completion_tokens_details"]["reasoning_tokens"]
+
+    ev = EvaluateConfig(budgets=[8], max_answer_tokens=4, concurrency=2)
+    report, records = evaluate_via_serve(
+        ev, ServeConfig(model_name="tiny", api_key_env="S1FLOW_SVC_KEY"), url,
+        [Question(id="q", source="t", question="What is 2 + 2?", answer="4")], tmp_path / "s.jsonl", "h",
+        thinking_cap=context)
+    assert report["failed_requests"] == 0 and report["unlimited"] is not None
+    assert {r["budget"] for r in records} == {8, None}
+    with pytest.raises(ValueError, match=r"evaluate.budgets: \[2048\] exceed engine.unlimited_thinking_tokens"):
+        evaluate_via_serve(EvaluateConfig(budgets=[8, 2048]), ServeConfig(), url, [], tmp_path / "x.jsonl", "h",
+                           thinking_cap=context)

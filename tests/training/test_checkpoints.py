@@ -1,5 +1,7 @@
 """Checkpoints with two real processes (gloo): one writer per file, and a run killed mid-upload restores the
-last complete checkpoint, from the same disk or from S3 on a fresh one."""
+last complete checkpoint, from the same disk or from S3 on a fresh one; a checkpoint counts as complete only
+where it holds every file a resume of all ranks needs (trainer_state.json, DeepSpeed's latest and every rank's
+shards and RNG state)."""
 import json
 import os
 import subprocess
@@ -18,24 +20,31 @@ KILL_STEP = 4  # rank 1 dies after its first upload of this step
 
 
 def _files(rank: int, step: int) -> dict[str, str]:
-    """What each rank writes into checkpoint-<step>, the way HF + DeepSpeed ZeRO-3 name them."""
-    shard = f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
-    own = {shard: f"optim {rank} {step}", f"global_step{step}/bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt":
-           f"bf16 {rank} {step}", f"rng_state_{rank}.pth": f"rng {rank} {step}"}
+    """What each rank writes into checkpoint-<step>, the way transformers 5.19 + DeepSpeed 0.19.8 ZeRO-3 (bf16)
+    name them: every rank its model and optimizer shards and its RNG state; global rank 0 alone the model,
+    trainer_state.json and DeepSpeed's latest."""
+    tag = f"global_step{step}"
+    own = {f"{tag}/zero_pp_rank_{rank}_mp_rank_00_model_states.pt": f"model states {rank} {step}",
+           f"{tag}/bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt": f"bf16 {rank} {step}",
+           f"rng_state_{rank}.pth": f"rng {rank} {step}"}
     if rank == 0:
         own.update({"model.safetensors": f"model {step}" * 50, "trainer_state.json": json.dumps({"step": step}),
-                    "latest": f"global_step{step}"})
+                    "latest": tag})
     return own
 
 
-def worker(phase: str, rank: int, world: int, port: int, work_dir: str, uri: str, out: str) -> None:
-    """One training process (run as a child): save steps 2 and 4, or restore."""
+def worker(phase: str, rank: int, world: int, port: int, work_dir: str, uri: str, out: str,
+           nodes: bool = False) -> None:
+    """One training process (run as a child): save steps 2 and 4 (phase save: rank 1 dies uploading step 4;
+    save_whole: no kill), or restore. ``nodes``: each rank on its own node with its own disk (work_dir/node<R>)."""
     from datetime import timedelta
 
     import torch.distributed as dist
 
     from components.training.checkpoints import CheckpointSync, barrier, resume_checkpoint
-    os.environ["LOCAL_RANK"] = str(rank)  # one node, one shared disk
+    os.environ["LOCAL_RANK"] = "0" if nodes else str(rank)  # one node per rank, or one node sharing one disk
+    if nodes:
+        work_dir = str(Path(work_dir) / f"node{rank}")
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
     work, sync, report = Path(work_dir), CheckpointSync(uri), {"puts": {}}
@@ -46,7 +55,7 @@ def worker(phase: str, rank: int, world: int, port: int, work_dir: str, uri: str
     put_file = sync.fs.put_file
 
     def recording_put(src, dst, **kw):
-        if step == KILL_STEP and rank == 1 and report["puts"].get(str(step)):
+        if phase == "save" and step == KILL_STEP and rank == 1 and report["puts"].get(str(step)):
             os._exit(9)  # SIGKILL-like: mid-upload, no cleanup, no barrier
         put_file(src, dst, **kw)
         report["puts"].setdefault(str(step), []).append(dst.split(f"checkpoint-{step}/", 1)[1])
@@ -61,13 +70,13 @@ def worker(phase: str, rank: int, world: int, port: int, work_dir: str, uri: str
     Path(out).write_text(json.dumps(report))
 
 
-def _run(phase: str, work: Path, uri: str, tmp: Path) -> list[tuple[int, dict]]:
+def _run(phase: str, work: Path, uri: str, tmp: Path, nodes: bool = False) -> list[tuple[int, dict]]:
     port = free_port()
     procs = []
     for rank in range(2):
         out = tmp / f"{phase}-{work.name}-{rank}.json"
         code = (f"from tests.training.test_checkpoints import worker; "
-                f"worker({phase!r}, {rank}, 2, {port}, {str(work)!r}, {uri!r}, {str(out)!r})")
+                f"worker({phase!r}, {rank}, 2, {port}, {str(work)!r}, {uri!r}, {str(out)!r}, {nodes!r})")
         procs.append((subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE, text=True,
                                        env={**os.environ, "PYTHONPATH": str(REPO)}), out))
     deadline = time.monotonic() + 180
@@ -133,3 +142,82 @@ def test_owner_rank_of_checkpoint_files():
     assert owner_rank("rng_state_5.pth") == 5
     assert {owner_rank(f) for f in ("model.safetensors", "rng_state.pth", "trainer_state.json", "optimizer.pt",
                                     "scheduler.pt", "latest", "global_step8/mp_rank_00_model_states.pt")} == {0}
+
+
+def test_missing_for_resume_names_what_each_rank_needs():
+    from components.training.checkpoints import missing_for_resume
+    whole = {**_files(0, 8), **_files(1, 8)}
+    assert missing_for_resume(whole, 2, "global_step8") == []
+    assert missing_for_resume(_files(1, 8), 2, None) == ["trainer_state.json", "rng_state_0.pth", "latest"]
+    assert missing_for_resume(_files(0, 8), 2, "global_step8") == [
+        "rng_state_1.pth", "global_step8/zero_pp_rank_1_mp_rank_00_model_states.pt",
+        "global_step8/zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert missing_for_resume(whole, 3, "global_step8")  # a third rank has nothing to load
+    plain = ["model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"]
+    assert missing_for_resume(plain, 1) == []  # the Trainer without DeepSpeed
+    assert missing_for_resume(plain[1:], 1) == ["model.safetensors"]
+
+
+def _put(sync, step: int, files: dict[str, str], marked: bool) -> None:
+    """A checkpoint in the bucket; ``marked``: with a COMPLETE whose manifest lists what is there."""
+    from components.training.checkpoints import MARKER
+    root = f"{sync.root}/checkpoint-{step}"
+    for rel, text in files.items():
+        sync.fs.pipe(f"{root}/{rel}", text.encode())
+    if marked:
+        manifest = {rel: len(text.encode()) for rel, text in files.items()}
+        sync.fs.pipe(f"{root}/{MARKER}", json.dumps({"step": step, "files": manifest}).encode())
+
+
+def test_a_marked_but_partial_checkpoint_in_the_bucket_is_skipped_for_the_last_whole_one(bucket, tmp_path,
+                                                                                         monkeypatch, caplog):
+    """checkpoint-100 whole, checkpoint-150 marked COMPLETE but holding only rank 1's files (no trainer_state.json,
+    no DeepSpeed latest, no rank 0 shards): a fresh node resumes from 100, with a warning naming what 150 lacks."""
+    from components.training.checkpoints import CheckpointSync, resume_checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sync = CheckpointSync(bucket)
+    _put(sync, 100, {**_files(0, 100), **_files(1, 100)}, marked=True)
+    _put(sync, 150, _files(1, 150), marked=True)
+    assert sync.complete_steps() == [100, 150]
+    with caplog.at_level("WARNING", logger="components.training.checkpoints"):
+        resume = resume_checkpoint(tmp_path / "node2", sync)
+    assert resume == str(tmp_path / "node2" / "checkpoint-100")
+    assert "checkpoint-150" in caplog.text and "trainer_state.json" in caplog.text and "latest" in caplog.text
+    assert not (tmp_path / "node2" / "checkpoint-150").exists()
+    assert sorted(p.relative_to(tmp_path / "node2/checkpoint-100").as_posix()
+                  for p in (tmp_path / "node2/checkpoint-100").rglob("*") if p.is_file() and p.name != "COMPLETE") \
+        == sorted({**_files(0, 100), **_files(1, 100)})
+
+
+def test_a_stale_marked_local_share_of_another_nodes_checkpoint_is_not_resumed(bucket, tmp_path, monkeypatch):
+    """A node holding only its ranks' files of checkpoint-150 under a COMPLETE marker (no trainer_state.json, no
+    latest: global rank 0 wrote them on another node) drops it and resumes from the bucket's whole copy."""
+    from components.training.checkpoints import MARKER, CheckpointSync, resume_checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sync = CheckpointSync(bucket)
+    _put(sync, 150, {**_files(0, 150), **_files(1, 150)}, marked=True)
+    share = tmp_path / "node2" / "checkpoint-150"
+    for rel, text in _files(1, 150).items():
+        (share / rel).parent.mkdir(parents=True, exist_ok=True)
+        (share / rel).write_text(text)
+    (share / MARKER).write_text(json.dumps({"step": 150}))
+    assert resume_checkpoint(tmp_path / "node2", sync) == str(share)
+    assert (share / "trainer_state.json").exists() and (share / "latest").read_text() == "global_step150"
+
+
+def test_ranks_on_separate_disks_mark_only_the_bucket_and_resume_from_it(bucket, tmp_path):
+    """Two nodes, no shared disk: neither node's directory holds the whole checkpoint, so neither is marked;
+    the bucket's copy is, and both nodes restore it."""
+    from components.training.checkpoints import MARKER, CheckpointSync
+    work = tmp_path / "cluster"
+    saved = _run("save_whole", work, bucket, tmp_path, nodes=True)
+    assert [r[0] for r in saved] == [0, 0], saved[0][2]
+    assert CheckpointSync(bucket).complete_steps() == [2, 4]
+    for node in ("node0", "node1"):
+        assert (work / node / "checkpoint-4").is_dir() and not (work / node / "checkpoint-4" / MARKER).exists()
+    restored = _run("restore", work, bucket, tmp_path, nodes=True)
+    assert [r[0] for r in restored] == [0, 0], restored[0][2]
+    assert [r[1]["resume"] for r in restored] == [str(work / "node0/checkpoint-4"), str(work / "node1/checkpoint-4")]
+    for node in ("node0", "node1"):
+        assert (work / node / "checkpoint-4/trainer_state.json").exists()
+        assert (work / node / "checkpoint-4/global_step4/zero_pp_rank_1_mp_rank_00_model_states.pt").exists()

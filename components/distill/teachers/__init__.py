@@ -6,8 +6,10 @@ error, the raw response and the tokens billed for it (every attempt's usage). ``
 
 - ``programmatic``: the embedded teacher (components/distill/teachers/programmatic.py);
 - ``openai`` / ``gemini`` / ``vllm``: any OpenAI-compatible chat endpoint
-  (Gemini's OpenAI-compatible endpoint, a ``vllm serve`` of an open model),
-  key from the env var named by ``teacher.api_key_env``.
+  (Gemini's OpenAI-compatible endpoint, DeepSeek, a ``vllm serve`` of an open model),
+  key from the env var named by ``teacher.api_key_env``. A ``gemini`` client asks for thought summaries;
+  where thinking is required (``teacher.require_thinking``, default for gemini) a response without any is a
+  failed trace naming the cause, never an empty trace.
 
     teacher = build_teacher(cfg.teacher); trace = await teacher.attempt(q)
 """
@@ -27,6 +29,16 @@ def unexpected_failure(question: Question, teacher: str, error: BaseException, s
     return Trace(question_id=question.id, teacher=teacher, ok=False,
                  error=f"unexpected error ({type(error).__name__}: {error})"[:2000],
                  raw=getattr(error, "raw", "") or repr(error)[:20000], latency_s=round(seconds, 3))
+
+
+def no_thinking_error(cfg: TeacherConfig) -> str:
+    """Why a response that should carry thinking carries none, and what to check."""
+    where = ("Gemini sends thought summaries as a <thought> block in the content only when asked "
+             "(extra_body.google.thinking_config.include_thoughts, which this client sends): check that "
+             f"teacher.model ({cfg.model}) is a thinking model" if cfg.kind == "gemini" else
+             "looked for message.reasoning_content, message.reasoning and a leading <think>/<thought> block: check "
+             f"that teacher.model ({cfg.model}) reasons and that the server returns its reasoning")
+    return f"no thinking in the response (teacher.require_thinking): {where}"
 
 
 class Teacher(Protocol):
@@ -56,6 +68,10 @@ class ApiTeacher:
                          attempts=e.attempts, latency_s=round(time.monotonic() - start, 3))
         except Exception as e:  # a bug or a shape nobody foresaw: this question fails, the batch goes on
             return unexpected_failure(question, self.name, e, time.monotonic() - start)
+        if not r.reasoning and self.cfg.thinking_required:
+            return Trace(question_id=question.id, teacher=self.name, ok=False, error=no_thinking_error(self.cfg),
+                         raw=r.content[:20000], prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                         attempts=r.attempts, latency_s=round(time.monotonic() - start, 3))
         truncated = r.finish_reason == "length"
         return Trace(question_id=question.id, teacher=self.name, thinking=r.reasoning,
                      answer="" if truncated else r.content, prompt_tokens=r.prompt_tokens,

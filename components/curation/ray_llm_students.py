@@ -1,0 +1,137 @@
+"""The difficulty filter's ``runner: ray_llm`` path: a student answers every question through ray.data.llm's
+vLLM processor (chat template, batching, tensor parallelism inside).
+
+Lengths: vLLM refuses an engine whose ``max_model_len`` exceeds what the model's config allows (its
+``max_position_embeddings``) unless ``VLLM_ALLOW_LONG_MAX_MODEL_LEN`` is set, and positions past it give
+garbage on RoPE models. So the engine length is the model's positions (or less, when the requested generations
+and their prompts need less), and each question's generation budget is what its prompt leaves of that length.
+
+Cut-off rows: ray.data.llm (2.60) hands back ``generated_tokens``, ``num_input_tokens`` and
+``num_generated_tokens`` but not vLLM's finish reason, so :func:`finish_reason` recomputes it with vLLM's own
+rule (``v1/core/sched/utils.py:check_stop``): a row whose last token is a stop token stopped; otherwise one
+that used its whole budget or reached the engine length was cut ("length") and gave no answer unless it had
+already written one.
+
+    settings = engine_settings(model, cfg); solved = ray_llm_attempts(examples, model, cfg)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from components.common.grading import attempt_answer, grade_question
+from components.config import DifficultyConfig
+from components.records import Example, Question
+
+PROMPT_ALLOWANCE = 4096  # tokens of prompt planned for on top of max_new_tokens when the model has room
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    max_model_len: int
+    positions: int
+    stop_token_ids: frozenset[int]
+
+    def budget(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """New tokens a prompt of this length may generate: at most ``max_new_tokens``, and prompt + new tokens
+        within the engine length (0: the prompt alone fills it)."""
+        return max(0, min(max_new_tokens, self.max_model_len - prompt_tokens))
+
+
+def model_positions(hf_config) -> int:
+    """The positions a model's config allows (a multimodal config keeps them in its ``text_config``)."""
+    for cfg in (hf_config, getattr(hf_config, "text_config", None)):
+        n = getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
+        if isinstance(n, int) and n > 0:
+            return n
+    raise ValueError(f"difficulty.students: model config {type(hf_config).__name__} has no max_position_embeddings; "
+                     "the difficulty filter needs the model's context length to size its vLLM engine")
+
+
+def _stop_ids(*values) -> frozenset[int]:
+    out: set[int] = set()
+    for v in values:
+        out.update([v] if isinstance(v, int) else [i for i in (v or []) if isinstance(i, int)])
+    return frozenset(out)
+
+
+def engine_settings(model: str, cfg: DifficultyConfig) -> EngineSettings:
+    """The engine length and stop tokens for a student, read from its config, tokenizer and generation config."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    positions = model_positions(AutoConfig.from_pretrained(model))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    try:
+        generation_eos = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json: vLLM then stops on the tokenizer's EOS alone
+        generation_eos = None
+    return EngineSettings(max_model_len=min(positions, cfg.max_new_tokens + PROMPT_ALLOWANCE), positions=positions,
+                          stop_token_ids=_stop_ids(tokenizer.eos_token_id, generation_eos))
+
+
+def prompt_lengths(model: str, questions: list[Question]) -> list[int]:
+    """Tokens of each question's chat prompt (as the processor's chat-template and tokenize stages build it)."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
+                                           add_generation_prompt=True) for q in questions]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def finish_reason(row: dict, max_tokens: int, max_model_len: int, stop_token_ids: frozenset[int]) -> str:
+    """vLLM's finish reason for a generated row: 'stop' on a stop token, else 'length' when the row used its
+    budget or reached the engine length (vLLM checks in that order), else 'stop'."""
+    tokens = list(row.get("generated_tokens") or [])
+    if tokens and int(tokens[-1]) in stop_token_ids:
+        return "stop"
+    generated = int(row["num_generated_tokens"])
+    if generated >= max_tokens or int(row["num_input_tokens"]) + generated >= max_model_len:
+        return "length"
+    return "stop"
+
+
+def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings):
+    """The vLLMEngineProcessorConfig of one student (what ray.data.llm starts its vLLM engines with)."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+    return vLLMEngineProcessorConfig(
+        model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
+        engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
+                       "max_model_len": settings.max_model_len})
+
+
+def _preprocess(row: dict) -> dict:
+    return {"id": row["id"], "question": row["question"], "gold": row["gold"], "max_tokens": row["max_tokens"],
+            "messages": [{"role": "user", "content": row["user"]}],
+            "sampling_params": {"temperature": 0.0, "max_tokens": int(row["max_tokens"])}}
+
+
+def postprocessor(settings: EngineSettings) -> Callable[[dict], dict]:
+    """Grades one generated row: an attempt cut off at its length (finish reason 'length') before writing an
+    answer has not answered."""
+    def post(row: dict) -> dict:
+        reason = finish_reason(row, int(row["max_tokens"]), settings.max_model_len, settings.stop_token_ids)
+        question = Question.model_validate_json(row["question"])
+        return {"id": row["id"], "finish_reason": reason,
+                "solved": grade_question(question, attempt_answer(row["generated_text"], reason != "length"))}
+    return post
+
+
+def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig) -> dict[str, bool]:
+    """question id -> whether this student solved it. A question whose prompt alone fills the engine length
+    cannot be answered and counts as not solved (it is never sent)."""
+    import ray.data
+    from ray.data.llm import build_processor
+
+    from components.common.raycluster import ensure_ray
+    settings = engine_settings(model, cfg)
+    questions = [ex.question for ex in examples]
+    budgets = [settings.budget(n, cfg.max_new_tokens) for n in prompt_lengths(model, questions)]
+    out = {q.id: False for q, b in zip(questions, budgets) if b < 1}
+    rows = [{"id": q.id, "question": q.model_dump_json(), "user": q.question, "gold": q.answer, "max_tokens": b}
+            for q, b in zip(questions, budgets) if b >= 1]
+    if not rows:
+        return out
+    processor = build_processor(processor_config(model, cfg, settings), preprocess=_preprocess,
+                                postprocess=postprocessor(settings))
+    ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
+    out.update({r["id"]: bool(r["solved"]) for r in processor(ray.data.from_items(rows)).take_all()})
+    return out

@@ -1,0 +1,120 @@
+"""The difficulty filter's ray.data.llm path: engine lengths that vLLM accepts for the model, per-question
+budgets, and vLLM's finish reason recomputed from the columns ray.data.llm hands back."""
+import json
+import shutil
+
+import pytest
+
+from components.config import DifficultyConfig
+from components.curation.ray_llm_students import (
+    EngineSettings,
+    engine_settings,
+    finish_reason,
+    postprocessor,
+    processor_config,
+    prompt_lengths,
+)
+from components.records import Question
+from tests.support.vllm_venv import run_checks
+
+S1_32B = DifficultyConfig(runner="ray_llm", workers=2, num_gpus=4, batch_size=256, max_new_tokens=32768)
+EOS = 7
+
+
+@pytest.fixture(scope="module")
+def qwen_length_model(tiny_model_dir, tmp_path_factory):
+    """The tiny model with Qwen2.5-32B-Instruct's context: 32,768 positions."""
+    out = tmp_path_factory.mktemp("positions_32768")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 32768}))
+    return out
+
+
+def test_engine_length_fits_the_models_positions_and_vllm_accepts_it(qwen_length_model):
+    """The engine kwargs handed to ray.data.llm fit a 32,768-position model; vLLM's own config check
+    (run in the vLLM venv, as ray.data.llm's stage builds its engine args) accepts them and refuses the
+    32,768 + 4,096 a prompt allowance on top of the generation budget would ask for."""
+    settings = engine_settings(str(qwen_length_model), S1_32B)
+    config = processor_config(str(qwen_length_model), S1_32B, settings)
+    assert settings.positions == 32768 and config.engine_kwargs["max_model_len"] == 32768
+    assert config.engine_kwargs["tensor_parallel_size"] == 4 and config.concurrency == 2
+    verdict = run_checks("tests.support.vllm_engine_args_check",
+                         [str(qwen_length_model), json.dumps(config.engine_kwargs)], "ENGINE_ARGS")
+    assert verdict == {"ok": True, "max_model_len": 32768}
+    too_long = run_checks("tests.support.vllm_engine_args_check",
+                          [str(qwen_length_model), json.dumps({"max_model_len": 32768 + 4096})], "ENGINE_ARGS")
+    assert not too_long["ok"] and "VLLM_ALLOW_LONG_MAX_MODEL_LEN" in too_long["error"]
+
+
+def test_short_budgets_keep_a_short_engine_and_prompts_get_what_the_length_leaves(qwen_length_model):
+    small = engine_settings(str(qwen_length_model), DifficultyConfig(max_new_tokens=1000))
+    assert small.max_model_len == 1000 + 4096  # the model has room: no need for all 32,768 positions
+    full = engine_settings(str(qwen_length_model), S1_32B)
+    assert full.budget(100, 32768) == 32668 and full.budget(32768, 32768) == 0 and full.budget(10, 500) == 500
+    questions = [Question(id="a", source="t", question="What is 2+2?", answer="4"),
+                 Question(id="b", source="t", question="What is 2+2? " * 50, answer="4")]
+    short, long = prompt_lengths(str(qwen_length_model), questions)
+    assert 0 < short < long
+
+
+def _row(q, text, generated, prompt_tokens, last_token, max_tokens):
+    return {"id": q.id, "question": q.model_dump_json(), "gold": q.answer, "max_tokens": max_tokens,
+            "generated_text": text, "num_generated_tokens": generated, "num_input_tokens": prompt_tokens,
+            "generated_tokens": [3] * (generated - 1) + [last_token]}
+
+
+def test_a_row_cut_at_the_engine_length_counts_as_not_solved():
+    """A row whose prompt + generation reached the engine length finished with 'length' although it
+    generated fewer tokens than max_new_tokens; its last line (the gold, restated while working) is no
+    answer. The same text ending on the stop token is a finished attempt and solves it."""
+    settings = EngineSettings(max_model_len=32768, positions=32768, stop_token_ids=frozenset({EOS, 9}))
+    q = Question(id="q", source="t", question="What is 6 * 7?", answer="42")
+    working = "First, 6 * 7 means six sevens.\n42"
+    cut = _row(q, working, generated=30000, prompt_tokens=2768, last_token=3, max_tokens=32768)
+    assert cut["num_generated_tokens"] < S1_32B.max_new_tokens  # not caught by comparing with max_new_tokens
+    assert finish_reason(cut, 32768, settings.max_model_len, settings.stop_token_ids) == "length"
+    post = postprocessor(settings)
+    assert post(cut) == {"id": "q", "finish_reason": "length", "solved": False}
+    stopped = _row(q, working, generated=30000, prompt_tokens=2768, last_token=EOS, max_tokens=32768)
+    assert post(stopped) == {"id": "q", "finish_reason": "stop", "solved": True}  # vLLM checks stop tokens first
+    budget_used = _row(q, "Answer: 42", generated=500, prompt_tokens=10, last_token=3, max_tokens=500)
+    assert post(budget_used)["finish_reason"] == "length" and post(budget_used)["solved"]  # an answer was written
+    short = _row(q, "Answer: 41", generated=5, prompt_tokens=10, last_token=9, max_tokens=500)
+    assert post(short) == {"id": "q", "finish_reason": "stop", "solved": False}
+
+
+def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_length_model, monkeypatch):
+    """The runner end to end around a stand-in for the vLLM stage (no GPU here): the real settings,
+    pre- and post-processing; the stand-in answers like vLLM's stage (text, token ids and counts)."""
+    import ray.data
+    import ray.data.llm
+
+    from components.curation.ray_llm_students import ray_llm_attempts
+    from tests.curation.test_filtering import _examples
+
+    examples = _examples(n=6, malformed=0.0)
+    seen = {}
+
+    def fake_build_processor(config, preprocess, postprocess):
+        seen["config"] = config
+
+        def run(ds):
+            rows = [preprocess(r) for r in ds.take_all()]
+            seen["rows"] = rows
+            out = []
+            for i, r in enumerate(rows):
+                text = f"Answer: {r['gold']}" if i % 2 == 0 else f"Working.\n{r['gold']}"
+                last = EOS if i % 2 == 0 else 3
+                generated = 5 if i % 2 == 0 else r["sampling_params"]["max_tokens"]
+                out.append({**r, "generated_text": text, "num_generated_tokens": generated, "num_input_tokens": 20,
+                            "generated_tokens": [3] * (generated - 1) + [last]})
+            return ray.data.from_items([postprocess(r) for r in out])
+        return run
+    monkeypatch.setattr(ray.data.llm, "build_processor", fake_build_processor)
+    solved = ray_llm_attempts(examples, str(qwen_length_model), S1_32B)
+    assert seen["config"].engine_kwargs["max_model_len"] == 32768
+    row = seen["rows"][0]
+    assert row["messages"] == [{"role": "user", "content": examples[0].question.question}]
+    assert row["sampling_params"]["temperature"] == 0.0 and 32000 < row["sampling_params"]["max_tokens"] < 32768
+    assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 3
