@@ -11,7 +11,6 @@ index): a prompt's sample does not depend on the batch it shares.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from typing import Callable, Optional, Sequence, Union
@@ -30,6 +29,7 @@ from components.inference.budget_forcing import (
 )
 from components.inference.decoding import choose_tokens, decode, sample, top_p_filter
 from components.inference.engine import Completion, Sampling, row_seeds
+from components.inference.thinking_cap import capped_specs
 from components.modeling import load_model
 
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
@@ -75,11 +75,6 @@ class HFEngine:
         import gc
         gc.collect()
 
-    def _cap(self, spec: BudgetSpec) -> BudgetSpec:
-        if spec.max_thinking_tokens is None:
-            return dataclasses.replace(spec, max_thinking_tokens=self.unlimited)
-        return spec
-
     def _encode(self, prompts: Sequence[Union[str, Sequence[int]]]):
         """Left-padded input ids and mask for prompts given as text or as token ids (one kind per call)."""
         if prompts and not isinstance(prompts[0], str):
@@ -118,7 +113,7 @@ class HFEngine:
         """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``). ``seeds``:
         one per prompt (default ``sampling.seed`` + its index)."""
         seeds = row_seeds(prompts, specs, sampling, seeds)
-        specs = [self._cap(s) for s in specs]
+        specs = capped_specs(prompts, specs, self.vocab, self.tokenizer, self.unlimited, self.context_length)
         results: list[ForcedResult] = []
         for start in range(0, len(prompts), self.batch_size):
             end = min(start + self.batch_size, len(prompts))

@@ -13,7 +13,10 @@ length (s1-32b) the cap is set by the context alone.
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Optional, Sequence, Union
+
+from components.inference.budget_forcing import BudgetSpec, ForcingVocab
 
 MARGIN_TOKENS = 8  # positions left free after the answer: a retokenised boundary never reaches the context's end
 
@@ -25,3 +28,30 @@ def no_budget_cap(unlimited: int, context_length: Optional[int], prompt_tokens: 
     if not context_length:
         return unlimited
     return min(unlimited, context_length - prompt_tokens - after_thinking - margin)
+
+
+def after_thinking_tokens(spec: BudgetSpec, vocab: ForcingVocab) -> int:
+    """Tokens generated after the thinking at most: delimiter, answer prefix, answer, end of turn."""
+    prefix = len(vocab.encode(spec.final_answer_prefix)) if spec.final_answer_prefix else 0
+    return len(vocab.delimiter_ids) + prefix + spec.max_answer_tokens + 1
+
+
+def prompt_length(tokenizer, prompt: Union[str, Sequence[int]]) -> int:
+    """Tokens of a prompt given as text (no special tokens added, as the engines encode it) or as token ids."""
+    if isinstance(prompt, str):
+        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return len(prompt)
+
+
+def capped_specs(prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec], vocab: ForcingVocab,
+                 tokenizer, unlimited: int, context_length: Optional[int]) -> list[BudgetSpec]:
+    """``specs`` as an in-process engine runs them: each spec without a budget gets its prompt's
+    :func:`no_budget_cap` (at least 0: a prompt that fills the context answers at once); budgeted ones as given."""
+    out = []
+    for prompt, spec in zip(prompts, specs):
+        if spec.max_thinking_tokens is None:
+            cap = no_budget_cap(unlimited, context_length, prompt_length(tokenizer, prompt),
+                                after_thinking_tokens(spec, vocab))
+            spec = dataclasses.replace(spec, max_thinking_tokens=max(cap, 0))
+        out.append(spec)
+    return out

@@ -19,7 +19,6 @@ so its log-probability is exactly 0): works across nodes, costs throughput.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import uuid
 from typing import Callable, Optional, Sequence, Union
@@ -36,6 +35,7 @@ from components.inference.budget_forcing import (
     split_result,
 )
 from components.inference.engine import Completion, Sampling, row_seeds
+from components.inference.thinking_cap import capped_specs
 
 _BANNED = -1e9  # vLLM rejects -inf biases; this is as good as a ban
 
@@ -138,8 +138,7 @@ class _VLLMRequests:
                        seeds: Optional[Sequence[int]] = None):
         from components.inference.vllm_forcing import EXTRA_KEY, encode_request  # imports vllm (optional)
         seeds = row_seeds(prompts, specs, sampling, seeds)
-        specs = [s if s.max_thinking_tokens is not None else dataclasses.replace(s, max_thinking_tokens=self.unlimited)
-                 for s in specs]
+        specs = capped_specs(prompts, specs, self.vocab, self.tokenizer, self.unlimited, self.context_length)
         if self.slots is None and any(NO_WAIT_STRING in s.wait_strings for s in specs):
             raise ValueError("wait_strings: the empty wait string forces no token, so S1FLOW_VLLM_WAITS=logprobs "
                              "cannot count its waits; use the shared-memory counters (S1FLOW_VLLM_WAITS=shm)")

@@ -42,7 +42,7 @@ from components.config import EngineConfig
 from components.formatting import THINK_START, prompt_text
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling, build_engine
-from components.inference.thinking_cap import no_budget_cap
+from components.inference.thinking_cap import after_thinking_tokens, no_budget_cap
 from components.serving.protocol import (
     MAX_SEED,
     APIError,
@@ -191,8 +191,7 @@ class S1Service:
         return len(self.engine.vocab.encode(spec.final_answer_prefix)) if spec.final_answer_prefix else 0
 
     def _after_thinking(self, spec: BudgetSpec) -> int:
-        """Tokens generated after the thinking at most: delimiter, answer prefix, answer, end of turn."""
-        return len(self.engine.vocab.delimiter_ids) + self._prefix_tokens(spec) + spec.max_answer_tokens + 1
+        return after_thinking_tokens(spec, self.engine.vocab)
 
     def prompt_tokens(self, prompt: str, spec: BudgetSpec, param: str) -> int:
         """Token count of ``prompt``; 400 if prompt + thinking + delimiter + prefix + answer exceed the context

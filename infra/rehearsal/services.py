@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +163,8 @@ class Services:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for temp in self.ray_temps:
+            shutil.rmtree(temp, ignore_errors=True)
 
     def __enter__(self) -> "Services":
         return self
