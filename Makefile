@@ -65,8 +65,8 @@ test: install vllm-env ## lint, then the test suite (vLLM engine tests run in .v
 	S1FLOW_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0 --durations=40
 
-rehearsal: install     ## s1-32b in miniature: two-node Ray, local provider with faults, moto S3, MLflow (docs/scale.md)
-	$(BIN)/python infra/rehearsal/run.py
+rehearsal: vllm-env    ## s1-32b in miniature: two-node Ray, vLLM, faults, moto S3, MLflow (docs/scale.md)
+	$(VLLM_VENV)/bin/python infra/rehearsal/run.py --python $(VLLM_VENV)/bin/python $(REHEARSAL_ARGS)
 
 prefect-ui: install    ## Prefect's UI on 127.0.0.1:4200 over the demo's flow runs
 	$(BIN)/prefect server start --host 127.0.0.1

@@ -270,6 +270,10 @@ class DifficultyConfig(Section):
     num_gpus: float = Field(0, ge=0, description="per worker (tensor_parallel_size for vLLM)")
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(128, gt=0)
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1, description="runner: ray_llm: the share of "
+                                                    "each GPU's memory a student's vLLM engine takes; None: "
+                                                    "ray.data.llm's default. On a CPU vLLM reserves this share "
+                                                    "of RAM and refuses to start when less is free")
 
 
 class SelectionConfig(Section):
@@ -387,6 +391,14 @@ class EngineConfig(Section):
                                                     "stage and the Serve replicas; None: vLLM's 0.9 (0.2 of RAM on "
                                                     "a CPU). Lower it to leave room for a process reward model on "
                                                     "the engine's GPUs (evaluate.rebase_reward_device)")
+    max_num_batched_tokens: Optional[int] = Field(None, gt=0, description="vLLM: tokens scheduled per engine "
+                                                  "step, with chunked prefill on (a longer prompt is prefilled "
+                                                  "over several steps); None: vLLM's default")
+    kv_cache_blocks: Optional[int] = Field(None, gt=0, description="vLLM: KV cache blocks (of vLLM's block size: "
+                                           "16 tokens on a GPU, 128 on a CPU) in place of what the memory share "
+                                           "leaves; at least one request at the model's length must fit. Few "
+                                           "enough and vLLM preempts requests and resumes them later. None: sized "
+                                           "from the memory share")
 
 
 class EvaluateConfig(Section):

@@ -92,10 +92,11 @@ def finish_reason(row: dict, max_tokens: int, max_model_len: int, stop_token_ids
 def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings):
     """The vLLMEngineProcessorConfig of one student (what ray.data.llm starts its vLLM engines with)."""
     from ray.data.llm import vLLMEngineProcessorConfig
+    memory = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.gpu_memory_utilization else {}
     return vLLMEngineProcessorConfig(
         model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
-                       "max_model_len": settings.max_model_len})
+                       "max_model_len": settings.max_model_len, **memory})
 
 
 def _preprocess(row: dict) -> dict:

@@ -71,7 +71,8 @@ def vllm_prompts(prompts: Sequence[Union[str, Sequence[int]]]) -> list:
 
 
 def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size: int,
-                   gpu_memory_utilization: Optional[float], seed: int, max_model_len: Optional[int]) -> dict:
+                   gpu_memory_utilization: Optional[float], seed: int, max_model_len: Optional[int],
+                   max_num_batched_tokens: Optional[int] = None, kv_cache_blocks: Optional[int] = None) -> dict:
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
     import torch
 
@@ -82,7 +83,12 @@ def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size:
                 # on CPU this fraction of RAM is reserved for the KV cache
                 gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
                 logits_processors=[BudgetForcingLogitsProcessor], logprobs_mode="processed_logprobs",
-                max_model_len=max_model_len)
+                max_model_len=max_model_len,
+                # chunked prefill: a prompt longer than a step's token budget is prefilled over several steps
+                **({"enable_chunked_prefill": True, "max_num_batched_tokens": max_num_batched_tokens}
+                   if max_num_batched_tokens else {}),
+                # a fixed KV cache (blocks of 16 tokens): what does not fit is preempted and resumed
+                **({"num_gpu_blocks_override": kv_cache_blocks} if kv_cache_blocks else {}))
 
 
 class _VLLMRequests:
@@ -105,10 +111,12 @@ class _VLLMRequests:
     def from_pretrained(cls, path: str, dtype: str = "auto", batch_size: int = 256,
                         unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
                         gpu_memory_utilization: Optional[float] = None, seed: int = 0,
-                        max_model_len: Optional[int] = None):
+                        max_model_len: Optional[int] = None, max_num_batched_tokens: Optional[int] = None,
+                        kv_cache_blocks: Optional[int] = None):
         from transformers import AutoTokenizer
         backend = cls._backend(_engine_kwargs(path, dtype, batch_size, tensor_parallel_size,
-                                              gpu_memory_utilization, seed, max_model_len))
+                                              gpu_memory_utilization, seed, max_model_len,
+                                              max_num_batched_tokens, kv_cache_blocks))
         return cls(backend, AutoTokenizer.from_pretrained(str(path)), batch_size, unlimited_thinking_tokens)
 
     def _params(self, sampling: Sampling, seed: int, **kw):

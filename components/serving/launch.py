@@ -64,6 +64,7 @@ def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: s
             "unlimited_thinking_tokens": engine.unlimited_thinking_tokens,
             "tensor_parallel_size": engine.tensor_parallel_size, "api_key_env": serve.api_key_env,
             "gpu_memory_utilization": engine.gpu_memory_utilization,
+            "max_num_batched_tokens": engine.max_num_batched_tokens, "kv_cache_blocks": engine.kv_cache_blocks,
             "require_api_key": not is_loopback(serve.host), "max_queued_requests": serve.max_queued_requests,
             "max_request_bytes": serve.max_request_bytes, "threads": max(1, int(serve.num_cpus))}
 

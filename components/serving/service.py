@@ -135,7 +135,8 @@ class S1Service:
                  unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
                  api_key_env: str = "S1FLOW_API_KEY", require_api_key: bool = False, max_queued_requests: int = 64,
                  max_request_bytes: int = 1 << 20, threads: Optional[int] = None,
-                 gpu_memory_utilization: Optional[float] = None, engine_obj: Any = None):
+                 gpu_memory_utilization: Optional[float] = None, max_num_batched_tokens: Optional[int] = None,
+                 kv_cache_blocks: Optional[int] = None, engine_obj: Any = None):
         self.api_key = os.environ.get(api_key_env) or None
         if require_api_key and not self.api_key:
             raise RuntimeError(f"refusing to serve without auth: set the environment variable {api_key_env} "
@@ -145,7 +146,8 @@ class S1Service:
                 import torch
                 torch.set_num_threads(threads)
             cfg = EngineConfig(backend=engine, batch_size=max_batch_size, tensor_parallel_size=tensor_parallel_size,
-                               unlimited_thinking_tokens=unlimited_thinking_tokens)
+                               unlimited_thinking_tokens=unlimited_thinking_tokens,
+                               max_num_batched_tokens=max_num_batched_tokens, kv_cache_blocks=kv_cache_blocks)
             extra = {"gpu_memory_utilization": gpu_memory_utilization} if engine == "vllm" else {}
             engine_obj = build_engine(cfg, dtype, model_path, serving=True, **extra)
         self.engine = engine_obj

@@ -98,6 +98,46 @@ class SFTTrainer(Trainer):
             loader.set_sampler(self._sorted_sampler)
         return loader
 
+    def _prepare_for_training(self, *args, **kwargs):
+        model, loader = super()._prepare_for_training(*args, **kwargs)
+        if type(loader).__name__ == "UlyssesSPDataLoaderAdapter":
+            loader = EpochedUlyssesLoader(loader)
+        return model, loader
+
+
+class EpochedUlyssesLoader:
+    """DeepSpeed's Ulysses data loader adapter, started afresh every epoch.
+
+    ``UlyssesSPDataLoaderAdapter`` (deepspeed/runtime/sequence_parallel/ulysses_sp.py) is its own iterator over
+    one iterator of the rank's loader, made when it is built; it starts a new one only after raising
+    StopIteration. The Trainer takes exactly an epoch's micro-batches per epoch, so that StopIteration comes as
+    the first batch of the second epoch, which the Trainer reads as an empty epoch and stops: every run trained
+    one epoch. Neither does the adapter have ``set_epoch``, so the rank's sampler never reshuffled. Here each
+    epoch sets the epoch on the rank's loader (and on the batch sampler accelerate's shard wraps, as the Trainer
+    does) and then starts a new iterator over it."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def __len__(self) -> int:
+        return len(self.adapter)
+
+    def set_epoch(self, epoch: int) -> None:
+        loader = self.adapter.dl
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        inner = getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None)
+        if hasattr(inner, "set_epoch"):
+            inner.set_epoch(epoch)
+
+    def __iter__(self):
+        self.adapter.micro_batches.clear()
+        self.adapter.iter = iter(self.adapter.dl)
+        return self.adapter
+
+    def __getattr__(self, name):
+        return getattr(self.adapter, name)
+
 
 class CountingCollator:
     """Wraps a collator and counts real vs computed (padded) tokens: the padding efficiency."""

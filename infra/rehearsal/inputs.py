@@ -26,6 +26,7 @@ SOURCE_TYPES = (
 )
 DOMAINS = ["arithmetic", "algebra", "number_theory", "combinatorics"]
 BENCHMARKS = {"aime24": 30, "aime25": 30, "math500": 40, "amc23": 40, "gpqa_diamond": 20}
+PRM_DIR = "Qwen2.5-Math-PRM-rehearsal"  # the substitute for Qwen/Qwen2.5-Math-PRM-7B (params.yaml)
 
 
 def pool_rows(size: int, seed: int = 301) -> list[dict]:
@@ -44,13 +45,18 @@ def benchmark_rows(name: str, size: int, seed: int) -> list[dict]:
     return [{"id": f"{name}-{i}", "problem": q.question, "answer": q.answer} for i, q in enumerate(questions)]
 
 
-def write_inputs(out: Path, pool_size: int) -> dict[str, int]:
+def write_inputs(out: Path, pool_size: int, prm_base: Path | None = None) -> dict[str, int]:
+    """The pool and benchmark files (rows written, by name); with ``prm_base``, also the PRM directory REBASE
+    loads by name (infra/rehearsal/prm.py)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"pool": pool_rows(pool_size)}
     for k, (name, size) in enumerate(BENCHMARKS.items()):
         written[name] = benchmark_rows(name, size, 900 + k)
     for name, rows in written.items():
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if prm_base is not None:
+        from infra.rehearsal.prm import make_prm
+        make_prm(prm_base, out / PRM_DIR)
     return {name: len(rows) for name, rows in written.items()}
 
 

@@ -1,14 +1,19 @@
 """`make rehearsal`: the s1-32b pipeline in miniature, on a local two-node Ray cluster, end to end.
 
-Starts the services (infra/rehearsal/services.py), writes the inputs (infra/rehearsal/inputs.py), then runs every
-stage of the ``s1-32b-rehearsal`` profile with ``s1flow stage`` (the function each Prefect task and DVC stage
-calls) against the cluster. Distillation is SIGKILLed once part of the pool is done and run again: a question
-whose answer was on record before the kill must not be billed again. At the end it prints wall and stage times,
-rows after each stage, the Ray node every actor ran on, and the provider's fault counts; a stage that failed is
-shown as failed with the tail of its error, and the stages after it as not run, never as passed.
+Starts the services (infra/rehearsal/services.py) from one interpreter (``--python``, default ``.venv-vllm``),
+writes the inputs (infra/rehearsal/inputs.py), then runs every stage of the ``s1-32b-rehearsal`` profile with
+``s1flow stage`` (the function each Prefect task and DVC stage calls) against the cluster. Distillation is
+SIGKILLed once part of the pool is done and run again: a question whose answer was on record before the kill
+must not be billed again. SFT's Ray Train worker on node 2 is SIGKILLed once a checkpoint is complete in the
+bucket; the stage runs again without its local work directory and must resume from the bucket. At the end it
+prints wall and stage times, rows after each stage, the resumed step, the Ray node every actor ran on, the
+provider's fault counts, the S3 objects by prefix and the load average; a stage that failed is shown as failed
+with the tail of its error, and the stages after it as not run, never as passed.
 
     python infra/rehearsal/run.py                  # every stage
     python infra/rehearsal/run.py --through train  # stop after a stage
+    python infra/rehearsal/run.py --from evaluate  # from a stage, on what an earlier rehearsal left
+    python infra/rehearsal/run.py --prefect        # the deployment s1-pipeline/s1-32b-rehearsal through a worker
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,9 +42,10 @@ from components.distill.shards import ShardStore  # noqa: E402
 from components.paths import Paths  # noqa: E402
 from components.pipeline.registry import STAGES  # noqa: E402
 from infra.rehearsal.inputs import write_inputs  # noqa: E402
-from infra.rehearsal.services import BIN, PORTS, REPO, Services  # noqa: E402
+from infra.rehearsal.services import BUCKETS, DEFAULT_PYTHON, PORTS, REPO, Services  # noqa: E402
 
 PROFILE = "s1-32b-rehearsal"
+DEPLOYMENT = f"s1-pipeline/{PROFILE}"
 console = Console()
 
 
@@ -68,6 +75,37 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def s3_client():
+    import boto3
+    return boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.rstrip("/") + "/"
+
+
+def s3_keys(bucket: str, prefix: str = "") -> list[str]:
+    keys, pages = [], s3_client().get_paginator("list_objects_v2")
+    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def s3_summary(buckets: tuple[str, ...], depth: int = 3) -> dict[str, dict]:
+    """Objects and bytes by key prefix (its first ``depth`` parts) in each bucket."""
+    out: dict[str, dict] = {}
+    client = s3_client()
+    for bucket in buckets:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                key = f"s3://{bucket}/" + "/".join(o["Key"].split("/")[:depth])
+                row = out.setdefault(key, {"objects": 0, "bytes": 0})
+                row["objects"] += 1
+                row["bytes"] += o["Size"]
+    return out
+
+
 def provider(path: str):
     with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['provider']}{path}", timeout=10) as r:
         return json.loads(r.read())
@@ -81,7 +119,7 @@ class Driver:
 
     def command(self, name: str, overrides: list[str] = ()) -> list[str]:
         sets = [a for o in overrides for a in ("--set", o)]
-        return [str(BIN / "s1flow"), "stage", name, "--profile", PROFILE, *sets]
+        return [str(self.s.bin / "s1flow"), "stage", name, "--profile", PROFILE, *sets]
 
     def run_stage(self, name: str, overrides: list[str] = (), timeout_s: float = 1200) -> tuple[int, str]:
         log = self.log_dir / f"stage-{name}.log"
@@ -121,6 +159,66 @@ class Driver:
                  "max_lost_on_kill": max_lost_on_kill(self.cfg.teacher)}
         return rc, tail, check
 
+    # ---- SFT: a Ray Train worker on node 2 SIGKILLed after the first checkpoint reaches the bucket, then resume --
+    def train_with_kill(self, timeout_s: float = 1500) -> tuple[int, str, dict]:
+        """Run the train stage; once a checkpoint is marked complete in the bucket, SIGKILL the RayTrainWorker on
+        node 2 (the run fails: Ray Train's workers share one collective). The local work directory is removed,
+        as a replacement node would not have it, and the stage is run again: it must resume from the bucket."""
+        bucket, prefix = split_s3(self.cfg.sft.checkpoint_uri)
+        log = (self.log_dir / "stage-train.log").open("a")
+        proc = subprocess.Popen(self.command("train"), cwd=REPO, env=self.s.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        check: dict = {"killed": None}
+        end = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < end:
+            time.sleep(1)
+            marked = [k for k in s3_keys(bucket, prefix) if k.endswith("/COMPLETE")]
+            if not marked:
+                continue
+            pids = self.s.process_pids("RayTrainWorker", node=1)
+            if pids:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                check["killed"] = {"node": "node-2", "pids": pids, "bucket_checkpoints_at_kill":
+                                   sorted(k.split("/")[-2] for k in marked)}
+                break
+        first_rc = proc.wait()
+        check["first_run_rc"] = first_rc
+        shutil.rmtree(self.paths.sft_work, ignore_errors=True)  # no local checkpoint survives: the bucket's must
+        rc, tail = self.run_stage("train")
+        check["bucket_checkpoints_after"] = sorted({k.split("/")[-2] for k in s3_keys(bucket, prefix)
+                                                    if k.endswith("/COMPLETE")})
+        if rc == 0:
+            summary = json.loads(self.paths.metric("train.json").read_text())
+            check.update(resumed_from=summary.get("resumed_from"), steps=summary.get("steps"),
+                         rank0_node=self.s.ray_nodes().get(summary.get("rank0_node_id", ""), "?"))
+        return rc, tail, check
+
+    # ---- the whole pipeline as the Prefect deployment, through a worker ----------------------------------------
+    def prefect_run(self, deployment: str, timeout_s: float = 3600) -> tuple[int, str, dict[str, dict]]:
+        """``prefect deployment run DEPLOYMENT --watch`` (the worker started by Services.start_prefect runs it);
+        returns its exit status, the end of its output and each task run's state and seconds, by stage."""
+        import httpx
+        log = self.log_dir / "prefect-deployment-run.log"
+        with log.open("a") as out:
+            proc = subprocess.run([str(self.s.bin / "prefect"), "deployment", "run", deployment, "--watch",
+                                   "--watch-interval", "5"], cwd=REPO, env=self.s.env, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout_s)
+        text = log.read_text()
+        found = re.search(r"UUID: ([0-9a-f-]{36})", text)
+        if not found:
+            return proc.returncode or 1, text[-1500:], {}
+        api = self.s.env["PREFECT_API_URL"]
+        flow_state = httpx.get(f"{api}/flow_runs/{found.group(1)}").json()["state"]["type"]
+        tasks = httpx.post(f"{api}/task_runs/filter",
+                           json={"flow_runs": {"id": {"any_": [found.group(1)]}}}).json()
+        stages: dict[str, dict] = {}
+        for t in sorted(tasks, key=lambda t: t["expected_start_time"]):
+            stage = t["name"].rsplit("-", 1)[0]
+            stages[stage] = {"state": t["state"]["name"], "seconds": round(t.get("total_run_time") or 0.0, 1)}
+        rc = 0 if proc.returncode == 0 and flow_state == "COMPLETED" else 1
+        return rc, f"flow run {found.group(1)}: {flow_state}\n{text[-1500:]}", stages
+
     def _done_texts(self, shard_dir: Path | str) -> set[str]:
         """Hashes of the question texts with a successful trace in the shards (the provider's billing keys)."""
         try:
@@ -139,7 +237,7 @@ class Driver:
         code = ("import json, ray; ray.init(address='auto', log_to_driver=False); "  # GCS's actor table: no dashboard
                 "print(json.dumps([[a.get('ActorClassName'), (a.get('Address') or {}).get('NodeID')] "
                 "for a in ray._private.state.actors().values()]))")
-        out = subprocess.run([str(BIN / "python"), "-c", code], env=self.s.env, capture_output=True, text=True,
+        out = subprocess.run([str(self.s.python), "-c", code], env=self.s.env, capture_output=True, text=True,
                              timeout=120)
         placed: dict[str, dict[str, int]] = {}
         for cls, node in json.loads(out.stdout.strip().splitlines()[-1]):
@@ -152,24 +250,34 @@ class Driver:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--through", choices=list(STAGES), default="register", help="last stage to run")
+    ap.add_argument("--from", dest="start", choices=list(STAGES), default=None,
+                    help="first stage to run, on the outputs an earlier rehearsal left (default: a clean run)")
+    ap.add_argument("--python", default=DEFAULT_PYTHON,
+                    help="the interpreter of every node and stage (default $S1FLOW_REHEARSAL_PYTHON or "
+                         ".venv-vllm/bin/python)")
     ap.add_argument("--kill-at", type=float, default=0.4, help="share of the pool done when distill is SIGKILLed")
     ap.add_argument("--rate-429", type=float, default=0.15)
     ap.add_argument("--rate-timeout", type=float, default=0.05)
+    ap.add_argument("--no-train-kill", action="store_true", help="train once, without killing a worker")
+    ap.add_argument("--prefect", action="store_true",
+                    help="run the deployment s1-pipeline/s1-32b-rehearsal through a Prefect worker on a local "
+                         "Prefect server (no injected kills: the stages run inside the flow run)")
     ap.add_argument("--report", default=None, help="also write the report as JSON here")
     a = ap.parse_args()
 
     start = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     paths = Paths.for_profile(PROFILE, REPO)
-    for d in (paths.root / k / PROFILE for k in ("data", "models", "metrics", "plots", "runs")):
-        shutil.rmtree(d, ignore_errors=True)
+    if a.start is None:
+        for d in (paths.root / k / PROFILE for k in ("data", "models", "metrics", "plots", "runs")):
+            shutil.rmtree(d, ignore_errors=True)
     work = paths.runs / "services"
     work.mkdir(parents=True, exist_ok=True)
     cfg = load_config(REPO / "params.yaml", PROFILE)
-    inputs = write_inputs(Path(cfg.pool.sources[0].path).parent if Path(cfg.pool.sources[0].path).is_absolute()
-                          else REPO / Path(cfg.pool.sources[0].path).parent, cfg.pool.size)
+    inputs = write_inputs(REPO / Path(cfg.pool.sources[0].path).parent, cfg.pool.size, prm_base=REPO / cfg.model.name)
     runs = {name: StageRun(name) for name in STAGES}
     report: dict = {"inputs": inputs}
-    with Services(work) as services:
+    with Services(work, a.python) as services:
         os.environ.update({k: v for k, v in services.env.items() if k.startswith("AWS_")})  # the driver reads S3 too
         with console.status("starting services: provider, moto S3, MLflow, Ray head + node 2") as status:
             t = time.monotonic()
@@ -177,11 +285,30 @@ def main() -> None:
             services.start_s3()
             services.start_mlflow()
             services.start_ray()
+            if a.prefect:
+                status.update("Prefect server, deployments, worker")
+                services.start_prefect()
             report["services_s"] = round(time.monotonic() - t, 1)
             status.update("services up")
         console.print(f"services up in {report['services_s']} s; Ray nodes: {services.ray_nodes()}")
         driver = Driver(services, work)
-        order = list(STAGES)[: list(STAGES).index(a.through) + 1]
+        names = list(STAGES)
+        order = names[names.index(a.start) if a.start else 0: names.index(a.through) + 1]
+        if a.prefect:
+            t = time.monotonic()
+            with console.status(f"prefect deployment run {DEPLOYMENT} (a worker runs it)"):
+                rc, tail, states = driver.prefect_run(DEPLOYMENT)
+            report["prefect"] = {"deployment": DEPLOYMENT, "seconds": round(time.monotonic() - t, 1),
+                                 "result": _last_line(tail.splitlines()[0]) if tail else ""}
+            for name in order:
+                state = states.get(name, {})
+                runs[name].status = {"Completed": "passed", "Cached": "cached"}.get(state.get("state"), "failed"
+                                                                                     if state else "not run")
+                runs[name].seconds, runs[name].rows = state.get("seconds", 0.0), rows_after(name, paths)
+                runs[name].note = f"Prefect task: {state.get('state', 'none')}"
+            if rc:
+                report.setdefault("failures", {})["prefect"] = tail
+            order = []  # the flow ran them
         for name in order:
             run = runs[name]
             with console.status(f"stage {name}"):
@@ -193,15 +320,19 @@ def main() -> None:
                                 f"again: {check['paid_again_for_recorded']}")
                     if rc == 0 and check["paid_again_for_recorded"]:
                         rc, tail = 1, "answers on record before the kill were billed again after it"
+                elif name == "train" and not a.no_train_kill:
+                    rc, tail, check = driver.train_with_kill()
+                    report["train_kill"] = check
+                    killed = check.get("killed") or {}
+                    resumed = Path(check["resumed_from"]).name if check.get("resumed_from") else None
+                    run.note = (f"RayTrainWorker on node 2 SIGKILLed (bucket had "
+                                f"{killed.get('bucket_checkpoints_at_kill')}); resumed from {resumed}, "
+                                f"{check.get('steps')} steps") if killed else \
+                        "no kill: no RayTrainWorker on node 2 once a checkpoint was in the bucket"
+                    if rc == 0 and killed and not check.get("resumed_from"):
+                        rc, tail = 1, "the rerun after the worker was killed did not resume from a checkpoint"
                 else:
                     rc, tail = driver.run_stage(name)
-                    if name == "filter" and rc:
-                        # the difficulty filter (ray.data.llm on vLLM) cannot run here: the rest of the stage
-                        # (quality, decontamination, the LLM classifier over HTTP) runs without it, said plainly
-                        fallback = ["difficulty.enabled=false", "engine.backend=hf"]
-                        run.note = f"difficulty filter NOT RUN (failed: {_last_line(tail)}); rerun with {fallback}"
-                        report["difficulty_failure"] = tail
-                        rc, tail = driver.run_stage(name, fallback)
                 run.seconds = round(time.monotonic() - t, 1)
             run.rows = rows_after(name, paths)
             run.status = "passed" if rc == 0 else "failed"
@@ -216,12 +347,18 @@ def main() -> None:
         except Exception as e:  # the report still prints
             report["placement"] = {"error": f"{type(e).__name__}: {e}"}
         report["provider"] = provider("/stats")
+        try:
+            report["s3"] = s3_summary(BUCKETS)
+        except Exception as e:
+            report["s3"] = {"error": f"{type(e).__name__}: {e}"}
     report["wall_s"] = round(time.monotonic() - start, 1)
+    report["load_average"] = {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]}
     report["stages"] = {n: vars(r) for n, r in runs.items()}
     print_report(report)
     if a.report:
         Path(a.report).write_text(json.dumps(report, indent=1, default=str))
-    sys.exit(0 if all(r.status == "passed" for r in runs.values() if r.name in order) else 1)
+    ran = [r for r in runs.values() if r.status != "not run" or r.name in order]
+    sys.exit(0 if ran and all(r.status in ("passed", "cached") for r in ran) and "failures" not in report else 1)
 
 
 def print_report(report: dict) -> None:
@@ -231,9 +368,16 @@ def print_report(report: dict) -> None:
     for name, r in report["stages"].items():
         table.add_row(name, r["status"], str(r["seconds"]), json.dumps(r["rows"]), r["note"])
     console.print(table)
-    console.print(f"provider (faults injected): {report.get('provider')}")
+    console.print(f"load average (1, 5, 15 min) at start {report['load_average']['start']}, "
+                  f"at end {report['load_average']['end']} on {os.cpu_count()} CPUs")
+    distill = report["stages"].get("distill", {})
+    console.print(f"distillation: {distill.get('seconds')} s; provider (faults injected): {report.get('provider')}")
     console.print(f"distill kill/resume: {report.get('distill_kill')}")
+    console.print(f"SFT kill/resume: {report.get('train_kill')}")
     console.print(f"actors by node: {report.get('placement')}")
+    console.print("S3 objects by prefix:")
+    for prefix, row in sorted((report.get("s3") or {}).items()):
+        console.print(f"  {prefix}: {row}")
 
 
 if __name__ == "__main__":

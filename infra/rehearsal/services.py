@@ -5,7 +5,7 @@ every Ray on the machine). The two Ray nodes share nothing but the loopback netw
 and its own working directory, and both declare the logical resources the s1-32b profile places work with (one
 GPU and one ``p5`` slot each: Ray Train's two workers, ``{p5: 1}`` apiece, must land on different nodes).
 
-    with Services(work_dir) as s: s.start_all(); ...   # s.env: the environment every process gets
+    with Services(work_dir, python) as s: s.start_s3(); ...   # s.env: the environment every process gets
 """
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-PORTS = {"provider": 27431, "s3": 27432, "mlflow": 27433, "ray": 27434}  # outside Ray's worker port range
+# The interpreter every process runs (both Ray nodes, the driver's stages, the services): the project with vLLM,
+# Ray, DeepSpeed, MLflow and Prefect in one environment, as in the cluster image (`make vllm-env`)
+DEFAULT_PYTHON = os.environ.get("S1FLOW_REHEARSAL_PYTHON", str(REPO / ".venv-vllm/bin/python"))
+# outside Ray's worker port range; Ray takes 27434-27437 (GCS, client server, each node's dashboard agent)
+PORTS = {"provider": 27431, "s3": 27432, "mlflow": 27433, "ray": 27434, "prefect": 27440}
 BUCKETS = ("s1flow-checkpoints", "s1flow-mlflow")
 NODE_RESOURCES = '{"p5": 1}'
 
@@ -45,9 +47,20 @@ def wait_for(check, what: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout_s:g} s")
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
+    except OSError:
+        return ""
+
+
 class Services:
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, python: str = DEFAULT_PYTHON):
         self.work = work
+        self.python = Path(python).absolute()  # a venv's bin/python: its bin dir holds ray, mlflow, moto_server
+        if not self.python.is_file():
+            raise FileNotFoundError(f"{python}: no interpreter; build it with `make vllm-env` or pass --python")
+        self.bin = self.python.parent
         self.procs: dict[str, subprocess.Popen] = {}
         self.ray_temps = [Path(f"/tmp/s1rh-{os.getpid()}-head"), Path(f"/tmp/s1rh-{os.getpid()}-node2")]
         endpoint = f"http://127.0.0.1:{PORTS['s3']}"
@@ -57,7 +70,8 @@ class Services:
                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
                     "AWS_ENDPOINT_URL_S3": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
                     "GEMINI_API_KEY": "rehearsal", "ANTHROPIC_API_KEY": "rehearsal",
-                    "S1FLOW_API_KEY": "rehearsal", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+                    "S1FLOW_API_KEY": "rehearsal", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                    "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(self.bin.parent)}
 
     # ---- processes -------------------------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], cwd: Path | None = None) -> subprocess.Popen:
@@ -68,13 +82,13 @@ class Services:
         return proc
 
     def start_provider(self, rate_429: float, rate_timeout: float, hold_s: float) -> None:
-        self._spawn("provider", [str(BIN / "python"), str(REPO / "infra/rehearsal/provider.py"),
+        self._spawn("provider", [str(self.python), str(REPO / "infra/rehearsal/provider.py"),
                                  f"--port={PORTS['provider']}", f"--rate-429={rate_429}",
                                  f"--rate-timeout={rate_timeout}", f"--hold-s={hold_s}"])
         wait_for(lambda: port_open(PORTS["provider"]), "provider")
 
     def start_s3(self) -> None:
-        self._spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(PORTS["s3"])])
+        self._spawn("s3", [str(self.bin / "moto_server"), "-H", "127.0.0.1", "-p", str(PORTS["s3"])])
         wait_for(lambda: port_open(PORTS["s3"]), "moto S3")
         import boto3
         s3 = boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
@@ -83,16 +97,33 @@ class Services:
             s3.create_bucket(Bucket=bucket)
 
     def start_mlflow(self) -> None:
-        self.env.update(S1FLOW_MLFLOW_PORT=str(PORTS["mlflow"]), S1FLOW_BIN=str(BIN),
+        self.env.update(S1FLOW_MLFLOW_PORT=str(PORTS["mlflow"]), S1FLOW_BIN=str(self.bin),
                         S1FLOW_MLFLOW_DB=f"sqlite:///{self.work / 'mlflow.db'}",
                         S1FLOW_MLFLOW_ARTIFACTS="s3://s1flow-mlflow/artifacts")
         self._spawn("mlflow", ["bash", str(REPO / "infra/mlflow/server.sh")])
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{PORTS['mlflow']}/health", timeout=1).status
                  == 200, "MLflow server", 180)
 
+    def start_prefect(self) -> None:
+        """A Prefect server (its own PREFECT_HOME), the deployments of prefect.yaml registered (`s1flow deploy`)
+        and a process worker on the local pool: ``prefect deployment run`` then runs a flow with this env."""
+        home = self.work / "prefect-home"
+        home.mkdir(exist_ok=True)
+        api = f"http://127.0.0.1:{PORTS['prefect']}/api"
+        self.env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                        PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2")
+        self._spawn("prefect-server", [str(self.bin / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                       "--port", str(PORTS["prefect"])])
+        wait_for(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, "Prefect server", 180)
+        out = subprocess.run([str(self.bin / "s1flow"), "deploy"], cwd=REPO, env=self.env, capture_output=True,
+                             text=True, timeout=600)
+        if out.returncode:
+            raise RuntimeError(f"s1flow deploy failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        self._spawn("prefect-worker", [str(self.bin / "prefect"), "worker", "start", "--pool", "s1flow-local"])
+
     def start_ray(self) -> None:
         """Head (the driver's node) and a second node, each with its own temp and working directory."""
-        ray = str(BIN / "ray")
+        ray = str(self.bin / "ray")
         common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=1", f"--resources={NODE_RESOURCES}",
                   "--disable-usage-stats"]
         for temp in self.ray_temps:
@@ -117,23 +148,24 @@ class Services:
         code = ("import json, ray; ray.init(address='auto', log_to_driver=False); "
                 "print(json.dumps([[n['NodeID'], n.get('NodeManagerAddress'), n.get('ObjectStoreSocketName')] "
                 "for n in ray.nodes() if n['Alive']]))")
-        out = subprocess.run([str(BIN / "python"), "-c", code], env=self.env, capture_output=True, text=True,
+        out = subprocess.run([str(self.python), "-c", code], env=self.env, capture_output=True, text=True,
                              timeout=120)
         nodes = json.loads(out.stdout.strip().splitlines()[-1])
         return {nid: ("head" if str(self.ray_temps[0]) in (sock or "") else "node-2") for nid, _, sock in nodes}
 
+    def process_pids(self, title: str, node: int) -> list[int]:
+        """Processes of Ray node ``node`` (0: head, 1: node 2) whose title (Ray's ``ray::Class.method``) holds
+        ``title``."""
+        return sorted(pid for pid in self._ray_pids([self.ray_temps[node]]) if title in _cmdline(pid))
+
     # ---- teardown --------------------------------------------------------------------------------------------
-    def _ray_pids(self) -> set[int]:
+    def _ray_pids(self, temps: list[Path] | None = None) -> set[int]:
+        """The Ray processes started with one of ``temps`` (default: both nodes') and their descendants."""
         found = set()
-        temps = [str(t) for t in self.ray_temps]
+        temps = [str(t) for t in (temps or self.ray_temps)]
         for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="ignore")
-                except OSError:
-                    continue
-                if any(t in cmd for t in temps):
-                    found.add(int(entry))
+            if entry.isdigit() and any(t in _cmdline(int(entry)) for t in temps):
+                found.add(int(entry))
         todo = list(found)
         while todo:  # and their children (workers)
             pid = todo.pop()

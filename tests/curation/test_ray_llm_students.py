@@ -118,3 +118,12 @@ def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_leng
     assert row["messages"] == [{"role": "user", "content": examples[0].question.question}]
     assert row["sampling_params"]["temperature"] == 0.0 and 32000 < row["sampling_params"]["max_tokens"] < 32768
     assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 3
+
+
+def test_the_students_memory_share_reaches_the_engine_when_set(qwen_length_model):
+    """On a CPU vLLM reserves its memory share of RAM and refuses to start when less is free (ray.data.llm's
+    default share is 0.92): the difficulty section's share goes into the engine kwargs."""
+    settings = engine_settings(str(qwen_length_model), S1_32B)
+    assert "gpu_memory_utilization" not in processor_config(str(qwen_length_model), S1_32B, settings).engine_kwargs
+    cpu = S1_32B.model_copy(update={"gpu_memory_utilization": 0.1})
+    assert processor_config(str(qwen_length_model), cpu, settings).engine_kwargs["gpu_memory_utilization"] == 0.1

@@ -67,3 +67,27 @@ def test_engine_problem_names_what_is_missing():
     from components.inference.engine import engine_problem
     assert engine_problem("hf") is None
     assert "not an engine" in engine_problem("tgi")
+
+
+def test_the_vllm_backend_gets_the_sections_scheduler_options(monkeypatch):
+    """Chunked prefill's step budget and a fixed KV cache reach vLLM's engine from the engine section (and only
+    when set: vLLM's defaults otherwise)."""
+    import importlib
+    import types
+
+    from components.config import EngineConfig
+    from components.inference.engine import build_engine
+    seen = {}
+
+    class Fake:
+        @classmethod
+        def from_pretrained(cls, path, dtype, **kw):
+            seen.update(kw)
+            return cls()
+
+    monkeypatch.setattr(importlib, "import_module", lambda name: types.SimpleNamespace(VLLMEngine=Fake))
+    build_engine(EngineConfig(backend="vllm", max_num_batched_tokens=64, kv_cache_blocks=8), "float32", "m")
+    assert seen["max_num_batched_tokens"] == 64 and seen["kv_cache_blocks"] == 8
+    seen.clear()
+    build_engine(EngineConfig(backend="vllm"), "float32", "m")
+    assert "max_num_batched_tokens" not in seen and "kv_cache_blocks" not in seen

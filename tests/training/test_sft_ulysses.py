@@ -70,3 +70,28 @@ def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_mode
     print("ulysses", sp_losses, "reference", ref_losses)
     assert len(sp_losses) == len(ref_losses) == (len(examples) if not packing else 2)  # packing: 2 rows of 2
     assert sp_losses == pytest.approx(ref_losses, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_ulysses_trains_every_epoch_on_a_reshuffled_order(tiny_model_dir, tmp_path):
+    """Two epochs under sp=2 (2 CPU processes): 4 examples, a global batch of 2, so 2 optimizer steps an epoch
+    and 4 in all, the second epoch's examples in another order than the first's."""
+    from dataclasses import asdict
+
+    from components.common.network import free_port
+    examples = _examples()
+    (tmp_path / "ex.json").write_text(json.dumps([asdict(e) for e in examples]))
+    cfg = SFTConfig(block_size=24, epochs=2, global_batch_size=2, per_device_batch_size=1, learning_rate=1e-9,
+                    warmup_ratio=0, deepspeed="always", world_size=2, sequence_parallel_size=2,
+                    attn_implementation="sdpa")
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.ulysses_worker", str(rank), "2", str(port),
+                               str(tiny_model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    sp = json.loads((tmp_path / "rank0.json").read_text())
+    assert sp["summary"]["steps"] == 4
+    losses = [r["loss"] for r in sp["history"]]  # lr ~0: a step's loss is its examples' (the order shows)
+    assert losses[:2] != losses[2:]
