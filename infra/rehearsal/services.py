@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from components.common.processes import command_line, processes_mentioning, with_descendants
+
 REPO = Path(__file__).resolve().parents[2]
 # The interpreter every process runs (both Ray nodes, the driver's stages, the services): the project with vLLM,
 # Ray, DeepSpeed, MLflow and Prefect in one environment, as in the cluster image (`make vllm-env`)
@@ -45,13 +47,6 @@ def wait_for(check, what: str, timeout_s: float = 120.0) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{what} did not come up within {timeout_s:g} s")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
-    except OSError:
-        return ""
 
 
 class Services:
@@ -156,28 +151,13 @@ class Services:
     def process_pids(self, title: str, node: int) -> list[int]:
         """Processes of Ray node ``node`` (0: head, 1: node 2) whose title (Ray's ``ray::Class.method``) holds
         ``title``."""
-        return sorted(pid for pid in self._ray_pids([self.ray_temps[node]]) if title in _cmdline(pid))
+        return sorted(pid for pid in self._ray_pids([self.ray_temps[node]]) if title in command_line(pid))
 
     # ---- teardown --------------------------------------------------------------------------------------------
     def _ray_pids(self, temps: list[Path] | None = None) -> set[int]:
         """The Ray processes started with one of ``temps`` (default: both nodes') and their descendants."""
-        found = set()
         temps = [str(t) for t in (temps or self.ray_temps)]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and any(t in _cmdline(int(entry)) for t in temps):
-                found.add(int(entry))
-        todo = list(found)
-        while todo:  # and their children (workers)
-            pid = todo.pop()
-            try:
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
-                        if int(child) not in found:
-                            found.add(int(child))
-                            todo.append(int(child))
-            except OSError:
-                pass
-        return found - {os.getpid()}
+        return with_descendants(processes_mentioning(*temps)) - {os.getpid()}
 
     def stop(self) -> None:
         for pid in self._ray_pids():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from components.common.network import free_port
+from components.common.processes import processes_mentioning, with_descendants
 from components.formatting import IGNORE_INDEX, TokenizedExample
 from components.records import write_jsonl
 
@@ -23,26 +24,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 def _node_processes(temp_dir: str) -> set[int]:
     """The processes of the Ray node started with this temp dir (it is in their command lines) and their children."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if temp_dir in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="ignore"):
-                    found.add(int(entry))
-            except OSError:
-                pass
-    todo = list(found)
-    while todo:
-        pid = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        todo.append(int(child))
-        except OSError:
-            pass
-    return found
+    return with_descendants(processes_mentioning(temp_dir)) - {os.getpid()}
 
 
 def _stop_node(temp_dir: str) -> None:

@@ -34,6 +34,20 @@ def test_only_attention_and_sampling_that_run_under_ulysses_are_allowed():
     assert ok.packing and ok.sequence_parallel_size == 2  # the combination transformers documents
 
 
+def run_two_ranks(model_dir, cfg: SFTConfig, tmp_path) -> dict:
+    """``cfg`` trained by two CPU processes (tests/support/ulysses_worker.py) on ``tmp_path/ex.json``; rank 0's
+    record (summary, loss history)."""
+    from components.common.network import free_port
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.ulysses_worker", str(rank), "2", str(port),
+                               str(model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    return json.loads((tmp_path / "rank0.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attn, packing", [("sdpa", False), ("flash_attention_2", True)])
 def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_model_dir, tmp_path, attn, packing):
@@ -44,7 +58,6 @@ def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_mode
     against the sdpa block-diagonal mask without SP."""
     from dataclasses import asdict
 
-    from components.common.network import free_port
     examples = _examples()
     base = dict(block_size=24 if not packing else 32, epochs=1, global_batch_size=1, per_device_batch_size=1,
                 learning_rate=1e-9, warmup_ratio=0, packing=packing)
@@ -52,14 +65,7 @@ def test_ulysses_over_gloo_gives_the_loss_without_sequence_parallelism(tiny_mode
     ref_steps = json.loads((tmp_path / "rw/loss_history.json").read_text())
     (tmp_path / "ex.json").write_text(json.dumps([asdict(e) for e in examples]))
     cfg = SFTConfig(**base, deepspeed="always", world_size=2, sequence_parallel_size=2, attn_implementation=attn)
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.ulysses_worker", str(rank), "2", str(port),
-                               str(tiny_model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    sp = json.loads((tmp_path / "rank0.json").read_text())
+    sp = run_two_ranks(tiny_model_dir, cfg, tmp_path)
     assert sp["summary"]["world_size"] == 2 and sp["summary"]["deepspeed"]
     for rank in range(2):  # DeepSpeed's attention wrapper ran, on half of each (24-token) sequence per rank
         shard = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -78,20 +84,12 @@ def test_ulysses_trains_every_epoch_on_a_reshuffled_order(tiny_model_dir, tmp_pa
     and 4 in all, the second epoch's examples in another order than the first's."""
     from dataclasses import asdict
 
-    from components.common.network import free_port
     examples = _examples()
     (tmp_path / "ex.json").write_text(json.dumps([asdict(e) for e in examples]))
     cfg = SFTConfig(block_size=24, epochs=2, global_batch_size=2, per_device_batch_size=1, learning_rate=1e-9,
                     warmup_ratio=0, deepspeed="always", world_size=2, sequence_parallel_size=2,
                     attn_implementation="sdpa")
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.ulysses_worker", str(rank), "2", str(port),
-                               str(tiny_model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    sp = json.loads((tmp_path / "rank0.json").read_text())
+    sp = run_two_ranks(tiny_model_dir, cfg, tmp_path)
     assert sp["summary"]["steps"] == 4
     losses = [r["loss"] for r in sp["history"]]  # lr ~0: a step's loss is its examples' (the order shows)
     assert losses[:2] != losses[2:]
