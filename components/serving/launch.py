@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,6 +163,19 @@ def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_pat
     return url
 
 
+def _wait_until_serve_is_gone(timeout_s: float = 180.0) -> None:
+    """Until no Serve actor (controller, proxies) is alive. ``serve.shutdown`` gives up waiting after 30 s while
+    the controller's shutdown goes on; a Serve started in the meantime on the same Ray would have its new proxy
+    killed by the old controller (the proxy's name is the same)."""
+    import ray
+    deadline = time.monotonic() + timeout_s
+    while any(a.get("namespace") == "serve" for a in ray.util.list_named_actors(all_namespaces=True)):
+        if time.monotonic() > deadline:
+            log.warning("Ray Serve's actors are still alive %.0f s after its shutdown", timeout_s)
+            return
+        time.sleep(0.5)
+
+
 def _stop(launch: Launch) -> None:
     import ray
     from ray import serve as ray_serve
@@ -172,6 +186,7 @@ def _stop(launch: Launch) -> None:
                 ray_serve.delete(launch.app_name)  # blocks until its replicas are gone (their GPUs free)
             if launch.started_serve:
                 ray_serve.shutdown()
+                _wait_until_serve_is_gone()
     if launch.started_ray and ray.is_initialized():
         ray.shutdown()
 

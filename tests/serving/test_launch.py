@@ -27,6 +27,8 @@ def ray_and_bucket():
     mp = pytest.MonkeyPatch()
     try:
         with moto_bucket(mp, "s1flow-serve") as endpoint:
+            if ray.is_initialized():  # left by an earlier module of this worker: its workers lack the endpoint
+                ray.shutdown()
             ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
             try:
                 yield endpoint
