@@ -166,7 +166,7 @@ def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_pat
 def _wait_until_serve_is_gone(timeout_s: float = 180.0) -> None:
     """Until no Serve actor (controller, proxies) is alive. ``serve.shutdown`` gives up waiting after 30 s while
     the controller's shutdown goes on; a Serve started in the meantime on the same Ray would have its new proxy
-    killed by the old controller (the proxy's name is the same)."""
+    killed by the controller still shutting down (the proxy's name is the same)."""
     import ray
     deadline = time.monotonic() + timeout_s
     while any(a.get("namespace") == "serve" for a in ray.util.list_named_actors(all_namespaces=True)):
