@@ -2,7 +2,7 @@
 
     s1flow stage collect            # one stage, active profile from params.yaml
     s1flow run --profile tiny       # the Prefect pipeline, end to end
-    s1flow validate                 # check params.yaml and exit
+    s1flow validate                 # check params.yaml, and that this machine can run the profile
     s1flow report                   # docs/results.md from metrics/<profile>/
     s1flow release-base             # pre-train the embedded base model and ship it (pretrain.release)
 """
@@ -40,10 +40,28 @@ def _config(params: str, profile: Optional[str], overrides: Optional[List[str]])
 
 
 @app.command()
-def validate(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
-    """Validate params.yaml (all profiles) and print the active profile."""
+def validate(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt,
+             stage: Optional[List[str]] = typer.Option(
+                 None, "--stage", help="check only what these stages need (repeatable; default: every stage)"),
+             params_only: bool = typer.Option(False, "--params-only",
+                                              help="check params.yaml only, not whether this machine can run it")):
+    """Validate params.yaml (all profiles), then check that the active profile can run here: API keys, engines,
+    files, tokens (the checks `s1flow run` makes before any work). Exit 2 naming every problem found."""
     cfg = _config(params, profile, set)
     typer.echo(f"params OK; active profile: {cfg.name}")
+    if params_only:
+        return
+    stages = list(stage or STAGES)
+    if unknown := [s for s in stages if s not in STAGES]:
+        typer.secho(f"--stage: unknown {unknown}; choose from: {', '.join(STAGES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    from components.pipeline.preflight import preflight  # lazy: imports httpx and torch
+    try:
+        preflight(cfg, stages)
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"profile {cfg.name!r} can run here: {', '.join(stages)}")
 
 
 @app.command()
