@@ -82,6 +82,9 @@ class PretrainConfig(Section):
                                           "turns, and copying numbers out of one is a skill of its own")
     cooldown_steps: int = Field(150, ge=0, description="LR decays to 10% over these steps, then pre-training stops")
     seed: int = 1
+    allow_unready: bool = Field(False, description="go on when pre-training ends without passing the probe (the "
+                                "base-model stage fails by default); the base model's summary, every later stage's "
+                                "summary, the results page and the MLflow run then carry a warning")
     release: Optional[str] = Field(None, description="a shipped pre-trained model (directory with release.json, "
                                    "relative to the project root; `s1flow release-base` writes it): installed instead "
                                    "of pre-training when it was built from these params and code; null: always pre-train")
@@ -323,6 +326,9 @@ class SFTConfig(Section):
                                        "default: under the work dir (one machine)")
     checkpoint_uri: Optional[str] = Field(None, description="also keep checkpoints here (s3://... or a path); resume from it")
     save_steps: Optional[int] = Field(None, gt=0, description="checkpoint every N optimizer steps (default: each epoch)")
+    max_failures: int = Field(0, ge=0, description="launcher ray: worker-group failures (a lost node, an OOM-killed "
+                              "or NCCL-failed worker) Ray Train recovers from by restarting every worker; each "
+                              "restart resumes from the newest complete checkpoint (0: the first failure ends the run)")
     seed: int = 5
 
     def samples_per_step(self, world: int) -> int:

@@ -2,7 +2,7 @@
 
     s1flow stage collect            # one stage, active profile from params.yaml
     s1flow run --profile tiny       # the Prefect pipeline, end to end
-    s1flow validate                 # check params.yaml, and that this machine can run the profile
+    s1flow validate                 # check params.yaml, and that the profile can run where you are
     s1flow report                   # docs/results.md from metrics/<profile>/
     s1flow release-base             # pre-train the embedded base model and ship it (pretrain.release)
 """
@@ -44,7 +44,7 @@ def validate(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: 
              stage: Optional[List[str]] = typer.Option(
                  None, "--stage", help="check only what these stages need (repeatable; default: every stage)"),
              params_only: bool = typer.Option(False, "--params-only",
-                                              help="check params.yaml only, not whether this machine can run it")):
+                                              help="check params.yaml only, not whether the profile can run where you are")):
     """Validate params.yaml (all profiles), then check that the active profile can run here: API keys, engines,
     files, tokens (the checks `s1flow run` makes before any work). Exit 2 naming every problem found."""
     cfg = _config(params, profile, set)

@@ -16,6 +16,11 @@ served raw) or ``<thought>…</thought>`` (Gemini's OpenAI-compatible endpoint, 
 only when the request asks for it: ``gemini`` clients always ask, see :data:`GEMINI_THOUGHTS`). Response shapes
 as each provider sends them: tests/fixtures/providers/.
 
+The key is read from the env var named by ``api_key_env`` and refused before the first call when it could not
+travel in a header (whitespace, a newline, a non-printable or non-ASCII character): such a key would fail every
+call with an HTTP-stack error that quotes the header. Every error text this client raises is passed through
+:func:`redact` first, so a key or an ``Authorization`` value never reaches a trace, a shard or a log.
+
     client = ChatClient(cfg.teacher); result = await client.chat([{"role": "user", "content": q}])
 """
 from __future__ import annotations
@@ -35,6 +40,16 @@ from components.common.ratelimit import Limits
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_BASE_URLS = {"gemini": "https://generativelanguage.googleapis.com/v1beta/openai/",
                      "openai": "https://api.openai.com/v1"}
+# credentials as an HTTP stack quotes them in an error: header values, query parameters, bare provider keys
+_SECRET_CHARS = r"(?!\[REDACTED\])[^'\"\s,;&)}\]\\]+"
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*(?:b?['\"])?(?:(?:bearer|basic|token)\s+)?)" + _SECRET_CHARS),
+    re.compile(r"(?i)(\bbearer\s+)" + _SECRET_CHARS),
+    re.compile(r"(?i)([?&]key=|\b(?:x-goog-api-key|x-api-key|api-key|api_key)['\"]?\s*[:=]\s*(?:b?['\"])?)"
+               + _SECRET_CHARS),
+    re.compile(r"()\b(?:sk-|AIza)[A-Za-z0-9_\-]{8,}"),
+)
+REDACTED = "[REDACTED]"
 _THINK_BLOCK = re.compile(r"^\s*<(think|thought)>(.*?)(?:</\1>|$)", re.S)
 # Gemini's OpenAI-compatible endpoint: the request field that asks for thought summaries (what the OpenAI SDK
 # sends for extra_body={"extra_body": {"google": {...}}}; https://ai.google.dev/gemini-api/docs/openai)
@@ -60,6 +75,33 @@ class ChatEndpoint(Protocol):
 
     @property
     def calls_per_worker(self) -> int: ...
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with each of ``secrets`` (and its stripped form) and anything shaped like a credential replaced by
+    ``[REDACTED]``: error texts of the HTTP stack quote headers (``Illegal header value b'Bearer sk-…'``)."""
+    for secret in secrets:
+        for form in {secret, secret.strip(), repr(secret)[1:-1]}:
+            if len(form) >= 4:
+                text = text.replace(form, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def key_problem(value: str, env: str) -> Optional[str]:
+    """Why the key in ``$env`` cannot be sent as a header (never quoting it), or None when it can."""
+    if not value:
+        return None
+    if value != value.strip():
+        return f"the key in ${env} starts or ends with whitespace or a newline; store the key alone, without it"
+    bad = [c for c in value if not ("!" <= c <= "~")]
+    if bad:
+        kinds = sorted({"whitespace" if c.isspace() else "a non-ASCII character" if ord(c) > 127
+                        else "a control character" for c in bad})
+        return (f"the key in ${env} contains {' and '.join(kinds)}, which an HTTP header cannot carry; "
+                "check that the variable holds exactly the provider's key")
+    return None
 
 
 class ApiError(Exception):
@@ -169,7 +211,8 @@ class ChatClient:
 
     def __init__(self, cfg: ChatEndpoint, kind: str = "openai",
                  transport: Optional[httpx.AsyncBaseTransport] = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int = 0):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int = 0,
+                 key_field: str = "api_key_env"):
         base_url = cfg.base_url or DEFAULT_BASE_URLS.get(kind)
         if not base_url:
             raise ValueError(f"base_url: a {kind} client needs the endpoint's base URL (…/v1)")
@@ -177,6 +220,9 @@ class ChatClient:
         self.limits = Limits.share(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.workers)
         self.in_flight = asyncio.Semaphore(cfg.calls_per_worker)
         key = os.environ.get(cfg.api_key_env, "")
+        if problem := key_problem(key, cfg.api_key_env):
+            raise ValueError(f"{key_field}: {problem}")
+        self._key = key  # only for redact(): error texts must never carry it
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(cfg.timeout_s), transport=transport,
                                       limits=httpx.Limits(max_connections=cfg.calls_per_worker + 4))
@@ -191,9 +237,19 @@ class ChatClient:
 
     async def _once(self, payload: dict) -> ChatResult:
         try:
+            return await self._send(payload)
+        except ApiError as e:  # error texts quote headers; the key never leaves this client in one
+            e.args = (redact(str(e), self._key),)
+            e.raw = redact(e.raw, self._key)
+            raise
+
+    async def _send(self, payload: dict) -> ChatResult:
+        try:
             response = await self.http.post(self.url, json=payload)
         except httpx.TimeoutException:
             raise ApiError(f"timed out after {self.cfg.timeout_s:g} s", retryable=True) from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as e:  # our request is malformed: no retry
+            raise ApiError(f"request refused by the HTTP stack ({type(e).__name__}: {e})", raw=repr(e)) from None
         except httpx.TransportError as e:
             raise ApiError(f"connection error: {e!r}", retryable=True) from None
         except httpx.HTTPError as e:  # too many redirects, an invalid URL or header, a decoding error

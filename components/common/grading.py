@@ -5,26 +5,46 @@ answer (``\\frac{14}{3}`` = ``14/3``, ``90^\\circ`` = ``90``); math-verify's
 numeric tolerance also accepts a decimal close to a fraction
 (``4.6666666667`` for ``14/3``), which we keep, as s1's evaluation does.
 
-Multiple choice (GPQA) reads the *final* choice of the response: the last
-``\\boxed{C}``, else the last "Answer: C" / "answer is (C)", else the last
-parenthesised "(C)", else a response that is just the letter.
+Multiple choice (GPQA) reads the one option letter a response commits to
+(components/common/choices.py): a final boxed letter, else the last answer
+statement, else the last parenthesised letter; a hedge ("(A) or (C)") or a
+boxed non-letter gives none.
 :func:`grade_response` is the one entry every path uses (in-process sweep, Serve
 sweep, Algorithm 1's teacher check): it grades by the question's kind.
 :data:`GRADER_VERSION` goes into evaluation run keys, so a grading change never
 mixes with samples graded under other rules.
 
+A server grades with :class:`GradingPool`: each comparison runs in a child process
+with a hard time limit, and a child still busy at the limit is killed (a fresh one
+takes its place), so an expression like ``9^{9^{9}}`` costs at most the limit and
+grades as not equal.
+
     grade(extract_answer("Answer: 7798"), "7798") -> True
     grade_response(question, "... so the answer is (C)") -> ("C", True)
+    GradingPool(timeout_s=2).grade("9^{9^{9}}", "2") -> None (not graded within 2 s)
 """
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
+import queue
 import re
+import select
+import subprocess
+import sys
 import threading
+import time
+import weakref
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Optional
 
 from math_verify import parse, verify
+
+from components.common.choices import extract_choice, grade_choice  # noqa: F401  (multiple choice, re-exported)
 
 
 def _math_verify_version() -> str:
@@ -34,7 +54,7 @@ def _math_verify_version() -> str:
         return "unknown"
 
 
-GRADER_VERSION = f"s1flow-grading-2/math-verify-{_math_verify_version()}"
+GRADER_VERSION = f"s1flow-grading-3/math-verify-{_math_verify_version()}"
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*[:：]\s*(.+)", re.I)
@@ -114,31 +134,6 @@ def grade(predicted: str, gold: str) -> bool:
         return False
 
 
-_BOXED_CHOICE = re.compile(r"^\s*(?:\\text\{|\\mathrm\{|\\textbf\{)?\s*\(?([A-D])\)?\s*\}?\s*[.]?\s*$")
-_ANSWER_CHOICE = re.compile(r"(?i:answer)\s*(?:is|:|：)\s*[:：]?\s*(?i:option\s*)?\(?([A-D])\b\)?")
-_PAREN_CHOICE = re.compile(r"\(([A-D])\)")
-_ONLY_CHOICE = re.compile(r"^\s*\(?([A-D])\)?\s*[.]?\s*$")
-
-
-def extract_choice(text: str) -> str:
-    """The final option letter of a multiple-choice response ('' when there is none)."""
-    boxed = last_boxed(text)
-    if boxed is not None and (m := _BOXED_CHOICE.match(boxed)):
-        return m.group(1)
-    for pattern in (_ANSWER_CHOICE, _PAREN_CHOICE):
-        hits = pattern.findall(text)
-        if hits:
-            return hits[-1]
-    m = _ONLY_CHOICE.match(text)
-    return m.group(1) if m else ""
-
-
-def grade_choice(predicted: str, gold_letter: str) -> bool:
-    """Multiple choice (GPQA): the final option letter of the prediction equals the gold letter."""
-    letter = extract_choice(predicted)
-    return bool(letter) and letter == gold_letter.strip().upper()
-
-
 def is_multiple_choice(question) -> bool:
     return question.metadata.get("kind") == "multiple_choice"
 
@@ -157,3 +152,137 @@ def grade_response(question, text: str) -> tuple[str, bool]:
         return letter, bool(letter) and letter == question.answer.strip().upper()
     predicted = extract_answer(text)
     return predicted, grade(predicted, question.answer)
+
+
+# -- grading in child processes with a hard time limit --------------------------------------------------------------
+
+WORKER_MEMORY_BYTES = 1 << 30  # address space of a grading child: a runaway expression fails there, not here
+_WORKER_CODE = "from components.common.grading import serve_grading; serve_grading()"
+
+
+def serve_grading() -> None:
+    """A grading child's loop: a JSON ``[predicted, gold]`` per line on stdin, ``true``/``false`` per line back.
+    Grades on the child's main thread (math-verify's own timeouts apply too); prints of any library go to
+    stderr, the answers to the original stdout. Stops when stdin closes (the parent is gone)."""
+    import resource
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ValueError, OSError):  # a lower hard limit is already set: keep it
+        pass
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            predicted, gold = json.loads(line)
+            answer = grade(predicted, gold)
+        except Exception:  # MemoryError included: not equal
+            answer = False
+        out.write("true\n" if answer else "false\n")
+        out.flush()
+
+
+class _Worker:
+    def __init__(self):
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding the components package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                     bufsize=1)
+        self.ready = False
+
+    def _line(self, timeout_s: float) -> Optional[str]:
+        r, _, _ = select.select([self.proc.stdout], [], [], max(0.0, timeout_s))
+        return self.proc.stdout.readline().strip() if r else None
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        if not self.ready:
+            self.ready = self._line(timeout_s) == "ready"
+        return self.ready
+
+    def ask(self, predicted: str, gold: str, timeout_s: float) -> Optional[bool]:
+        self.proc.stdin.write(json.dumps([predicted, gold]) + "\n")
+        self.proc.stdin.flush()
+        line = self._line(timeout_s)
+        return None if line not in ("true", "false") else line == "true"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class GradingPool:
+    """:func:`grade` in ``workers`` child processes, each call bounded by ``timeout_s``: a child that has not
+    answered by then is killed and replaced, and the call answers ``None`` (not graded). Thread-safe; a call
+    waits for a free child. Children start on first use (a child's start, up to ``start_timeout_s``, is not
+    counted in the time limit) and stop with :meth:`close` or at exit."""
+
+    def __init__(self, workers: int = 1, timeout_s: float = 5.0, start_timeout_s: float = 120.0):
+        if workers < 1 or timeout_s <= 0:
+            raise ValueError(f"GradingPool: workers ({workers}) must be >= 1 and timeout_s ({timeout_s}) > 0")
+        self.timeout_s, self.start_timeout_s = timeout_s, start_timeout_s
+        self.timeouts = 0  # calls answered None
+        self._free: queue.Queue = queue.Queue()
+        self._all: set = set()
+        self._lock = threading.Lock()
+        for _ in range(workers):
+            self._free.put(None)  # a slot; its child starts on first use
+        self._finalizer = weakref.finalize(self, GradingPool._kill_all, self._all)
+        atexit.register(self._finalizer)
+
+    @staticmethod
+    def _kill_all(workers: set) -> None:
+        for w in list(workers):
+            w.kill()
+        workers.clear()
+
+    def _start(self) -> _Worker:
+        w = _Worker()
+        with self._lock:
+            self._all.add(w)
+        return w
+
+    def _drop(self, w: _Worker) -> None:
+        w.kill()
+        with self._lock:
+            self._all.discard(w)
+
+    def grade(self, predicted: str, gold: str, timeout_s: Optional[float] = None) -> Optional[bool]:
+        """``grade(predicted, gold)`` within ``timeout_s`` (default the pool's); ``None`` when it did not finish."""
+        if not predicted.strip():
+            return False
+        if predicted.strip() == gold.strip():
+            return True
+        w = self._free.get()
+        try:
+            if w is None or w.proc.poll() is not None:
+                if w is not None:
+                    self._drop(w)
+                w = self._start()
+            if not w.wait_ready(self.start_timeout_s):
+                raise OSError("grading child did not start")
+            answer = w.ask(predicted, gold, self.timeout_s if timeout_s is None else timeout_s)
+        except OSError:  # the child died (a broken pipe): not graded
+            answer = None
+        if answer is None:
+            self.timeouts += 1
+            self._drop(w)
+            w = self._start()  # the replacement imports while the caller goes on
+        self._free.put(w)
+        return answer
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def bounded_equal(pool: GradingPool, deadline: float):
+    """An equality for voting: :meth:`GradingPool.grade`, each call within the pool's limit and all of them
+    before ``deadline`` (``time.monotonic()``); past it, or when a call timed out, only identical strings are
+    equal."""
+    def same(a: str, b: str) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return a.strip() == b.strip()
+        return bool(pool.grade(a, b, min(pool.timeout_s, left)))
+    return same

@@ -6,13 +6,22 @@ decontamination, before difficulty: what the paper's ablations draw from). Both
 carry trace lengths and MSC domains. The filter report records the benchmarks the
 pool was decontaminated against (``decontaminated_against``); the evaluate stage
 refuses to report any other.
+
+Rows whose reference is a whole solution (``answer_format: solution``) are graded by
+the LLM judge (the domain classifier's model, as s1 used one Claude model for
+both): the teacher's answer (``teacher_judged``) and each student's attempt
+(``student_judged``: judged, correct, unjudged, cut_off per student; an attempt
+the judge could not rule on counts as not solved). With the deterministic
+classifier there is no judge: the students' attempts on those rows are graded by
+rule against the whole solution, which rarely matches, so such rows mostly stay;
+``solution_references`` records the rows and how they were graded.
 """
 from __future__ import annotations
 
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from components.common.progress import progress_bar
 from components.common.threads import use_threads
@@ -26,7 +35,7 @@ from components.config import (
 )
 from components.curation.decontamination import NgramIndex
 from components.curation.filtering import classify_domains, quality_and_decontamination, student_solves, trace_length
-from components.curation.judge import judge_teacher, needs_judge
+from components.curation.judge import judge_students, judge_teacher, needs_judge, solution_reference
 from components.data.tasks import TASKS, load_task
 from components.paths import Paths, absolute_model_ref, base_model_ref
 from components.records import Example, Question, Trace, iter_jsonl, read_jsonl, write_json, write_jsonl
@@ -66,11 +75,8 @@ def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int
     return build_engine(engine, dtype, model, batch_size=batch_size)
 
 
-def judge_reference_solutions(examples: list[Example], domain: DomainConfig) -> dict:
-    """The teacher's answers to questions whose reference is a whole solution, judged by the domain
-    classifier's model (s1 used one Claude model for both); nothing to do without an LLM classifier or such rows."""
-    if domain.classifier != "llm" or not any(needs_judge(ex) for ex in examples):
-        return {}
+def _with_judge(domain: DomainConfig, work: Callable[..., Awaitable[dict]]) -> dict:
+    """Run ``work(client)`` with a chat client on the domain classifier's model (the judge)."""
     import asyncio
 
     from components.common.chat_client import ChatClient
@@ -78,10 +84,47 @@ def judge_reference_solutions(examples: list[Example], domain: DomainConfig) -> 
     async def run() -> dict:
         client = ChatClient(domain.model_copy(update={"max_tokens": 1024, "workers": 1}), kind="openai")
         try:
-            return await judge_teacher(examples, client)
+            return await work(client)
         finally:
             await client.aclose()
     return asyncio.run(run())
+
+
+def judge_reference_solutions(examples: list[Example], domain: DomainConfig) -> dict:
+    """The teacher's answers to questions whose reference is a whole solution, judged by the domain
+    classifier's model (s1 used one Claude model for both); nothing to do without an LLM classifier or such rows."""
+    if domain.classifier != "llm" or not any(needs_judge(ex) for ex in examples):
+        return {}
+    return _with_judge(domain, lambda client: judge_teacher(examples, client))
+
+
+# one student's answers: (question id -> solved by rule, question id -> attempt text for the judge)
+StudentRun = Callable[[str, bool], tuple[dict[str, bool], dict[str, str]]]
+
+
+def difficulty_filter(examples: list[Example], students: list[str], domain: DomainConfig,
+                      attempt: StudentRun) -> tuple[list[Example], list[Example], dict]:
+    """(kept, dropped, report) of the difficulty filter: ``attempt(student, judge)`` runs one student over the
+    examples; a question any student solved is dropped (``solved_by_student``). With an LLM classifier the
+    students' attempts on rows whose reference is a whole solution are judged by its model (``student_judged``);
+    without one they are graded by rule. ``solution_references`` says which, when there are such rows."""
+    judging = domain.classifier == "llm"
+    attempts: dict[str, dict[str, str]] = {}
+    for student in students:
+        solved, attempts[student] = attempt(student, judging)
+        for ex in examples:
+            ex.student_correct[student] = solved[ex.question.id]
+    report: dict = {}
+    solution_rows = sum(solution_reference(ex.question) for ex in examples)
+    if solution_rows:
+        report["solution_references"] = {"rows": solution_rows, "graded_by": "judge" if judging else "rule"}
+        if judging:
+            report["student_judged"] = _with_judge(domain, lambda client: judge_students(examples, attempts, client))
+    kept = [ex for ex in examples if not any(ex.student_correct.values())]
+    dropped = [ex for ex in examples if any(ex.student_correct.values())]
+    for ex in dropped:
+        ex.drop_reason = "solved_by_student"
+    return kept, dropped, report
 
 
 def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig, difficulty: DifficultyConfig,
@@ -107,23 +150,21 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     domain_outcome = classify_domains(survivors, domain)
     judged = judge_reference_solutions(survivors, domain)
     write_jsonl(paths.quality_pool, survivors)
+    graded: dict = {}
     if difficulty.enabled and survivors:
-        for student in difficulty.students:
+        def attempt(student: str, judge: bool) -> tuple[dict[str, bool], dict[str, str]]:
             ref = absolute_model_ref(base_model_ref(model, paths) if student == "base" else student)
             factory = partial(student_engine, engine, model.dtype, ref, difficulty.batch_size)
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
-                solved = student_solves(survivors, factory, ref, difficulty, progress=advance)
-            for ex in survivors:
-                ex.student_correct[student] = solved[ex.question.id]
-        hard = [ex for ex in survivors if not any(ex.student_correct.values())]
-        reasons["solved_by_student"] += len(survivors) - len(hard)
-        survivors = hard
+                return student_solves(survivors, factory, ref, difficulty, progress=advance, judge=judge)
+        survivors, solved, graded = difficulty_filter(survivors, difficulty.students, domain, attempt)
+        reasons["solved_by_student"] += len(solved)
     counts["after_difficulty"] = len(survivors)
     write_jsonl(paths.filtered, survivors)
     reasons["kept"] = len(survivors)
     report = {"counts": counts, "drop_reasons": dict(reasons), "domain_classifier": domain.classifier,
               "decontaminated_against": against, "ngram": decontamination.ngram,
               **({"domain_outcome": dict(domain_outcome)} if domain_outcome else {}),
-              **({"teacher_judged": judged} if judged else {})}
+              **({"teacher_judged": judged} if judged else {}), **graded}
     write_json(paths.metric("filter_report.json"), report)
     return report

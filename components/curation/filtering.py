@@ -10,7 +10,10 @@ the driver counts reasons for the filter report.
   across processes);
 - difficulty: each student attempts every question, as Ray Data batch
   inference: the project's HF/vLLM engine in actors (``runner: engine``) or
-  ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile);
+  ``ray.data.llm``'s vLLM processor (``runner: ray_llm``, the s1-32b profile).
+  Attempts are graded by rule where they come out; with ``judge`` on, a row
+  whose reference is a whole solution comes back as the attempt's text instead
+  (only those rows carry text), for the LLM judge in the driver;
 - domain: the deterministic classifier, or an LLM given the MSC list through
   the same OpenAI-compatible client as the teacher;
 - trace length: the thinking in tokens of the target tokenizer.
@@ -28,6 +31,7 @@ from components.common.chat_client import ApiError, ChatClient
 from components.common.raycluster import actor_pool, ensure_ray
 from components.common.threads import use_threads
 from components.config import DifficultyConfig, DomainConfig, QualityConfig
+from components.curation.judge import attempt_to_judge, solution_reference
 from components.curation.quality import quality_reason
 from components.curation.ray_llm_students import ray_llm_attempts
 from components.data.domains import classification_messages, classify, parse_msc
@@ -74,37 +78,53 @@ def quality_and_decontamination(examples: list[Example], cfg: QualityConfig, ind
 
 
 class StudentWorker:
-    """A Ray Data actor holding one student engine; answers batches of questions greedily."""
+    """A Ray Data actor holding one student engine; answers batches of questions greedily. Returns per question
+    ``solved`` (graded by rule) and ``attempt``: with ``judge`` on, for a row whose reference is a whole solution,
+    the attempt's text for the judge (``solved`` false; '' when it was cut off before an answer), else ''."""
 
-    def __init__(self, engine_factory: Callable, max_new_tokens: int, workers: int = 1):
+    def __init__(self, engine_factory: Callable, max_new_tokens: int, workers: int = 1, judge: bool = False):
         use_threads(workers)  # the actors run side by side: each gets its share of the cores
-        self.engine, self.max_new_tokens = engine_factory(), max_new_tokens
+        self.engine, self.max_new_tokens, self.judge = engine_factory(), max_new_tokens, judge
 
     def __call__(self, batch: dict) -> dict:
-        from components.inference.attempts import student_attempts
+        from components.inference.attempts import finished, solves, student_completions
         examples = _examples(batch)
-        solved = student_attempts(self.engine, examples, self.max_new_tokens)
-        return {"id": list(batch["id"]), "solved": solved}
+        solved, attempts = [], []
+        for ex, c in zip(examples, student_completions(self.engine, examples, self.max_new_tokens)):
+            if self.judge and solution_reference(ex.question):
+                solved.append(False)
+                attempts.append(attempt_to_judge(c.text, finished(c)))
+            else:
+                solved.append(solves(c, ex))
+                attempts.append("")
+        return {"id": list(batch["id"]), "solved": solved, "attempt": attempts}
 
 
 def student_solves(examples: list[Example], engine_factory: Callable, model: str, cfg: DifficultyConfig,
-                   progress: Optional[Callable[[int], None]] = None) -> dict[str, bool]:
-    """question id -> whether this student solved it (Ray Data batch inference)."""
+                   progress: Optional[Callable[[int], None]] = None,
+                   judge: bool = False) -> tuple[dict[str, bool], dict[str, str]]:
+    """(question id -> whether this student solved it by rule, question id -> attempt text for the judge) as Ray
+    Data batch inference. With ``judge`` off every row is graded by rule and the second map is empty; with it on,
+    rows whose reference is a whole solution are left unsolved and their attempts (those that gave an answer)
+    are in the second map."""
     if cfg.runner == "ray_llm":
-        return ray_llm_attempts(examples, model, cfg)
+        return ray_llm_attempts(examples, model, cfg, judge=judge)
     ds = _dataset(examples, cfg.batch_size)
     workers = cfg.workers if cfg.num_gpus else min(cfg.workers, _cluster_cpus())  # a CPU each: never wait for one
     ds = ds.map_batches(
         StudentWorker, fn_constructor_kwargs={"engine_factory": engine_factory, "max_new_tokens": cfg.max_new_tokens,
-                                              "workers": workers},
+                                              "workers": workers, "judge": judge},
         batch_size=cfg.batch_size, batch_format="numpy", num_gpus=cfg.num_gpus or None,
         compute=actor_pool(workers))
-    out: dict[str, bool] = {}
+    solved: dict[str, bool] = {}
+    attempts: dict[str, str] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        out.update(zip(batch["id"].tolist(), map(bool, batch["solved"])))
+        ids = batch["id"].tolist()
+        solved.update(zip(ids, map(bool, batch["solved"])))
+        attempts.update((i, str(a)) for i, a in zip(ids, batch["attempt"].tolist()) if a)
         if progress:
-            progress(len(batch["id"]))
-    return out
+            progress(len(ids))
+    return solved, attempts
 
 
 def _cluster_cpus() -> int:

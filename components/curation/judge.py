@@ -1,17 +1,24 @@
 """An LLM judge for answers whose reference is a whole solution (``metadata.answer_format: solution``: GPQA
 explanations, letter answers, science and puzzle rows), as s1 graded them: the question, the attempt and the
 reference solution to a chat model (s1: the same Claude model that classified domains), whose reply ends in
-Yes or No. The verdict on the teacher's answer is recorded as ``metadata.teacher_judged_correct``; Algorithm 1's
-phase 1 reads it (components/curation/selection.py).
+Yes or No. :func:`judge` rules on a list of (question, attempt, reference) items concurrently; it grades
+
+- the teacher's answers: the verdict is recorded as ``metadata.teacher_judged_correct``, which Algorithm 1's
+  phase 1 reads (components/curation/selection.py);
+- the difficulty filter's students: their attempts on such rows come back as text (an attempt cut off before
+  it wrote an answer has not solved the question and is never sent), and a student solved a question when the
+  judge says Yes. A failed call or a reply without a verdict counts as not solved: the question stays hard.
 
     judged = await judge_teacher(examples, client)
+    judged = await judge_students(examples, {"base": {qid: attempt_text}}, client)
 """
 from __future__ import annotations
 
 import asyncio
 
 from components.common.chat_client import ApiError, ChatClient
-from components.records import Example
+from components.common.grading import attempt_answer
+from components.records import Example, Question
 
 JUDGE_INSTRUCTION = (
     "You grade an attempt at a science or mathematics problem. You are given the problem, the attempt and the "
@@ -32,8 +39,37 @@ def parse_verdict(reply: str) -> bool | None:
     return {"yes": True, "no": False}.get(lines[-1]) if lines else None
 
 
+def solution_reference(question: Question) -> bool:
+    """Whether the question's reference is a whole solution, which no rule can compare an answer with."""
+    return question.metadata.get("answer_format") == "solution"
+
+
 def needs_judge(ex: Example) -> bool:
-    return ex.trace.ok and ex.question.metadata.get("answer_format") == "solution"
+    return ex.trace.ok and solution_reference(ex.question)
+
+
+def attempt_to_judge(text: str, finished: bool) -> str:
+    """What the judge is sent of a student's attempt: its text, or '' when the attempt gave no answer (its token
+    limit cut it off before it wrote one, as ``attempt_answer`` reads it): such an attempt has not solved the
+    question and is never sent."""
+    return text if attempt_answer(text, finished) else ""
+
+
+def verdict_counts(verdicts: list[bool | None]) -> dict[str, int]:
+    return {"judged": sum(v is not None for v in verdicts), "correct": sum(v is True for v in verdicts),
+            "unjudged": sum(v is None for v in verdicts)}
+
+
+async def judge(items: list[tuple[str, str, str]], client: ChatClient) -> list[bool | None]:
+    """The verdict on each (question, attempt, reference), asked concurrently within the client's limits: True /
+    False, or None when the call failed or the reply ended in no verdict."""
+    async def one(question: str, attempt: str, reference: str) -> bool | None:
+        try:
+            reply = await client.chat(judge_messages(question, attempt, reference))
+        except ApiError:
+            return None
+        return parse_verdict(reply.content)
+    return list(await asyncio.gather(*(one(*item) for item in items)))
 
 
 async def judge_teacher(examples: list[Example], client: ChatClient) -> dict[str, int]:
@@ -41,16 +77,30 @@ async def judge_teacher(examples: list[Example], client: ChatClient) -> dict[str
     Returns counts: judged, correct, and unjudged (a failed call or a reply without a verdict: no verdict is
     recorded, so phase 1 does not take it)."""
     todo = [ex for ex in examples if needs_judge(ex)]
-
-    async def one(ex: Example) -> bool | None:
-        try:
-            reply = await client.chat(judge_messages(ex.question.question, ex.trace.answer, ex.question.answer))
-        except ApiError:
-            return None
-        return parse_verdict(reply.content)
-    verdicts = await asyncio.gather(*(one(ex) for ex in todo))
+    verdicts = await judge([(ex.question.question, ex.trace.answer, ex.question.answer) for ex in todo], client)
     for ex, verdict in zip(todo, verdicts):
         if verdict is not None:
             ex.question.metadata["teacher_judged_correct"] = verdict
-    return {"judged": sum(v is not None for v in verdicts), "correct": sum(v is True for v in verdicts),
-            "unjudged": sum(v is None for v in verdicts)}
+    return verdict_counts(verdicts)
+
+
+async def judge_students(examples: list[Example], attempts: dict[str, dict[str, str]],
+                         client: ChatClient) -> dict[str, dict[str, int]]:
+    """Judge each student's attempts (student -> question id -> text) on the examples whose reference is a
+    solution, setting ``student_correct[student]`` in place: True only on the judge's Yes. Per student: judged,
+    correct, unjudged (a failed call or no verdict: counted as not solved, so the question stays hard) and
+    cut_off (no attempt to send: cut off before an answer, not solved)."""
+    todo = [ex for ex in examples if solution_reference(ex.question)]
+    asked = [(student, ex) for student, texts in attempts.items() for ex in todo if texts.get(ex.question.id)]
+    verdicts = await judge([(ex.question.question, attempts[student][ex.question.id], ex.question.answer)
+                            for student, ex in asked], client)
+    for ex in todo:
+        for student in attempts:
+            ex.student_correct[student] = False
+    for (student, ex), verdict in zip(asked, verdicts):
+        ex.student_correct[student] = verdict is True
+    out: dict[str, dict[str, int]] = {}
+    for student in attempts:
+        mine = [v for (s, _), v in zip(asked, verdicts) if s == student]
+        out[student] = {**verdict_counts(mine), "cut_off": len(todo) - len(mine)}
+    return out

@@ -12,7 +12,11 @@ rule (``v1/core/sched/utils.py:check_stop``): a row whose last token is a stop t
 that used its whole budget or reached the engine length was cut ("length") and gave no answer unless it had
 already written one.
 
-    settings = engine_settings(model, cfg); solved = ray_llm_attempts(examples, model, cfg)
+Judged rows: with ``judge`` on, a row whose reference is a whole solution is not graded here; its attempt's
+text comes back for the LLM judge in the driver ('' when cut off before an answer: not solved, never sent).
+Every other row carries an empty ``attempt``.
+
+    settings = engine_settings(model, cfg); solved, attempts = ray_llm_attempts(examples, model, cfg, judge=True)
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Callable
 
 from components.common.grading import attempt_answer, grade_question
 from components.config import DifficultyConfig
+from components.curation.judge import attempt_to_judge, solution_reference
 from components.records import Example, Question
 
 PROMPT_ALLOWANCE = 4096  # tokens of prompt planned for on top of max_new_tokens when the model has room
@@ -101,24 +106,30 @@ def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings
 
 def _preprocess(row: dict) -> dict:
     return {"id": row["id"], "question": row["question"], "gold": row["gold"], "max_tokens": row["max_tokens"],
-            "messages": [{"role": "user", "content": row["user"]}],
+            "judge": row["judge"], "messages": [{"role": "user", "content": row["user"]}],
             "sampling_params": {"temperature": 0.0, "max_tokens": int(row["max_tokens"])}}
 
 
 def postprocessor(settings: EngineSettings) -> Callable[[dict], dict]:
     """Grades one generated row: an attempt cut off at its length (finish reason 'length') before writing an
-    answer has not answered."""
+    answer has not answered. A row marked ``judge`` is not graded (``solved`` false): its ``attempt`` is the
+    text the judge is sent, '' when the attempt gave no answer; other rows carry an empty ``attempt``."""
     def post(row: dict) -> dict:
         reason = finish_reason(row, int(row["max_tokens"]), settings.max_model_len, settings.stop_token_ids)
+        text, done = row["generated_text"], reason != "length"
+        if row["judge"]:
+            return {"id": row["id"], "finish_reason": reason, "solved": False, "attempt": attempt_to_judge(text, done)}
         question = Question.model_validate_json(row["question"])
         return {"id": row["id"], "finish_reason": reason,
-                "solved": grade_question(question, attempt_answer(row["generated_text"], reason != "length"))}
+                "solved": grade_question(question, attempt_answer(text, done)), "attempt": ""}
     return post
 
 
-def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig) -> dict[str, bool]:
-    """question id -> whether this student solved it. A question whose prompt alone fills the engine length
-    cannot be answered and counts as not solved (it is never sent)."""
+def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig,
+                     judge: bool = False) -> tuple[dict[str, bool], dict[str, str]]:
+    """(question id -> whether this student solved it by rule, question id -> attempt text for the judge: with
+    ``judge`` on, the rows whose reference is a whole solution and whose attempt gave an answer). A question
+    whose prompt alone fills the engine length cannot be answered and counts as not solved (it is never sent)."""
     import ray.data
     from ray.data.llm import build_processor
 
@@ -127,12 +138,13 @@ def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig)
     questions = [ex.question for ex in examples]
     budgets = [settings.budget(n, cfg.max_new_tokens) for n in prompt_lengths(model, questions)]
     out = {q.id: False for q, b in zip(questions, budgets) if b < 1}
-    rows = [{"id": q.id, "question": q.model_dump_json(), "user": q.question, "gold": q.answer, "max_tokens": b}
-            for q, b in zip(questions, budgets) if b >= 1]
+    rows = [{"id": q.id, "question": q.model_dump_json(), "user": q.question, "gold": q.answer, "max_tokens": b,
+             "judge": judge and solution_reference(q)} for q, b in zip(questions, budgets) if b >= 1]
     if not rows:
-        return out
+        return out, {}
     processor = build_processor(processor_config(model, cfg, settings), preprocess=_preprocess,
                                 postprocess=postprocessor(settings))
     ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
-    out.update({r["id"]: bool(r["solved"]) for r in processor(ray.data.from_items(rows)).take_all()})
-    return out
+    done = processor(ray.data.from_items(rows)).take_all()  # the postprocessor's columns alone
+    out.update({r["id"]: bool(r["solved"]) for r in done})
+    return out, {r["id"]: r["attempt"] for r in done if r["attempt"]}

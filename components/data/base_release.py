@@ -33,6 +33,8 @@ FORMAT = "s1flow-base-release/2"
 # or documenting code elsewhere in the files leaves a release current.
 FINGERPRINT_CODE = ("data/base_model.py", "data/tokenizer.py", "data/problems.py", "formatting.py")
 FINGERPRINT_ROOTS = ("build_base_model", "corpus_questions", "probe_questions")
+# PretrainConfig keys that do not shape the model: where a release lives, whether an unready one may be used.
+NOT_FINGERPRINTED = {"release", "allow_unready"}
 
 
 def _is_docstring(node: ast.AST) -> bool:
@@ -86,7 +88,7 @@ def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str]
                 max_difficulty: int) -> str:
     """sha256 of everything that shapes the pre-trained model (not where a release lives)."""
     state = {"model": model.model_dump(mode="json"),
-             "pretrain": pretrain.model_dump(mode="json", exclude={"release"}),
+             "pretrain": pretrain.model_dump(mode="json", exclude=NOT_FINGERPRINTED),
              "domains": list(domains), "difficulty": [min_difficulty, max_difficulty],
              "code": code_digest()}
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()

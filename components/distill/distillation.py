@@ -14,13 +14,20 @@ Exactly once for money, not only for results:
 - every question is isolated: whatever one call raises becomes that question's
   recorded failure (error + raw text), never a lost batch of paid answers;
 - cost counts every attempt the provider reports usage for, failed ones too;
+- every paid HTTP attempt is journaled (components/distill/journal.py) before it
+  leaves and before its answer is used: a crash, a SIGKILL, a timeout or a
+  ledger failure never makes a billed call vanish from the count, and each run
+  starts from the journal's replay (an attempt that never settled counts at the
+  most the provider may bill for it);
 - ``teacher.max_cost_usd`` caps the spend over the whole shard set (every run):
-  the workers book each call's cost with one ledger actor and start no call
+  the workers book each attempt's cost with one ledger actor and start no call
   once what is left under the cap is spent, so the run overshoots by at most
   the calls in flight; the questions not asked stay pending, the stage stops
   with a clear message, and a rerun with a higher cap continues where it stopped;
 - a lock on the shard directory (:meth:`ShardStore.lock`) makes a second
-  concurrent run refuse instead of paying again for every pending question.
+  concurrent run refuse instead of paying again for every pending question; a
+  run that loses it (S3 heartbeat) stops paying at its next call and ends with
+  :class:`~components.distill.shards.LockLost`.
 
 Shards live under ``<teacher.shard_uri>/<teacher fingerprint>`` (default
 ``runs/<profile>/distill/<teacher fingerprint>``): changing the teacher (model,
@@ -38,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,9 +54,13 @@ from typing import Optional
 from components.common.progress import progress_bar
 from components.common.raycluster import actor_pool, ensure_ray
 from components.config import ConfigError, TeacherConfig
-from components.distill.shards import ShardStore, latest_rows
-from components.distill.teachers import build_teacher, unexpected_failure
+from components.distill.journal import MeteredTransport, SpendJournal, replay
+from components.distill.shards import HeldLock, ShardStore, latest_rows
+from components.distill.teachers import build_teacher, check_teacher_key, teacher_key, unexpected_failure
 from components.records import Question, Trace
+
+
+log = logging.getLogger(__name__)
 
 
 class CostCapReached(RuntimeError):
@@ -85,34 +97,72 @@ class TeacherWorker:
 
     The worker writes the finished batch as a shard itself, before reporting back:
     what a worker finished is on disk even if the driver dies the next moment.
-    ``ledger``: the run's :class:`SpendLedger` actor under a spend cap; once it
-    says nothing is left, the worker starts no more calls (those questions stay pending)."""
+    Every paid HTTP attempt goes through a :class:`MeteredTransport`: journaled
+    (components/distill/journal.py) before it leaves and before its answer is used,
+    and booked with the run's :class:`SpendLedger` actor. Once the ledger says stop
+    (the spend cap is spent, or the run lost its shard lock), or cannot be reached,
+    the worker starts no more calls: those questions stay pending. A booking that
+    fails never loses the answers already paid for: the batch is still written."""
 
     def __init__(self, cfg_json: str, shard_url: str, ledger=None):
         self.cfg = TeacherConfig.model_validate_json(cfg_json)
-        self.teacher = build_teacher(self.cfg)
         self.store = ShardStore(shard_url)
-        self.ledger, self.exhausted = ledger, False
+        self.journal = SpendJournal(self.store)
+        self.ledger, self.stopped = ledger, None
+        self.metered = self.cfg.kind != "programmatic"  # the embedded teacher makes no HTTP call
+        transport = MeteredTransport(self.cfg, self.journal, self._gate, self._book) if self.metered else None
+        self.teacher = build_teacher(self.cfg, **({"transport": transport} if transport else {}))
         self.slots = asyncio.Semaphore(self.cfg.calls_per_worker)  # the cap is checked when a call can start
 
-    async def _budget_left(self) -> bool:
-        if self.ledger is not None and not self.exhausted:
-            self.exhausted = await self.ledger.left.remote() <= 0
-        return not self.exhausted
+    def _stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            log.warning("distill worker: starting no more paid calls: %s", reason)
+
+    async def _gate(self) -> Optional[str]:
+        """Why no paid call may start now, or None."""
+        if self.stopped is None and self.ledger is not None:
+            try:
+                left, reason = await self.ledger.state.remote()
+            except Exception as e:  # no ledger, no cap: stop paying rather than pay blind
+                self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
+            else:
+                if reason:
+                    self._stop(reason)
+                elif left is not None and left <= 0:
+                    self._stop("the spend cap teacher.max_cost_usd is reached")
+        return self.stopped
+
+    async def _book(self, usd: float) -> None:
+        """Book a finished attempt with the ledger; never raises (the paid answer is kept either way)."""
+        if self.ledger is not None and usd:
+            try:
+                await self.ledger.spend.remote(usd)
+            except Exception as e:
+                self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
+
+    async def _book_unmetered(self, trace: Trace) -> None:
+        usd = cost_usd(trace, self.cfg)
+        if usd:
+            try:
+                self.journal.settle(self.journal.reserve(usd), usd)
+            except Exception as e:
+                self._stop(f"the spend journal cannot be written ({type(e).__name__}: {e})")
+            await self._book(usd)
 
     async def answer(self, question: Question) -> Optional[Trace]:
-        """One question, isolated: a trace (done or failed), or None when the spend cap is reached."""
+        """One question, isolated: a trace (done or failed), or None when the run stopped paying."""
         async with self.slots:
-            if not await self._budget_left():
+            if await self._gate():
                 return None
             start = time.monotonic()
             try:
                 trace = await self.teacher.attempt(question)
             except Exception as e:  # teachers should not raise; if one does, only this question fails
                 trace = unexpected_failure(question, getattr(self.teacher, "name", self.cfg.model), e,
-                                           time.monotonic() - start)
-            if self.ledger is not None:
-                await self.ledger.spend.remote(cost_usd(trace, self.cfg))
+                                           time.monotonic() - start, (teacher_key(self.cfg),))
+            if not self.metered:
+                await self._book_unmetered(trace)
             return trace
 
     async def __call__(self, batch: dict) -> dict:
@@ -127,17 +177,22 @@ class TeacherWorker:
 
 
 class SpendLedger:
-    """What is left under the cap, shared by every worker of a run (a Ray actor: one booking at a time)."""
+    """What is left under the cap (None: no cap) and whether the run must stop paying, shared by every worker
+    of a run (a Ray actor: one booking at a time)."""
 
-    def __init__(self, left_usd: float):
-        self._left = left_usd
+    def __init__(self, left_usd: Optional[float]):
+        self._left, self._stopped = left_usd, None
 
-    def left(self) -> float:
+    def state(self) -> tuple[Optional[float], Optional[str]]:
+        return self._left, self._stopped
+
+    def spend(self, usd: float) -> Optional[float]:
+        if self._left is not None:
+            self._left -= usd
         return self._left
 
-    def spend(self, usd: float) -> float:
-        self._left -= usd
-        return self._left
+    def stop(self, reason: str) -> None:
+        self._stopped = self._stopped or reason
 
 
 def spent_usd(rows: list[dict], cfg: TeacherConfig) -> float:
@@ -180,22 +235,27 @@ def distill_pool(questions: list[Question], cfg: TeacherConfig, shard_dir: str |
     """Run the teacher over every question not yet done, under the spend cap; returns the run's report
     (``stopped_at_cost_cap`` says the cap left questions unasked). Raises :class:`LockHeld` when another
     run holds the shard directory."""
+    check_teacher_key(cfg)  # before the lock, Ray or any call
     store = ShardStore(shard_dir)
-    with store.lock():
-        return _distill_locked(questions, cfg, store)
+    with store.lock() as held:
+        report = _distill_locked(questions, cfg, store, held)
+    held.check()  # raises LockLost when another run took over while this one ran
+    return report
 
 
-def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardStore) -> dict:
+def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardStore, held: HeldLock) -> dict:
     import ray.data
 
     rows = list(store.rows())  # read once, under the lock: what is done, what was spent
     latest = latest_rows(rows, store.id_key)
     done = {k for k, r in latest.items() if r.get("ok", True)}
     pending = [q for q in questions if q.id not in done]
-    spent_before = spent_usd(rows, cfg)
+    journal = replay(store)  # every billed call of every run, crashed and timed-out ones at their worst case
+    spent_before = max(journal.spent_usd, spent_usd(rows, cfg))
     left = None if cfg.max_cost_usd is None else max(0.0, cfg.max_cost_usd - spent_before)
     report = {"skipped_done": len(questions) - len(pending), "attempted": len(pending),
-              "cost_cap_usd": cfg.max_cost_usd, "spent_before_usd": round(spent_before, 6)}
+              "cost_cap_usd": cfg.max_cost_usd, "spent_before_usd": round(spent_before, 6),
+              "unsettled_calls_before": journal.unsettled, "unsettled_usd_before": round(journal.unsettled_usd, 6)}
     start, spent, unasked = time.monotonic(), 0.0, 0
     if pending and left == 0:
         unasked = len(pending)
@@ -205,7 +265,8 @@ def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardS
             raise ConfigError(problem)  # before any call is paid for
         blocks = -(-len(pending) // cfg.batch_size)
         ds = ray.data.from_items([{"question": q.model_dump_json()} for q in pending], override_num_blocks=blocks)
-        ledger = None if left is None else ray.remote(num_cpus=0)(SpendLedger).remote(left)
+        ledger = ray.remote(num_cpus=0)(SpendLedger).remote(left)
+        held.on_lost(lambda reason: ledger.stop.remote(f"the run lost its shard lock: {reason}"))
         ds = ds.map_batches(TeacherWorker, fn_constructor_kwargs={
                                 "cfg_json": cfg.model_dump_json(), "shard_url": store.url, "ledger": ledger},
                             batch_size=cfg.batch_size, num_cpus=0.1,
@@ -222,15 +283,17 @@ def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardS
                 rate = finished / max(time.monotonic() - start, 1e-9)
                 advance(len(status), rate=f"{rate:.1f}/s", cost=f"${spent:.4f}", failed=failed)
     seconds = time.monotonic() - start
-    report.update(_summary(store, questions, cfg), seconds=round(seconds, 3), spent_this_run_usd=round(spent, 6),
-                  unasked=unasked, stopped_at_cost_cap=unasked > 0,
+    summary = _summary(store, questions, cfg)
+    report.update(summary, seconds=round(seconds, 3), spent_this_run_usd=round(spent, 6),
+                  spent_usd=round(max(replay(store).spent_usd, summary["cost_usd"]), 6),
+                  unasked=unasked, stopped_at_cost_cap=unasked > 0 and held.lost is None,
                   questions_per_second=round(len(pending) / seconds, 3) if pending and seconds else None)
     return report
 
 
 def cost_cap_message(report: dict) -> str:
     return (f"distill: spend cap teacher.max_cost_usd=${report['cost_cap_usd']:g} reached "
-            f"(${report['cost_usd']:.4f} spent on this teacher's shards); {report['unasked']} questions not asked, "
+            f"(${report['spent_usd']:.4f} spent on this teacher's shards, by the spend journal); {report['unasked']} questions not asked, "
             f"{report['done']} done and kept. Raise teacher.max_cost_usd and run the stage again to continue.")
 
 

@@ -13,10 +13,15 @@ record stays retryable until a later shard holds it as done.
 One job at a time per store: :meth:`ShardStore.lock` refuses a second run over
 the same shards (both would pay for every pending question). Locally it is an
 ``flock`` on ``<root>/LOCK``, released by the kernel when the holder dies, so a
-crashed run never blocks the next one. On object stores it is a ``LOCK`` object
-whose holder rewrites a heartbeat every ``stale_after_s / 5``; a lock whose
-heartbeat is older than ``stale_after_s`` (or whose holder process is gone, on
-the same host) is stale and taken over.
+crashed run never blocks the next one. On S3 it is a ``LOCK`` object taken
+with conditional writes, so of runs racing for it exactly one wins whatever
+their timing: created with ``If-None-Match: *``, renewed every
+``stale_after_s / 5`` and taken over (once its heartbeat is older than
+``stale_after_s``, or its holder process is gone, on the same host) with
+``If-Match: <the ETag read>``. A holder whose renewal finds another run's
+version, or whose heartbeat keeps failing for ``stale_after_s / 2``, has lost
+the lock: :class:`HeldLock` reports it (logged, never silent) and the run stops
+paying. Other object stores are refused for locking (no atomic conditional write).
 
     store = ShardStore("runs/tiny/distill/abc123")     # or "s3://bucket/distill/abc123"
     todo = [q for q in pool if q.id not in store.done_ids()]
@@ -25,6 +30,7 @@ the same host) is stale and taken over.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -36,6 +42,8 @@ from typing import Callable, Iterable, Iterator
 
 from components.common.storage import url_to_fs
 from components.records import write_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def latest_rows(rows: Iterable[dict], id_key: str = "question_id") -> dict[str, dict]:
@@ -50,6 +58,46 @@ def latest_rows(rows: Iterable[dict], id_key: str = "question_id") -> dict[str, 
 
 class LockHeld(RuntimeError):
     """Another live run holds the store."""
+
+
+class LockLost(RuntimeError):
+    """This run's hold on the store ended while it ran (its heartbeat failed, or another run took the lock)."""
+
+
+class HeldLock:
+    """A run's hold on a store: ``info`` names the holder (host, pid, token); ``lost`` says why the hold ended
+    early (None while it holds). Whoever pays under the lock registers :meth:`on_lost` to stop paying."""
+
+    def __init__(self, info: dict):
+        self.info, self.lost = info, None
+        self._listeners: list[Callable[[str], None]] = []
+        self._mu = threading.Lock()
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        with self._mu:
+            self._listeners.append(callback)
+            lost = self.lost
+        if lost is not None:
+            callback(lost)
+
+    def lose(self, reason: str) -> None:
+        with self._mu:
+            if self.lost is not None:
+                return
+            self.lost = reason
+            listeners = list(self._listeners)
+        log.error("shard lock lost: %s; this run starts no more paid calls", reason)
+        for callback in listeners:
+            try:
+                callback(reason)
+            except Exception:
+                log.exception("shard lock lost: a listener failed")
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` once the hold has ended."""
+        if self.lost is not None:
+            raise LockLost(f"the run lost its lock on the shards: {self.lost}. Finished work is kept; run again "
+                           "once no other run is using the same shards.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -108,15 +156,17 @@ class ShardStore:
         return final
 
     @contextmanager
-    def lock(self, stale_after_s: float = 600.0, clock: Callable[[], float] = time.time) -> Iterator[dict]:
-        """Hold the store for this run; raises :class:`LockHeld` (naming the holder) if a live run has it."""
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": clock(), "token": uuid.uuid4().hex}
+    def lock(self, stale_after_s: float = 600.0, clock: Callable[[], float] = time.time) -> Iterator[HeldLock]:
+        """Hold the store for this run; raises :class:`LockHeld` (naming the holder) if a live run has it.
+        The :class:`HeldLock` says when an object-store lock was lost while the run held it."""
+        held = HeldLock({"host": socket.gethostname(), "pid": os.getpid(), "started": clock(),
+                         "token": uuid.uuid4().hex})
         if self.local:
-            with self._local_lock(me):
-                yield me
+            with self._local_lock(held.info):
+                yield held
         else:
-            with self._remote_lock(me, stale_after_s, clock):
-                yield me
+            with self._remote_lock(held, stale_after_s, clock):
+                yield held
 
     def _refusal(self, holder: dict) -> LockHeld:
         return LockHeld(f"{self.url} is in use by another run ({_holder_text(holder)}); two runs over the same "
@@ -146,37 +196,108 @@ class ShardStore:
         finally:
             os.close(fd)
 
-    def _read_remote_lock(self, path: str) -> dict | None:
-        self.fs.invalidate_cache(self.root)
-        try:
-            with self.fs.open(path, "r") as f:
-                return json.loads(f.read() or "{}")
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {}  # torn: treated as stale below (no heartbeat)
+    def _s3(self, method: str, **kw) -> dict:
+        """One S3 call through the store's own s3fs client (its endpoint and credentials); a body is read whole."""
+        from fsspec.asyn import sync
 
-    @contextmanager
-    def _remote_lock(self, me: dict, stale_after_s: float, clock: Callable[[], float]):
-        path = f"{self.root}/LOCK"
-        holder = self._read_remote_lock(path)
-        if holder is not None and holder.get("token") != me["token"]:
+        async def call() -> dict:
+            out = await self.fs._call_s3(method, **kw)
+            if "Body" in out:
+                stream = out["Body"]
+                try:
+                    out["Body"] = await stream.read()
+                finally:
+                    stream.close()
+            return out
+        return sync(self.fs.loop, call)
+
+    def _read_s3_lock(self, bucket: str, key: str) -> tuple[dict, str] | None:
+        """(holder, ETag) of the LOCK object, None when there is none; a torn or foreign body reads as {}."""
+        try:
+            out = self._s3("get_object", Bucket=bucket, Key=key)
+        except Exception as e:
+            if _s3_failure(e) == "missing":
+                return None
+            raise
+        try:
+            holder = json.loads(out["Body"].decode() or "{}")
+        except ValueError:
+            holder = {}
+        return (holder if isinstance(holder, dict) else {}), out["ETag"]
+
+    def _put_s3_lock(self, bucket: str, key: str, body: dict, **condition: str) -> str:
+        """Write the LOCK object only if ``condition`` holds (IfNoneMatch="*": it does not exist; IfMatch=etag: it
+        is still the version read); returns the new ETag, raises :class:`_ConditionFailed` when the condition
+        does not hold (another run wrote it in between)."""
+        try:
+            return self._s3("put_object", Bucket=bucket, Key=key, Body=json.dumps(body).encode(), **condition)["ETag"]
+        except Exception as e:
+            if _s3_failure(e) in ("precondition", "conflict", "missing"):
+                raise _ConditionFailed(str(e)) from None
+            raise
+
+    def _take_s3_lock(self, bucket: str, key: str, held: HeldLock, stale_after_s: float,
+                      clock: Callable[[], float]) -> str:
+        """Create the LOCK object, or replace a stale one, with a conditional write: of runs racing for it exactly
+        one write succeeds, whatever their timing. Returns the ETag this run holds."""
+        me = held.info
+        for _ in range(3):  # the holder may release it between our create and our read
+            try:
+                return self._put_s3_lock(bucket, key, {**me, "heartbeat": clock()}, IfNoneMatch="*")
+            except _ConditionFailed:
+                pass
+            current = self._read_s3_lock(bucket, key)
+            if current is None:
+                continue
+            holder, etag = current
+            if holder.get("token") == me["token"]:
+                return etag  # our own create, whose answer was lost and retried
             gone = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
                 and not _pid_alive(holder["pid"])
-            if not gone and clock() - float(holder.get("heartbeat", 0)) < stale_after_s:
+            if not gone and clock() - _heartbeat(holder) < stale_after_s:
                 raise self._refusal(holder)
+            try:
+                return self._put_s3_lock(bucket, key, {**me, "heartbeat": clock()}, IfMatch=etag)
+            except _ConditionFailed:  # another run replaced the stale lock first
+                now = self._read_s3_lock(bucket, key)
+                raise self._refusal(now[0] if now else holder) from None
+        raise self._refusal({})
 
-        def beat() -> None:
-            with self.fs.open(path, "w") as f:
-                f.write(json.dumps({**me, "heartbeat": clock()}))
-        beat()
-        if (self._read_remote_lock(path) or {}).get("token") != me["token"]:  # lost a race to take it
-            raise self._refusal(self._read_remote_lock(path) or {})
+    @contextmanager
+    def _remote_lock(self, held: HeldLock, stale_after_s: float, clock: Callable[[], float]):
+        if "s3" not in _protocols(self.fs):
+            raise LockUnsupported(
+                f"{self.url}: a run lock on this store needs atomic conditional writes, which only S3 "
+                "(If-None-Match / If-Match) gives here; keep the shards on s3://… or on a path every node mounts")
+        bucket, key, _ = self.fs.split_path(f"{self.root}/LOCK")
+        etag = [self._take_s3_lock(bucket, key, held, stale_after_s, clock)]
         stop = threading.Event()
 
+        def renew() -> None:
+            etag[0] = self._put_s3_lock(bucket, key, {**held.info, "heartbeat": clock()}, IfMatch=etag[0])
+
         def heartbeat() -> None:
-            while not stop.wait(stale_after_s / 5):
-                beat()
+            last_ok = clock()
+            try:
+                while not stop.wait(stale_after_s / 5):
+                    try:
+                        renew()
+                        last_ok = clock()
+                    except _ConditionFailed:
+                        now = self._read_s3_lock(bucket, key)
+                        held.lose("another run holds the lock now" + (f" ({_holder_text(now[0])})" if now else "")
+                                  + ": this run's heartbeat was late or its lock was removed")
+                        return
+                    except Exception as e:  # S3 unreachable: keep trying while the lock cannot yet go stale
+                        log.warning("shard lock %s: heartbeat failed (%s: %s); retrying", self.url,
+                                    type(e).__name__, e)
+                        if clock() - last_ok >= stale_after_s / 2:
+                            held.lose(f"the heartbeat failed for {clock() - last_ok:.0f} s ({type(e).__name__}: "
+                                      f"{e}); another run may take the lock after {stale_after_s:.0f} s")
+                            return
+            except BaseException as e:  # never a silent death: the run stops paying
+                held.lose(f"the heartbeat thread failed ({type(e).__name__}: {e})")
+                raise
         thread = threading.Thread(target=heartbeat, name="shard-lock-heartbeat", daemon=True)
         thread.start()
         try:
@@ -184,5 +305,48 @@ class ShardStore:
         finally:
             stop.set()
             thread.join()
-            if (self._read_remote_lock(path) or {}).get("token") == me["token"]:
-                self.fs.rm(path)
+            if held.lost is None:
+                try:
+                    self._s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag[0])  # only our own version
+                except Exception as e:
+                    if _s3_failure(e) not in ("precondition", "missing", "conflict"):
+                        raise
+                self.fs.invalidate_cache(self.root)
+
+
+class _ConditionFailed(Exception):
+    """A conditional write found the object changed (or gone, or being written) since it was read."""
+
+
+class LockUnsupported(RuntimeError):
+    """The store cannot hold a run lock atomically."""
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
+def _heartbeat(holder: dict) -> float:
+    try:
+        return float(holder.get("heartbeat", 0))
+    except (TypeError, ValueError):
+        return 0.0  # no readable heartbeat: stale
+
+
+def _s3_failure(error: BaseException) -> str | None:
+    """'precondition' (412), 'conflict' (409: a concurrent conditional write), 'missing' (404) or None, from an
+    s3fs error (which keeps botocore's ClientError as its cause)."""
+    seen = error
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "412") or status == 412:
+                return "precondition"
+            if code in ("ConditionalRequestConflict", "409") or status == 409:
+                return "conflict"
+            if code in ("NoSuchKey", "404") or status == 404:
+                return "missing"
+        seen = seen.__cause__ or seen.__context__
+    return "missing" if isinstance(error, FileNotFoundError) else None

@@ -2,7 +2,8 @@
 
 The difficulty filter's students and evaluation's base-model reference both use it. An attempt its
 token limit cut off before it wrote a final answer has not solved the question, whatever its last
-line says (``attempt_answer``).
+line says (``attempt_answer``). The difficulty filter takes the completions themselves
+(:func:`student_completions`): it grades a row whose reference is a whole solution with an LLM judge.
 
     solved = student_attempts(engine, examples, max_new_tokens=48)
 """
@@ -12,19 +13,35 @@ from typing import Callable, Optional
 
 from components.common.grading import attempt_answer, grade
 from components.formatting import prompt_text
-from components.inference.engine import Sampling
+from components.inference.engine import Completion, Sampling
 from components.records import Example
+
+
+def finished(completion: Completion) -> bool:
+    """Whether the attempt ended on its own (not cut off by its token limit)."""
+    return completion.finish_reason != "length"
+
+
+def solves(completion: Completion, ex: Example) -> bool:
+    """Whether the attempt's answer matches the example's reference, by rule (math-verify)."""
+    return grade(attempt_answer(completion.text, finished(completion)), ex.question.answer)
+
+
+def student_completions(engine, examples: list[Example], max_new_tokens: int,
+                        progress: Optional[Callable[[int], None]] = None) -> list[Completion]:
+    """The engine's greedy answer to each example in its own chat format."""
+    prompts = [prompt_text(engine.tokenizer, ex.question.question) for ex in examples]
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    outputs: list[Completion] = []
+    for start in range(0, len(prompts), engine.batch_size):
+        outputs += engine.generate(prompts[start:start + engine.batch_size], sampling)
+        if progress:
+            progress(min(engine.batch_size, len(prompts) - start))
+    return outputs
 
 
 def student_attempts(engine, examples: list[Example], max_new_tokens: int,
                      progress: Optional[Callable[[int], None]] = None) -> list[bool]:
     """Whether the engine, answering greedily in its own chat format, solves each example."""
-    prompts = [prompt_text(engine.tokenizer, ex.question.question) for ex in examples]
-    sampling = Sampling(max_new_tokens=max_new_tokens)
-    outputs = []
-    for start in range(0, len(prompts), engine.batch_size):
-        outputs += engine.generate(prompts[start:start + engine.batch_size], sampling)
-        if progress:
-            progress(min(engine.batch_size, len(prompts) - start))
-    return [grade(attempt_answer(c.text, c.finish_reason != "length"), ex.question.answer)
-            for c, ex in zip(outputs, examples)]
+    outputs = student_completions(engine, examples, max_new_tokens, progress)
+    return [solves(c, ex) for c, ex in zip(outputs, examples)]

@@ -82,7 +82,8 @@ class HFEngine:
         return self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
 
     def _generate_batch(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
-                        seeds: Sequence[int], on_token=None) -> list[ForcedResult]:
+                        seeds: Sequence[int], on_token=None,
+                        cancelled: Optional[Callable[[int], bool]] = None) -> list[ForcedResult]:
         enc = self._encode(prompts)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds, on_token=on_token)
         bias = self._bias(sampling)
@@ -101,25 +102,31 @@ class HFEngine:
                 forcer.observe(row, token)
             return tokens
 
-        generated = decode(self.model, enc["input_ids"], enc["attention_mask"],
-                           max_new_tokens_for(specs, self.vocab, self.unlimited), pick,
-                           done=lambda row, token: forcer.states[row].phase is Phase.DONE)
+        gone = cancelled or (lambda row: False)
+        # a batch whose callers all went away is not run; a row whose caller went away leaves at its next token
+        steps = 0 if all(gone(r) for r in range(len(prompts))) else max_new_tokens_for(specs, self.vocab, self.unlimited)
+        generated = decode(self.model, enc["input_ids"], enc["attention_mask"], steps, pick,
+                           done=lambda row, token: forcer.states[row].phase is Phase.DONE or gone(row))
         return [split_result(st, gen, self.vocab) for st, gen in zip(forcer.states, generated)]
 
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
                         sampling: Sampling = Sampling(), progress: Optional[Callable[[int], None]] = None,
                         on_token: Optional[Callable] = None,
-                        seeds: Optional[Sequence[int]] = None) -> list[ForcedResult]:
+                        seeds: Optional[Sequence[int]] = None,
+                        cancelled: Optional[Callable[[int], bool]] = None) -> list[ForcedResult]:
         """``on_token(index, token, phase)``: each token as it is generated (index into ``prompts``). ``seeds``:
-        one per prompt (default ``sampling.seed`` + its index)."""
+        one per prompt (default ``sampling.seed`` + its index). ``cancelled(index)``: true once nobody waits for
+        that prompt (a client that went away); its row stops at its next token (before its prefill when every
+        row of a batch is cancelled) and its result is what it had, to be discarded."""
         seeds = row_seeds(prompts, specs, sampling, seeds)
         specs = capped_specs(prompts, specs, self.vocab, self.tokenizer, self.unlimited, self.context_length)
         results: list[ForcedResult] = []
         for start in range(0, len(prompts), self.batch_size):
             end = min(start + self.batch_size, len(prompts))
             shifted = (lambda row, tok, ph, _s=start: on_token(row + _s, tok, ph)) if on_token else None
+            gone = (lambda row, _s=start: cancelled(row + _s)) if cancelled else None
             results += self._generate_batch(prompts[start:end], specs[start:end], sampling,
-                                            seeds=seeds[start:end], on_token=shifted)
+                                            seeds=seeds[start:end], on_token=shifted, cancelled=gone)
             if progress:
                 progress(end - start)
         return results

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from components.config import ProfileConfig
+from components.data.base_model_readiness import base_model_warning
 from components.paths import Paths
+from components.records import write_json
 
 COMPONENTS = Path(__file__).resolve().parents[1]
 
@@ -77,7 +79,7 @@ STAGE_LIST: tuple[Stage, ...] = (
           {"model": "model", "pretrain": "pretrain", "domains": "pool.domains",
            "min_difficulty": "pool.min_difficulty", "max_difficulty": "pool.max_difficulty"},
           code=("data/base_model_stage.py", "data/base_release.py", "data/base_model.py", "data/tokenizer.py",
-                "data/problems.py"),
+                "data/problems.py", "data/skill_probe.py", "data/base_model_readiness.py", "modeling.py"),
           inputs=lambda p: [RELEASES], outs=lambda p: [p.base_model], metrics=lambda p: [p.metric("base_model.json")]),
     Stage("collect", "components.data.collect_stage:collect_stage", {"pool": "pool", "heldout": "heldout"},
           code=("data/collect_stage.py", "data/pool.py", "data/pool_sources.py", "data/problems.py", "data/domains.py",
@@ -117,7 +119,8 @@ STAGE_LIST: tuple[Stage, ...] = (
           wrap="components.tracking.training_run:train_in_run", on_ray=lambda cfg: cfg.sft.launcher == "ray"),
     Stage("evaluate", "components.evaluation.evaluate_stage:evaluate_stage",
           {"evaluate": "evaluate", "engine": "engine", "model": "model", "serve": "serve"},
-          code=("evaluation", "inference", "serving", "modeling.py", "data/problems.py", "data/tasks.py"),
+          code=("evaluation", "inference", "serving", "modeling.py", "data/problems.py", "data/tasks.py",
+                "data/base_model_readiness.py"),
           inputs=lambda p: [p.heldout, p.base_model, p.sft_model, p.metric("filter_report.json")],
           outs=lambda p: [p.eval_samples],
           metrics=lambda p: [p.metric("eval.json")],
@@ -127,7 +130,7 @@ STAGE_LIST: tuple[Stage, ...] = (
           services={"launch_endpoint": "components.serving.launch:served_endpoint"},
           on_ray=lambda cfg: cfg.evaluate.via == "serve"),
     Stage("register", "components.tracking.register_stage:register_stage", {"profile": WHOLE_PROFILE},
-          code=("tracking", "inference", "evaluation", "modeling.py", "data/problems.py"),
+          code=("tracking", "inference", "evaluation", "modeling.py", "data/problems.py", "data/base_model_readiness.py"),
           inputs=lambda p: [p.metric("eval.json"), p.metric("train.json"), p.sft_model],
           outs=lambda p: [], metrics=lambda p: [p.metric("mlflow_run.json")]),
 )
@@ -203,7 +206,22 @@ def run_stage(name: str, cfg: ProfileConfig, paths: Paths) -> dict:
     def run() -> dict:
         return stage.function()(**stage_arguments(stage, cfg), paths=paths, **services)
 
-    return _resolve(stage.wrap)(run, cfg, paths) if stage.wrap else run()
+    result = _resolve(stage.wrap)(run, cfg, paths) if stage.wrap else run()
+    builds_base_model = paths.metric("base_model.json") in stage.metrics(paths)
+    return result if builds_base_model else with_base_model_warning(stage, result, paths)
+
+
+def with_base_model_warning(stage: Stage, result: dict, paths: Paths) -> dict:
+    """A stage after an unready base model (``pretrain.allow_unready``): its result and metrics file carry the
+    base model's ``warning``, and the log says it again."""
+    warning = base_model_warning(paths)
+    if not warning:
+        return result
+    print(f"WARNING ({stage.name}): {warning}", flush=True)
+    for metric in stage.metrics(paths):
+        if metric.is_file():
+            write_json(metric, {**json.loads(metric.read_text()), "warning": warning})
+    return {**result, "warning": warning}
 
 
 def _resolve(ref: str) -> Any:

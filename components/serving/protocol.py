@@ -7,13 +7,15 @@ plus ``max_thinking_tokens``, ``min_thinking_tokens``, ``num_waits``,
 thinking in both ``reasoning_content`` and ``reasoning`` (vLLM's current name) and
 count it in ``usage.completion_tokens_details.reasoning_tokens``. Unknown fields are
 ignored; known OpenAI features this server does not implement (``logprobs``,
-``tools``, ...) get a 400 naming the field instead of being silently dropped.
+``tools``, ...) get a 400 naming the field instead of being silently dropped. Types
+are strict, as OpenAI's are: ``"n": "2"`` or ``"stream": "yes"`` is a 400, not
+coerced; a string holding a lone UTF-16 surrogate (``"\\ud800"``) is a 400 too.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -53,6 +55,25 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def lone_surrogate(data: Any, path: str = "") -> Optional[str]:
+    """The path (``messages.0.content``) of the first string in parsed JSON ``data`` that holds a lone UTF-16
+    surrogate (JSON allows ``"\\ud800"``; no tokenizer or UTF-8 writer does), else None."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if isinstance(key, str) and lone_surrogate(key) is not None:  # a field name: named escaped
+            key = key.encode("utf-8", "backslashreplace").decode()
+            return f"{path}.{key}" if path else key
+        if (found := lone_surrogate(value, f"{path}.{key}" if path else str(key))) is not None:
+            return found
+    return None
+
+
 def _string(v: str, field: str) -> str:
     if not v:
         raise ValueError(f"{field} must be non-empty strings")
@@ -62,11 +83,12 @@ def _string(v: str, field: str) -> str:
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
 class BudgetFields(BaseModel):
-    model_config = ConfigDict(extra="allow")  # unknown OpenAI fields (user, ...) are ignored
+    model_config = ConfigDict(extra="allow", strict=True)  # unknown OpenAI fields (user, ...) are ignored
 
     model: str
     max_tokens: Optional[int] = Field(None, gt=0, description="cap on answer tokens")
@@ -152,12 +174,13 @@ class CompletionRequest(BudgetFields):
 
 
 class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart]]
 
@@ -201,18 +224,37 @@ def _meta(r: ForcedResult) -> dict:
     return {"waits_used": r.waits_used, "hit_budget": r.hit_budget, "thinking_tokens": r.thinking_tokens}
 
 
-def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int) -> list[tuple[int, dict]]:
+def vote_groups(answers: list[str], same: Callable[[str, str], bool]) -> list[list[int]]:
+    """Indices of ``answers`` grouped by ``same`` against each group's first member (empty answers vote for
+    nothing), groups in order of first appearance: the offline ``vote_groups`` with the equality given."""
+    groups: list[list[int]] = []
+    for i, a in enumerate(answers):
+        if not a:
+            continue
+        for g in groups:
+            if same(a, answers[g[0]]):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int,
+          same: Optional[Callable[[str, str], bool]] = None) -> list[tuple[int, dict]]:
     """``method: majority_voting``: for each run of ``n`` samples (one prompt), the index of the sample that
     carries the voted answer and the vote's record (samples included). Votes are the final answers of the
-    stop-cut texts, grouped by grading equivalence as the offline ``majority_voting`` method groups them;
-    the largest group wins (ties: the group seen first), represented by its first sample."""
-    from components.inference.methods import vote_groups
+    stop-cut texts, grouped by grading equivalence (``same``, default :func:`~components.inference.methods.
+    equivalent`) as the offline ``majority_voting`` method groups them; the largest group wins (ties: the
+    group seen first), represented by its first sample."""
+    if same is None:
+        from components.inference.methods import equivalent as same
     out = []
     for start in range(0, len(results), n):
         mine = results[start:start + n]
         cut = [apply_stop(r, stops) for r in mine]
         answers = [extract_answer(t) for t, _ in cut]
-        groups = vote_groups(answers)
+        groups = vote_groups(answers, same)
         best = max(groups, key=len) if groups else [0]
         samples = [{"index": j, "text": t, "reasoning_content": r.thinking, "extracted_answer": a,
                     "finish_reason": finish_reason(r, spec, stopped), **_meta(r)}
@@ -224,10 +266,12 @@ def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[st
 
 
 def completion_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                        stops: Optional[list[str]], vote_n: Optional[int] = None) -> dict:
-    """``vote_n``: majority voting over runs of that many samples per prompt (then one choice per prompt)."""
+                        stops: Optional[list[str]], vote_n: Optional[int] = None,
+                        same: Optional[Callable[[str, str], bool]] = None) -> dict:
+    """``vote_n``: majority voting over runs of that many samples per prompt (then one choice per prompt),
+    answers grouped by ``same`` (see :func:`voted`)."""
     choices = []
-    picks = voted(results, spec, stops, vote_n) if vote_n else [(i, None) for i in range(len(results))]
+    picks = voted(results, spec, stops, vote_n, same) if vote_n else [(i, None) for i in range(len(results))]
     for i, (k, record) in enumerate(picks):
         r = results[k]
         text, stopped = apply_stop(r, stops)
@@ -239,10 +283,12 @@ def completion_response(model: str, prompt_tokens: int, results: list[ForcedResu
 
 
 def chat_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                  stops: Optional[list[str]], vote: bool = False) -> dict:
-    """``vote``: majority voting over all the samples (one choice, the voted one, with the samples in ``s1``)."""
+                  stops: Optional[list[str]], vote: bool = False,
+                  same: Optional[Callable[[str, str], bool]] = None) -> dict:
+    """``vote``: majority voting over all the samples (one choice, the voted one, with the samples in ``s1``),
+    answers grouped by ``same`` (see :func:`voted`)."""
     choices = []
-    picks = voted(results, spec, stops, len(results)) if vote else [(i, None) for i in range(len(results))]
+    picks = voted(results, spec, stops, len(results), same) if vote else [(i, None) for i in range(len(results))]
     for i, (k, record) in enumerate(picks):
         r = results[k]
         text, stopped = apply_stop(r, stops)

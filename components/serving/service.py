@@ -7,17 +7,30 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 * HF engine: concurrent requests are micro-batched (one ``generate_forced`` per
   batch and sampling setting) in a worker thread, one batch at a time.
 * vLLM engine: the async engine (``AsyncLLM``); every request is its own coroutine
-  and vLLM batches continuously. Cancelling a request (client disconnect) aborts it.
+  and vLLM batches continuously.
+* Cancellation: a client that goes away (a dropped stream, a dropped request, or
+  Ray Serve cancelling the request) cancels its generations on both engines: HF rows
+  leave their batch at the next token (a batch nobody waits for is not run), vLLM
+  aborts the request.
+* Back-pressure counts generations (prompts x ``n``), not requests: at most
+  ``max_queued_requests`` generations per replica, and a generation holds its place
+  until the engine has stopped it (finished or cancelled), not until its client
+  left. More get 429 with ``Retry-After``. Bodies are counted as they arrive: past
+  ``max_request_bytes`` the request gets 413 without the rest being read.
 * Isolation: everything the engine would reject is checked at parse time (400
   naming the field); a failure inside the engine answers a 500 error body for that
   request only, its batch neighbours are retried alone and complete.
+* Grading (majority voting) runs off the event loop, each comparison in a child
+  process killed at ``grading_timeout_s`` (:class:`~components.common.grading.GradingPool`):
+  an answer math-verify cannot settle in time counts as different.
+* Prompts reach the engines as token ids, message contents tokenized as text
+  (:mod:`components.serving.prompts`): a special token typed by a user is text.
 * No budget: a request without ``max_thinking_tokens`` thinks at most
   ``unlimited_thinking_tokens``, lowered to what its prompt and answer leave of the
   context (:mod:`components.inference.thinking_cap`), so it always gets an answer.
 * Auth: every route but ``/health`` needs ``Authorization: Bearer <key>`` when a
   key is set; ``require_api_key`` refuses to start without one. No docs routes.
-* Back-pressure: at most ``max_queued_requests`` requests (streams included) per
-  replica, more get 429 with ``Retry-After``; bodies over ``max_request_bytes`` get 413.
+* Errors: every status any route answers carries OpenAI's error object.
 """
 from __future__ import annotations
 
@@ -30,19 +43,25 @@ import logging
 import os
 import secrets
 import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from components.common.grading import GradingPool, bounded_equal
 from components.config import EngineConfig
-from components.formatting import THINK_START, prompt_text
+from components.formatting import IM_START, THINK_START
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling, build_engine
 from components.inference.thinking_cap import after_thinking_tokens, no_budget_cap
+from components.serving.prompts import chat_ids, templated_ids
 from components.serving.protocol import (
     MAX_SEED,
     APIError,
@@ -53,6 +72,7 @@ from components.serving.protocol import (
     chat_response,
     completion_response,
     finish_reason,
+    lone_surrogate,
 )
 from components.serving.protocol import usage as usage_of
 
@@ -64,31 +84,44 @@ MAX_PREFIX_TOKENS = 256  # tokens in the final answer prefix
 
 @dataclass
 class _Item:
-    prompt: str
+    prompt: list[int]
     spec: BudgetSpec
     sampling: Sampling
     future: asyncio.Future
+    release: Callable[[], None]
+    gone: bool = False  # its caller went away: the engine may stop it
 
 
 class MicroBatcher:
     """Collects concurrent items for up to ``wait_s`` (or ``max_size`` items) and runs them as one batch.
 
-    A batch that fails is retried item by item, so one bad item fails alone.
+    A batch that fails is retried item by item, so one bad item fails alone. The queue holds at most
+    ``max_queued`` items. Each item's ``release`` is called once the engine is done with it: dropped from
+    the queue because its caller went away, or after the engine call that ran it returned.
     """
 
-    def __init__(self, run, max_size: int, wait_s: float):
-        self.run, self.max_size, self.wait_s = run, max_size, wait_s
+    def __init__(self, run, max_size: int, wait_s: float, max_queued: int = 1024):
+        self.run, self.max_size, self.wait_s, self.max_queued = run, max_size, wait_s, max_queued
         self.queue: Optional[asyncio.Queue] = None
         self.task: Optional[asyncio.Task] = None
         self.batches, self.items = 0, 0
 
-    async def submit(self, prompt: str, spec: BudgetSpec, sampling: Sampling) -> ForcedResult:
+    def submit(self, prompt: list[int], spec: BudgetSpec, sampling: Sampling,
+               release: Callable[[], None]) -> asyncio.Future:
+        """The future of one generation; cancelling it marks the item gone (the engine stops its row)."""
+        loop = asyncio.get_running_loop()
         if self.task is None:
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Item(prompt, spec, sampling, fut))
-        return await fut
+            self.queue = asyncio.Queue(maxsize=self.max_queued)
+            self.task = loop.create_task(self._loop())
+        item = _Item(prompt, spec, sampling, loop.create_future(), release)
+        item.future.add_done_callback(lambda f: setattr(item, "gone", f.cancelled()))
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            release()
+            raise APIError(429, f"server busy: {self.max_queued} generations queued; retry shortly",
+                           type_="rate_limit_error", code="overloaded", headers={"Retry-After": "1"}) from None
+        return item.future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,7 +133,10 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
                     break
-            batch = [it for it in batch if not it.future.done()]  # cancelled callers
+            for it in batch:
+                if it.future.done():  # its caller went away before the engine saw it
+                    it.release()
+            batch = [it for it in batch if not it.future.done()]
             if not batch:
                 continue
             self.batches, self.items = self.batches + 1, self.items + len(batch)
@@ -108,25 +144,46 @@ class MicroBatcher:
             for it in batch:
                 groups.setdefault((it.sampling.temperature, it.sampling.top_p), []).append(it)
             for items in groups.values():
-                await self._run_group(items)
+                try:
+                    await self._run_group(items)
+                finally:
+                    for it in items:
+                        it.release()
 
     async def _run_group(self, items: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         try:
             res = await loop.run_in_executor(None, functools.partial(
                 self.run, [i.prompt for i in items], [i.spec for i in items], items[0].sampling,
-                seeds=[i.sampling.seed for i in items]))
+                seeds=[i.sampling.seed for i in items], cancelled=lambda row: items[row].gone))
         except Exception as e:
             if len(items) == 1:
                 if not items[0].future.done():
                     items[0].future.set_exception(e)
                 return
             for it in items:  # isolate: each alone, so only the bad one fails
-                await self._run_group([it])
+                if not it.gone:
+                    await self._run_group([it])
             return
         for it, r in zip(items, res):
             if not it.future.done():
                 it.future.set_result(r)
+
+
+class _Stream(StreamingResponse):
+    """A stream whose generation is cancelled when the response ends for any reason (finished, the client
+    went away, or the request was cancelled), even if its body was never iterated."""
+
+    def __init__(self, content, job: asyncio.Future):
+        super().__init__(content, media_type="text/event-stream")
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.job.done():
+                self.job.cancel()
 
 
 class S1Service:
@@ -136,7 +193,8 @@ class S1Service:
                  api_key_env: str = "S1FLOW_API_KEY", require_api_key: bool = False, max_queued_requests: int = 64,
                  max_request_bytes: int = 1 << 20, threads: Optional[int] = None,
                  gpu_memory_utilization: Optional[float] = None, max_num_batched_tokens: Optional[int] = None,
-                 kv_cache_blocks: Optional[int] = None, engine_obj: Any = None):
+                 kv_cache_blocks: Optional[int] = None, grading_timeout_s: float = 5.0, vote_timeout_s: float = 20.0,
+                 grading_workers: int = 1, engine_obj: Any = None):
         self.api_key = os.environ.get(api_key_env) or None
         if require_api_key and not self.api_key:
             raise RuntimeError(f"refusing to serve without auth: set the environment variable {api_key_env} "
@@ -156,9 +214,13 @@ class S1Service:
         self.unlimited = unlimited_thinking_tokens
         self.max_len = self.engine.context_length
         self.max_queued, self.max_bytes = max_queued_requests, max_request_bytes
-        self.inflight = 0
+        self.inflight = 0  # generations admitted and not yet stopped by the engine
         self._lock = threading.Lock()  # HF: one generate at a time; batching, not threads, gives throughput
-        self.batcher = MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s)
+        self.batcher = MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s, max_queued_requests)
+        self.grading_timeout_s, self.vote_timeout_s, self.grading_workers = (grading_timeout_s, vote_timeout_s,
+                                                                             grading_workers)
+        self._grader: Optional[GradingPool] = None  # started on the first vote
+        self._grading_threads = ThreadPoolExecutor(grading_workers, thread_name_prefix="s1flow-vote")
         self._key_bytes = f"Bearer {self.api_key}".encode() if self.api_key else None
         log.info("s1flow serving %s on %s (auth %s)", model_name, self.engine.name,
                  "on" if self.api_key else "off")
@@ -195,10 +257,10 @@ class S1Service:
     def _after_thinking(self, spec: BudgetSpec) -> int:
         return after_thinking_tokens(spec, self.engine.vocab)
 
-    def prompt_tokens(self, prompt: str, spec: BudgetSpec, param: str) -> int:
+    def prompt_tokens(self, prompt: list[int], spec: BudgetSpec, param: str) -> int:
         """Token count of ``prompt``; 400 if prompt + thinking + delimiter + prefix + answer exceed the context
         (a request without a budget: if the prompt and the answer leave no room for its minimum thinking)."""
-        n = len(self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        n = len(prompt)
         if self.max_len:
             prefix = self._prefix_tokens(spec)
             if spec.max_thinking_tokens is None:
@@ -226,15 +288,17 @@ class S1Service:
         cap = no_budget_cap(self.unlimited, self.max_len, prompt_tokens, self._after_thinking(spec))
         return dataclasses.replace(spec, max_thinking_tokens=cap)
 
-    def question_prompt(self, prompt: str) -> str:
-        # A bare question is wrapped as s1's evaluation does; a templated prompt is used as given.
-        if prompt.startswith("<|im_start|>"):
-            return prompt if prompt.endswith(THINK_START) else prompt + THINK_START
-        return prompt_text(self.engine.tokenizer, prompt) + THINK_START
+    def question_prompt(self, prompt: str, param: str = "prompt") -> list[int]:
+        """A bare question is wrapped as s1's evaluation does (the question tokenized as text); a prompt that
+        starts with ``<|im_start|>`` is an already rendered template, used as given (its special tokens kept)."""
+        if prompt.startswith(IM_START):
+            return templated_ids(self.engine.tokenizer, prompt if prompt.endswith(THINK_START) else prompt + THINK_START)
+        return chat_ids(self.engine.tokenizer, [{"role": "user", "content": prompt}], THINK_START, [param])
 
-    def chat_prompt(self, req: ChatRequest) -> str:
+    def chat_prompt(self, req: ChatRequest) -> list[int]:
+        """The chat template over the messages, each content tokenized as text (its special tokens split)."""
         msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in req.messages]
-        return self.engine.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + THINK_START
+        return chat_ids(self.engine.tokenizer, msgs, THINK_START, [f"messages.{i}.content" for i in range(len(msgs))])
 
     @staticmethod
     def samplings(req) -> list[Sampling]:
@@ -243,23 +307,97 @@ class S1Service:
         base = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
         return [Sampling(temperature=req.temperature, top_p=req.top_p, seed=base + i) for i in range(req.n)]
 
-    # -- generation ----------------------------------------------------------------
-    def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None) -> list[ForcedResult]:
-        with self._lock:
-            return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token, seeds=seeds)
+    # -- admission -----------------------------------------------------------------
+    def admit(self, k: int) -> None:
+        """Take ``k`` generations of capacity (prompts x n), or 429 when the replica has not that much left."""
+        if k > self.max_queued:
+            raise APIError(400, f"n: prompts x n = {k} exceeds the {self.max_queued} generations this server runs "
+                           "at once; send fewer prompts or a smaller n", param="n")
+        if self.inflight + k > self.max_queued:
+            raise APIError(429, f"server busy: {self.inflight} generations in flight; retry shortly",
+                           type_="rate_limit_error", code="overloaded", headers={"Retry-After": "1"})
+        self.inflight += k
 
-    async def generate(self, prompt: str, spec: BudgetSpec, sampling: Sampling) -> ForcedResult:
-        if self.is_async:
-            return (await self.engine.generate_forced([prompt], [spec], sampling))[0]
-        return await self.batcher.submit(prompt, spec, sampling)
+    def release(self, k: int = 1) -> None:
+        self.inflight -= k
 
-    async def generate_all(self, jobs: list[tuple[str, BudgetSpec, Sampling]]) -> list[ForcedResult]:
-        tasks = [asyncio.ensure_future(self.generate(*j)) for j in jobs]
+    def _release_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            return await asyncio.gather(*tasks)
+            loop.call_soon_threadsafe(self.release)
+        except RuntimeError:  # the loop is closed: the server is gone
+            pass
+
+    # -- generation ----------------------------------------------------------------
+    def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None, cancelled=None) -> list[ForcedResult]:
+        with self._lock:
+            return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token, seeds=seeds,
+                                               cancelled=cancelled)
+
+    def start(self, prompt: list[int], spec: BudgetSpec, sampling: Sampling, on_token=None) -> asyncio.Future:
+        """Start one admitted generation; its future's result is its :class:`ForcedResult`. Cancelling the future
+        cancels the generation in the engine; its capacity comes back once the engine has stopped it."""
+        loop = asyncio.get_running_loop()
+        if self.is_async:  # vLLM: a cancelled task aborts its request in the engine before it ends
+            async def one() -> ForcedResult:
+                return (await self.engine.generate_forced([prompt], [spec], sampling, on_token=on_token))[0]
+            task = asyncio.ensure_future(one())
+            task.add_done_callback(lambda _: self.release())
+            return task
+        if on_token is None:
+            return self.batcher.submit(prompt, spec, sampling, self.release)
+        gone = threading.Event()  # HF stream: its own engine call in a worker thread
+        work = loop.run_in_executor(None, functools.partial(self._run_sync, [prompt], [spec], sampling, on_token,
+                                                            cancelled=lambda row: gone.is_set()))
+        out = loop.create_future()
+
+        def settle(w: asyncio.Future) -> None:  # the engine call returned: its capacity comes back
+            self.release()
+            if not out.done():
+                if w.cancelled():
+                    out.cancel()
+                elif w.exception() is not None:
+                    out.set_exception(w.exception())
+                else:
+                    out.set_result(w.result()[0])
+        work.add_done_callback(settle)
+        out.add_done_callback(lambda f: gone.set() if f.cancelled() else None)
+        return out
+
+    async def generate_all(self, jobs: list[tuple[list[int], BudgetSpec, Sampling]]) -> list[ForcedResult]:
+        """Admit and run ``jobs``; if one fails or the caller goes away, the others are cancelled."""
+        self.admit(len(jobs))
+        futures: list[asyncio.Future] = []
+        try:
+            for j in jobs:
+                futures.append(self.start(*j))
+        except BaseException:
+            self.release(len(jobs) - len(futures))  # never started
+            for f in futures:
+                f.cancel()
+            raise
+        try:
+            return await asyncio.gather(*futures)
         finally:
-            for t in tasks:  # one failed or the caller went away: the others need not run on
-                t.cancel()
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+
+    async def respond(self, build: Callable[..., dict], vote: bool) -> dict:
+        """``build(same=...)``, the reply; with a vote its grading runs in a worker thread, each comparison in a
+        grading child killed at ``grading_timeout_s``, all of them within ``vote_timeout_s``."""
+        if not vote:
+            return build()
+        loop = asyncio.get_running_loop()
+        if self._grader is None:
+            self._grader = GradingPool(self.grading_workers, self.grading_timeout_s)
+        same = bounded_equal(self._grader, time.monotonic() + self.vote_timeout_s)
+        return await loop.run_in_executor(self._grading_threads, functools.partial(build, same=same))
+
+    def close(self) -> None:
+        """Stop the grading children and threads (the engine stays with its owner)."""
+        if self._grader is not None:
+            self._grader.close()
+        self._grading_threads.shutdown(wait=False)
 
     def health(self) -> dict:
         b = self.batcher
@@ -272,14 +410,17 @@ class S1Service:
             raise APIError(400, "stream: streaming is supported on /v1/chat/completions", param="stream")
         spec = req.spec(self.default_answer_tokens)
         self.check_budget(spec)
-        prompts = [self.question_prompt(p) for p in ([req.prompt] if isinstance(req.prompt, str) else req.prompt)]
+        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        params = ["prompt"] if isinstance(req.prompt, str) else [f"prompt.{i}" for i in range(len(texts))]
+        prompts = [self.question_prompt(p, param) for p, param in zip(texts, params)]
         lens = [self.prompt_tokens(p, spec, "prompt") for p in prompts]
         jobs = [(p, self.capped(spec, n), sampling) for p, n in zip(prompts, lens) for sampling in self.samplings(req)]
         results = await self.generate_all(jobs)
-        return completion_response(req.model, sum(lens) * req.n, results, spec, req.stop,
-                                   vote_n=req.n if req.method == "majority_voting" else None)
+        return await self.respond(functools.partial(
+            completion_response, req.model, sum(lens) * req.n, results, spec, req.stop,
+            vote_n=req.n if req.method == "majority_voting" else None), req.method == "majority_voting")
 
-    def chat_setup(self, req: ChatRequest) -> tuple[str, BudgetSpec, int]:
+    def chat_setup(self, req: ChatRequest) -> tuple[list[int], BudgetSpec, int]:
         spec = req.spec(self.default_answer_tokens)
         self.check_budget(spec)
         prompt = self.chat_prompt(req)
@@ -289,23 +430,31 @@ class S1Service:
     async def chat(self, req: ChatRequest) -> dict:
         prompt, spec, n = self.chat_setup(req)
         results = await self.generate_all([(prompt, spec, sampling) for sampling in self.samplings(req)])
-        return chat_response(req.model, n, results, spec, req.stop, vote=req.method == "majority_voting")
+        vote = req.method == "majority_voting"
+        return await self.respond(functools.partial(chat_response, req.model, n, results, spec, req.stop, vote=vote),
+                                  vote)
 
-    async def stream(self, req: ChatRequest, prompt: str, spec: BudgetSpec, prompt_tokens: int):
-        """Server-sent events: thinking deltas (``reasoning_content`` and ``reasoning``), then answer deltas."""
+    def stream_response(self, req: ChatRequest) -> StreamingResponse:
+        """Admit and start one streamed generation (checks first: their errors are plain 400s)."""
+        prompt, spec, prompt_tokens = self.chat_setup(req)
+        self.admit(1)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        end_id = self.engine.vocab.end_id
+        queue: asyncio.Queue = asyncio.Queue()  # bounded by the generation's own token limit
 
         def on_token(row: int, token: int, phase: Phase) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (token, phase))
 
-        sampling = self.samplings(req)[0]
-        if self.is_async:
-            task = asyncio.ensure_future(self.engine.generate_forced([prompt], [spec], sampling, on_token=on_token))
-        else:
-            task = asyncio.ensure_future(loop.run_in_executor(None, self._run_sync, [prompt], [spec], sampling,
-                                                              on_token))
+        try:
+            job = self.start(prompt, spec, self.samplings(req)[0], on_token=on_token)
+        except BaseException:
+            self.release()
+            raise
+        return _Stream(self.stream(req, spec, prompt_tokens, job, queue), job)
+
+    async def stream(self, req: ChatRequest, spec: BudgetSpec, prompt_tokens: int, task: asyncio.Future,
+                     queue: asyncio.Queue):
+        """Server-sent events: thinking deltas (``reasoning_content`` and ``reasoning``), then answer deltas."""
+        end_id = self.engine.vocab.end_id
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         decode = self.engine.tokenizer.decode
         stops = req.stop or []
@@ -349,7 +498,7 @@ class S1Service:
                 if (line := emit(field, decode(ids[field], skip_special_tokens=True))) is not None:
                     yield line
             try:
-                r = (await task)[0]
+                r = await task
             except Exception as e:  # headers are gone: report in-band, as OpenAI does
                 log.exception("stream failed")
                 body = APIError(500, f"generation failed: {type(e).__name__}", type_="server_error").body()
@@ -366,59 +515,102 @@ class S1Service:
             yield "data: [DONE]\n\n"
         finally:
             if not task.done():
-                task.cancel()  # client went away: vLLM aborts the request
+                task.cancel()  # the client went away: the engine stops the generation
+
+
+
+
+def _error(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+class _Auth:
+    """ASGI guard: every route but ``/health`` needs the bearer token (when a key is set), checked before anything
+    of the request is read."""
+
+    def __init__(self, app, service: S1Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health" and not self.service.authorised(scope["headers"]):
+            response = _error(APIError(401, "missing or wrong bearer token", type_="authentication_error",
+                                       code="invalid_api_key"))
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it arrives: 413 as soon as it passes ``limit`` bytes (the rest is never read)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body is already read: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(request: Request, work) -> Any:
+    """``work``'s result, or, if the client goes away first (or this handler is cancelled, as Ray Serve does on a
+    disconnect), ``work`` cancelled and a 499 nobody reads."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise APIError(499, "client closed the request", code="client_closed_request")
+    return task.result()
 
 
 def build_api(service: S1Service):
     """The FastAPI app for one service (docs and the OpenAPI schema are off)."""
     api = FastAPI(title="s1flow", docs_url=None, redoc_url=None, openapi_url=None)
+    api.add_middleware(_Auth, service=service)
 
-    def error(e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: ("not_found", f"Invalid URL ({request.method} {request.url.path})"),
+                 405: ("method_not_allowed", f"method {request.method} is not allowed on {request.url.path}")}
+        code, message = codes.get(exc.status_code, (None, str(exc.detail)))
+        return _error(APIError(exc.status_code, message, code=code, headers=exc.headers))
 
-    @api.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path != "/health" and not service.authorised(request.headers.raw):
-            return error(APIError(401, "missing or wrong bearer token", type_="authentication_error",
-                                  code="invalid_api_key"))
-        if request.method != "POST":
-            return await call_next(request)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > service.max_bytes):
-            return error(APIError(413, f"request body over {service.max_bytes} bytes", code="request_too_large"))
-        if service.inflight >= service.max_queued:
-            return error(APIError(429, f"server busy: {service.inflight} requests in flight; retry shortly",
-                                  type_="rate_limit_error", code="overloaded", headers={"Retry-After": "1"}))
-        service.inflight += 1
-        try:
-            response = await call_next(request)
-        except Exception:
-            service.inflight -= 1
-            raise
-        if isinstance(response, StreamingResponse) or hasattr(response, "body_iterator"):
-            inner = response.body_iterator
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(APIError(400, f"invalid request: {str(exc.errors()[:1])[:300]}"))
 
-            async def counted():
-                try:
-                    async for chunk in inner:
-                        yield chunk
-                finally:
-                    service.inflight -= 1
-            response.body_iterator = counted()
-        else:
-            service.inflight -= 1
-        return response
+    @api.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return _error(APIError(500, f"internal error: {type(exc).__name__}", type_="server_error",
+                               code="internal_error"))
 
     async def parse(request: Request, model_cls):
-        body = await request.body()
-        if len(body) > service.max_bytes:
-            raise APIError(413, f"request body over {service.max_bytes} bytes", code="request_too_large")
+        if service.inflight >= service.max_queued:  # no room for even one generation: the body is not read
+            raise APIError(429, f"server busy: {service.inflight} generations in flight; retry shortly",
+                           type_="rate_limit_error", code="overloaded", headers={"Retry-After": "1"})
+        body = await _read_body(request, service.max_bytes)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise APIError(400, "request body is not valid JSON", code="invalid_json") from None
         if not isinstance(data, dict):
             raise APIError(400, "request body must be a JSON object", code="invalid_json")
+        if (path := lone_surrogate(data)) is not None:
+            raise APIError(400, f"{path}: contains a lone UTF-16 surrogate (e.g. \\ud800), which is not text; "
+                           "send valid Unicode", param=path)
         try:
             req = model_cls.model_validate(data)
         except ValidationError as err:
@@ -439,11 +631,11 @@ def build_api(service: S1Service):
         try:
             return await handler()
         except APIError as e:
-            return error(e)
+            return _error(e)
         except Exception as e:  # this request only
             log.exception("request failed")
-            return error(APIError(500, f"generation failed: {type(e).__name__}: {str(e)[:200]}",
-                                  type_="server_error", code="internal_error"))
+            return _error(APIError(500, f"generation failed: {type(e).__name__}: {str(e)[:200]}",
+                                   type_="server_error", code="internal_error"))
 
     @api.get("/health")
     async def health() -> dict:
@@ -457,7 +649,8 @@ def build_api(service: S1Service):
     @api.post("/v1/completions")
     async def completions(request: Request):
         async def go():
-            return await service.completions(await parse(request, CompletionRequest))
+            req = await parse(request, CompletionRequest)
+            return await _unless_gone(request, service.completions(req))
         return await guarded(go)
 
     @api.post("/v1/chat/completions")
@@ -465,9 +658,8 @@ def build_api(service: S1Service):
         async def go():
             req = await parse(request, ChatRequest)
             if req.stream:
-                prompt, spec, n = service.chat_setup(req)
-                return StreamingResponse(service.stream(req, prompt, spec, n), media_type="text/event-stream")
-            return await service.chat(req)
+                return service.stream_response(req)
+            return await _unless_gone(request, service.chat(req))
         return await guarded(go)
 
     return api

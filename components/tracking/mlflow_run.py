@@ -181,6 +181,7 @@ def promote_if_better(client, name: str, version: str, metric: str, value: Optio
 
 REGISTERED_TAG = "s1flow.registered"        # on a run once the register stage completed it
 TRAINING_RUN_TAG = "s1flow.training_run_id"  # on a register run that could not complete the training's own run
+WARNING_TAG = "s1flow.warning"              # on a run whose results come with a warning (an unready base model)
 # Larger models are logged without an input example: MLflow would load them once just to check it.
 EXAMPLE_CHECK_MAX_BYTES = 2 * 2**30
 
@@ -218,12 +219,14 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
                      step_metrics: Optional[list[dict]] = None,
                      version_tags: Optional[dict[str, str]] = None,
                      training_run_id: Optional[str] = None,
-                     datasets: Optional[list[dict]] = None) -> dict[str, Any]:
+                     datasets: Optional[list[dict]] = None, warning: Optional[str] = None) -> dict[str, Any]:
     """``step_metrics``: per-step rows ({"step": n, "loss": ..., ...}) logged as MLflow histories (unless the
     training already streamed them into the run); ``version_tags`` go on the registered model version (e.g. the
     dataset's DVC hash). ``training_run_id``: the run the train stage streamed its metrics into; it is completed
     here when it can be (:func:`resumable_training_run`), else a new run is tagged with it.
-    ``datasets``: :func:`components.tracking.lineage.log_dataset` keyword arguments."""
+    ``datasets``: :func:`components.tracking.lineage.log_dataset` keyword arguments. ``warning``: what the run's
+    results must be read with (an unready base model): tag :data:`WARNING_TAG`, the run's description and
+    ``warning.txt``."""
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking, root))
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
     client = mlflow.MlflowClient()
@@ -234,10 +237,16 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
         "run_name": f"{cfg.name}-{cfg.selection.strategy}-{cfg.selection.size}"}
     with mlflow.start_run(**start) as run:
         run_tags = {"profile": cfg.name, "git_commit": commit, REGISTERED_TAG: "true", **tags}
+        notes = [f"WARNING: {warning}"] if warning else []
+        if warning:
+            run_tags[WARNING_TAG] = warning
+            mlflow.log_text(warning + "\n", "warning.txt")
         if training_run_id and not resume:
             run_tags[TRAINING_RUN_TAG] = training_run_id
-            mlflow.set_tag("mlflow.note.content", f"Evaluation and registration of the training run "
-                                                  f"{training_run_id} (its live metrics and system metrics are there).")
+            notes.append(f"Evaluation and registration of the training run {training_run_id} (its live metrics "
+                         "and system metrics are there).")
+        if notes:
+            mlflow.set_tag("mlflow.note.content", "\n\n".join(notes))
         if str(tags.get("eval.contaminated", "")).lower() == "true":
             run_tags["contaminated"] = "true"  # evaluate.allow_contaminated let a non-decontaminated task through
         mlflow.set_tags({k: redact(str(v)) for k, v in run_tags.items()})
@@ -255,7 +264,8 @@ def log_pipeline_run(cfg: ProfileConfig, root: Path, metrics: dict[str, float], 
                 mlflow.log_artifact(str(a))
         info = log_model_version(model_dir, cfg.tracking.registered_model)
         version = info.registered_model_version
-    for key, value in {**(version_tags or {}), "git_commit": commit, "run_id": run.info.run_id}.items():
+    for key, value in {**(version_tags or {}), **({WARNING_TAG: warning} if warning else {}), "git_commit": commit,
+                       "run_id": run.info.run_id}.items():
         client.set_model_version_tag(cfg.tracking.registered_model, str(version), key, value)
     decision = promote_if_better(client, cfg.tracking.registered_model, str(version),
                                  cfg.tracking.champion_metric, metrics.get(cfg.tracking.champion_metric))

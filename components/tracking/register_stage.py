@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from components.config import ProfileConfig
+from components.data.base_model_readiness import base_model_warning
 from components.evaluation.report import load_results
 from components.paths import Paths
 from components.records import write_json
@@ -52,7 +53,8 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
         [{"path": str(paths.heldout), "name": paths.heldout.stem, "dvc_md5": data[heldout], "context": "evaluation"}]
         if heldout in data else [])
     info = log_pipeline_run(profile, paths.root, metrics, artifacts, paths.sft_model, tags=tags, step_metrics=steps,
-                            version_tags=version_tags, training_run_id=train.get("mlflow_run_id"), datasets=datasets)
+                            version_tags=version_tags, training_run_id=train.get("mlflow_run_id"), datasets=datasets,
+                            warning=base_model_warning(paths))
     info["results_artifacts"] = log_results(info["run_id"], load_results(paths))  # the results page's tables
     write_json(paths.metric("mlflow_run.json"), info)
     return info

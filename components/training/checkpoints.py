@@ -9,9 +9,10 @@ ranks needs (:func:`missing_for_resume`: ``trainer_state.json``, each rank's RNG
 state, and under DeepSpeed ``latest`` plus each rank's model and optimizer shards
 in its ``global_stepN`` directory; transformers 5.19 writes ``trainer_state.json``
 and DeepSpeed 0.19.8 writes ``latest`` on global rank 0 only). Rank 0 marks the
-remote copy, with the manifest (file -> size); each node's local rank 0 marks its
-local directory only if it is whole there: on a node without a disk shared with
-rank 0 it is not, and that node resumes from the remote copy.
+remote copy, with the manifest (file -> size); a step saved again (a restarted run)
+loses its old marker before any upload. Each node's local rank 0 marks its local
+directory only if it is whole there: on a node without a disk shared with rank 0
+it is not, and that node resumes from the remote copy.
 
 Restore (:func:`resume_checkpoint`, every process calls it) considers only
 checkpoints that are marked and whole: on each node, local rank 0 deletes local
@@ -195,6 +196,15 @@ class CheckpointSync(TrainerCallback):
         rank, local_rank = _ranks()
         world = _world()
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.uri and rank == 0:
+            # a run resumed from an older checkpoint saves this step again: the bucket's copy loses its marker
+            # before any rank overwrites a file of it, so a run lost mid-upload never resumes from a mix of both
+            marker = f"{self._remote(local.name)}/{MARKER}"
+            self.fs.invalidate_cache()
+            if self.fs.exists(marker):
+                self.fs.rm(marker)
+        if self.uri:
+            barrier()
         if self.uri and local.exists():
             self.upload(local, rank)
         barrier()  # every rank's files are written (and uploaded)

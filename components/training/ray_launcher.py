@@ -18,6 +18,16 @@ Nothing crosses nodes through a node-local file (rank 0 may land on any node):
   storage (``sft.ray_storage``: ``s3://...`` on a cluster); the driver copies it into
   ``out_dir``/``work_dir``. Training checkpoints for resume go to ``sft.checkpoint_uri``.
 
+A lost worker (its node gone, OOM-killed, an NCCL error) fails the whole worker group: the survivors are
+stuck in the collective it left. With ``sft.max_failures`` > 0 Ray Train (``FailureConfig``) tears the group
+down and starts a new one, up to that many times, in the same ``fit()``; every new worker runs
+:func:`_worker_loop` from the top, and :func:`train_sft` resumes from the newest complete checkpoint, on the
+node's disk or in ``sft.checkpoint_uri`` (components/training/checkpoints.py). Not from
+``ray.train.get_checkpoint()``: Ray Train hands back only what ``ray.train.report`` persisted, here only the
+final model; the training checkpoints are the Trainer's, sharded per rank (ZeRO-3), and each rank uploads its
+own files, so nothing is written twice and a rerun of the stage resumes the same way. The summary counts
+the attempts (``attempts``, ``restarts``) and says where the last one resumed (``resumed_from``).
+
     summary = train_with_ray(cfg.sft, base_dir, tokens_file, out_dir, work_dir, dtype)
 """
 from __future__ import annotations
@@ -56,6 +66,21 @@ def _unship_model(base, into: Path) -> str:
     return str(into)
 
 
+class AttemptLog:
+    """A Ray actor the driver owns for one ``fit()``: each worker group's rank 0 records its start here, so the
+    driver can count the attempts Ray Train made."""
+
+    def __init__(self):
+        self.attempts: list[dict] = []
+
+    def started(self, record: dict) -> int:
+        self.attempts.append(record)
+        return len(self.attempts)
+
+    def all(self) -> list[dict]:
+        return self.attempts
+
+
 def _worker_loop(config: dict) -> None:
     import json
     import os
@@ -69,6 +94,9 @@ def _worker_loop(config: dict) -> None:
     os.environ.update(config.get("env", {}))  # the MLflow run rank 0 streams into (live_metrics.py)
     os.environ.setdefault("S1FLOW_NO_PROGRESS", "1")
     ctx = ray.train.get_context()
+    if ctx.get_world_rank() == 0 and config.get("attempts") is not None:
+        ray.get(config["attempts"].started.remote({"rank0_node_id": ray.get_runtime_context().get_node_id(),
+                                                   "pid": os.getpid()}))
     rows = ray.train.get_dataset_shard("train").iter_rows()  # the whole dataset on every worker (not split)
     examples = sorted(((r["index"], TokenizedExample(list(r["input_ids"]), list(r["labels"]), int(r["prompt_tokens"])))
                        for r in rows), key=lambda t: t[0])
@@ -95,7 +123,7 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     import os
 
     import ray
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from components.training.live_metrics import RUN_ENV, URI_ENV  # lazy: imports transformers
@@ -105,19 +133,25 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     deepspeed = Path(cfg.deepspeed_config).read_text() if Path(cfg.deepspeed_config).exists() else None
     examples = ray.data.from_items([{"index": i, **d} for i, d in enumerate(iter_jsonl(tokens_file))])
     storage = cfg.ray_storage or str(work_dir / "ray_results")
+    attempts = ray.remote(num_cpus=0)(AttemptLog).remote()
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg.model_dump_json(), "base": _ship_model(str(base)), "work_dir": str(work_dir),
-                           "dtype": dtype, "deepspeed": deepspeed,
+                           "dtype": dtype, "deepspeed": deepspeed, "attempts": attempts,
                            "env": {k: os.environ[k] for k in (RUN_ENV, URI_ENV) if k in os.environ}},
         datasets={"train": examples},
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=cfg.world_size, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {}),
                                                            **cfg.ray_resources_per_worker}),
-        run_config=RunConfig(name=f"s1flow-sft-{work_dir.name}", storage_path=storage),
+        run_config=RunConfig(name=f"s1flow-sft-{work_dir.name}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+        started = ray.get(attempts.all.remote())
+    finally:
+        ray.kill(attempts)
     if result.error:
         raise result.error
     if result.checkpoint is None:
@@ -128,4 +162,6 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     shutil.move(str(out_dir / "loss_history.json"), work_dir / "loss_history.json")
     summary = json.loads((out_dir / "summary.json").read_text())
     (out_dir / "summary.json").unlink()
+    summary.update(attempts=len(started), restarts=max(0, len(started) - 1), attempt_nodes=[
+        a["rank0_node_id"] for a in started])
     return summary

@@ -104,6 +104,22 @@ class SFTTrainer(Trainer):
             loader = EpochedUlyssesLoader(loader)
         return model, loader
 
+    def _run_epoch(self, *args, **kwargs):
+        # A resumed epoch starts with accelerate's skip_first_batches on the epoch's loader (transformers'
+        # trainer.py, _run_epoch), which rebuilds a plain DataLoader from the loader's dataset and batch sampler:
+        # Ulysses' adapter has neither. For the length of the epoch the Trainer's name for it skips in the
+        # adapter's own units instead (EpochedUlyssesLoader.skip_first); every other loader goes to accelerate's.
+        if not isinstance(kwargs.get("train_dataloader"), EpochedUlyssesLoader):
+            return super()._run_epoch(*args, **kwargs)
+        import transformers.trainer as hf_trainer
+        skip = hf_trainer.skip_first_batches
+        hf_trainer.skip_first_batches = lambda loader, n: (
+            loader.skip_first(n) if isinstance(loader, EpochedUlyssesLoader) else skip(loader, n))
+        try:
+            return super()._run_epoch(*args, **kwargs)
+        finally:
+            hf_trainer.skip_first_batches = skip
+
 
 class EpochedUlyssesLoader:
     """DeepSpeed's Ulysses data loader adapter, started afresh every epoch.
@@ -114,10 +130,16 @@ class EpochedUlyssesLoader:
     the first batch of the second epoch, which the Trainer reads as an empty epoch and stops: every run trained
     one epoch. Neither does the adapter have ``set_epoch``, so the rank's sampler never reshuffled. Here each
     epoch sets the epoch on the rank's loader (and on the batch sampler accelerate's shard wraps, as the Trainer
-    does) and then starts a new iterator over it."""
+    does) and then starts a new iterator over it.
 
-    def __init__(self, adapter):
-        self.adapter = adapter
+    The adapter turns one batch of every rank's loader into ``sp`` micro-batches (each rank's batch in turn,
+    every rank computing its slice of it), so micro-batch ``k`` of an epoch comes from batch ``k // sp`` of each
+    rank's loader. :meth:`skip_first` resumes an epoch after ``n`` micro-batches: ``n // sp`` batches of each
+    rank's loader are skipped unread (accelerate's skip_first_batches, as the Trainer does without Ulysses),
+    then ``n % sp`` micro-batches of the next gathered batch are dropped, on every rank alike."""
+
+    def __init__(self, adapter, drop: int = 0):
+        self.adapter, self.drop = adapter, drop
 
     def __len__(self) -> int:
         return len(self.adapter)
@@ -130,9 +152,24 @@ class EpochedUlyssesLoader:
         if hasattr(inner, "set_epoch"):
             inner.set_epoch(epoch)
 
+    def skip_first(self, micro_batches: int) -> "EpochedUlyssesLoader":
+        """The loader for the epoch a resume starts in: its first ``micro_batches`` micro-batches left out. A copy
+        of the adapter over a skipping copy of the rank's loader; the later epochs use this one, whole."""
+        import copy
+        from collections import deque
+
+        from accelerate import skip_first_batches
+        whole, part = divmod(micro_batches, self.adapter.sp_world_size)
+        adapter = copy.copy(self.adapter)
+        adapter.dl = skip_first_batches(self.adapter.dl, whole) if whole else self.adapter.dl
+        adapter.micro_batches = deque()
+        return EpochedUlyssesLoader(adapter, drop=part)
+
     def __iter__(self):
         self.adapter.micro_batches.clear()
         self.adapter.iter = iter(self.adapter.dl)
+        for _ in range(self.drop):  # a collective (the adapter's all_gather): every rank drops as many
+            next(self.adapter)
         return self.adapter
 
     def __getattr__(self, name):

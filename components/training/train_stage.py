@@ -37,7 +37,8 @@ def sft_fingerprint(sft: SFTConfig, model_ref: str, tokens: Path) -> str:
         base_id = json.dumps([files, (base / "config.json").read_text() if (base / "config.json").exists() else ""])
     else:
         base_id = str(base)
-    where = {"checkpoint_uri", "ray_storage", "ray_resources_per_worker"}  # where it runs, not what it trains
+    # where and how it runs, not what it trains
+    where = {"checkpoint_uri", "ray_storage", "ray_resources_per_worker", "max_failures"}
     state = [sft.model_dump(mode="json", exclude=where), content_hash(tokens), base_id]
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -1,9 +1,12 @@
 """The rehearsal's input files: a pool in the fields of s1's 59K pool and local copies of the benchmarks.
 
 The pool's rows carry s1's ``source_type`` values (the column Algorithm 1's phase 1 matches) and a worked
-``solution`` ending in ``\\boxed{}`` (the field s1-32b extracts its answers from); the questions come from the
-procedural world, so the programmatic teacher behind the local provider can solve them. The benchmarks
-(AIME24/25, MATH500, AMC23, GPQA Diamond) are procedural questions of other seeds in each benchmark's fields.
+``solution`` ending in ``\\boxed{}`` (the field s1-32b extracts its answers from), except the rows of the sources
+whose solutions s1 kept whole (GPQA explanations, the statistics qualifying exam): theirs is an explanation
+with no ``\\boxed{}``, which s1-32b keeps as the reference (``answer_format: solution``) for the LLM judge to
+grade the teacher and the students against. The questions come from the procedural world, so the programmatic
+teacher behind the local provider can solve them. The benchmarks (AIME24/25, MATH500, AMC23, GPQA Diamond) are
+procedural questions of other seeds in each benchmark's fields.
 
     python infra/rehearsal/inputs.py --out runs/s1-32b-rehearsal/inputs --pool 96
 """
@@ -24,16 +27,24 @@ SOURCE_TYPES = (
     "Hothan/OlympiadBench/Open-ended/Math", "baber/agieval/aqua_rat", "TIGER-Lab/TheoremQA/integer",
     "daman1209arora/jeebench/math", "simplescaling/s1-prob", "qfq/stats_qual",
 )
+# sources whose reference is a whole solution (no \boxed{}): graded by the judge, as s1 graded them
+SOLUTION_SOURCES = {"Idavidrein/gpqa", "qfq/stats_qual"}
 DOMAINS = ["arithmetic", "algebra", "number_theory", "combinatorics"]
 BENCHMARKS = {"aime24": 30, "aime25": 30, "math500": 40, "amc23": 40, "gpqa_diamond": 20}
 PRM_DIR = "Qwen2.5-Math-PRM-rehearsal"  # the substitute for Qwen/Qwen2.5-Math-PRM-7B (params.yaml)
 
 
+def solution(answer: str, source_type: str) -> str:
+    if source_type in SOLUTION_SOURCES:
+        return f"Working through the problem step by step, the quantity asked for comes to {answer}."
+    return f"Worked solution.\n\\boxed{{{answer}}}"
+
+
 def pool_rows(size: int, seed: int = 301) -> list[dict]:
     questions = generate_pool(PoolConfig(size=size, seed=seed, malformed_fraction=0.0))
-    return [{"question": q.question, "solution": f"Worked solution.\n\\boxed{{{q.answer}}}",
-             "source_type": SOURCE_TYPES[i % len(SOURCE_TYPES)], "difficulty": q.difficulty}
-            for i, q in enumerate(questions)]
+    types = [SOURCE_TYPES[i % len(SOURCE_TYPES)] for i in range(len(questions))]
+    return [{"question": q.question, "solution": solution(q.answer, t), "source_type": t, "difficulty": q.difficulty}
+            for q, t in zip(questions, types)]
 
 
 def benchmark_rows(name: str, size: int, seed: int) -> list[dict]:

@@ -6,7 +6,11 @@
   OpenAI SDK's ``extra_body`` puts ``"google"`` at the top level: both are read), and then inside
   ``message.content`` as a ``<thought>...</thought>`` block before the answer; without it the content is the
   answer alone. The traces are the programmatic teacher's (components/distill/teachers/programmatic.py).
-- ``POST /v1/chat/completions``: the LLM domain classifier, answering the MSC code of the question.
+- ``POST /v1/chat/completions``: the LLM domain classifier, answering the MSC code of the question, and the
+  judge (the same model, asked with components/curation/judge.py's ``JUDGE_INSTRUCTION`` as the system prompt):
+  a short explanation, then a last line Yes or No. Its rule: the attempt's final answer (its last ``\boxed{}``,
+  else its last "Answer:" line, else its last line) matches the reference's (its last ``\boxed{}``, else its
+  last number) by math-verify.
 - ``GET /stats``: calls and faults; ``GET /billed``: per question (a hash of its text), how many answers were
   billed (the rehearsal's "nothing paid twice" check reads it).
 
@@ -21,13 +25,16 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from components.common.grading import extract_answer, grade, last_boxed
 from components.config import TeacherConfig
+from components.curation.judge import JUDGE_INSTRUCTION
 from components.data.domains import classify
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question
@@ -57,6 +64,34 @@ def completion(model: str, content: str, prompt_tokens: int, completion_tokens: 
 def rate_limited() -> dict[str, Any]:
     return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
                       "message": "Resource has been exhausted (e.g. check quota)."}}
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+_ATTEMPT, _REFERENCE = "\n\n## Attempt\n", "\n\n## Correct answer\n"
+
+
+def is_judge(messages: list[dict]) -> bool:
+    return any(m.get("role") == "system" and m.get("content") == JUDGE_INSTRUCTION for m in messages)
+
+
+def reference_answer(reference: str) -> str:
+    """The final answer of a reference solution: its last ``\\boxed{}``, else its last number ('' if none)."""
+    boxed = last_boxed(reference)
+    if boxed is not None:
+        return boxed
+    numbers = _NUMBER.findall(reference)
+    return numbers[-1] if numbers else ""
+
+
+def verdict_reply(user: str) -> tuple[bool, str]:
+    """The judge's verdict on its user message (problem, attempt, correct answer, as judge_messages writes it)
+    and its reply: an explanation, then Yes or No on the last line."""
+    rest = user.partition(_ATTEMPT)[2]
+    attempt, _, reference = rest.rpartition(_REFERENCE)
+    given, expected = extract_answer(attempt), reference_answer(reference)
+    right = bool(given and expected) and grade(given, expected)
+    return right, (f"The attempt's final answer is {given or '(none)'}; the correct answer's is "
+                   f"{expected or '(none)'}. They {'agree' if right else 'differ'}.\n{'Yes' if right else 'No'}")
 
 
 def question_of(messages: list[dict]) -> str:
@@ -95,10 +130,22 @@ class Provider:
         return completion(body.get("model", ""), content, trace.prompt_tokens or 1, trace.completion_tokens or 1)
 
     def classify(self, body: dict[str, Any]) -> dict[str, Any]:
-        text = question_of(body.get("messages") or [])
+        messages = body.get("messages") or []
+        if is_judge(messages):
+            return self.judge(body)
+        text = question_of(messages)
         with self.lock:
             self.counts["classifier_answers"] += 1
         return completion(body.get("model", ""), classify(text), len(text.split()) + 200, 1)
+
+    def judge(self, body: dict[str, Any]) -> dict[str, Any]:
+        user = next((m.get("content", "") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+        user = user if isinstance(user, str) else ""
+        right, reply = verdict_reply(user)
+        with self.lock:
+            self.counts["judge_answers"] += 1
+            self.counts["judge_yes" if right else "judge_no"] += 1
+        return completion(body.get("model", ""), reply, len(user.split()) + 150, len(reply.split()))
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -139,7 +186,8 @@ def handler(provider: Provider):
             if route is None:
                 self._send(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
                 return
-            kind = "teacher" if route == provider.teach else "classifier"
+            kind = "teacher" if route == provider.teach else "judge" if is_judge(body.get("messages") or []) \
+                else "classifier"
             with provider.lock:
                 provider.counts[f"{kind}_calls"] += 1
             fault = provider.fault()

@@ -116,3 +116,24 @@ def test_an_attempt_cut_off_before_its_answer_gave_none():
     assert attempt_answer(working + "\nAnswer: 109088\n2+", finished=False) == "109088"  # answered, then cut off
     assert attempt_answer("so \\boxed{7} and then", finished=False) == "7"
     assert attempt_answer("109088", finished=True) == "109088"            # a bare reply that ended by itself
+
+
+def test_a_pathological_expression_gets_a_bounded_not_equal_and_the_pool_goes_on():
+    """``9^{9^{9}}`` has ~370 million digits: math-verify would compute it for minutes. In the pool the comparison
+    is killed at its time limit (None: not graded), and the next comparison gets a fresh child."""
+    import time
+
+    from components.common.grading import GradingPool, bounded_equal
+    pool = GradingPool(timeout_s=1.0)
+    try:
+        assert pool.grade("1/2", "0.5") is True  # starts the child (its start is not counted in the limit)
+        t = time.monotonic()
+        assert pool.grade(r"9^{9^{9}}", "2") is None
+        assert time.monotonic() - t < 3 and pool.timeouts == 1
+        assert pool.grade(r"\frac{14}{3}", "14/3") is True and pool.grade("3", "1/2") is False
+        same = bounded_equal(pool, time.monotonic() + 30)
+        assert not same(r"9^{9^{9}}", "2") and same("2", " 2 ")
+        spent = bounded_equal(pool, time.monotonic() - 1)  # past the vote's deadline: identical strings only
+        assert spent("0.5", "0.5") and not spent("0.5", "1/2")
+    finally:
+        pool.close()

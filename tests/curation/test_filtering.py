@@ -59,9 +59,27 @@ def test_difficulty_attempts_as_ray_batch_inference_match_in_process(tiny_model_
     """One actor or two side by side (a thread each): the answers of one engine in this process."""
     examples = _examples(n=24, malformed=0.0)
     cfg = DifficultyConfig(max_new_tokens=6, batch_size=8, workers=workers)
-    solved = student_solves(examples, partial(_student, tiny_model_dir), str(tiny_model_dir), cfg)
+    solved, attempts = student_solves(examples, partial(_student, tiny_model_dir), str(tiny_model_dir), cfg)
     local = student_attempts(_student(tiny_model_dir), examples, cfg.max_new_tokens)
-    assert solved == {ex.question.id: ok for ex, ok in zip(examples, local)}
+    assert solved == {ex.question.id: ok for ex, ok in zip(examples, local)} and attempts == {}
+
+
+def test_student_worker_sends_text_only_for_solution_references_with_the_judge_on():
+    """With the judge on, a row whose reference is a whole solution comes back unsolved with its attempt's text
+    ('' when cut off before an answer); every other row is graded by rule with no text, as with the judge off."""
+    from components.curation.filtering import StudentWorker
+    from tests.curation.test_filter_stage import CFG, CUT, ScriptedStudent, _rows
+    rows = _rows()
+    batch = {"id": [e.question.id for e in rows], "example": [e.model_dump_json() for e in rows]}
+    by_rule = student_attempts(ScriptedStudent(), rows, CFG.max_new_tokens)
+    off = StudentWorker(ScriptedStudent, CFG.max_new_tokens)(batch)
+    assert off == {"id": batch["id"], "solved": by_rule, "attempt": [""] * len(rows)}
+    on = StudentWorker(ScriptedStudent, CFG.max_new_tokens, judge=True)(batch)
+    assert dict(zip(on["id"], on["attempt"])) == {
+        "right": "Hydrogen.\nAnswer: H2", "wrong": "Oxygen.\nAnswer: O2", "hedged": "It could be H2, maybe.",
+        "cut": "", "sum4": "", "sum5": "", "sum6": ""}
+    assert CUT not in on["attempt"]
+    assert on["solved"] == [False] * 4 + by_rule[4:]
 
 
 def test_llm_domain_classifier_through_an_openai_compatible_endpoint():

@@ -58,8 +58,8 @@ def test_short_budgets_keep_a_short_engine_and_prompts_get_what_the_length_leave
     assert 0 < short < long
 
 
-def _row(q, text, generated, prompt_tokens, last_token, max_tokens):
-    return {"id": q.id, "question": q.model_dump_json(), "gold": q.answer, "max_tokens": max_tokens,
+def _row(q, text, generated, prompt_tokens, last_token, max_tokens, judge=False):
+    return {"id": q.id, "question": q.model_dump_json(), "gold": q.answer, "max_tokens": max_tokens, "judge": judge,
             "generated_text": text, "num_generated_tokens": generated, "num_input_tokens": prompt_tokens,
             "generated_tokens": [3] * (generated - 1) + [last_token]}
 
@@ -75,13 +75,31 @@ def test_a_row_cut_at_the_engine_length_counts_as_not_solved():
     assert cut["num_generated_tokens"] < S1_32B.max_new_tokens  # not caught by comparing with max_new_tokens
     assert finish_reason(cut, 32768, settings.max_model_len, settings.stop_token_ids) == "length"
     post = postprocessor(settings)
-    assert post(cut) == {"id": "q", "finish_reason": "length", "solved": False}
+    assert post(cut) == {"id": "q", "finish_reason": "length", "solved": False, "attempt": ""}
     stopped = _row(q, working, generated=30000, prompt_tokens=2768, last_token=EOS, max_tokens=32768)
-    assert post(stopped) == {"id": "q", "finish_reason": "stop", "solved": True}  # vLLM checks stop tokens first
+    assert post(stopped) == {"id": "q", "finish_reason": "stop", "solved": True, "attempt": ""}  # stop tokens first
     budget_used = _row(q, "Answer: 42", generated=500, prompt_tokens=10, last_token=3, max_tokens=500)
     assert post(budget_used)["finish_reason"] == "length" and post(budget_used)["solved"]  # an answer was written
     short = _row(q, "Answer: 41", generated=5, prompt_tokens=10, last_token=9, max_tokens=500)
-    assert post(short) == {"id": "q", "finish_reason": "stop", "solved": False}
+    assert post(short) == {"id": "q", "finish_reason": "stop", "solved": False, "attempt": ""}
+
+
+def test_rows_for_the_judge_come_back_as_text_unless_cut_off_before_an_answer():
+    """A row marked ``judge`` (its reference is a whole solution) is not graded: its attempt's text comes back
+    for the judge, '' when it was cut off before writing an answer (never sent); ``solved`` stays false."""
+    settings = EngineSettings(max_model_len=4096, positions=32768, stop_token_ids=frozenset({EOS}))
+    q = Question(id="g", source="Idavidrein/gpqa", question="Which gas?", answer="Zinc displaces hydrogen: H2.",
+                 metadata={"answer_format": "solution"})
+    post = postprocessor(settings)
+    done = _row(q, "Hydrogen.\nAnswer: (B) H2", generated=9, prompt_tokens=20, last_token=EOS, max_tokens=500,
+                judge=True)
+    assert post(done) == {"id": "g", "finish_reason": "stop", "solved": False, "attempt": "Hydrogen.\nAnswer: (B) H2"}
+    cut = _row(q, "Zinc is above hydrogen, so", generated=500, prompt_tokens=20, last_token=3, max_tokens=500,
+               judge=True)
+    assert post(cut) == {"id": "g", "finish_reason": "length", "solved": False, "attempt": ""}
+    answered = _row(q, "Answer: H2\nChecking: zinc", generated=500, prompt_tokens=20, last_token=3, max_tokens=500,
+                    judge=True)
+    assert post(answered)["attempt"] == "Answer: H2\nChecking: zinc"
 
 
 def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_length_model, monkeypatch):
@@ -112,12 +130,20 @@ def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_leng
             return ray.data.from_items([postprocess(r) for r in out])
         return run
     monkeypatch.setattr(ray.data.llm, "build_processor", fake_build_processor)
-    solved = ray_llm_attempts(examples, str(qwen_length_model), S1_32B)
+    solved, attempts = ray_llm_attempts(examples, str(qwen_length_model), S1_32B)
     assert seen["config"].engine_kwargs["max_model_len"] == 32768
     row = seen["rows"][0]
     assert row["messages"] == [{"role": "user", "content": examples[0].question.question}]
     assert row["sampling_params"]["temperature"] == 0.0 and 32000 < row["sampling_params"]["max_tokens"] < 32768
     assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 3
+    assert attempts == {} and not any(r["judge"] for r in seen["rows"])
+    # with the judge on, the solution-reference rows come back as text (the cut one as nothing) and unsolved
+    for ex in examples[:2]:
+        ex.question.metadata["answer_format"] = "solution"
+    solved, attempts = ray_llm_attempts(examples, str(qwen_length_model), S1_32B, judge=True)
+    assert [r["judge"] for r in seen["rows"]] == [True, True, False, False, False, False]
+    assert attempts == {examples[0].question.id: f"Answer: {examples[0].question.answer}"}
+    assert not solved[examples[0].question.id] and not solved[examples[1].question.id] and sum(solved.values()) == 2
 
 
 def test_the_students_memory_share_reaches_the_engine_when_set(qwen_length_model):

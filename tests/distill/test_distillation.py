@@ -206,31 +206,92 @@ def test_a_second_run_over_the_same_shards_refuses_and_a_dead_holder_does_not_bl
         holder.wait()
     assert (tmp_path / "LOCK").exists()
     with ShardStore(tmp_path).lock() as me:  # the kernel released the dead holder's lock
-        assert me["pid"] == os.getpid()
+        assert me.info["pid"] == os.getpid()
 
 
-def test_remote_lock_refuses_a_live_holder_and_takes_over_a_stale_one():
-    import uuid
+class _Ledger:
+    """A stand-in for the run's SpendLedger actor: ``.remote`` methods, a booking that can fail, a stop switch."""
 
-    from components.distill.shards import LockHeld
-    url = f"memory://locks-{uuid.uuid4().hex}"
-    now = [1000.0]
-    clock = lambda: now[0]  # noqa: E731
-    store = ShardStore(url)
-    with store.lock(stale_after_s=60, clock=clock):
-        with pytest.raises(LockHeld, match="in use by another run"):
-            with ShardStore(url).lock(stale_after_s=60, clock=clock):
-                pass
-        now[0] += 61  # the holder stopped beating (its machine died): stale
-        with ShardStore(url).lock(stale_after_s=60, clock=clock) as me:
-            assert json.loads(store.fs.cat(f"{store.root}/LOCK"))["token"] == me["token"]
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    store.fs.pipe(f"{store.root}/LOCK", json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid,
-                                                     "heartbeat": now[0], "token": "x"}).encode())
-    with ShardStore(url).lock(stale_after_s=60, clock=clock):  # same host, holder process gone
-        pass
-    assert not store.fs.exists(f"{store.root}/LOCK")  # released on exit
+    def __init__(self, left=None, fail_spend=False):
+        self.left_usd, self.fail_spend, self.stopped, self.booked = left, fail_spend, None, []
+        ledger = self
+
+        class _Remote:
+            def __init__(self, fn):
+                self.fn = fn
+
+            async def remote(self, *a):
+                return self.fn(*a)
+        self.state, self.spend, self.left = _Remote(self._state), _Remote(self._spend), _Remote(lambda: ledger.left_usd)
+
+    def _state(self):
+        return self.left_usd, self.stopped
+
+    def _spend(self, usd):
+        if self.fail_spend:
+            raise RuntimeError("ledger actor died")
+        self.booked.append(usd)
+
+
+def test_a_ledger_failure_keeps_the_paid_batch_and_the_worker_stops_paying(tmp_path):
+    """A booking that fails (the ledger actor died) must not lose the answers already paid for: the batch is
+    written, and the worker asks nothing more (it cannot enforce the cap without its ledger)."""
+    import asyncio
+    questions = generate_pool(PoolConfig(size=12, seed=5, malformed_fraction=0.0))
+    cfg = TeacherConfig(price_input_per_mtok=1000.0, price_output_per_mtok=1000.0)  # the embedded teacher, priced
+    worker = _worker(cfg, tmp_path, ledger=_Ledger(left=100.0, fail_spend=True))
+    first = asyncio.run(worker(_batch(questions[:6])))
+    answered = [q.id for q, s in zip(questions, first["status"]) if s == "done"]
+    assert answered and list(first["status"]) == ["done"] * len(answered) + ["unasked"] * (6 - len(answered))
+    assert sorted(r["question_id"] for r in ShardStore(tmp_path).rows()) == sorted(answered)  # none lost
+    second = asyncio.run(worker(_batch(questions[6:])))
+    assert list(second["status"]) == ["unasked"] * 6
+
+
+def test_a_timed_out_call_counts_at_its_worst_case_in_the_next_runs_cap(tmp_path):
+    """A call that times out may still be billed in full: the journal books it at max_tokens of output (and
+    the request's bytes as prompt) and the next run starts from that, not from $0 in the shards."""
+    import asyncio
+
+    from components.distill.journal import replay
+    questions = generate_pool(PoolConfig(size=4, seed=7, malformed_fraction=0.0))
+    with Simulator(free_port(), fault_rate=1.0, faults=("hang",)) as sim:
+        cfg = _teacher(sim, workers=1, concurrency=4, timeout_s=0.3, max_retries=0, max_tokens=1000,
+                       price_input_per_mtok=0.0, price_output_per_mtok=1000.0)  # $1 per attempt at worst
+        out = asyncio.run(_worker(cfg, tmp_path)(_batch(questions)))
+        assert list(out["status"]) == ["failed"] * 4
+        assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in ShardStore(tmp_path).rows()) == 0
+        journal = replay(ShardStore(tmp_path))
+        assert journal.unsettled == 4 and journal.spent_usd == pytest.approx(4.0)
+        calls = sim.stats()["calls"]
+        capped = cfg.model_copy(update={"max_cost_usd": 3.5})
+        report = distill_pool(questions, capped, tmp_path)  # the cap is spent already: nothing is asked
+        assert report["stopped_at_cost_cap"] and report["spent_before_usd"] == pytest.approx(4.0)
+        assert report["unsettled_calls_before"] == 4 and sim.stats()["calls"] == calls
+
+
+def test_a_run_told_to_stop_makes_no_further_attempt_not_even_a_retry(tmp_path):
+    """Once the ledger says stop (the shard lock was lost), the next paid HTTP attempt is refused: a
+    question being retried is not retried, and no new question starts."""
+    import asyncio
+    questions = generate_pool(PoolConfig(size=3, seed=9, malformed_fraction=0.0))
+    with Simulator(free_port(), fault_rate=1.0, faults=("500",)) as sim:
+        ledger = _Ledger()
+        cfg = _teacher(sim, workers=1, concurrency=1, max_retries=3, backoff_base_s=0.01)
+        worker = _worker(cfg, tmp_path, ledger=ledger)
+        checks = []
+
+        def state_then_lose_the_lock():  # checks 1 and 2: the question starts, its first attempt goes out
+            checks.append(1)
+            if len(checks) > 2:
+                ledger.stopped = "the run lost its shard lock: another run holds the lock now"
+            return ledger._state()
+        ledger.state.fn = state_then_lose_the_lock
+        out = asyncio.run(worker(_batch(questions)))
+        assert sim.stats()["calls"] == 1
+    assert list(out["status"]) == ["failed", "unasked", "unasked"]
+    failed = ShardStore(tmp_path).latest()[questions[0].id]
+    assert "lost its shard lock" in failed["error"]
 
 
 # --- a cluster with no shared filesystem: the shards live in a bucket every node reaches ---

@@ -123,3 +123,44 @@ def test_a_gemini_response_without_thoughts_is_a_failed_trace_naming_the_cause()
 def test_leading_thinking_blocks_are_split_off(content, thinking, answer):
     from components.common.chat_client import split_thinking
     assert split_thinking(content) == (thinking, answer)
+
+
+def test_a_key_quoted_by_the_http_stack_is_redacted_and_a_local_protocol_error_is_not_retried(monkeypatch):
+    """An HTTP-stack error that quotes the Authorization header (h11's ``Illegal header value b'Bearer …'``)
+    reaches the trace redacted, error and raw alike, and is not retried as if transient."""
+    monkeypatch.setenv("S1FLOW_TEST_TEACHER_KEY", "sk-live-abcdef123456")
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-live-abcdef123456'")
+    cfg = TeacherConfig(kind="openai", model="m", base_url="http://teacher.test/v1",
+                        api_key_env="S1FLOW_TEST_TEACHER_KEY", max_retries=3, backoff_base_s=0.001)
+    t = asyncio.run(ApiTeacher(cfg, transport=httpx.MockTransport(handler)).attempt(
+        Question(id="q", source="t", question="2+2?", answer="4")))
+    dumped = t.model_dump_json()
+    assert not t.ok and "LocalProtocolError" in t.error and "[REDACTED]" in t.error
+    assert "abcdef123456" not in dumped and "sk-live" not in dumped
+    assert len(calls) == 1 and t.attempts == 1
+
+
+def test_an_unexpected_exception_quoting_a_key_is_redacted(monkeypatch):
+    from components.distill.teachers import unexpected_failure
+    q = Question(id="q", source="t", question="2+2?", answer="4")
+    t = unexpected_failure(q, "m", RuntimeError("headers {'Authorization': 'Bearer tok-9f8e7d6c5b'} key=tok-9f8e7d"),
+                           secrets=("tok-9f8e7d",))
+    assert "tok-9f8e7d" not in t.model_dump_json() and "[REDACTED]" in t.error
+
+
+@pytest.mark.parametrize("key", ["sk-abc123\n", " sk-abc123", "sk-abc\r\n123", "sk-ab c123", "sk-abc\x7f", "sk-abcé"])
+def test_a_malformed_key_is_refused_before_the_first_call_naming_the_setting(monkeypatch, tmp_path, key):
+    from components.config import ConfigError
+    from components.distill.distillation import distill_pool
+    monkeypatch.setenv("S1FLOW_TEST_TEACHER_KEY", key)
+    cfg = TeacherConfig(kind="openai", model="m", base_url="http://teacher.test/v1", api_key_env="S1FLOW_TEST_TEACHER_KEY")
+    with pytest.raises(ConfigError, match=r"teacher\.api_key_env: the key in \$S1FLOW_TEST_TEACHER_KEY") as err:
+        distill_pool([Question(id="q", source="t", question="2+2?", answer="4")], cfg, tmp_path)
+    assert "abc" not in str(err.value)
+    assert not list(tmp_path.glob("shard-*"))  # refused before the lock, Ray or any call
+    with pytest.raises(ValueError, match=r"teacher\.api_key_env"):
+        ApiTeacher(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(200)))

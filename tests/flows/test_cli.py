@@ -1,4 +1,4 @@
-"""`s1flow validate`: params first, then what this machine needs to run the profile (the preflight checks)."""
+"""`s1flow validate`: params first, then what the profile needs where it runs (the preflight checks)."""
 from __future__ import annotations
 
 from typer.testing import CliRunner

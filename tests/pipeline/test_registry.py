@@ -1,6 +1,7 @@
 """The stage registry is the single truth: dvc.yaml, entry signatures, the code each stage runs."""
 import ast
 import inspect
+import json
 
 import pytest
 
@@ -147,3 +148,23 @@ def test_on_ray_is_declared_by_every_stage_whose_code_reaches_ray(name):
     expected = {"distill": [True] * 3, "filter": [True] * 3, "train": [False, True, False],
                 "evaluate": [False, False, True]}
     assert declared == expected.get(name, [False] * 3), name
+
+
+def test_after_an_unready_base_model_every_stage_result_and_summary_carry_its_warning(tmp_path):
+    """The one place stage results pass through: a warning in base_model.json (pretrain.allow_unready) joins each
+    later stage's result and metrics file; a ready base model adds nothing."""
+    from components.paths import Paths
+    from components.pipeline.registry import get_stage, with_base_model_warning
+    from components.records import write_json
+
+    paths = Paths.for_profile("tiny", tmp_path)
+    select = get_stage("select")
+    (report,) = select.metrics(paths)
+    write_json(report, {"size": 3, "trace_tokens": [1, 2]})
+    write_json(paths.metric("base_model.json"), {"source": "release", "ready": True})
+    assert with_base_model_warning(select, {"size": 3}, paths) == {"size": 3}
+    assert "warning" not in json.loads(report.read_text())
+
+    write_json(paths.metric("base_model.json"), {"source": "unready-build", "ready": False, "warning": "not ready"})
+    assert with_base_model_warning(select, {"size": 3}, paths) == {"size": 3, "warning": "not ready"}
+    assert json.loads(report.read_text()) == {"size": 3, "trace_tokens": [1, 2], "warning": "not ready"}

@@ -8,8 +8,8 @@ comments dropped, `&&`, `;`, `|`, `&` and `$(...)` separated) and each is checke
   (subcommands, options, arguments), in a subprocess per tool family, all side by side;
 - `python SCRIPT ...` / `python -m MODULE ...`: the script or module exists and defines every `--flag` given;
 - any other `.venv/bin/` command exists and its `--help` names every `--flag` given;
-- the cheap s1flow commands (`--help`, `stages`, `validate`, `dvc-yaml`) run for real (`validate` of a profile this
-  machine cannot run must still pass its params check).
+- the cheap s1flow commands (`--help`, `stages`, `validate`, `dvc-yaml`) run for real (`validate` of a profile that cannot
+  run in the test's checkout must still pass its params check).
 
 Commands of other programs (docker, curl, git, export) are not checked, but their repo paths are. ```python
 blocks compile, and the README's import only names that exist. Repo paths in backticks and in commands exist,
@@ -295,7 +295,7 @@ def test_command_works_as_printed(cmd: Command, checks: Checks) -> None:
         assert error is None, f"{cmd}: {error}"
         if cmd.argv[1:] in checks.runs:
             code, out = checks.runs[cmd.argv[1:]]
-            # validate may find that this machine cannot run a cluster profile (keys, GPU packages): that is
+            # validate may find that the checkout running the tests cannot run a cluster profile (keys, GPU packages): that is
             # its job there; its params check must still pass
             refused_here = cmd.argv[1] == "validate" and code == 2 and "params OK" in out and "cannot run here" in out
             assert code == 0 or refused_here, f"{cmd} exited {code}:\n{out[-2000:]}"

@@ -64,3 +64,34 @@ def test_faults_at_their_rates_and_the_classifier_answers_a_code(url_of):
         {"role": "system", "content": "MSC"}, {"role": "user", "content": f"Question: {QUESTION}"}]})
     assert status == 200 and body["choices"][0]["message"]["content"].isdigit()
     assert provider.stats()["teacher_429s"] == 1 and provider.stats()["questions_billed"] == 0
+
+
+def test_the_judge_answers_over_http_in_the_providers_shape_ending_in_yes_or_no(url_of):
+    """Recognised by the judge's system prompt on the classifier's route: an explanation, then Yes when the
+    attempt's final answer matches the reference solution's, No otherwise; read back by the judge's client."""
+    import asyncio
+
+    from components.common.chat_client import ChatClient
+    from components.config import DomainConfig
+    from components.curation.judge import judge, judge_messages
+    provider = Provider(0.0, 0.0, 0.0)
+    base = url_of(provider)
+    reference = "Working through the problem step by step, the quantity asked for comes to 18960."
+    status, body = _post(base + CLASSIFIER_PATH, {"model": "c", "messages": judge_messages(
+        QUESTION, "9083 + 9877 = 18960\nAnswer: 18960", reference)})
+    assert status == 200 and body["object"] == "chat.completion"
+    reply = body["choices"][0]["message"]["content"]
+    assert reply.splitlines()[-1] == "Yes" and "18960" in reply.splitlines()[0]
+    items = [(QUESTION, "Answer: 18960", reference), (QUESTION, "Answer: 18950", reference),
+             (QUESTION, "The sum is \\boxed{18960}.", "so the result is \\boxed{18960} after all 3 steps")]
+
+    async def ask():
+        client = ChatClient(DomainConfig(classifier="llm", model="c", base_url=base + "/v1/", max_retries=0))
+        try:
+            return await judge(items, client)
+        finally:
+            await client.aclose()
+    assert asyncio.run(ask()) == [True, False, True]
+    stats = provider.stats()
+    assert stats["judge_answers"] == 4 and stats["judge_yes"] == 3 and stats["judge_no"] == 1
+    assert stats["judge_calls"] == 4 and "classifier_answers" not in stats

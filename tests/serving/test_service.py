@@ -5,6 +5,8 @@ surface (n, stop, content parts, reasoning fields, max_completion_tokens,
 include_usage, unsupported fields), auth on every route, back-pressure.
 """
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -24,7 +26,7 @@ class PoisonEngine(WrappedEngine):
     """The tiny engine, except that a prompt containing POISON fails inside generate_forced."""
 
     def generate_forced(self, prompts, specs, sampling, **kw):
-        if any("POISON" in p for p in prompts):
+        if any("POISON" in (p if isinstance(p, str) else self.tokenizer.decode(p)) for p in prompts):
             raise RuntimeError("engine blew up on this prompt")
         return self.inner.generate_forced(prompts, specs, sampling, **kw)
 
@@ -40,6 +42,7 @@ def make_server(tiny_engine, monkeypatch_module):
             args = {"engine_obj": PoisonEngine(tiny_engine), **args, **kw}
             return servers.enter_context(serving(S1Service("", **args)))
 
+        make.tiny = tiny_engine
         yield make
 
 
@@ -55,10 +58,10 @@ def url(make_server):
     return make_server()
 
 
-def chat(url, content="What is 2 + 2?", **kw):
+def chat(url, content="What is 2 + 2?", timeout=120, **kw):
     body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": 6,
             "max_thinking_tokens": 12, **kw}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=120)
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=timeout)
 
 
 @pytest.mark.parametrize("bad,status", [({"min_thinking_tokens": 5000}, 400), ({"content": "POISON 1 + 1"}, 500)])
@@ -298,3 +301,143 @@ def test_a_request_without_a_budget_gets_an_answer_when_the_cap_is_the_context(m
     with pytest.raises(ValueError, match=r"evaluate.budgets: \[2048\] exceed engine.unlimited_thinking_tokens"):
         evaluate_via_serve(EvaluateConfig(budgets=[8, 2048]), ServeConfig(), url, [], tmp_path / "x.jsonl", "h",
                            thinking_cap=context)
+
+
+class GatedEngine(WrappedEngine):
+    """The tiny engine behind a gate: each engine call waits until ``gate`` opens; counts the tokens it made."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.gate, self.tokens = threading.Event(), 0
+
+    def generate_forced(self, prompts, specs, sampling, **kw):
+        assert self.gate.wait(60)
+        res = self.inner.generate_forced(prompts, specs, sampling, **kw)
+        self.tokens += sum(len(r.token_ids) for r in res)
+        return res
+
+
+def _in_flight(url) -> int:
+    return httpx.get(f"{url}/health", timeout=5).json()["in_flight"]
+
+
+def _wait_in_flight(url, value, within_s=20.0) -> None:
+    end = time.monotonic() + within_s
+    while _in_flight(url) != value:
+        assert time.monotonic() < end, f"in_flight stayed {_in_flight(url)}, expected {value}"
+        time.sleep(0.05)
+
+
+def test_dropped_clients_cancel_their_work_and_hold_capacity_until_the_engine_stopped(make_server):
+    engine = GatedEngine(make_server.tiny)
+    url = make_server(engine_obj=engine, unlimited_thinking_tokens=400)
+    long = dict(max_thinking_tokens=400, min_thinking_tokens=400)
+
+    def dropped_stream(i):
+        body = {"model": "tiny", "messages": [{"role": "user", "content": f"What is {i} + 1?"}], "stream": True, **long}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=30) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first event, then the client goes away
+
+    def dropped_request(i):
+        with pytest.raises(httpx.TimeoutException):
+            chat(url, f"What is {i} + 2?", **long, timeout=httpx.Timeout(30, read=0.5))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: dropped_stream(i) if i < 10 else dropped_request(i), range(16)))
+    time.sleep(0.5)
+    assert _in_flight(url) == 16  # every client is gone, the engine has stopped none: their capacity is held
+    engine.gate.set()
+    _wait_in_flight(url, 0)
+    assert engine.tokens <= 16, engine.tokens  # each stopped at its first token at most, not 400
+    t = time.monotonic()
+    assert chat(url).status_code == 200 and time.monotonic() - t < 5  # no abandoned work ahead of it
+
+
+def test_admission_counts_generations_not_requests(make_server):
+    engine = GatedEngine(make_server.tiny)
+    url = make_server(engine_obj=engine, max_queued_requests=8)
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(httpx.post, f"{url}/v1/completions", headers=AUTH, timeout=60,
+                          json={"model": "tiny", "prompt": ["What is 1 + 1?"] * 4, "n": 2, "max_thinking_tokens": 4,
+                                "max_tokens": 2, "temperature": 1.0})
+        _wait_in_flight(url, 8, within_s=10)  # one request, eight generations
+        busy = chat(url)
+        assert busy.status_code == 429 and busy.json()["error"]["code"] == "overloaded", busy.text
+        engine.gate.set()
+        assert big.result().status_code == 200 and len(big.result().json()["choices"]) == 8
+    r = httpx.post(f"{url}/v1/completions", headers=AUTH, timeout=60,
+                   json={"model": "tiny", "prompt": ["What is 1 + 1?"] * 3, "n": 3, "max_thinking_tokens": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"  # 9 > 8: never admissible, not a 429
+    _wait_in_flight(url, 0)
+
+
+def test_the_batcher_queue_is_bounded():
+    import asyncio
+
+    from components.inference.budget_forcing import BudgetSpec
+    from components.inference.engine import Sampling
+    from components.serving.protocol import APIError
+    from components.serving.service import MicroBatcher
+
+    async def go():
+        released = []
+        b = MicroBatcher(lambda *a, **k: [], max_size=1, wait_s=10, max_queued=2)
+        b.task = asyncio.get_running_loop().create_future()  # no consumer: the queue only fills
+        b.queue = asyncio.Queue(maxsize=2)
+        for _ in range(2):
+            b.submit([1], BudgetSpec(max_thinking_tokens=1), Sampling(), lambda: released.append(1))
+        with pytest.raises(APIError) as e:
+            b.submit([1], BudgetSpec(max_thinking_tokens=1), Sampling(), lambda: released.append(1))
+        assert e.value.status == 429 and released == [1]
+    asyncio.run(go())
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(tiny_engine):
+    """No Content-Length: the body is counted as it arrives (raw ASGI, so the bytes the app read are exact)."""
+    import asyncio
+
+    from components.serving.service import build_api
+    app = build_api(S1Service("", engine_obj=tiny_engine, model_name="tiny", max_request_bytes=4000,
+                              api_key_env="S1FLOW_CHUNKED_TEST_NO_KEY"))
+    chunk, total, read, sent = b"x" * 65536, 16 << 20, [0], []
+
+    async def receive():
+        read[0] += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": read[0] < total}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_too_large"
+    assert read[0] <= 2 * len(chunk), read[0]  # not the 16 MiB
+
+
+@pytest.mark.parametrize("method,path,status", [("GET", "/v1/chat/completions", 405), ("POST", "/v1/models", 405),
+                                                ("POST", "/v1/nothing", 404), ("GET", "/", 404),
+                                                ("PUT", "/health", 405)])
+def test_framework_errors_are_openai_error_objects(url, method, path, status):
+    r = httpx.request(method, f"{url}{path}", headers=AUTH, timeout=30)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("raw,param", [
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages.0.content"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\udfff"]}', "stop.0"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": "2"}', "n"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
+])
+def test_lone_surrogates_and_loose_types_are_400s(url, raw, param):
+    r = httpx.post(f"{url}/v1/chat/completions", content=raw, timeout=30,
+                   headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["param"] == param, err

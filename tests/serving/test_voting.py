@@ -91,3 +91,39 @@ def test_plain_n_keeps_n_choices_and_voting_cannot_stream(url):
     assert r.status_code == 400 and "majority_voting" in r.json()["error"]["message"]
     r = post(url, "chat/completions", messages=[{"role": "user", "content": "q"}], method="best_of_n")
     assert r.status_code == 400 and r.json()["error"]["param"] == "method"
+
+
+class PathologicalAnswers(WrappedEngine):
+    """Samples answer ``\\boxed{9^{9^{9}}}`` (~370 million digits, were it computed) and ``\\boxed{2}`` by turns."""
+
+    def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
+        res = self.inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
+        return [r.model_copy(update={"answer": "\\boxed{9^{9^{9}}}" if seed % 2 == 0 else "\\boxed{2}"})
+                for r, seed in zip(res, row_seeds(prompts, specs, sampling, seeds))]
+
+
+def test_health_answers_while_a_pathological_vote_is_in_flight(tiny_engine):
+    import threading
+    import time
+    service = S1Service("", engine_obj=PathologicalAnswers(tiny_engine), model_name="tiny", batch_wait_timeout_s=0.05,
+                        default_answer_tokens=4, unlimited_thinking_tokens=64, api_key_env="S1FLOW_VOTING_TEST_NO_KEY",
+                        grading_timeout_s=1.0, vote_timeout_s=3.0)
+    with serving(service) as base:
+        out = {}
+        voter = threading.Thread(target=lambda: out.update(r=post(
+            base, "chat/completions", messages=[{"role": "user", "content": "What is 9^9^9?"}], n=4, seed=0,
+            method="majority_voting")))
+        voter.start()
+        time.sleep(0.5)
+        for _ in range(3):
+            t = time.monotonic()
+            assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+            assert time.monotonic() - t < 1.0
+            time.sleep(0.3)
+        voter.join(timeout=60)
+        r = out["r"]
+        assert r.status_code == 200, r.text
+        s1 = r.json()["choices"][0]["s1"]
+        assert [s["extracted_answer"] for s in s1["samples"]] == ["9^{9^{9}}", "2", "9^{9^{9}}", "2"]
+        assert s1["votes"] == 2  # the identical answers still group; the unsettled comparison counts as different
+    service.close()

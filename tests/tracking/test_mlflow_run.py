@@ -5,6 +5,9 @@ import mlflow
 from mlflow import MlflowClient
 
 from components.tracking.mlflow_run import flatten, promote_if_better
+from tests.conftest import REPO
+
+REPORT_METRICS = REPO / "tests" / "fixtures" / "report" / "metrics" / "tiny"
 
 
 def test_champion_moves_only_to_a_better_version(tmp_path):
@@ -132,3 +135,63 @@ def test_training_streams_into_its_run_and_register_completes_it(tiny_model_dir,
     finally:
         mlflow.set_tracking_uri(None)
         hf_logging.enable_progress_bar()
+
+
+def _register_without_pyfunc(monkeypatch):
+    """The model version registered straight from the run (the pyfunc packaging has tests of its own)."""
+    from types import SimpleNamespace
+
+    from components.tracking import mlflow_run
+
+    def register(model_dir, registered_model):
+        client, run = MlflowClient(), mlflow.active_run()
+        if not client.search_registered_models(f"name = '{registered_model}'"):
+            client.create_registered_model(registered_model)
+        version = client.create_model_version(registered_model, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        return SimpleNamespace(registered_model_version=version.version)
+    monkeypatch.setattr(mlflow_run, "log_model_version", register)
+
+
+def test_an_unready_base_model_warns_on_the_registered_run(tmp_path, monkeypatch):
+    """pretrain.allow_unready went on with a base model that missed its probe: the register stage's run carries
+    the warning as a tag, in its description, as warning.txt and on the results page it logs; so does the model
+    version."""
+    import shutil
+
+    from components.config import parse_profile
+    from components.paths import Paths
+    from components.records import write_json
+    from components.tracking.mlflow_run import WARNING_TAG
+    from components.tracking.register_stage import register_stage
+
+    _register_without_pyfunc(monkeypatch)
+
+    warning = "base model not ready: its pre-training (8 steps, pretrain.seed 3, model.seed 4) never passed"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = parse_profile({"tracking": {"tracking_uri": uri, "experiment": "unready", "registered_model": "unready-m"}},
+                        "tiny")
+    paths = Paths.for_profile("tiny", tmp_path)
+    shutil.copytree(REPORT_METRICS, paths.metric("eval.json").parent)
+    write_json(paths.metric("train.json"), {"train_loss": 0.5, "seconds": 1.0})
+    write_json(paths.metric("base_model.json"), {"source": "pretrained", "ready": False, "warning": warning})
+    paths.sft_model.mkdir(parents=True)
+    (paths.sft_model / "config.json").write_text("{}")
+    try:
+        info = register_stage(cfg, paths)
+        client = MlflowClient(uri)
+        run = client.get_run(info["run_id"])
+        page = client.download_artifacts(info["run_id"], "results/results.md", str(tmp_path / "dl"))
+        text = client.download_artifacts(info["run_id"], "warning.txt", str(tmp_path / "dl"))
+        version = client.get_model_version("unready-m", str(info["model_version"]))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert run.data.tags[WARNING_TAG] == warning and warning in run.data.tags["mlflow.note.content"]
+    assert open(text).read().strip() == warning and f"**WARNING:** {warning}" in open(page).read()
+    assert version.tags[WARNING_TAG] == warning
+
+    write_json(paths.metric("base_model.json"), {"source": "release", "ready": True})  # a ready model: no warning
+    try:
+        run = MlflowClient(uri).get_run(register_stage(cfg, paths)["run_id"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert WARNING_TAG not in run.data.tags and "mlflow.note.content" not in run.data.tags

@@ -221,3 +221,28 @@ def test_ranks_on_separate_disks_mark_only_the_bucket_and_resume_from_it(bucket,
     for node in ("node0", "node1"):
         assert (work / node / "checkpoint-4/trainer_state.json").exists()
         assert (work / node / "checkpoint-4/global_step4/zero_pp_rank_1_mp_rank_00_model_states.pt").exists()
+
+
+def test_a_step_saved_again_is_unmarked_in_the_bucket_until_all_its_files_are_uploaded_again(bucket, tmp_path):
+    """A run restarted from checkpoint-2 while the bucket holds a marked checkpoint-4 saves step 4 again: the old
+    marker goes before the first file is overwritten, so a run lost mid-upload leaves step 4 unmarked, never a
+    marked mix of two saves."""
+    from components.training.checkpoints import CheckpointSync
+    sync = CheckpointSync(bucket)
+    _put(sync, 4, _files(0, 4), marked=True)
+    assert sync.complete_steps() == [4]
+    work = tmp_path / "work"
+    for rel, text in _files(0, 4).items():
+        (work / "checkpoint-4" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / "checkpoint-4" / rel).write_text(f"again: {text}")
+    put_file, puts = sync.fs.put_file, []
+
+    def lost_after_one(src, dst, **kw):
+        if puts:
+            raise RuntimeError("the node is gone")
+        put_file(src, dst, **kw)
+        puts.append(dst)
+    sync.fs.put_file = lost_after_one
+    with pytest.raises(RuntimeError, match="the node is gone"):
+        sync.on_save(SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=4), None)
+    assert len(puts) == 1 and sync.complete_steps() == []

@@ -1,7 +1,9 @@
 """SFT through Ray Train on a two-node local Ray cluster: `ray start --head` plus a second `ray start` node with
 its own temp dir and a custom resource the training workers ask for, so rank 0 runs on the node that is not the
 driver's. Data reach the workers as a Ray Dataset, the base model through the object store, and the model, loss
-history and summary come back through Ray Train's checkpoint and metrics: no file crosses nodes."""
+history and summary come back through Ray Train's checkpoint and metrics: no file crosses nodes. A worker
+SIGKILLed after the first checkpoint is recovered by Ray Train itself (sft.max_failures): the same fit() restarts
+the worker group, which resumes from that checkpoint."""
 import json
 import os
 import shutil
@@ -36,7 +38,7 @@ def _stop_node(temp_dir: str) -> None:
             pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster():
     """Head (the driver's node, 1 CPU) + a worker node (2 CPUs, resource trainer_node=2), on 127.0.0.1, each with
     its own temp dir."""
@@ -77,8 +79,7 @@ print(json.dumps({"summary": summary, "driver_node": ray.get_runtime_context().g
 """
 
 
-@pytest.mark.slow
-def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_dir, tmp_path, two_node_cluster):
+def _examples(path: Path) -> None:
     import random
 
     rng = random.Random(1)
@@ -86,13 +87,21 @@ def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_di
     for _ in range(16):
         ids = [rng.randint(3, 250) for _ in range(rng.randint(8, 30))]
         examples.append(TokenizedExample(ids, [IGNORE_INDEX] * 2 + ids[2:], 2))
-    write_jsonl(tmp_path / "tokens.jsonl", [asdict(e) for e in examples])
-    # the driver in its own process, as a user's job would be: Ray state an earlier test left in this process
-    # (its cached node IP, its auth mode) must not decide where this driver connects
-    env = {**os.environ, "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "disabled",
+    write_jsonl(path, [asdict(e) for e in examples])
+
+
+def _driver(code: str, cluster: str, *args: str) -> subprocess.CompletedProcess:
+    """The driver in its own process, as a user's job would be: Ray state an earlier test left in this process
+    (its cached node IP, its auth mode) must not decide where this driver connects."""
+    env = {**os.environ, "RAY_ADDRESS": cluster, "RAY_AUTH_MODE": "disabled",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    run = subprocess.run([sys.executable, "-c", DRIVER, str(tiny_model_dir), str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_dir, tmp_path, two_node_cluster):
+    _examples(tmp_path / "tokens.jsonl")
+    run = _driver(DRIVER, two_node_cluster, str(tiny_model_dir), str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     summary, driver_node, nodes = got["summary"], got["driver_node"], got["nodes"]
@@ -103,3 +112,59 @@ def test_rank0_on_the_other_node_trains_and_hands_back_through_ray(tiny_model_di
     assert (out / "model.safetensors").exists() and (out / "training_args.json").exists()
     history = json.loads((tmp_path / "work/loss_history.json").read_text())
     assert history and history[-1]["step"] == 2
+    assert summary["attempts"] == 1 and summary["restarts"] == 0
+
+
+KILLING_DRIVER = """
+import json, sys
+from pathlib import Path
+from components.config import SFTConfig
+from components.training import ray_launcher
+model, tmp, max_failures = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+
+
+def loop(config):  # defined here, so Ray ships it by value: rank 1 of the first worker group dies after checkpoint-1
+    import os, signal, time
+    import ray.train
+    import components.training.sft as sft
+    from components.training import ray_launcher
+    killed = Path(config["work_dir"]).parent / "killed"
+    if ray.train.get_context().get_world_rank() == 1 and not killed.exists():
+        class DieAfterFirstCheckpoint(sft.CheckpointSync):
+            def on_save(self, args, state, control, **kw):
+                super().on_save(args, state, control, **kw)
+                marker = Path(args.output_dir) / f"checkpoint-{state.global_step}" / "COMPLETE"
+                while not marker.exists():  # rank 0 marks it after the barrier both passed
+                    time.sleep(0.05)
+                killed.write_text(str(state.global_step))
+                os.kill(os.getpid(), signal.SIGKILL)
+        sft.CheckpointSync = DieAfterFirstCheckpoint
+    ray_launcher._worker_loop(config)
+
+
+ray_launcher._worker_loop = loop
+cfg = SFTConfig(epochs=2, global_batch_size=8, per_device_batch_size=4, world_size=2, launcher="ray",
+                deepspeed="never", ray_resources_per_worker={"trainer_node": 1}, save_steps=1,
+                max_failures=max_failures)
+summary = ray_launcher.train_with_ray(cfg, model, tmp / "tokens.jsonl", tmp / "out", tmp / "work")
+print(json.dumps({"summary": summary}))
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_after_the_first_checkpoint_is_restarted_by_ray_train_and_resumes_from_it(
+        tiny_model_dir, tmp_path, two_node_cluster):
+    """16 examples, a global batch of 8, 2 epochs: 4 steps, a checkpoint after each. Rank 1 is SIGKILLed once
+    checkpoint-1 is marked; with max_failures=1 the same fit() starts a second worker group, which resumes from
+    checkpoint-1 and trains steps 2-4 only. (With max_failures=0 the fit() fails at the kill.)"""
+    _examples(tmp_path / "tokens.jsonl")
+    run = _driver(KILLING_DRIVER, two_node_cluster, str(tiny_model_dir), str(tmp_path), "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "killed").read_text() == "1"
+    summary = json.loads(run.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["attempts"] == 2 and summary["restarts"] == 1
+    assert Path(summary["resumed_from"]).name == "checkpoint-1"
+    assert summary["steps"] == 4 and summary["world_size"] == 2
+    history = json.loads((tmp_path / "work/loss_history.json").read_text())
+    assert [r["step"] for r in history] == [2, 3, 4]  # the restarted group trained from step 1 on, not from 0
+    assert (tmp_path / "out/model.safetensors").exists()

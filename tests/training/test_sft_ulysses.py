@@ -1,10 +1,13 @@
 """DeepSpeed Ulysses (sequence parallelism) through the real SFT entry point: two gloo processes on the CPU
 share every sequence, and each step's loss equals the loss without sequence parallelism on the same batch."""
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from components.config import ConfigError, SFTConfig, parse_profile
 from components.formatting import IGNORE_INDEX, TokenizedExample
@@ -34,18 +37,20 @@ def test_only_attention_and_sampling_that_run_under_ulysses_are_allowed():
     assert ok.packing and ok.sequence_parallel_size == 2  # the combination transformers documents
 
 
-def run_two_ranks(model_dir, cfg: SFTConfig, tmp_path) -> dict:
-    """``cfg`` trained by two CPU processes (tests/support/ulysses_worker.py) on ``tmp_path/ex.json``; rank 0's
-    record (summary, loss history)."""
+def run_two_ranks(model_dir, cfg: SFTConfig, tmp_path, examples=None, **options) -> dict | None:
+    """``cfg`` trained by two CPU processes (tests/support/ulysses_worker.py) on ``examples`` (default
+    ``tmp_path/ex.json``); rank 0's record (summary, loss history), None when ``options`` stopped the run."""
     from components.common.network import free_port
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tests.support.ulysses_worker", str(rank), "2", str(port),
-                               str(model_dir), str(tmp_path / "ex.json"), cfg.model_dump_json(), str(tmp_path)],
+                               str(model_dir), str(examples or tmp_path / "ex.json"), cfg.model_dump_json(),
+                               str(tmp_path), json.dumps(options)],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in range(2)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    return json.loads((tmp_path / "rank0.json").read_text())
+    record = tmp_path / "rank0.json"
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 @pytest.mark.slow
@@ -93,3 +98,44 @@ def test_ulysses_trains_every_epoch_on_a_reshuffled_order(tiny_model_dir, tmp_pa
     assert sp["summary"]["steps"] == 4
     losses = [r["loss"] for r in sp["history"]]  # lr ~0: a step's loss is its examples' (the order shows)
     assert losses[:2] != losses[2:]
+
+
+@pytest.mark.slow
+def test_ulysses_resumed_mid_epoch_trains_as_the_run_that_never_stopped(tiny_model_dir, tmp_path):
+    """sp=2 over two "nodes" (two CPU processes, local rank 0 each, no shared work directory, ZeRO-3): a run
+    stopped after checkpoint-3, a quarter of the way into epoch 0's micro-batches (1 whole batch of each rank's
+    loader and 1 of the next 2 Ulysses micro-batches), its work directories deleted and restarted, resumes from the
+    bucket and logs the same loss at every later step, and ends with the same weights, as the run that never
+    stopped. Bitwise: the same processes, kernels and reduction order on the same batches, from the weights,
+    optimizer state and RNG the checkpoint holds exactly (fp32), give the same floats."""
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file
+
+    examples = tmp_path / "ex.json"
+    examples.write_text(json.dumps([asdict(e) for e in _examples()]))
+    cfg = dict(block_size=24, epochs=2, global_batch_size=1, per_device_batch_size=1, learning_rate=3e-3,
+               warmup_ratio=0, deepspeed="always", world_size=2, sequence_parallel_size=2,
+               attn_implementation="sdpa", save_steps=3)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for d in (whole, stopped):
+        d.mkdir()
+    ref = run_two_ranks(tiny_model_dir, SFTConfig(**cfg, checkpoint_uri=str(whole / "bucket")), whole, examples,
+                        nodes=True)
+    resumed_cfg = SFTConfig(**cfg, checkpoint_uri=str(stopped / "bucket"))
+    assert run_two_ranks(tiny_model_dir, resumed_cfg, stopped, examples, nodes=True, stop_after=3) is None
+    assert (stopped / "bucket/checkpoint-3/COMPLETE").exists() and not (stopped / "model").exists()
+    for rank in range(2):  # replacement nodes: nothing local survives
+        shutil.rmtree(stopped / f"work{rank}")
+    got = run_two_ranks(tiny_model_dir, resumed_cfg, stopped, examples, nodes=True)
+    assert Path(got["summary"]["resumed_from"]).name == "checkpoint-3"
+    assert ref["summary"]["steps"] == got["summary"]["steps"] == 8  # 4 examples, 1 a step, 2 epochs
+    ref_losses = {r["step"]: r["loss"] for r in ref["history"]}
+    got_losses = {r["step"]: r["loss"] for r in got["history"]}
+    print("whole", ref_losses, "resumed", got_losses)
+    assert sorted(got_losses) == [4, 5, 6, 7, 8]
+    assert got_losses == {step: ref_losses[step] for step in got_losses}
+    assert len(set(ref_losses.values())) == 8  # every step its own loss: a replayed or skipped batch would show
+    ref_weights, got_weights = load_file(whole / "model/model.safetensors"), load_file(stopped / "model/model.safetensors")
+    assert ref_weights.keys() == got_weights.keys()
+    assert all(torch.equal(ref_weights[k], got_weights[k]) for k in ref_weights)

@@ -15,20 +15,36 @@ error, the raw response and the tokens billed for it (every attempt's usage). ``
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Protocol
 
-from components.common.chat_client import ApiError, ChatClient
-from components.config import TeacherConfig
+from components.common.chat_client import ApiError, ChatClient, key_problem, redact
+from components.config import ConfigError, TeacherConfig
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question, Trace
 
 
-def unexpected_failure(question: Question, teacher: str, error: BaseException, seconds: float = 0.0) -> Trace:
-    """A failure trace for an exception no teacher should raise (recorded and retried, never a lost batch)."""
+def unexpected_failure(question: Question, teacher: str, error: BaseException, seconds: float = 0.0,
+                       secrets: tuple[str, ...] = ()) -> Trace:
+    """A failure trace for an exception no teacher should raise (recorded and retried, never a lost batch).
+    Its texts go through :func:`redact`: ``secrets`` (the teacher's key) and anything shaped like a credential
+    never reach the trace."""
     return Trace(question_id=question.id, teacher=teacher, ok=False,
-                 error=f"unexpected error ({type(error).__name__}: {error})"[:2000],
-                 raw=getattr(error, "raw", "") or repr(error)[:20000], latency_s=round(seconds, 3))
+                 error=redact(f"unexpected error ({type(error).__name__}: {error})", *secrets)[:2000],
+                 raw=redact(getattr(error, "raw", "") or repr(error)[:20000], *secrets), latency_s=round(seconds, 3))
+
+
+def teacher_key(cfg: TeacherConfig) -> str:
+    """The key in ``$teacher.api_key_env`` ('' when unset)."""
+    return os.environ.get(cfg.api_key_env, "")
+
+
+def check_teacher_key(cfg: TeacherConfig) -> None:
+    """Refuse, before the first call, a key that an HTTP header cannot carry (the message never quotes it)."""
+    if cfg.kind in TEACHERS and cfg.kind != "programmatic" and (problem := key_problem(teacher_key(cfg),
+                                                                                       cfg.api_key_env)):
+        raise ConfigError(f"teacher.api_key_env: {problem}")
 
 
 def no_thinking_error(cfg: TeacherConfig) -> str:
@@ -52,7 +68,7 @@ class ApiTeacher:
 
     def __init__(self, cfg: TeacherConfig, **client_kw):
         self.name, self.cfg = cfg.model, cfg
-        self.client = ChatClient(cfg, kind=cfg.kind, **client_kw)
+        self.client = ChatClient(cfg, kind=cfg.kind, key_field="teacher.api_key_env", **client_kw)
 
     def messages(self, question: Question) -> list[dict]:
         system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
@@ -67,7 +83,7 @@ class ApiTeacher:
                          prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
                          attempts=e.attempts, latency_s=round(time.monotonic() - start, 3))
         except Exception as e:  # a bug or a shape nobody foresaw: this question fails, the batch goes on
-            return unexpected_failure(question, self.name, e, time.monotonic() - start)
+            return unexpected_failure(question, self.name, e, time.monotonic() - start, (teacher_key(self.cfg),))
         if not r.reasoning and self.cfg.thinking_required:
             return Trace(question_id=question.id, teacher=self.name, ok=False, error=no_thinking_error(self.cfg),
                          raw=r.content[:20000], prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
