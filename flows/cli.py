@@ -72,9 +72,10 @@ def stage(name: str = typer.Argument(..., help="one of: " + ", ".join(STAGES)),
         typer.secho(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}", fg="red", err=True)
         raise typer.Exit(2) from None
     cfg = _config(params, profile, set)
+    from components.data.base_model_stage import BaseModelNotReady  # lazy: records, release hashing
     try:
         result = run_stage(name, cfg, Paths.for_profile(cfg.name))
-    except ConfigError as e:
+    except (ConfigError, BaseModelNotReady) as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(result, indent=2, default=str)[:4000])
@@ -146,13 +147,14 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
 def release_base(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
     """Pre-train the embedded base model and write it where pretrain.release points: the base-model stage installs
     it instead of pre-training while params and code stay as they were (commit the directory to ship it)."""
-    from components.data.base_model_stage import release_base_model  # lazy: records, release hashing (~20 ms at startup)
+    # lazy: records, release hashing (~20 ms at startup)
+    from components.data.base_model_stage import BaseModelNotReady, release_base_model
     cfg = _config(params, profile, set)
     use_threads()
     try:
         path = release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, cfg.pool.min_difficulty,
                                   cfg.pool.max_difficulty, Paths.for_profile(cfg.name))
-    except ConfigError as e:
+    except (ConfigError, BaseModelNotReady) as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"wrote {path}")

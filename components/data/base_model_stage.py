@@ -141,6 +141,11 @@ def release_base_model(model: ModelConfig, pretrain: PretrainConfig, domains: li
     shutil.rmtree(built, ignore_errors=True)
     summary = pretrain_base_model(model, pretrain, domains, min_difficulty, max_difficulty, built,
                                   checkpoint=paths.runs / "release.ckpt")
+    if gated(pretrain) and not summary.get("probe_passed") and not pretrain.allow_unready:
+        kept = unready_build_dir(paths)  # never ship a model without the skill; never throw the work away
+        write_release(built, summary, kept, fingerprint(model, pretrain, domains, min_difficulty, max_difficulty))
+        shutil.rmtree(built, ignore_errors=True)
+        raise BaseModelNotReady(not_ready_message(summary, model, pretrain, kept))
     path = write_release(built, summary, target, fingerprint(model, pretrain, domains, min_difficulty, max_difficulty))
     shutil.rmtree(built, ignore_errors=True)
     return path

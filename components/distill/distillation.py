@@ -59,7 +59,6 @@ from components.distill.shards import HeldLock, ShardStore, latest_rows
 from components.distill.teachers import build_teacher, check_teacher_key, teacher_key, unexpected_failure
 from components.records import Question, Trace
 
-
 log = logging.getLogger(__name__)
 
 
@@ -293,7 +292,8 @@ def _distill_locked(questions: list[Question], cfg: TeacherConfig, store: ShardS
 
 def cost_cap_message(report: dict) -> str:
     return (f"distill: spend cap teacher.max_cost_usd=${report['cost_cap_usd']:g} reached "
-            f"(${report['spent_usd']:.4f} spent on this teacher's shards, by the spend journal); {report['unasked']} questions not asked, "
+            f"(${report['spent_usd']:.4f} spent on this teacher's shards, by the spend journal); "
+            f"{report['unasked']} questions not asked, "
             f"{report['done']} done and kept. Raise teacher.max_cost_usd and run the stage again to continue.")
 
 

@@ -169,3 +169,16 @@ def test_a_passing_pretraining_a_release_and_a_hub_model_are_ready_and_carry_not
 
     hub = _cfg().model_copy(update={"model": _cfg().model.model_copy(update={"source": "hub", "name": "org/m"})})
     assert _run(hub, tmp_path / "c") == {"source": "hub", "name": "org/m", "ready": True}
+
+
+def test_a_release_is_never_written_from_a_pretraining_that_missed_its_probe(monkeypatch, tmp_path):
+    from components.data.base_model_stage import release_base_model
+    _fake_pretraining(monkeypatch, passed=False)
+    cfg = _cfg(release=str(tmp_path / "release"))
+    paths = Paths.for_profile("micro", tmp_path)
+    with pytest.raises(BaseModelNotReady, match="base model not ready"):
+        release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, 1, 1, paths)
+    assert not (tmp_path / "release").exists()
+    assert json.loads((unready_build_dir(paths) / MANIFEST).read_text())["fingerprint"] == _fp(cfg)
+    _fake_pretraining(monkeypatch, passed=True)
+    assert release_base_model(cfg.model, cfg.pretrain, cfg.pool.domains, 1, 1, paths) == tmp_path / "release"
