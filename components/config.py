@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -25,11 +25,24 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _commit_sha(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{40}", value):
+        raise ValueError(f"{value!r} is not a commit: pin the 40-hex commit SHA of the hub repository (its "
+                         "'Files and versions' history lists them); a branch or tag such as 'main' moves")
+    return value
+
+
+# A Hugging Face hub commit: every hub model and dataset a profile names is downloaded at one (pinned) commit.
+Revision = Annotated[str, AfterValidator(_commit_sha)]
+
+
 class ModelConfig(Section):
     """The base (student) model. ``embedded`` builds a tiny Qwen2 from this config."""
 
     source: Literal["embedded", "hub"] = "embedded"
     name: str = Field("tiny-qwen2", description="hub id or local directory when source=hub")
+    revision: Optional[Revision] = Field(None, description="source=hub with a hub id: the commit of name every load "
+                                         "of the base model reads (a local directory needs none)")
     hidden_size: int = Field(192, gt=0)
     num_layers: int = Field(4, gt=0)
     num_heads: int = Field(6, gt=0)
@@ -104,6 +117,7 @@ class PoolSource(Section):
     name: str = Field("", description="source label in ids/reports; the dataset id for kind=hf")
     path: str = Field("", description="file (jsonl/parquet) or directory of them")
     config: Optional[str] = Field(None, description="HF dataset config")
+    revision: Optional[Revision] = Field(None, description="kind=hf: the dataset's commit to download")
     split: str = "train"
     id_field: str = Field("", description="row field used as id ('' = source + row number)")
     question_field: str = "question"
@@ -143,6 +157,8 @@ class PoolSource(Section):
             raise ValueError(f"path: a {self.kind} source needs path (a file or a directory of *.{self.kind})")
         if self.kind == "hf" and not self.name:
             raise ValueError("name: an hf source needs the dataset id, e.g. AI-MO/NuminaMath-CoT")
+        if self.revision and self.kind != "hf":
+            raise ValueError(f"revision: only hf sources take it (a {self.kind} source is read from disk)")
         procedural_only = [k for k in ("size", "min_difficulty", "max_difficulty", "domain_weights")
                            if self.kind != "procedural" and getattr(self, k)]
         if procedural_only:
@@ -267,6 +283,8 @@ class DecontaminationConfig(Section):
 class DifficultyConfig(Section):
     enabled: bool = True
     students: list[str] = Field(default_factory=lambda: ["base"], description="'base' or model paths/ids")
+    revisions: dict[str, Revision] = Field(default_factory=dict, description="hub id of a student -> the commit "
+                                           "it is downloaded at ('base' is model.name at model.revision)")
     runner: Literal["engine", "ray_llm"] = Field("engine", description="engine: the project's HF/vLLM engine in a "
                                                  "Ray Data actor; ray_llm: ray.data.llm's vLLM processor")
     workers: int = Field(1, gt=0, description="Ray Data actors (engine replicas) per student")
@@ -440,6 +458,17 @@ class EvaluateConfig(Section):
     rebase_temperature: float = Field(0.2, gt=0, description="REBASE: softmax temperature over the process rewards")
     rebase_reward: str = Field("programmatic", min_length=1, description="REBASE's process reward: programmatic "
                                "(the procedural world's line checker) or a Hugging Face process reward model by name")
+    rebase_reward_revision: Optional[Revision] = Field(None, description="rebase_reward given by hub id: the "
+                                                       "commit of the model to download")
+    rebase_reward_recipe: Literal["sequence_classification", "qwen_math_prm"] = Field(
+        "sequence_classification", description="how a rebase_reward model scores a partial trace: "
+        "sequence_classification (the last logit's sigmoid over question + steps) or qwen_math_prm "
+        "(Qwen2.5-Math-PRM's <extra_0> step recipe; the model runs its repository's own code, so its name must "
+        "be in trust_remote_code)")
+    trust_remote_code: list[str] = Field(default_factory=list, description="models (hub ids or directories) "
+                                         "allowed to run their repository's own Python code on load "
+                                         "(transformers trust_remote_code); every other model loads without it. "
+                                         "List one only after reading that code at its pinned revision")
     rebase_vote: Literal["majority", "weighted"] = Field("weighted", description="REBASE's final vote over its leaves")
     rebase_reward_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="where a process reward "
                                       "model (rebase_reward given by name) runs: cpu, or cuda:N, a GPU of this "
@@ -494,6 +523,11 @@ class EvaluateConfig(Section):
             raise ValueError("seeds: must be a non-empty list of distinct seeds")
         if self.via == "serve" and self.method != "budget_forcing":
             raise ValueError("method: the Serve endpoint runs budget_forcing; use via: in_process for other methods")
+        if self.rebase_reward_recipe == "qwen_math_prm" and self.rebase_reward not in self.trust_remote_code:
+            raise ValueError(f"trust_remote_code: rebase_reward_recipe qwen_math_prm runs the code of "
+                             f"{self.rebase_reward!r} (transformers has no class for it); add that name to "
+                             "evaluate.trust_remote_code once its code at rebase_reward_revision is reviewed, "
+                             "or use rebase_reward_recipe: sequence_classification")
         return self
 
 

@@ -77,8 +77,11 @@ def _parquet_rows(src: PoolSource) -> Iterator[dict]:
 
 
 def _hf_rows(src: PoolSource) -> Iterator[dict]:
+    if not src.revision:  # a dataset is read at a pinned commit only: the pool is the same on every run
+        raise ValueError(f"pool.sources: {src.name} has no revision; set revision to the commit SHA of the "
+                         "dataset to read (its history on the hub lists them)")
     from datasets import load_dataset
-    yield from load_dataset(src.name, src.config, split=src.split)
+    yield from load_dataset(src.name, src.config, split=src.split, revision=src.revision)
 
 
 ROW_READERS: dict[str, Callable[[PoolSource], Iterator]] = {

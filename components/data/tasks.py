@@ -30,17 +30,31 @@ class TaskSpec:
     question_field: str
     answer_field: str
     kind: str = "math"  # math | multiple_choice
+    revision: Optional[str] = None  # the dataset's hub commit; None: not pinned, never downloaded
 
 
+# Each benchmark is read at one commit of its dataset, so a score always refers to the same questions.
 TASKS: dict[str, TaskSpec] = {
-    "aime24": TaskSpec("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer"),
+    "aime24": TaskSpec("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer",
+                       revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
     # AIME 2025 is two contests of 15 problems each (I and II): the benchmark is both
-    "aime25": TaskSpec("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer"),
-    "math500": TaskSpec("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer"),
+    "aime25": TaskSpec("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer",
+                       revision="a6ad95f611d72cf628a80b58bd0432ef6638f958"),
+    "math500": TaskSpec("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer",
+                        revision="ff5b20257d8185524591543f8ff5993951537bb8"),
     "amc23": TaskSpec("math-ai/amc23", (None,), "test", "question", "answer"),
     "gpqa_diamond": TaskSpec("Idavidrein/gpqa", ("gpqa_diamond",), "train", "Question", "Correct Answer",
-                             kind="multiple_choice"),
+                             kind="multiple_choice", revision="633f5ee89ab8ad4522a9f850766b73f62147ffdd"),
 }
+
+
+def unpinned_task(name: str) -> Optional[str]:
+    """Why task ``name`` cannot be read from the hub (its dataset has no pinned commit), or None."""
+    spec = TASKS[name]
+    if spec.revision:
+        return None
+    return (f"{name} reads {spec.hf_dataset} from the hub with no pinned commit: give evaluate.task_files.{name} "
+            f"a local JSONL, or set the dataset's commit SHA as its revision in TASKS (components/data/tasks.py)")
 LETTERS = "ABCD"
 
 
@@ -90,8 +104,11 @@ def load_task(name: str, path: Optional[str | Path] = None, limit: Optional[int]
             raise FileNotFoundError(f"evaluate.task_files.{name}: {path} not found")
         rows: Iterable[dict] = iter_jsonl(path)
     else:
+        if (problem := unpinned_task(name)) is not None:
+            raise ValueError(f"evaluate.tasks: {problem}")
         if hf_loader is None:
             from datasets import load_dataset as hf_loader  # the real profile; needs the hub
-        rows = [row for config in spec.hf_configs for row in hf_loader(spec.hf_dataset, config, split=spec.split)]
+        rows = [row for config in spec.hf_configs
+                for row in hf_loader(spec.hf_dataset, config, split=spec.split, revision=spec.revision)]
     items = _records(name, spec, rows)
     return items[:limit] if limit else items

@@ -273,6 +273,17 @@ class CheckpointSync(TrainerCallback):
         return target
 
 
+def restored_from(checkpoint: Optional[str | Path]) -> Optional[str]:
+    """The remote copy a local checkpoint was downloaded from (its marker says so); None for one saved here."""
+    marker = Path(checkpoint) / MARKER if checkpoint else None
+    if marker is None or not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text() or "{}").get("restored_from")
+    except ValueError:
+        return None
+
+
 def resume_checkpoint(work_dir: str | Path, sync: Optional[CheckpointSync] = None) -> Optional[str]:
     """The checkpoint every process resumes from: the newest complete one, local or remote.
 

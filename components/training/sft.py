@@ -26,7 +26,7 @@ from components.common.network import free_port
 from components.config import SFTConfig
 from components.formatting import IGNORE_INDEX, TokenizedExample
 from components.modeling import load_model
-from components.training.checkpoints import CheckpointSync, resume_checkpoint
+from components.training.checkpoints import CheckpointSync, restored_from, resume_checkpoint
 from components.training.live_metrics import live_callbacks, show_tqdm
 from components.training.packing import PackedCollator, pack
 from components.training.throughput import matmul_params, mfu, model_flops
@@ -375,6 +375,7 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         trainer.remove_callback(PrinterCallback)  # the loss history goes to train.json / MLflow instead
         started = time.time()
         resume = resume_checkpoint(work_dir, sync)  # the newest complete one, local or remote, behind a barrier
+        source = restored_from(resume)  # read now: the Trainer's rotation may delete it before the end
         try:
             result = trainer.train(resume_from_checkpoint=resume)
             trainer.save_model(str(out_dir))
@@ -399,7 +400,8 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
                "tokens_per_second": round(tokens_per_second, 1), "padding_efficiency": round(collator.efficiency, 4),
                "packing": cfg.packing, "rows": len(items), "mfu": _mfu(model, collator, train_seconds, world),
                "train_seconds": round(train_seconds, 2),
-               "deepspeed": use_deepspeed(cfg), "world_size": world, "resumed_from": resume, "examples": len(examples)}
+               "deepspeed": use_deepspeed(cfg), "world_size": world, "resumed_from": resume,
+               "restored_from": source, "examples": len(examples)}
     if rank0:
         (work_dir / "loss_history.json").write_text(json.dumps(history.rows))
     return summary

@@ -5,7 +5,8 @@ writes the inputs (infra/rehearsal/inputs.py), then runs every stage of the ``s1
 ``s1flow stage`` (the function each Prefect task and DVC stage calls) against the cluster. Distillation is
 SIGKILLed once part of the pool is done and run again: a question whose answer was on record before the kill
 must not be billed again. SFT's Ray Train worker on node 2 is SIGKILLed once a checkpoint is complete in the
-bucket; the stage runs again without its local work directory and must resume from the bucket. At the end it
+bucket and the local work directory removed; Ray Train restarts the worker group in the same stage run, which
+must resume from the bucket. At the end it
 prints wall and stage times, rows after each stage, the resumed step, the Ray node every actor ran on, the
 provider's fault counts, the S3 objects by prefix and the load average; a stage that failed is shown as failed
 with the tail of its error, and the stages after it as not run, never as passed.
@@ -159,38 +160,44 @@ class Driver:
                  "max_lost_on_kill": max_lost_on_kill(self.cfg.teacher)}
         return rc, tail, check
 
-    # ---- SFT: a Ray Train worker on node 2 SIGKILLed after the first checkpoint reaches the bucket, then resume --
+    # ---- SFT: a Ray Train worker on node 2 SIGKILLed after the first checkpoint reaches the bucket ------------
     def train_with_kill(self, timeout_s: float = 1500) -> tuple[int, str, dict]:
         """Run the train stage; once a checkpoint is marked complete in the bucket, SIGKILL the RayTrainWorker on
-        node 2 (the run fails: Ray Train's workers share one collective). The local work directory is removed,
-        as a replacement node would not have it, and the stage is run again: it must resume from the bucket."""
+        node 2 and remove the SFT work directory (the two nodes share this machine's disk, a cluster's do not:
+        no local checkpoint survives). Ray Train (``sft.max_failures``) must restart the worker group within the
+        same stage run, and the new group must resume from the bucket's checkpoint, not from step 0."""
         bucket, prefix = split_s3(self.cfg.sft.checkpoint_uri)
-        log = (self.log_dir / "stage-train.log").open("a")
-        proc = subprocess.Popen(self.command("train"), cwd=REPO, env=self.s.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        check: dict = {"killed": None}
-        end = time.monotonic() + timeout_s
-        while proc.poll() is None and time.monotonic() < end:
-            time.sleep(1)
-            marked = [k for k in s3_keys(bucket, prefix) if k.endswith("/COMPLETE")]
-            if not marked:
-                continue
-            pids = self.s.process_pids("RayTrainWorker", node=1)
-            if pids:
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                check["killed"] = {"node": "node-2", "pids": pids, "bucket_checkpoints_at_kill":
-                                   sorted(k.split("/")[-2] for k in marked)}
-                break
-        first_rc = proc.wait()
-        check["first_run_rc"] = first_rc
-        shutil.rmtree(self.paths.sft_work, ignore_errors=True)  # no local checkpoint survives: the bucket's must
-        rc, tail = self.run_stage("train")
+        log_path = self.log_dir / "stage-train.log"
+        with log_path.open("a") as log:
+            proc = subprocess.Popen(self.command("train"), cwd=REPO, env=self.s.env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            check: dict = {"killed": None, "max_failures": self.cfg.sft.max_failures}
+            end = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < end:
+                time.sleep(1)
+                marked = [k for k in s3_keys(bucket, prefix) if k.endswith("/COMPLETE")]
+                if not marked:
+                    continue
+                pids = self.s.process_pids("RayTrainWorker", node=1)
+                if pids:
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL)
+                    shutil.rmtree(self.paths.sft_work, ignore_errors=True)
+                    check["killed"] = {"node": "node-2", "pids": pids, "bucket_checkpoints_at_kill":
+                                       sorted(k.split("/")[-2] for k in marked)}
+                    break
+            try:
+                rc = proc.wait(timeout=max(1.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+        tail = log_path.read_text()[-1500:]
         check["bucket_checkpoints_after"] = sorted({k.split("/")[-2] for k in s3_keys(bucket, prefix)
                                                     if k.endswith("/COMPLETE")})
         if rc == 0:
             summary = json.loads(self.paths.metric("train.json").read_text())
-            check.update(resumed_from=summary.get("resumed_from"), steps=summary.get("steps"),
+            check.update({k: summary.get(k) for k in ("attempts", "restarts", "resumed_from", "restored_from",
+                                                      "steps")},
                          rank0_node=self.s.ray_nodes().get(summary.get("rank0_node_id", ""), "?"))
         return rc, tail, check
 
@@ -326,11 +333,14 @@ def main() -> None:
                     killed = check.get("killed") or {}
                     resumed = Path(check["resumed_from"]).name if check.get("resumed_from") else None
                     run.note = (f"RayTrainWorker on node 2 SIGKILLed (bucket had "
-                                f"{killed.get('bucket_checkpoints_at_kill')}); resumed from {resumed}, "
+                                f"{killed.get('bucket_checkpoints_at_kill')}); Ray Train attempts "
+                                f"{check.get('attempts')}, resumed from {resumed} ({check.get('restored_from')}), "
                                 f"{check.get('steps')} steps") if killed else \
                         "no kill: no RayTrainWorker on node 2 once a checkpoint was in the bucket"
-                    if rc == 0 and killed and not check.get("resumed_from"):
-                        rc, tail = 1, "the rerun after the worker was killed did not resume from a checkpoint"
+                    if rc == 0 and killed and not check.get("restarts"):
+                        rc, tail = 1, "the worker was killed but Ray Train did not restart the worker group"
+                    elif rc == 0 and killed and not check.get("restored_from"):
+                        rc, tail = 1, "the restarted worker group did not resume from a checkpoint in the bucket"
                 else:
                     rc, tail = driver.run_stage(name)
                 run.seconds = round(time.monotonic() - t, 1)

@@ -128,19 +128,19 @@ def test_leading_thinking_blocks_are_split_off(content, thinking, answer):
 def test_a_key_quoted_by_the_http_stack_is_redacted_and_a_local_protocol_error_is_not_retried(monkeypatch):
     """An HTTP-stack error that quotes the Authorization header (h11's ``Illegal header value b'Bearer …'``)
     reaches the trace redacted, error and raw alike, and is not retried as if transient."""
-    monkeypatch.setenv("S1FLOW_TEST_TEACHER_KEY", "sk-live-abcdef123456")
+    monkeypatch.setenv("S1FLOW_TEST_TEACHER_KEY", "sk-live-keyvalue-zyxw")
     calls = []
 
     def handler(request):
         calls.append(1)
-        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-live-abcdef123456'")
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer sk-live-keyvalue-zyxw'")
     cfg = TeacherConfig(kind="openai", model="m", base_url="http://teacher.test/v1",
                         api_key_env="S1FLOW_TEST_TEACHER_KEY", max_retries=3, backoff_base_s=0.001)
     t = asyncio.run(ApiTeacher(cfg, transport=httpx.MockTransport(handler)).attempt(
         Question(id="q", source="t", question="2+2?", answer="4")))
     dumped = t.model_dump_json()
     assert not t.ok and "LocalProtocolError" in t.error and "[REDACTED]" in t.error
-    assert "abcdef123456" not in dumped and "sk-live" not in dumped
+    assert "keyvalue-zyxw" not in dumped and "sk-live" not in dumped
     assert len(calls) == 1 and t.attempts == 1
 
 

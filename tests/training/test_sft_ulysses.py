@@ -129,6 +129,7 @@ def test_ulysses_resumed_mid_epoch_trains_as_the_run_that_never_stopped(tiny_mod
         shutil.rmtree(stopped / f"work{rank}")
     got = run_two_ranks(tiny_model_dir, resumed_cfg, stopped, examples, nodes=True)
     assert Path(got["summary"]["resumed_from"]).name == "checkpoint-3"
+    assert got["summary"]["restored_from"] == f"{stopped / 'bucket'}/checkpoint-3"  # no local copy survived
     assert ref["summary"]["steps"] == got["summary"]["steps"] == 8  # 4 examples, 1 a step, 2 epochs
     ref_losses = {r["step"]: r["loss"] for r in ref["history"]}
     got_losses = {r["step"]: r["loss"] for r in got["history"]}
