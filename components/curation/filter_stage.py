@@ -69,10 +69,10 @@ def eval_texts(decontamination: DecontaminationConfig, paths: Paths,
     return texts, against
 
 
-def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int):
-    """A student for the difficulty filter (built inside a Ray Data actor)."""
+def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int, revision: Optional[str] = None):
+    """A student for the difficulty filter (built inside a Ray Data actor), at its pinned commit."""
     from components.inference.engine import build_engine  # heavy (torch): only the actors that build a student
-    return build_engine(engine, dtype, model, batch_size=batch_size)
+    return build_engine(engine, dtype, model, batch_size=batch_size, revision=revision)
 
 
 def _with_judge(domain: DomainConfig, work: Callable[..., Awaitable[dict]]) -> dict:
@@ -144,7 +144,7 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     counts["after_decontamination"] = len(survivors)
     # trace lengths and domains once, on the whole quality pool (the ablations need them; the survivors of
     # the difficulty filter below are a subset and keep theirs)
-    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths), revision=model.revision)
     for ex in survivors:
         ex.trace_tokens = trace_length(tokenizer, ex)
     domain_outcome = classify_domains(survivors, domain)
@@ -154,7 +154,8 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     if difficulty.enabled and survivors:
         def attempt(student: str, judge: bool) -> tuple[dict[str, bool], dict[str, str]]:
             ref = absolute_model_ref(base_model_ref(model, paths) if student == "base" else student)
-            factory = partial(student_engine, engine, model.dtype, ref, difficulty.batch_size)
+            factory = partial(student_engine, engine, model.dtype, ref, difficulty.batch_size,
+                              difficulty.revisions.get(ref))
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
                 return student_solves(survivors, factory, ref, difficulty, progress=advance, judge=judge)
         survivors, solved, graded = difficulty_filter(survivors, difficulty.students, domain, attempt)

@@ -21,7 +21,7 @@ Every other row carries an empty ``attempt``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from components.common.grading import attempt_answer, grade_question
 from components.config import DifficultyConfig
@@ -63,20 +63,27 @@ def _stop_ids(*values) -> frozenset[int]:
 def engine_settings(model: str, cfg: DifficultyConfig) -> EngineSettings:
     """The engine length and stop tokens for a student, read from its config, tokenizer and generation config."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-    positions = model_positions(AutoConfig.from_pretrained(model))
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    hub = hub_kwargs(model, cfg)
+    positions = model_positions(AutoConfig.from_pretrained(model, **hub))
+    tokenizer = AutoTokenizer.from_pretrained(model, **hub)
     try:
-        generation_eos = GenerationConfig.from_pretrained(model).eos_token_id
+        generation_eos = GenerationConfig.from_pretrained(model, revision=hub["revision"]).eos_token_id
     except OSError:  # no generation_config.json: vLLM then stops on the tokenizer's EOS alone
         generation_eos = None
     return EngineSettings(max_model_len=min(positions, cfg.max_new_tokens + PROMPT_ALLOWANCE), positions=positions,
                           stop_token_ids=_stop_ids(tokenizer.eos_token_id, generation_eos))
 
 
-def prompt_lengths(model: str, questions: list[Question]) -> list[int]:
+def hub_kwargs(model: str, cfg: DifficultyConfig) -> dict:
+    """How a student loads: at its pinned commit (``difficulty.revisions``; None for a local directory), never
+    running the repository's own code."""
+    return {"revision": cfg.revisions.get(model), "trust_remote_code": False}
+
+
+def prompt_lengths(model: str, questions: list[Question], revision: Optional[str] = None) -> list[int]:
     """Tokens of each question's chat prompt (as the processor's chat-template and tokenize stages build it)."""
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=False)
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
                                            add_generation_prompt=True) for q in questions]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -98,10 +105,12 @@ def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings
     """The vLLMEngineProcessorConfig of one student (what ray.data.llm starts its vLLM engines with)."""
     from ray.data.llm import vLLMEngineProcessorConfig
     memory = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.gpu_memory_utilization else {}
+    hub = hub_kwargs(model, cfg)
     return vLLMEngineProcessorConfig(
         model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
-                       "max_model_len": settings.max_model_len, **memory})
+                       "max_model_len": settings.max_model_len, "revision": hub["revision"],
+                       "tokenizer_revision": hub["revision"], "trust_remote_code": False, **memory})
 
 
 def _preprocess(row: dict) -> dict:
@@ -136,7 +145,7 @@ def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig,
     from components.common.raycluster import ensure_ray
     settings = engine_settings(model, cfg)
     questions = [ex.question for ex in examples]
-    budgets = [settings.budget(n, cfg.max_new_tokens) for n in prompt_lengths(model, questions)]
+    budgets = [settings.budget(n, cfg.max_new_tokens) for n in prompt_lengths(model, questions, cfg.revisions.get(model))]
     out = {q.id: False for q, b in zip(questions, budgets) if b < 1}
     rows = [{"id": q.id, "question": q.model_dump_json(), "user": q.question, "gold": q.answer, "max_tokens": b,
              "judge": judge and solution_reference(q)} for q, b in zip(questions, budgets) if b >= 1]

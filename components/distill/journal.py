@@ -159,6 +159,18 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
              httpx.UnsupportedProtocol)
 
 
+def environment_proxy(url: str) -> Optional[str]:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for ``url`` (None when NO_PROXY covers its host): what
+    httpx applies by itself to a client without a transport of its own."""
+    import urllib.request
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
 class MeteredTransport(httpx.AsyncBaseTransport):
     """Every HTTP attempt of a teacher client, journaled: refused unless ``gate()`` allows paying, reserved at
     its worst case before it leaves, settled before its response is used; ``book(usd)`` tells the run's
@@ -167,9 +179,16 @@ class MeteredTransport(httpx.AsyncBaseTransport):
     def __init__(self, cfg: TeacherConfig, journal: SpendJournal, gate, book,
                  inner: Optional[httpx.AsyncBaseTransport] = None):
         self.cfg, self.journal, self.gate, self.book = cfg, journal, gate, book
-        self.inner = inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=cfg.calls_per_worker + 4))
+        self.inner = inner  # built at the first request, with the proxy the environment names for its host
+
+    def _transport(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        if self.inner is None:
+            self.inner = httpx.AsyncHTTPTransport(proxy=environment_proxy(str(url)),
+                                                  limits=httpx.Limits(max_connections=self.cfg.calls_per_worker + 4))
+        return self.inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        inner = self._transport(request.url)
         if reason := await self.gate():
             raise SpendRefused(f"not calling the teacher: {reason}")
         worst = worst_case_usd(len(request.content), self.cfg)
@@ -179,7 +198,7 @@ class MeteredTransport(httpx.AsyncBaseTransport):
             raise SpendRefused(f"not calling the teacher: the spend journal cannot be written "
                                f"({type(e).__name__}: {e})") from None
         try:
-            response = await self.inner.handle_async_request(request)
+            response = await inner.handle_async_request(request)
             raw = b"".join([chunk async for chunk in response.stream])
             await response.aclose()
         except _NOT_SENT:
@@ -208,4 +227,5 @@ class MeteredTransport(httpx.AsyncBaseTransport):
         await self.book(usd)
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        if self.inner is not None:
+            await self.inner.aclose()

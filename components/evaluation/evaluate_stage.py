@@ -27,7 +27,7 @@ from components.evaluation.report import git_commit
 from components.evaluation.served import evaluate_via_serve
 from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
 from components.inference.engine import Engine, build_engine
-from components.inference.rebase import REWARDS, build_reward, release_reward
+from components.inference.rebase import REWARDS, configured_reward, release_reward
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
@@ -89,10 +89,10 @@ def free_accelerator_memory() -> None:
 
 
 @contextmanager
-def running(engine: EngineConfig, dtype: str, model: str) -> Iterator[Engine]:
+def running(engine: EngineConfig, dtype: str, model: str, revision: Optional[str] = None) -> Iterator[Engine]:
     """An engine for the duration of the block, then shut down (vLLM: its engine core process ends) and its memory
-    freed, before anything else starts on the same GPUs."""
-    built = build_engine(engine, dtype, model, **engine_options(engine))
+    freed, before anything else starts on the same GPUs. ``revision``: a hub model's pinned commit."""
+    built = build_engine(engine, dtype, model, revision=revision, **engine_options(engine))
     try:
         yield built
     finally:
@@ -108,7 +108,7 @@ def reward_model(evaluate: EvaluateConfig) -> Iterator[None]:
     name = evaluate.rebase_reward
     loads = "rebase" in evaluate.compute_matched and name not in REWARDS
     if loads:
-        build_reward(name, evaluate.rebase_reward_device)
+        configured_reward(evaluate)
     try:
         yield
     finally:
@@ -180,7 +180,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     use_threads()
     digest = model_hash(paths.sft_model)
     tasks = eval_questions(evaluate, paths)
-    with running(engine, model.dtype, base_model_ref(model, paths)) as base:
+    with running(engine, model.dtype, base_model_ref(model, paths), model.revision) as base:
         base_acc = {name: base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
                     for name, questions in tasks.items()}
     if evaluate.via == "serve":

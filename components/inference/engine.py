@@ -120,9 +120,10 @@ def engine_problem(name: str) -> str | None:
 
 
 def build_engine(cfg: EngineConfig, dtype: str, model: str, batch_size: Optional[int] = None, serving: bool = False,
-                 **backend_options: Any) -> Engine:
+                 revision: Optional[str] = None, **backend_options: Any) -> Engine:
     """The ``engine`` section's backend for a model directory or hub id, ``batch_size`` prompts per batch (default
     ``cfg.batch_size``). ``serving=True``: the async engine where the backend has one (its calls are coroutines).
+    ``revision``: the hub commit of a hub id (model.revision, difficulty.revisions), passed to every load.
     ``backend_options``: more arguments of the backend's ``from_pretrained`` (vLLM: ``gpu_memory_utilization``;
     the section's ``max_num_batched_tokens`` and ``kv_cache_blocks`` are passed when set)."""
     module, cls = (SERVING_ENGINES if serving else ENGINES)[cfg.backend].split(":")
@@ -132,4 +133,4 @@ def build_engine(cfg: EngineConfig, dtype: str, model: str, batch_size: Optional
         backend_options = {"tensor_parallel_size": cfg.tensor_parallel_size, **scheduling, **backend_options}
     return getattr(importlib.import_module(module), cls).from_pretrained(
         str(model), dtype, batch_size=batch_size or cfg.batch_size,
-        unlimited_thinking_tokens=cfg.unlimited_thinking_tokens, **backend_options)
+        unlimited_thinking_tokens=cfg.unlimited_thinking_tokens, revision=revision, **backend_options)

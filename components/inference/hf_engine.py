@@ -61,8 +61,8 @@ class HFEngine:
         self.vocab = ForcingVocab.from_tokenizer(tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype: str = "float32", **kw) -> "HFEngine":
-        model, tokenizer = load_model(path, dtype)
+    def from_pretrained(cls, path: str, dtype: str = "float32", revision: Optional[str] = None, **kw) -> "HFEngine":
+        model, tokenizer = load_model(path, dtype, revision=revision)
         return cls(model, tokenizer, **kw)
 
     @property

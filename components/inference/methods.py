@@ -25,7 +25,7 @@ from components.formatting import thinking_prompt
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
 from components.inference.budget_sweep import budget_sweep, shares_thinking
 from components.inference.engine import Sampling
-from components.inference.rebase import RebaseSpec, build_reward, rebase
+from components.inference.rebase import RebaseSpec, configured_reward, rebase
 
 
 def budget_spec(cfg: EvaluateConfig, max_tokens: Optional[int]) -> BudgetSpec:
@@ -196,9 +196,9 @@ def rebase_spec(cfg: EvaluateConfig, width: int, max_thinking_tokens: int) -> Re
 
 
 def rebase_search(engine, questions, width, cfg, progress=None):
-    """REBASE with ``width`` leaves per question, rewarded by ``build_reward(cfg.rebase_reward)``; each branch
+    """REBASE with ``width`` leaves per question, rewarded by ``configured_reward(cfg)``; each branch
     thinks at most the engine's unlimited cap."""
-    out = rebase(engine, questions, rebase_spec(cfg, width, engine.unlimited), build_reward(cfg.rebase_reward))
+    out = rebase(engine, questions, rebase_spec(cfg, width, engine.unlimited), configured_reward(cfg))
     if progress:
         progress(len(questions))
     return out

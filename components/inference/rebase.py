@@ -13,18 +13,22 @@ thinking is the delimiter and, as in budget forcing, not a thinking token).
 Rewards are any :class:`ProcessReward` (a ``name`` and ``score(question,
 steps)``). :func:`build_reward` resolves a name: a reward registered under it
 (:func:`register_reward`; the evaluation package registers ``programmatic``,
-the procedural world's verifier); a ``Qwen/Qwen2.5-Math-PRM-*`` name loads
-that PRM (s1-32b; its step-separator recipe); any other name is a Hugging Face
-sequence-classification process reward model loaded by name, scoring the
-question plus the steps so far.
+the procedural world's verifier); any other name is a process reward model
+loaded by name at its pinned revision, in the recipe the profile declares
+(``evaluate.rebase_reward_recipe``): ``qwen_math_prm`` (Qwen2.5-Math-PRM's
+step-separator recipe, s1-32b) or ``sequence_classification`` (a Hugging Face
+sequence-classification model scoring the question plus the steps so far).
+A model runs its repository's own code only when the profile lists its name in
+``evaluate.trust_remote_code``; the name itself never decides.
 
-    results = rebase(engine, questions, RebaseSpec(width=8), build_reward("Qwen/Qwen2.5-Math-PRM-7B"))
+    reward = configured_reward(cfg.evaluate)   # rebase_reward, its revision, recipe and trust from params
+    results = rebase(engine, questions, RebaseSpec(width=8), reward)
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from components.common.grading import extract_answer, grade
 from components.formatting import ANSWER_START, IM_END, IM_START, thinking_prompt
@@ -42,11 +46,13 @@ class ProcessReward(Protocol):
 class ModelProcessReward:
     """A process reward model from the hub (sequence classification; the last logit's sigmoid is the reward)."""
 
-    def __init__(self, name: str, device: str = "cpu"):
+    def __init__(self, name: str, device: str = "cpu", revision: Optional[str] = None,
+                 trust_remote_code: bool = False):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         self.name = name
-        self.tokenizer = AutoTokenizer.from_pretrained(name)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name).to(device).eval()
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(name, **hub)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name, **hub).to(device).eval()
         self.device = device
 
     def score(self, question: str, steps: Sequence[str]) -> float:
@@ -65,14 +71,16 @@ class QwenMathPRM:
     SEP = "<extra_0>"
     SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
-    def __init__(self, name: str, device: str = "cpu"):
+    def __init__(self, name: str, device: str = "cpu", revision: Optional[str] = None,
+                 trust_remote_code: bool = False):
         import torch
         from transformers import AutoModel, AutoTokenizer
         self.name = name
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(name, **hub)
         dtype = torch.bfloat16 if self.device != "cpu" else torch.float32
-        self.model = AutoModel.from_pretrained(name, torch_dtype=dtype, trust_remote_code=True).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(name, torch_dtype=dtype, **hub).to(self.device).eval()
 
     def text(self, question: str, steps: Sequence[str]) -> str:
         messages = [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": question},
@@ -99,15 +107,31 @@ def register_reward(reward: ProcessReward) -> None:
     REWARDS[reward.name] = reward
 
 
-def build_reward(name: str, device: str = "cpu") -> ProcessReward:
-    """The reward registered as ``name``; else a Qwen2.5-Math-PRM by name, or any other name: a
-    sequence-classification PRM (either loaded on ``device`` on first use, then kept until
-    :func:`release_reward`). ``device``: ``evaluate.rebase_reward_device``, never a GPU chosen here: the
-    engine's GPUs may have no room for it."""
+RECIPES = ("sequence_classification", "qwen_math_prm")  # evaluate.rebase_reward_recipe
+
+
+def build_reward(name: str, device: str = "cpu", revision: Optional[str] = None,
+                 recipe: str = "sequence_classification", trust_remote_code: bool = False) -> ProcessReward:
+    """The reward registered as ``name``; else the process reward model ``name`` at ``revision`` in ``recipe``
+    (one of :data:`RECIPES`), loaded on ``device`` on first use, then kept until :func:`release_reward`.
+    ``trust_remote_code``: the caller's decision from its allow-list (evaluate.trust_remote_code); without
+    it a model whose repository ships its own code does not load. ``device``: ``evaluate.rebase_reward_device``,
+    never a GPU chosen here: the engine's GPUs may have no room for it."""
     if name not in REWARDS:
-        is_qwen_prm = "math-prm" in name.lower() and "qwen" in name.lower()
-        REWARDS[name] = QwenMathPRM(name, device) if is_qwen_prm else ModelProcessReward(name, device)
+        if recipe not in RECIPES:
+            raise ValueError(f"evaluate.rebase_reward_recipe: {recipe!r}; choose one of {sorted(RECIPES)}")
+        loader = QwenMathPRM if recipe == "qwen_math_prm" else ModelProcessReward
+        REWARDS[name] = loader(name, device, revision=revision, trust_remote_code=trust_remote_code)
     return REWARDS[name]
+
+
+def configured_reward(evaluate) -> ProcessReward:
+    """``evaluate.rebase_reward`` as the evaluate section declares it: on ``rebase_reward_device``, at
+    ``rebase_reward_revision``, in ``rebase_reward_recipe``, running its own code only when its name is in
+    ``trust_remote_code``."""
+    name = evaluate.rebase_reward
+    return build_reward(name, evaluate.rebase_reward_device, revision=evaluate.rebase_reward_revision,
+                        recipe=evaluate.rebase_reward_recipe, trust_remote_code=name in evaluate.trust_remote_code)
 
 
 def release_reward(name: str) -> None:

@@ -72,13 +72,16 @@ def vllm_prompts(prompts: Sequence[Union[str, Sequence[int]]]) -> list:
 
 def _engine_kwargs(path: str, dtype: str, batch_size: int, tensor_parallel_size: int,
                    gpu_memory_utilization: Optional[float], seed: int, max_model_len: Optional[int],
-                   max_num_batched_tokens: Optional[int] = None, kv_cache_blocks: Optional[int] = None) -> dict:
+                   max_num_batched_tokens: Optional[int] = None, kv_cache_blocks: Optional[int] = None,
+                   revision: Optional[str] = None) -> dict:
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor interface
     import torch
 
     from components.inference.vllm_forcing import BudgetForcingLogitsProcessor  # imports vllm, after the env above
     on_gpu = torch.cuda.is_available()
-    return dict(model=str(path), tokenizer=str(path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+    # weights and tokenizer at the same pinned commit; the model's own code never runs
+    return dict(model=str(path), tokenizer=str(path), revision=revision, tokenizer_revision=revision,
+                trust_remote_code=False, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                 enable_prefix_caching=True, seed=seed, max_num_seqs=batch_size,
                 # on CPU this fraction of RAM is reserved for the KV cache
                 gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
@@ -112,12 +115,13 @@ class _VLLMRequests:
                         unlimited_thinking_tokens: int = 1024, tensor_parallel_size: int = 1,
                         gpu_memory_utilization: Optional[float] = None, seed: int = 0,
                         max_model_len: Optional[int] = None, max_num_batched_tokens: Optional[int] = None,
-                        kv_cache_blocks: Optional[int] = None):
+                        kv_cache_blocks: Optional[int] = None, revision: Optional[str] = None):
         from transformers import AutoTokenizer
         backend = cls._backend(_engine_kwargs(path, dtype, batch_size, tensor_parallel_size,
                                               gpu_memory_utilization, seed, max_model_len,
-                                              max_num_batched_tokens, kv_cache_blocks))
-        return cls(backend, AutoTokenizer.from_pretrained(str(path)), batch_size, unlimited_thinking_tokens)
+                                              max_num_batched_tokens, kv_cache_blocks, revision))
+        return cls(backend, AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=False),
+                   batch_size, unlimited_thinking_tokens)
 
     def _params(self, sampling: Sampling, seed: int, **kw):
         from vllm import SamplingParams

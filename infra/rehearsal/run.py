@@ -163,7 +163,7 @@ class Driver:
     # ---- SFT: a Ray Train worker on node 2 SIGKILLed after the first checkpoint reaches the bucket ------------
     def train_with_kill(self, timeout_s: float = 1500) -> tuple[int, str, dict]:
         """Run the train stage; once a checkpoint is marked complete in the bucket, SIGKILL the RayTrainWorker on
-        node 2 and remove the SFT work directory (the two nodes share this machine's disk, a cluster's do not:
+        node 2 and remove the SFT work directory (the rehearsal's two nodes share one disk, a cluster's do not:
         no local checkpoint survives). Ray Train (``sft.max_failures``) must restart the worker group within the
         same stage run, and the new group must resume from the bucket's checkpoint, not from step 0."""
         bucket, prefix = split_s3(self.cfg.sft.checkpoint_uri)
