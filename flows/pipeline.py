@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger, task
+from prefect.runtime import deployment as current_deployment
 
 from components.common.raycluster import release_ray
 from components.config import load_config
+from components.data.hub_pins import require_pinned
 from components.paths import Paths
-from components.pipeline.deployments import TRAIN_TAG  # one training at a time (a tag concurrency limit)
+from components.pipeline.deployments import TRAIN_TAG, check_run_overrides  # TRAIN_TAG: one training at a time
 from components.pipeline.dvc_record import finished_result, record_stage, unrecorded_reason
 from components.pipeline.ledger import OutputLedger, outputs_signature, stage_cache_key
 from components.pipeline.preflight import preflight
@@ -79,6 +81,7 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
                retries: int = 1, timeout_s: Optional[float] = None) -> dict:
     overrides = overrides or []
     cfg = load_config(params_path, profile, overrides)  # fail fast, before any stage runs
+    require_pinned(cfg, stages)  # every hub model and dataset these stages download, at a pinned commit
     preflight(cfg, stages)
     paths, results, order = Paths.for_profile(cfg.name), {}, list(STAGES)
     ledger, logger = OutputLedger(paths), get_run_logger()
@@ -112,6 +115,8 @@ def stage_flow(flow_name: str, stages: list[str], doc: str, extra_overrides: tup
 
     def run(profile: Optional[str] = None, params_path: str = "params.yaml", overrides: Optional[list[str]] = None,
             retries: int = 1, timeout_s: Optional[float] = None) -> dict:
+        # a deployment run's own parameters may not redirect endpoints, keys, models or pins (prefect.yaml)
+        check_run_overrides(flow_name, current_deployment.name, overrides or [], params_path)
         return run_stages(stages, profile, params_path, [*(overrides or []), *extra_overrides], retries, timeout_s)
 
     run.__doc__ = doc

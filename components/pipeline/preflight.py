@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from components.config import ConfigError, ProfileConfig
+from components.data.hub_pins import unpinned
 from components.distill.teachers import NEEDS_KEY, TEACHERS
 
 _TEACHER_STAGES = {"distill"}
@@ -54,6 +55,7 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
     if "evaluate" in stages:
         out += serve_problems(cfg) + reward_device_problems(cfg)
     out += gated_task_problems(cfg, stages)
+    out += unpinned(cfg, stages)
     if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
         out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
     if "train" in stages and cfg.sft.attn_implementation == "flash_attention_2" \

@@ -153,3 +153,24 @@ def test_the_students_memory_share_reaches_the_engine_when_set(qwen_length_model
     assert "gpu_memory_utilization" not in processor_config(str(qwen_length_model), S1_32B, settings).engine_kwargs
     cpu = S1_32B.model_copy(update={"gpu_memory_utilization": 0.1})
     assert processor_config(str(qwen_length_model), cpu, settings).engine_kwargs["gpu_memory_utilization"] == 0.1
+
+
+def test_a_student_loads_at_its_pinned_revision_everywhere(qwen_length_model, monkeypatch):
+    """The driver's config, tokenizer and generation-config reads and the vLLM engine's weights and tokenizer all
+    take the student's commit from difficulty.revisions; nothing runs the repository's code."""
+    import transformers
+    sha = "a09a35458c702b33eeacc393d103063234e8bc28"
+    name = str(qwen_length_model)
+    cfg = S1_32B.model_copy(update={"revisions": {name: sha}})
+    seen = []
+    for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.GenerationConfig):
+        real = cls.from_pretrained.__func__
+
+        def wrapped(klass, model, *args, _real=real, **kwargs):
+            seen.append((klass.__name__, kwargs.get("revision")))
+            return _real(klass, model, *args, **kwargs)
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(wrapped))
+    settings = engine_settings(name, cfg)
+    assert {rev for _, rev in seen} == {sha} and {c for c, _ in seen} >= {"AutoConfig", "AutoTokenizer"}
+    kwargs = processor_config(name, cfg, settings).engine_kwargs
+    assert (kwargs["revision"], kwargs["tokenizer_revision"], kwargs["trust_remote_code"]) == (sha, sha, False)

@@ -202,3 +202,20 @@ def test_a_source_filtered_by_field_and_sampled_with_a_seed(tmp_path):
         'AI-MO/NuminaMath-CoT (where {"source": ["aops_forum"]})']
     with pytest.raises(ValueError, match="sample: give sample"):
         PoolSource(**base, sample=3, limit=3)
+
+
+def test_an_hf_source_reads_its_pinned_commit_and_refuses_without_one(monkeypatch):
+    import datasets
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: calls.append((a, kw)) or [])
+    sha = "9d8d210c9f6a36c8f3cd84045668c9b7800ef517"
+    list(pool_sources._hf_rows(PoolSource(kind="hf", name="AI-MO/NuminaMath-CoT", revision=sha)))
+    assert calls == [(("AI-MO/NuminaMath-CoT", None), {"split": "train", "revision": sha})]
+    with pytest.raises(ValueError, match=r"pool.sources: AI-MO/NuminaMath-CoT has no revision"):
+        list(pool_sources._hf_rows(PoolSource(kind="hf", name="AI-MO/NuminaMath-CoT")))
+    assert len(calls) == 1
+
+
+def test_a_revision_must_be_a_commit_not_a_branch():
+    with pytest.raises(ConfigError, match=r"pool.sources.0.revision: 'main' is not a commit"):
+        parse_profile({"pool": {"sources": [{"kind": "hf", "name": "a/b", "revision": "main"}]}}, "tiny")

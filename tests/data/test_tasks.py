@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from components.common.grading import grade_choice, grade_question
-from components.data.tasks import load_task
+from components.data.tasks import TASKS, load_task
 
 EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
@@ -23,12 +23,12 @@ def test_hf_source_and_gpqa_multiple_choice():
              "Incorrect Answer 1": "Iron", "Incorrect Answer 2": "Sodium", "Incorrect Answer 3": "Carbon"}]
     calls = []
 
-    def fake_hub(name, config, split):
-        calls.append((name, config, split))
+    def fake_hub(name, config, split, revision):
+        calls.append((name, config, split, revision))
         return rows
 
     q = load_task("gpqa_diamond", hf_loader=fake_hub)[0]
-    assert calls == [("Idavidrein/gpqa", "gpqa_diamond", "train")]
+    assert calls == [("Idavidrein/gpqa", "gpqa_diamond", "train", TASKS["gpqa_diamond"].revision)]
     letter = q.answer
     assert f"({letter}) Neon" in q.question and q.metadata["kind"] == "multiple_choice"
     assert load_task("gpqa_diamond", hf_loader=fake_hub)[0].question == q.question  # deterministic shuffle
@@ -47,7 +47,7 @@ def test_unknown_task_and_missing_file(tmp_path):
 def test_aime25_is_both_contests_with_distinct_ids():
     asked = []
 
-    def fake_hub(dataset, config, split):
+    def fake_hub(dataset, config, split, revision):
         asked.append((dataset, config, split))
         return [{"question": f"{config} problem {i}?", "answer": str(i), "id": i + 1} for i in range(15)]
 
@@ -55,3 +55,18 @@ def test_aime25_is_both_contests_with_distinct_ids():
     assert asked == [("opencompass/AIME2025", "AIME2025-I", "test"), ("opencompass/AIME2025", "AIME2025-II", "test")]
     assert len(questions) == 30 and len({q.id for q in questions}) == 30
     assert questions[15].question == "AIME2025-II problem 0?"
+
+
+def test_a_task_is_read_at_its_pinned_commit_and_an_unpinned_one_is_refused():
+    asked = []
+
+    def fake_hub(dataset, config, split, revision):
+        asked.append(revision)
+        return [{"problem": "1+1?", "answer": "2"}]
+
+    load_task("aime24", hf_loader=fake_hub)
+    assert asked == [TASKS["aime24"].revision] and len(asked[0]) == 40
+    assert TASKS["amc23"].revision is None  # no verified commit: a local file or a pin, never the moving main
+    with pytest.raises(ValueError, match=r"evaluate.tasks: amc23 reads math-ai/amc23 .* evaluate.task_files.amc23"):
+        load_task("amc23", hf_loader=fake_hub)
+    assert len(asked) == 1  # refused before any download

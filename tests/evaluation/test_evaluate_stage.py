@@ -22,7 +22,7 @@ def test_decontamination_tasks_load_the_evaluation_loaders(tmp_path, monkeypatch
              "Correct Answer": "Helium", "Incorrect Answer 1": "Neon", "Incorrect Answer 2": "Argon",
              "Incorrect Answer 3": "Xenon"}]
     import datasets
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split: gpqa)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split, revision: gpqa)
     cfg = DecontaminationConfig(tasks=["aime24", "amc23", "math500", "gpqa_diamond"], include_heldout=False)
     texts, against = eval_texts(cfg, Paths.for_profile("t", tmp_path), FILES)
     assert {k: v["questions"] for k, v in against.items()} == {"aime24": 30, "amc23": 40, "math500": 500,
@@ -105,9 +105,10 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
             gpus.stop(self.label)
 
     class FakePRM:
-        def __init__(self, name, device):
+        def __init__(self, name, device, revision, trust_remote_code):
             self.name, self.model = name, object()
             gpus.rewards.append((name, device, tuple(gpus.alive)))
+            assert (revision, trust_remote_code) == (ev.rebase_reward_revision, True)  # pinned, allow-listed
 
     built = []
 
@@ -148,4 +149,6 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     # the PRM: on the configured device, beside the extras engine only, and released afterwards
     assert gpus.rewards == [("Qwen/Qwen2.5-Math-PRM-7B", "cuda:0", (f"engine({paths.sft_model})",))]
     assert ev.rebase_reward not in rebase.REWARDS
-    assert built == [{"gpu_memory_utilization": 0.75}] * 2  # the share that leaves the PRM its room
+    # the share that leaves the PRM its room; the base model at its pinned commit
+    assert built == [{"gpu_memory_utilization": 0.75, "revision": cfg.model.revision},
+                     {"gpu_memory_utilization": 0.75, "revision": None}]

@@ -47,3 +47,9 @@ def test_params_only_skips_the_machine_checks(monkeypatch):
 def test_an_unknown_stage_is_named():
     result = _validate("--stage", "distil")
     assert result.exit_code == 2 and "--stage: unknown ['distil']" in result.output
+
+
+def test_validate_names_the_hub_downloads_without_a_pinned_commit():
+    result = _validate("--profile", "s1-32b", "--stage", "collect")
+    assert result.exit_code == 2
+    assert "pool.sources.0.revision" in result.output and "simplescaling/data_ablation_full59K" in result.output

@@ -91,3 +91,22 @@ def test_the_vllm_backend_gets_the_sections_scheduler_options(monkeypatch):
     seen.clear()
     build_engine(EngineConfig(backend="vllm"), "float32", "m")
     assert "max_num_batched_tokens" not in seen and "kv_cache_blocks" not in seen
+
+
+def test_the_engine_loads_a_model_at_its_pinned_revision_without_its_code(tiny_model_dir, monkeypatch):
+    import transformers
+
+    from components.config import EngineConfig
+    from components.inference.engine import build_engine
+    calls = []
+    for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        real = cls.from_pretrained.__func__
+
+        def wrapped(klass, name, *args, _real=real, **kwargs):
+            calls.append((klass.__name__, kwargs.get("revision"), kwargs.get("trust_remote_code")))
+            return _real(klass, name, *args, **kwargs)
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(wrapped))
+    sha = "a09a35458c702b33eeacc393d103063234e8bc28"
+    engine = build_engine(EngineConfig(backend="hf"), "float32", str(tiny_model_dir), revision=sha)
+    assert engine.tokenizer is not None
+    assert calls == [("AutoTokenizer", sha, False), ("AutoModelForCausalLM", sha, False)]

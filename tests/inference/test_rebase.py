@@ -1,4 +1,15 @@
-from components.inference.rebase import RebaseSpec, allocate, build_reward, rebase, register_reward
+import pytest
+
+from components.inference.rebase import (
+    QwenMathPRM,
+    RebaseSpec,
+    allocate,
+    build_reward,
+    configured_reward,
+    rebase,
+    register_reward,
+    release_reward,
+)
 
 Q = "What is 958 + 67?"
 
@@ -32,3 +43,62 @@ def test_rebase_returns_one_voted_result_per_question(tiny_engine):
     assert len(out) == 2
     for r in out:
         assert r.tries == 2 and r.thinking_tokens > 0
+
+
+def _recording(monkeypatch, cls, calls):
+    """Wrap ``cls.from_pretrained`` so each real call's name and keyword arguments are kept."""
+    real = cls.from_pretrained.__func__
+
+    def wrapped(klass, name, *args, **kwargs):
+        calls.append((cls.__name__, name, kwargs.get("revision"), kwargs.get("trust_remote_code")))
+        return real(klass, name, *args, **kwargs)
+    monkeypatch.setattr(cls, "from_pretrained", classmethod(wrapped))
+
+
+@pytest.fixture
+def qwen_named_prm(tmp_path):
+    """A local PRM in Qwen2.5-Math-PRM's shape (its own modeling file) whose name carries 'Qwen' and 'Math-PRM'."""
+    from infra.rehearsal.prm import make_prm
+    from tests.conftest import REPO
+    return str(make_prm(REPO / "releases/tiny-base", tmp_path / "Qwen2.5-Math-PRM-7B"))
+
+
+def test_a_qwen_math_prm_name_alone_never_runs_the_models_code(qwen_named_prm, monkeypatch):
+    import transformers
+    calls = []
+    for cls in (transformers.AutoTokenizer, transformers.AutoModel, transformers.AutoModelForSequenceClassification):
+        _recording(monkeypatch, cls, calls)
+    try:
+        with pytest.raises(ValueError, match="trust_remote_code"):  # its code is needed: refused, not run
+            build_reward(qwen_named_prm)
+        assert calls and all(trust is False for *_, trust in calls)
+        with pytest.raises(ValueError, match="trust_remote_code"):  # the recipe alone does not trust it either
+            build_reward(qwen_named_prm, recipe="qwen_math_prm")
+    finally:
+        release_reward(qwen_named_prm)
+
+
+def test_an_allow_listed_prm_loads_at_its_revision_with_its_code(qwen_named_prm, monkeypatch):
+    import transformers
+
+    from components.config import EvaluateConfig
+    sha = "0610740060112df12585d00a1c5f4624d2f59051"
+    cfg = EvaluateConfig(rebase_reward=qwen_named_prm, rebase_reward_revision=sha, rebase_reward_recipe="qwen_math_prm",
+                         trust_remote_code=[qwen_named_prm])
+    calls = []
+    for cls in (transformers.AutoTokenizer, transformers.AutoModel):
+        _recording(monkeypatch, cls, calls)
+    try:
+        reward = configured_reward(cfg)
+        assert isinstance(reward, QwenMathPRM)
+        assert {(c, rev, trust) for c, _, rev, trust in calls} == {("AutoTokenizer", sha, True), ("AutoModel", sha, True)}
+    finally:
+        release_reward(qwen_named_prm)
+
+
+def test_the_qwen_math_prm_recipe_needs_the_name_allow_listed():
+    from components.config import ConfigError, parse_profile
+    ev = {"rebase_reward": "Qwen/Qwen2.5-Math-PRM-7B", "rebase_reward_recipe": "qwen_math_prm"}
+    with pytest.raises(ConfigError, match=r"evaluate.trust_remote_code: rebase_reward_recipe qwen_math_prm runs"):
+        parse_profile({"evaluate": ev}, "tiny")
+    parse_profile({"evaluate": {**ev, "trust_remote_code": ["Qwen/Qwen2.5-Math-PRM-7B"]}}, "tiny")
