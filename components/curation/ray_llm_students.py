@@ -80,13 +80,20 @@ def hub_kwargs(model: str, cfg: DifficultyConfig) -> dict:
     return {"revision": cfg.revisions.get(model), "trust_remote_code": False}
 
 
-def prompt_lengths(model: str, questions: list[Question], revision: Optional[str] = None) -> list[int]:
-    """Tokens of each question's chat prompt (as the processor's chat-template and tokenize stages build it)."""
+def prompt_tokens(model: str, questions: list[Question], revision: Optional[str] = None) -> list[list[int]]:
+    """Each question's chat prompt as token ids, by the student's tokenizer at its pinned commit. The driver
+    tokenizes (the processor's chat-template, tokenize and detokenize stages are off): those stages load the
+    tokenizer by name alone, at the repository's latest commit, which need not be the one the engine runs."""
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=False)
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
                                            add_generation_prompt=True) for q in questions]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def prompt_lengths(model: str, questions: list[Question], revision: Optional[str] = None) -> list[int]:
+    """Tokens of each question's chat prompt."""
+    return [len(ids) for ids in prompt_tokens(model, questions, revision)]
 
 
 def finish_reason(row: dict, max_tokens: int, max_model_len: int, stop_token_ids: frozenset[int]) -> str:
@@ -108,6 +115,8 @@ def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings
     hub = hub_kwargs(model, cfg)
     return vLLMEngineProcessorConfig(
         model_source=model, concurrency=cfg.workers, batch_size=cfg.batch_size,
+        # prompts arrive as token ids (prompt_tokens); vLLM writes the generated text with its pinned tokenizer
+        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
         engine_kwargs={"tensor_parallel_size": max(1, int(cfg.num_gpus)), "enable_prefix_caching": True,
                        "max_model_len": settings.max_model_len, "revision": hub["revision"],
                        "tokenizer_revision": hub["revision"], "trust_remote_code": False, **memory})
@@ -115,7 +124,7 @@ def processor_config(model: str, cfg: DifficultyConfig, settings: EngineSettings
 
 def _preprocess(row: dict) -> dict:
     return {"id": row["id"], "question": row["question"], "gold": row["gold"], "max_tokens": row["max_tokens"],
-            "judge": row["judge"], "messages": [{"role": "user", "content": row["user"]}],
+            "judge": row["judge"], "tokenized_prompt": list(row["prompt_tokens"]),
             "sampling_params": {"temperature": 0.0, "max_tokens": int(row["max_tokens"])}}
 
 
@@ -145,10 +154,11 @@ def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig,
     from components.common.raycluster import ensure_ray
     settings = engine_settings(model, cfg)
     questions = [ex.question for ex in examples]
-    budgets = [settings.budget(n, cfg.max_new_tokens) for n in prompt_lengths(model, questions, cfg.revisions.get(model))]
+    tokens = prompt_tokens(model, questions, cfg.revisions.get(model))
+    budgets = [settings.budget(len(ids), cfg.max_new_tokens) for ids in tokens]
     out = {q.id: False for q, b in zip(questions, budgets) if b < 1}
-    rows = [{"id": q.id, "question": q.model_dump_json(), "user": q.question, "gold": q.answer, "max_tokens": b,
-             "judge": judge and solution_reference(q)} for q, b in zip(questions, budgets) if b >= 1]
+    rows = [{"id": q.id, "question": q.model_dump_json(), "prompt_tokens": ids, "gold": q.answer, "max_tokens": b,
+             "judge": judge and solution_reference(q)} for q, ids, b in zip(questions, tokens, budgets) if b >= 1]
     if not rows:
         return out, {}
     processor = build_processor(processor_config(model, cfg, settings), preprocess=_preprocess,

@@ -133,7 +133,15 @@ def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_leng
     solved, attempts = ray_llm_attempts(examples, str(qwen_length_model), S1_32B)
     assert seen["config"].engine_kwargs["max_model_len"] == 32768
     row = seen["rows"][0]
-    assert row["messages"] == [{"role": "user", "content": examples[0].question.question}]
+    # the prompt goes in as token ids of the chat template, tokenized in the driver by the pinned tokenizer
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen_length_model))
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": examples[0].question.question}],
+                                         tokenize=False, add_generation_prompt=True)
+    assert row["tokenized_prompt"] == tokenizer(chat, add_special_tokens=False)["input_ids"]
+    assert "messages" not in row and "prompt" not in row
+    config = seen["config"]
+    assert not (config.chat_template_stage or config.tokenize_stage or config.detokenize_stage)
     assert row["sampling_params"]["temperature"] == 0.0 and 32000 < row["sampling_params"]["max_tokens"] < 32768
     assert sorted(solved) == sorted(ex.question.id for ex in examples) and sum(solved.values()) == 3
     assert attempts == {} and not any(r["judge"] for r in seen["rows"])
