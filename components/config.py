@@ -545,8 +545,8 @@ class ServeConfig(Section):
     default_answer_tokens: int = Field(32, gt=0)
     api_key_env: str = Field("S1FLOW_API_KEY", description="env var holding the bearer token; unset = no auth "
                              "(refused unless host is loopback)")
-    max_queued_requests: int = Field(64, gt=0, description="requests in flight per replica (streams included); "
-                                     "more get 429 with Retry-After")
+    max_queued_requests: int = Field(64, gt=0, description="generations (prompts x n) in flight per replica "
+                                     "(streams included), each until the engine has stopped it; more get 429")
     max_request_bytes: int = Field(1 << 20, gt=0, description="request bodies over this get 413")
     model_uri: Optional[str] = Field(None, description="where every replica reads the model, on any node: an "
                                      "object-store prefix (s3://bucket/prefix: the model is published there under "

@@ -171,6 +171,7 @@ def serve_grading() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     except (ValueError, OSError):  # a lower hard limit is already set: keep it
         pass
+    grade(r"\frac{1}{2}", "0.5")  # math-verify's first comparison builds its parsers: before the clock runs
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:
@@ -247,6 +248,18 @@ class GradingPool:
         w.kill()
         with self._lock:
             self._all.discard(w)
+
+    def warm(self) -> None:
+        """Start a child and wait until it is ready (its start then costs no comparison of a vote its time)."""
+        w = self._free.get()
+        try:
+            if w is None or w.proc.poll() is not None:
+                if w is not None:
+                    self._drop(w)
+                w = self._start()
+            w.wait_ready(self.start_timeout_s)
+        finally:
+            self._free.put(w)
 
     def grade(self, predicted: str, gold: str, timeout_s: Optional[float] = None) -> Optional[bool]:
         """``grade(predicted, gold)`` within ``timeout_s`` (default the pool's); ``None`` when it did not finish."""

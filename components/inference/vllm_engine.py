@@ -243,7 +243,9 @@ class VLLMEngine(_VLLMRequests):
 class AsyncVLLMEngine(_VLLMRequests):
     """``AsyncLLM`` (the serving engine): each request is its own coroutine; vLLM batches them
     continuously. ``on_token`` sees tokens as the engine emits them; cancelling the awaiting
-    task (a client disconnect) aborts the request inside vLLM."""
+    task (a client disconnect) aborts the request inside vLLM, and the task ends once the abort has
+    reached the engine (``AsyncLLM.generate`` awaits it), so a caller that counts capacity releases it
+    when the task is done."""
 
     @property
     def context_length(self) -> Optional[int]:

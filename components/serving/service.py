@@ -387,11 +387,13 @@ class S1Service:
         grading child killed at ``grading_timeout_s``, all of them within ``vote_timeout_s``."""
         if not vote:
             return build()
-        loop = asyncio.get_running_loop()
         if self._grader is None:
             self._grader = GradingPool(self.grading_workers, self.grading_timeout_s)
-        same = bounded_equal(self._grader, time.monotonic() + self.vote_timeout_s)
-        return await loop.run_in_executor(self._grading_threads, functools.partial(build, same=same))
+
+        def vote() -> dict:
+            self._grader.warm()  # a grading child's start is not part of the vote's time
+            return build(same=bounded_equal(self._grader, time.monotonic() + self.vote_timeout_s))
+        return await asyncio.get_running_loop().run_in_executor(self._grading_threads, vote)
 
     def close(self) -> None:
         """Stop the grading children and threads (the engine stays with its owner)."""

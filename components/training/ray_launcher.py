@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from components.common.raycluster import ensure_ray
 from components.config import SFTConfig
@@ -105,7 +106,8 @@ def _worker_loop(config: dict) -> None:
     if config["deepspeed"] is not None:  # the DeepSpeed config's content travels with the run, not its path
         (local / "deepspeed.json").write_text(config["deepspeed"])
         cfg = cfg.model_copy(update={"deepspeed_config": str(local / "deepspeed.json")})
-    summary = train_sft(cfg, base, [e for _, e in examples], local / "model", config["work_dir"], config["dtype"])
+    summary = train_sft(cfg, base, [e for _, e in examples], local / "model", config["work_dir"], config["dtype"],
+                        revision=config.get("revision"))
     summary["rank0_node_id"] = ray.get_runtime_context().get_node_id()
     if ctx.get_world_rank() == 0:
         history = Path(config["work_dir"], "loss_history.json")
@@ -118,7 +120,8 @@ def _worker_loop(config: dict) -> None:
 
 
 def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, work_dir: Path,
-                   dtype: str = "float32") -> dict:
+                   dtype: str = "float32", revision: Optional[str] = None) -> dict:
+    """Train on ``cfg.world_size`` Ray Train workers; ``revision``: the pinned commit of a hub id ``base``."""
     import json
     import os
 
@@ -137,7 +140,7 @@ def train_with_ray(cfg: SFTConfig, base: str, tokens_file: Path, out_dir: Path, 
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg.model_dump_json(), "base": _ship_model(str(base)), "work_dir": str(work_dir),
-                           "dtype": dtype, "deepspeed": deepspeed, "attempts": attempts,
+                           "dtype": dtype, "revision": revision, "deepspeed": deepspeed, "attempts": attempts,
                            "env": {k: os.environ[k] for k in (RUN_ENV, URI_ENV) if k in os.environ}},
         datasets={"train": examples},
         dataset_config=DataConfig(datasets_to_split=[]),

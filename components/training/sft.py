@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,6 +26,7 @@ from components.common.network import free_port
 from components.config import SFTConfig
 from components.formatting import IGNORE_INDEX, TokenizedExample
 from components.modeling import load_model
+from components.training.checkpoint_trust import deepspeed_weights_only
 from components.training.checkpoints import CheckpointSync, restored_from, resume_checkpoint
 from components.training.live_metrics import live_callbacks, show_tqdm
 from components.training.packing import PackedCollator, pack
@@ -343,8 +344,10 @@ def make_collator(cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> CountingCo
 
 
 def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExample], out_dir: str | Path,
-              work_dir: str | Path, dtype: str = "float32", max_steps: Optional[int] = None) -> dict:
-    """Fine-tune ``base_dir`` on ``examples``; save the final model to ``out_dir``."""
+              work_dir: str | Path, dtype: str = "float32", max_steps: Optional[int] = None,
+              revision: Optional[str] = None) -> dict:
+    """Fine-tune ``base_dir`` on ``examples``; save the final model to ``out_dir``. ``revision``: the pinned
+    commit of a hub id (``model.revision``); a local directory ignores it."""
     if not examples:
         raise ValueError("no training examples: the selection is empty (check the filter report)")
     work_dir, out_dir = Path(work_dir), Path(out_dir)
@@ -362,7 +365,7 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
             args.max_steps = max_steps
         if args.deepspeed:
             _deepspeed_comm(args)
-        model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation)
+        model, tokenizer = load_model(base_dir, dtype, cfg.attn_implementation, revision=revision)
         model.train()
         collator = make_collator(cfg, tokenizer.pad_token_id, model.dtype)
         history = LossHistory()
@@ -377,7 +380,9 @@ def train_sft(cfg: SFTConfig, base_dir: str | Path, examples: list[TokenizedExam
         resume = resume_checkpoint(work_dir, sync)  # the newest complete one, local or remote, behind a barrier
         source = restored_from(resume)  # read now: the Trainer's rotation may delete it before the end
         try:
-            result = trainer.train(resume_from_checkpoint=resume)
+            # DeepSpeed unpickles its ZeRO shards: only as weights (components/training/checkpoint_trust.py)
+            with deepspeed_weights_only() if args.deepspeed else nullcontext():
+                result = trainer.train(resume_from_checkpoint=resume)
             trainer.save_model(str(out_dir))
         finally:
             if args.deepspeed:

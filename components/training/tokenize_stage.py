@@ -12,7 +12,8 @@ from components.records import Example, read_jsonl, write_json, write_jsonl
 def tokenize_stage(block_size: int, model: ModelConfig, paths: Paths) -> dict:
     """Render the selection in the s1 chat format and tokenize it (loss mask on the assistant turn)."""
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths))
+    revision = model.revision if model.source == "hub" else None  # a hub id's pinned commit
+    tokenizer = AutoTokenizer.from_pretrained(base_model_ref(model, paths), revision=revision, trust_remote_code=False)
     rows = [(e.question.id, e.question.question, e.trace.thinking, e.trace.answer)
             for e in read_jsonl(paths.selected, Example)]
     examples, report = tokenize_dataset(tokenizer, rows, block_size)

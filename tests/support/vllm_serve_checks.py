@@ -101,6 +101,20 @@ def check_client_disconnect_aborts_the_request(url, service):
         backend.abort = real
 
 
+def check_a_dropped_request_is_aborted_and_its_capacity_comes_back(url, service):
+    """A non-streaming request whose client leaves is aborted in vLLM; ``in_flight`` is back to 0 only after."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Think long."}], "n": 2,
+            "max_thinking_tokens": 900, "min_thinking_tokens": 900, "max_tokens": 8}
+    try:
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=httpx.Timeout(30, read=1.0))
+    except httpx.TimeoutException:
+        pass
+    backend, deadline = service.engine.backend, time.time() + 20
+    while (backend.get_num_unfinished_requests() or service.inflight) and time.time() < deadline:
+        time.sleep(0.1)
+    assert backend.get_num_unfinished_requests() == 0 and service.inflight == 0, service.inflight
+
+
 CHECKS = {n: f for n, f in sorted(globals().items()) if n.startswith("check_")}
 
 

@@ -2,8 +2,10 @@
 last complete checkpoint, from the same disk or from S3 on a fresh one; a checkpoint counts as complete only
 where it holds every file a resume of all ranks needs (trainer_state.json, DeepSpeed's latest and every rank's
 shards and RNG state)."""
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -62,11 +64,13 @@ def worker(phase: str, rank: int, world: int, port: int, work_dir: str, uri: str
         Path(out).write_text(json.dumps(report))
     sync.fs.put_file = recording_put
     for step in STEPS:
+        args, state = SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=step)
+        sync.on_step_end(args, state, SimpleNamespace(should_save=True))  # as the Trainer does before it saves
         for rel, text in _files(rank, step).items():
             (work / f"checkpoint-{step}" / rel).parent.mkdir(parents=True, exist_ok=True)
             (work / f"checkpoint-{step}" / rel).write_text(text)
         barrier()  # the Trainer's save is collective
-        sync.on_save(SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=step), None)
+        sync.on_save(args, state, None)
     Path(out).write_text(json.dumps(report))
 
 
@@ -115,6 +119,9 @@ def test_one_writer_per_file_and_a_kill_mid_upload_restores_the_last_complete_ch
     assert sync.fs.exists(f"{sync.root}/checkpoint-4") and not sync.fs.exists(f"{sync.root}/checkpoint-4/{MARKER}")
     manifest = json.loads(sync.fs.cat(f"{sync.root}/checkpoint-2/{MARKER}"))["files"]
     assert set(manifest) == puts0 | puts1
+    for rel, entry in manifest.items():  # each rank hashed its own files; rank 0 gathered them into the manifest
+        data = (work / "checkpoint-2" / rel).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert (work / "checkpoint-2" / MARKER).exists() and not (work / "checkpoint-4" / MARKER).exists()
 
     # same disk: the unmarked local checkpoint-4 (all files written, upload cut short) is not resumed
@@ -165,7 +172,8 @@ def _put(sync, step: int, files: dict[str, str], marked: bool) -> None:
     for rel, text in files.items():
         sync.fs.pipe(f"{root}/{rel}", text.encode())
     if marked:
-        manifest = {rel: len(text.encode()) for rel, text in files.items()}
+        manifest = {rel: {"size": len(text.encode()), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+                    for rel, text in files.items()}
         sync.fs.pipe(f"{root}/{MARKER}", json.dumps({"step": step, "files": manifest}).encode())
 
 
@@ -246,3 +254,107 @@ def test_a_step_saved_again_is_unmarked_in_the_bucket_until_all_its_files_are_up
     with pytest.raises(RuntimeError, match="the node is gone"):
         sync.on_save(SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=4), None)
     assert len(puts) == 1 and sync.complete_steps() == []
+
+
+def _tamper(sync, step: int, rel: str) -> None:
+    """The same number of bytes, other bytes: what a size check cannot see."""
+    path = f"{sync.root}/checkpoint-{step}/{rel}"
+    data = sync.fs.cat(path)
+    sync.fs.pipe(path, bytes(b ^ 0x20 for b in data))
+
+
+def test_a_shard_altered_in_the_bucket_is_refused_naming_it_and_never_restored(bucket, tmp_path, monkeypatch):
+    from components.training.checkpoint_trust import CheckpointRefused
+    from components.training.checkpoints import CheckpointSync, resume_checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sync = CheckpointSync(bucket)
+    _put(sync, 100, {**_files(0, 100), **_files(1, 100)}, marked=True)
+    shard = "global_step100/bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    _tamper(sync, 100, shard)
+    node = tmp_path / "node"
+    with pytest.raises(CheckpointRefused, match=f"checkpoint-100/{shard}: .*sha256"):
+        resume_checkpoint(node, sync)
+    assert sorted(p.name for p in node.iterdir()) == []  # nothing a Trainer could load, no temp directory left
+
+
+def test_a_manifest_key_outside_the_checkpoint_is_refused_and_nothing_is_written_outside(bucket, tmp_path,
+                                                                                        monkeypatch):
+    from components.training.checkpoint_trust import CheckpointRefused
+    from components.training.checkpoints import MARKER, CheckpointSync, resume_checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sync = CheckpointSync(bucket)
+    files = {**_files(0, 100), **_files(1, 100)}
+    _put(sync, 100, files, marked=True)
+    root = f"{sync.root}/checkpoint-100"
+    sync.fs.pipe(f"{root}/../../evil", b"import os")  # the bucket holds the key literally
+    for key in ("../../evil", "/tmp/evil", "global_step100/../../../evil"):
+        entry = {"size": 9, "sha256": hashlib.sha256(b"import os").hexdigest()}
+        manifest = {**{rel: {"size": len(t), "sha256": hashlib.sha256(t.encode()).hexdigest()}
+                       for rel, t in files.items()}, key: entry}
+        sync.fs.pipe(f"{root}/{MARKER}", json.dumps({"step": 100, "files": manifest}).encode())
+        node = tmp_path / "a" / "b" / "node"
+        with pytest.raises(CheckpointRefused, match=f"refusing the key '{re.escape(key)}'"):
+            resume_checkpoint(node, sync)
+        assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["a", "a/b", "a/b/node"]
+
+
+def _whole_plain(path: Path) -> list[str]:
+    """A checkpoint of the plain Trainer, one process, one file in a subdirectory."""
+    files = ["model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+             "extra/notes.txt"]
+    for rel in files:
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(rel)
+    return files
+
+
+def test_complete_is_written_only_after_the_files_and_directories_it_vouches_for_are_fsynced(tmp_path,
+                                                                                               monkeypatch):
+    from components.training.checkpoints import MARKER, CheckpointSync
+    work = tmp_path / "work"
+    local = work / "checkpoint-3"
+    sync = CheckpointSync(None)
+    args, state = SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=3)
+    sync.on_step_end(args, state, SimpleNamespace(should_save=True))
+    files = _whole_plain(local)
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def recording_replace(src, dst):
+        replace(src, dst)
+        events.append(("replace", str(dst)))
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    sync.on_save(args, state, None)
+    assert (local / MARKER).is_file()
+    marked = events.index(("replace", str(local / MARKER)))
+    before = {path for kind, path in events[:marked] if kind == "fsync"}
+    assert {str(local / rel) for rel in files} | {str(local), str(local / "extra")} <= before
+    assert any(p.startswith(str(local / f".{MARKER}.")) for p in before)  # the marker's own bytes
+    assert ("fsync", str(local)) in events[marked:]  # and its directory entry
+
+
+def test_resume_never_deletes_a_checkpoint_the_run_did_not_write(tmp_path, caplog):
+    """A user's own checkpoint-7 (no COMPLETE, no save marker) is moved aside whole, with a warning; the run's
+    own unmarked checkpoint-9 (a save cut short) is deleted; the marked checkpoint-5 is resumed."""
+    from components.training.checkpoints import WRITER, CheckpointSync, mark_complete, resume_checkpoint
+    work = tmp_path / "work"
+    _whole_plain(work / "checkpoint-5")
+    mark_complete(work / "checkpoint-5", {"step": 5, "world_size": 1})
+    user = {rel: (work / "checkpoint-7" / rel) for rel in _whole_plain(work / "checkpoint-7")}
+    sync = CheckpointSync(None)
+    sync.on_step_end(SimpleNamespace(output_dir=str(work)), SimpleNamespace(global_step=9),
+                     SimpleNamespace(should_save=True))
+    (work / "checkpoint-9" / "model.safetensors").write_text("half")
+    assert (work / "checkpoint-9" / WRITER).is_file()
+    with caplog.at_level("WARNING", logger="components.training.checkpoints"):
+        assert resume_checkpoint(work, sync) == str(work / "checkpoint-5")
+    assert not (work / "checkpoint-9").exists() and not (work / "checkpoint-7").exists()
+    [aside] = [p for p in work.iterdir() if p.name.startswith("set-aside-checkpoint-7-")]
+    assert {rel: (aside / rel).read_text() for rel in user} == {rel: rel for rel in user}
+    assert "checkpoint-7" in caplog.text and str(aside) in caplog.text
+    assert resume_checkpoint(work, sync) == str(work / "checkpoint-5")  # the set-aside copy is left alone
+    assert aside.is_dir()
