@@ -75,6 +75,21 @@ def student_engine(engine: EngineConfig, dtype: str, model: str, batch_size: int
     return build_engine(engine, dtype, model, batch_size=batch_size, revision=revision)
 
 
+def student_model(student: str, model: ModelConfig, difficulty: DifficultyConfig,
+                  paths: Paths) -> tuple[str, DifficultyConfig]:
+    """(where a student loads from, the difficulty section it runs with). 'base' is the base model at
+    ``model.revision`` (for a hub id; a built or local directory has none): its commit is set in the section's
+    ``revisions`` under its reference, whatever ``revisions`` says for that name, so both runners load the
+    commit every other stage reads. Any other student keeps its ``revisions`` entry."""
+    if student != "base":
+        return absolute_model_ref(student), difficulty
+    ref = absolute_model_ref(base_model_ref(model, paths))
+    revisions = {k: v for k, v in difficulty.revisions.items() if k != ref}
+    if model.source == "hub" and model.revision:
+        revisions[ref] = model.revision
+    return ref, difficulty.model_copy(update={"revisions": revisions})
+
+
 def _with_judge(domain: DomainConfig, work: Callable[..., Awaitable[dict]]) -> dict:
     """Run ``work(client)`` with a chat client on the domain classifier's model (the judge)."""
     import asyncio
@@ -153,11 +168,10 @@ def filter_stage(quality: QualityConfig, decontamination: DecontaminationConfig,
     graded: dict = {}
     if difficulty.enabled and survivors:
         def attempt(student: str, judge: bool) -> tuple[dict[str, bool], dict[str, str]]:
-            ref = absolute_model_ref(base_model_ref(model, paths) if student == "base" else student)
-            factory = partial(student_engine, engine, model.dtype, ref, difficulty.batch_size,
-                              difficulty.revisions.get(ref))
+            ref, cfg = student_model(student, model, difficulty, paths)
+            factory = partial(student_engine, engine, model.dtype, ref, cfg.batch_size, cfg.revisions.get(ref))
             with progress_bar(f"difficulty: {student} attempts", total=len(survivors)) as advance:
-                return student_solves(survivors, factory, ref, difficulty, progress=advance, judge=judge)
+                return student_solves(survivors, factory, ref, cfg, progress=advance, judge=judge)
         survivors, solved, graded = difficulty_filter(survivors, difficulty.students, domain, attempt)
         reasons["solved_by_student"] += len(solved)
     counts["after_difficulty"] = len(survivors)

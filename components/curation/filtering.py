@@ -143,13 +143,44 @@ class DomainClassificationError(RuntimeError):
 
 class DomainWorker:
     """A Ray Data actor classifying questions into MSC domains with an LLM; a question it cannot place comes
-    back with an empty code and the cause (a failed call, or a reply with no MSC code)."""
+    back with an empty code and the cause (a failed call, or a reply with no MSC code).
+
+    One client per actor, so its share of the rate limits holds across batches. Ray Data runs an async UDF's
+    batches on one event loop in a thread of the actor and deletes the UDF when the pool shuts down gracefully:
+    :meth:`close` (from ``__del__``) closes the client's connections on that loop."""
+
+    CLOSE_TIMEOUT_S = 5.0
 
     def __init__(self, cfg_json: str):
         cfg = DomainConfig.model_validate_json(cfg_json)
-        self.client = ChatClient(cfg, kind="openai")
+        self.client: Optional[ChatClient] = ChatClient(cfg, kind="openai")
+        self.loop: Optional[asyncio.AbstractEventLoop] = None  # the loop the client's connections belong to
+
+    def close(self) -> None:
+        """Close the client (best effort: an actor that is going away must not fail on it)."""
+        client, self.client = getattr(self, "client", None), None
+        if client is None:
+            return
+        loop = getattr(self, "loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        try:
+            if running is not None and (loop is None or running is loop):
+                running.create_task(client.aclose())  # on the loop's own thread: it must not wait for itself
+            elif loop is not None and loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(self.CLOSE_TIMEOUT_S)
+            elif running is None:  # never used, or its loop has stopped
+                asyncio.run(client.aclose())
+        except Exception:  # noqa: BLE001  (a loop already closed, a connection already gone)
+            pass
+
+    def __del__(self) -> None:
+        self.close()
 
     async def __call__(self, batch: dict) -> dict:
+        self.loop = asyncio.get_running_loop()
         async def one(question: str) -> tuple[str, str]:
             try:
                 reply = (await self.client.chat(classification_messages(question))).content

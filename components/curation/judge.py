@@ -62,8 +62,11 @@ def verdict_counts(verdicts: list[bool | None]) -> dict[str, int]:
 
 async def judge(items: list[tuple[str, str, str]], client: ChatClient) -> list[bool | None]:
     """The verdict on each (question, attempt, reference), asked concurrently within the client's limits: True /
-    False, or None when the call failed or the reply ended in no verdict."""
+    False, or None when the call failed or the reply ended in no verdict. An empty (or blank) attempt answers
+    nothing: it is False without a call."""
     async def one(question: str, attempt: str, reference: str) -> bool | None:
+        if not attempt.strip():
+            return False
         try:
             reply = await client.chat(judge_messages(question, attempt, reference))
         except ApiError:
@@ -75,7 +78,7 @@ async def judge(items: list[tuple[str, str, str]], client: ChatClient) -> list[b
 async def judge_teacher(examples: list[Example], client: ChatClient) -> dict[str, int]:
     """Judge the teacher's answer of every example whose reference is a solution; records the verdict in place.
     Returns counts: judged, correct, and unjudged (a failed call or a reply without a verdict: no verdict is
-    recorded, so phase 1 does not take it)."""
+    recorded, so phase 1 does not take it). An empty answer is never sent: it is recorded as not correct."""
     todo = [ex for ex in examples if needs_judge(ex)]
     verdicts = await judge([(ex.question.question, ex.trace.answer, ex.question.answer) for ex in todo], client)
     for ex, verdict in zip(todo, verdicts):

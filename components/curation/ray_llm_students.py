@@ -3,8 +3,9 @@ vLLM processor (chat template, batching, tensor parallelism inside).
 
 Lengths: vLLM refuses an engine whose ``max_model_len`` exceeds what the model's config allows (its
 ``max_position_embeddings``) unless ``VLLM_ALLOW_LONG_MAX_MODEL_LEN`` is set, and positions past it give
-garbage on RoPE models. So the engine length is the model's positions (or less, when the requested generations
-and their prompts need less), and each question's generation budget is what its prompt leaves of that length.
+garbage on RoPE models. So the driver tokenizes every prompt first; the engine length is the longest prompt
+plus ``max_new_tokens``, capped at the model's positions, and each question's generation budget is what its
+prompt leaves of that length (all of ``max_new_tokens`` unless the cap cut the length).
 
 Cut-off rows: ray.data.llm (2.60) hands back ``generated_tokens``, ``num_input_tokens`` and
 ``num_generated_tokens`` but not vLLM's finish reason, so :func:`finish_reason` recomputes it with vLLM's own
@@ -16,7 +17,8 @@ Judged rows: with ``judge`` on, a row whose reference is a whole solution is not
 text comes back for the LLM judge in the driver ('' when cut off before an answer: not solved, never sent).
 Every other row carries an empty ``attempt``.
 
-    settings = engine_settings(model, cfg); solved, attempts = ray_llm_attempts(examples, model, cfg, judge=True)
+    settings = engine_settings(model, cfg, longest_prompt=812)
+    solved, attempts = ray_llm_attempts(examples, model, cfg, judge=True)
 """
 from __future__ import annotations
 
@@ -27,8 +29,6 @@ from components.common.grading import attempt_answer, grade_question
 from components.config import DifficultyConfig
 from components.curation.judge import attempt_to_judge, solution_reference
 from components.records import Example, Question
-
-PROMPT_ALLOWANCE = 4096  # tokens of prompt planned for on top of max_new_tokens when the model has room
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ def _stop_ids(*values) -> frozenset[int]:
     return frozenset(out)
 
 
-def engine_settings(model: str, cfg: DifficultyConfig) -> EngineSettings:
-    """The engine length and stop tokens for a student, read from its config, tokenizer and generation config."""
+def engine_settings(model: str, cfg: DifficultyConfig, longest_prompt: int) -> EngineSettings:
+    """The engine length and stop tokens for a student, read from its config, tokenizer and generation config:
+    ``longest_prompt`` (tokens) plus ``cfg.max_new_tokens``, capped at the model's positions."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
     hub = hub_kwargs(model, cfg)
     positions = model_positions(AutoConfig.from_pretrained(model, **hub))
@@ -70,7 +71,7 @@ def engine_settings(model: str, cfg: DifficultyConfig) -> EngineSettings:
         generation_eos = GenerationConfig.from_pretrained(model, revision=hub["revision"]).eos_token_id
     except OSError:  # no generation_config.json: vLLM then stops on the tokenizer's EOS alone
         generation_eos = None
-    return EngineSettings(max_model_len=min(positions, cfg.max_new_tokens + PROMPT_ALLOWANCE), positions=positions,
+    return EngineSettings(max_model_len=min(positions, longest_prompt + cfg.max_new_tokens), positions=positions,
                           stop_token_ids=_stop_ids(tokenizer.eos_token_id, generation_eos))
 
 
@@ -152,18 +153,20 @@ def ray_llm_attempts(examples: list[Example], model: str, cfg: DifficultyConfig,
     from ray.data.llm import build_processor
 
     from components.common.raycluster import ensure_ray
-    settings = engine_settings(model, cfg)
     questions = [ex.question for ex in examples]
     tokens = prompt_tokens(model, questions, cfg.revisions.get(model))
+    settings = engine_settings(model, cfg, longest_prompt=max(map(len, tokens), default=0))
     budgets = [settings.budget(len(ids), cfg.max_new_tokens) for ids in tokens]
     out = {q.id: False for q, b in zip(questions, budgets) if b < 1}
     rows = [{"id": q.id, "question": q.model_dump_json(), "prompt_tokens": ids, "gold": q.answer, "max_tokens": b,
              "judge": judge and solution_reference(q)} for q, ids, b in zip(questions, tokens, budgets) if b >= 1]
     if not rows:
         return out, {}
+    # before build_processor, which calls ray.init with its own defaults when Ray is not up: Ray starts with this
+    # project's settings and release_ray stops it (a pipeline run may have released its Ray after an earlier stage)
+    ensure_ray()
     processor = build_processor(processor_config(model, cfg, settings), preprocess=_preprocess,
                                 postprocess=postprocessor(settings))
-    ensure_ray()  # as the engine runner: a pipeline run may have released its Ray after an earlier stage
     done = processor(ray.data.from_items(rows)).take_all()  # the postprocessor's columns alone
     out.update({r["id"]: bool(r["solved"]) for r in done})
     return out, {r["id"]: r["attempt"] for r in done if r["attempt"]}

@@ -42,9 +42,8 @@ def unpinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None) -> list
         out += [_pin(f"pool.sources.{i}.revision", s.name, "dataset") for i, s in enumerate(cfg.pool.sources)
                 if s.kind == "hf" and not s.revision]
     if on("filter") and cfg.difficulty.enabled:
-        for student in cfg.difficulty.students:
-            name = cfg.model.name if student == "base" and cfg.model.source == "hub" else student
-            if is_hub_id(name) and name not in cfg.difficulty.revisions:
+        for name in cfg.difficulty.students:  # 'base' loads at model.revision, checked above
+            if name != "base" and is_hub_id(name) and name not in cfg.difficulty.revisions:
                 out.append(_pin(f"difficulty.revisions.{name}", name))
     task_files = cfg.evaluate.task_files
     for stage, key, tasks in (("filter", "decontamination.tasks", cfg.decontamination.tasks),

@@ -20,10 +20,14 @@ Exactly once for money, not only for results:
   starts from the journal's replay (an attempt that never settled counts at the
   most the provider may bill for it);
 - ``teacher.max_cost_usd`` caps the spend over the whole shard set (every run):
-  the workers book each attempt's cost with one ledger actor and start no call
-  once what is left under the cap is spent, so the run overshoots by at most
-  the calls in flight; the questions not asked stay pending, the stage stops
-  with a clear message, and a rerun with a higher cap continues where it stopped;
+  before an attempt leaves, its worker reserves the attempt's worst case with
+  one ledger actor, and the settle corrects the reservation to what was billed;
+  an attempt whose worst case does not fit in what is left waits for the calls
+  in flight to settle, and when none is in flight the worker stops paying. Calls
+  in flight count against the cap, so the run never spends past it; a question
+  refused (first attempt or a retry) is not asked: it stays pending (the tokens
+  its earlier attempts were billed are kept in a ``not asked`` row), the stage
+  stops with a clear message, and a rerun with a higher cap continues where it stopped;
 - a lock on the shard directory (:meth:`ShardStore.lock`) makes a second
   concurrent run refuse instead of paying again for every pending question; a
   run that loses it (S3 heartbeat) stops paying at its next call and ends with
@@ -54,7 +58,9 @@ from typing import Optional
 from components.common.progress import progress_bar
 from components.common.raycluster import actor_pool, ensure_ray
 from components.config import ConfigError, TeacherConfig
-from components.distill.journal import MeteredTransport, SpendJournal, replay
+from components.distill.journal import (
+    AttemptUsage, MeteredTransport, SpendJournal, SpendRefused, attempt_usage, replay,
+)
 from components.distill.shards import HeldLock, ShardStore, latest_rows
 from components.distill.teachers import build_teacher, check_teacher_key, teacher_key, unexpected_failure
 from components.records import Question, Trace
@@ -64,6 +70,16 @@ log = logging.getLogger(__name__)
 
 class CostCapReached(RuntimeError):
     """The run stopped at ``teacher.max_cost_usd``; finished work is kept and a rerun continues."""
+
+
+NOT_ASKED = "not asked: "  # the error of a row kept for a question refused on a retry (pending, not failed)
+_SETTLE_POLL_S = 0.05  # how often a call waiting for room under the cap asks the ledger again
+
+
+def not_asked(row: Trace | dict) -> bool:
+    """Whether a shard row records a question the run stopped asking (its billed attempts, no answer)."""
+    t = row if isinstance(row, dict) else row.model_dump()
+    return not t.get("ok", True) and str(t.get("error", "")).startswith(NOT_ASKED)
 
 # Fields that change what the teacher writes; the others (limits, retries, workers) do not.
 _OUTPUT_FIELDS = ("kind", "model", "base_url", "system_prompt", "max_tokens", "temperature", "extra_body",
@@ -101,7 +117,9 @@ class TeacherWorker:
     and booked with the run's :class:`SpendLedger` actor. Once the ledger says stop
     (the spend cap is spent, or the run lost its shard lock), or cannot be reached,
     the worker starts no more calls: those questions stay pending. A booking that
-    fails never loses the answers already paid for: the batch is still written."""
+    fails never loses the answers already paid for: the batch is still written.
+    Ray Data deletes the actor's UDF when the pool shuts down: :meth:`close` (from
+    ``__del__``) closes the journal."""
 
     def __init__(self, cfg_json: str, shard_url: str, ledger=None):
         self.cfg = TeacherConfig.model_validate_json(cfg_json)
@@ -118,25 +136,38 @@ class TeacherWorker:
             self.stopped = reason
             log.warning("distill worker: starting no more paid calls: %s", reason)
 
-    async def _gate(self) -> Optional[str]:
-        """Why no paid call may start now, or None."""
-        if self.stopped is None and self.ledger is not None:
-            try:
-                left, reason = await self.ledger.state.remote()
-            except Exception as e:  # no ledger, no cap: stop paying rather than pay blind
-                self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
-            else:
+    async def _gate(self, worst: Optional[float] = None) -> Optional[str]:
+        """Why no paid call may start now, or None. With ``worst`` (an attempt about to leave), the attempt's worst
+        case is reserved with the ledger first: it waits while calls in flight hold what is left, and the worker
+        stops paying once nothing is in flight and the worst case still does not fit."""
+        if self.stopped is not None or self.ledger is None:
+            return self.stopped
+        cap = "the spend cap teacher.max_cost_usd is reached"
+        try:
+            if worst is None:
+                left, reason, in_flight = await self.ledger.state.remote()
                 if reason:
                     self._stop(reason)
-                elif left is not None and left <= 0:
-                    self._stop("the spend cap teacher.max_cost_usd is reached")
+                elif left is not None and left <= 0 and not in_flight:
+                    self._stop(cap)
+                return self.stopped
+            while True:
+                granted, reason, in_flight = await self.ledger.reserve.remote(worst)
+                if granted:
+                    return None
+                if reason or not in_flight:
+                    self._stop(reason or cap)
+                    return self.stopped
+                await asyncio.sleep(_SETTLE_POLL_S)  # calls in flight hold part of what is left
+        except Exception as e:  # no ledger, no cap: stop paying rather than pay blind
+            self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
         return self.stopped
 
-    async def _book(self, usd: float) -> None:
-        """Book a finished attempt with the ledger; never raises (the paid answer is kept either way)."""
-        if self.ledger is not None and usd:
+    async def _book(self, worst: float, usd: float) -> None:
+        """Turn an attempt's reservation into what it cost; never raises (the paid answer is kept either way)."""
+        if self.ledger is not None:
             try:
-                await self.ledger.spend.remote(usd)
+                await self.ledger.settle.remote(worst, usd)
             except Exception as e:
                 self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
 
@@ -144,22 +175,35 @@ class TeacherWorker:
         usd = cost_usd(trace, self.cfg)
         if usd:
             try:
-                self.journal.settle(self.journal.reserve(usd), usd)
+                await asyncio.to_thread(lambda: self.journal.settle(self.journal.reserve(usd), usd))
             except Exception as e:
                 self._stop(f"the spend journal cannot be written ({type(e).__name__}: {e})")
-            await self._book(usd)
+            if self.ledger is not None:
+                try:
+                    await self.ledger.spend.remote(usd)
+                except Exception as e:
+                    self._stop(f"the spend ledger is unreachable ({type(e).__name__}: {e})")
 
     async def answer(self, question: Question) -> Optional[Trace]:
-        """One question, isolated: a trace (done or failed), or None when the run stopped paying."""
+        """One question, isolated: a trace (done or failed), a :data:`NOT_ASKED` row (refused on a retry: what its
+        earlier attempts were billed), or None when the run stopped paying before any attempt left."""
         async with self.slots:
             if await self._gate():
                 return None
             start = time.monotonic()
+            usage = AttemptUsage()
+            attempt_usage.set(usage)  # this question's task: its transport attempts add up here
+            name = getattr(self.teacher, "name", self.cfg.model)
             try:
                 trace = await self.teacher.attempt(question)
+            except SpendRefused as e:  # the run stopped paying between two attempts of this question
+                if not usage.attempts:
+                    return None
+                return Trace(question_id=question.id, teacher=name, ok=False, error=f"{NOT_ASKED}{e}"[:2000],
+                             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                             attempts=usage.attempts, latency_s=round(time.monotonic() - start, 3))
             except Exception as e:  # teachers should not raise; if one does, only this question fails
-                trace = unexpected_failure(question, getattr(self.teacher, "name", self.cfg.model), e,
-                                           time.monotonic() - start, (teacher_key(self.cfg),))
+                trace = unexpected_failure(question, name, e, time.monotonic() - start, (teacher_key(self.cfg),))
             if not self.metered:
                 await self._book_unmetered(trace)
             return trace
@@ -170,22 +214,54 @@ class TeacherWorker:
         traces = [t for t in results if t is not None]
         if traces:
             self.store.write([t.model_dump() for t in traces])
-        return {"status": ["unasked" if t is None else "done" if t.ok else "failed" for t in results],
+        return {"status": ["unasked" if t is None or not_asked(t) else "done" if t.ok else "failed" for t in results],
                 "prompt_tokens": [t.prompt_tokens if t else 0 for t in results],
                 "completion_tokens": [t.completion_tokens if t else 0 for t in results]}
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def __del__(self) -> None:
+        journal = getattr(self, "journal", None)
+        if journal is not None:
+            journal.close()
 
 
 class SpendLedger:
     """What is left under the cap (None: no cap) and whether the run must stop paying, shared by every worker
-    of a run (a Ray actor: one booking at a time)."""
+    of a run (a Ray actor: one booking at a time). ``left`` is net of the worst cases reserved by the calls in
+    flight: a call is granted only when its worst case fits, so the calls in flight never take the spend past
+    the cap."""
+
+    _SLACK = 1e-12  # float sums of reservations: a worst case that fits exactly is granted
 
     def __init__(self, left_usd: Optional[float]):
-        self._left, self._stopped = left_usd, None
+        self._left, self._stopped, self._in_flight = left_usd, None, 0
 
-    def state(self) -> tuple[Optional[float], Optional[str]]:
-        return self._left, self._stopped
+    def state(self) -> tuple[Optional[float], Optional[str], int]:
+        """(what is left, why the run must stop or None, calls in flight)."""
+        return self._left, self._stopped, self._in_flight
+
+    def reserve(self, worst_usd: float) -> tuple[bool, Optional[str], int]:
+        """Hold ``worst_usd`` for a call about to leave: (granted, why the run must stop or None, calls in flight)."""
+        if self._stopped is not None:
+            return False, self._stopped, self._in_flight
+        if self._left is not None:
+            if worst_usd > self._left + self._SLACK:
+                return False, None, self._in_flight
+            self._left -= worst_usd
+        self._in_flight += 1
+        return True, None, self._in_flight
+
+    def settle(self, worst_usd: float, usd: float) -> Optional[float]:
+        """A reserved call ended, billed ``usd``: the reservation becomes that."""
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._left is not None:
+            self._left += worst_usd - usd
+        return self._left
 
     def spend(self, usd: float) -> Optional[float]:
+        """Book a cost no reservation covered (the embedded teacher's, booked after the fact)."""
         if self._left is not None:
             self._left -= usd
         return self._left
@@ -203,9 +279,10 @@ def _summary(store: ShardStore, questions: list[Question], cfg: TeacherConfig) -
     wanted = {q.id for q in questions}
     rows = [r for r in store.rows() if r["question_id"] in wanted]  # the shards are read once
     latest = latest_rows(rows, store.id_key)
-    failures = Counter(r["error"].split(" (attempt")[0][:60] for r in latest.values() if not r["ok"])
-    return {"questions": len(questions), "done": sum(r["ok"] for r in latest.values()),
-            "failed": sum(not r["ok"] for r in latest.values()), "missing": len(wanted - set(latest)),
+    answered = {k: r for k, r in latest.items() if not not_asked(r)}  # a not-asked row is still pending
+    failures = Counter(r["error"].split(" (attempt")[0][:60] for r in answered.values() if not r["ok"])
+    return {"questions": len(questions), "done": sum(r["ok"] for r in answered.values()),
+            "failed": sum(not r["ok"] for r in answered.values()), "missing": len(wanted - set(answered)),
             "calls": sum(r.get("attempts", 1) for r in rows),
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
             "completion_tokens": sum(r["completion_tokens"] for r in rows),
@@ -300,7 +377,7 @@ def cost_cap_message(report: dict) -> str:
 def merged_traces(questions: list[Question], shard_dir: str | Path) -> list[Trace]:
     """One trace per question, in pool order (a failure where no attempt succeeded)."""
     latest = ShardStore(shard_dir).latest()
-    missing = [q.id for q in questions if q.id not in latest]
+    missing = [q.id for q in questions if q.id not in latest or not_asked(latest[q.id])]
     if missing:
         raise RuntimeError(f"distill: {len(missing)} questions have no result yet (e.g. {missing[:3]}); "
                            "run the distill stage again to finish them")

@@ -21,14 +21,16 @@ lists names and reads no bodies).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
 import threading
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 import httpx
 
@@ -71,9 +73,11 @@ class SpendJournal:
             self._fd = os.open(f"{self.root}/{self.writer}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _append(self, call: str, kind: str, usd: float) -> None:
-        if self._fd is not None:
+        if self.store.local:
             line = json.dumps({"call": call, "kind": kind, "usd": usd}) + "\n"
             with self._mu:
+                if self._fd is None:
+                    raise ValueError(f"spend journal {self.writer} is closed")
                 os.write(self._fd, line.encode())
                 os.fsync(self._fd)
         else:
@@ -93,9 +97,10 @@ class SpendJournal:
         self._append(call, "settle", usd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._mu:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 @dataclass
@@ -154,6 +159,28 @@ class SpendRefused(RuntimeError):
     """A paid call was not made: the run stopped paying (spend cap, lost lock, no ledger) or could not journal it."""
 
 
+@dataclass
+class AttemptUsage:
+    """What the HTTP attempts made for one question added up to: attempts that left, tokens their responses
+    reported. A question refused on a retry keeps what its earlier attempts were billed."""
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+# set by whoever asks one question (a task of its own); the transport adds each attempt of that task to it
+attempt_usage: ContextVar[Optional[AttemptUsage]] = ContextVar("attempt_usage", default=None)
+
+
+def _count_attempt(body: str = "") -> None:
+    usage = attempt_usage.get()
+    if usage is not None:
+        prompt, completion = _billed_usage(body)
+        usage.attempts += 1
+        usage.prompt_tokens += prompt
+        usage.completion_tokens += completion
+
+
 # errors of attempts that never reached the provider: nothing can have been billed
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.LocalProtocolError,
              httpx.UnsupportedProtocol)
@@ -172,11 +199,14 @@ def environment_proxy(url: str) -> Optional[str]:
 
 
 class MeteredTransport(httpx.AsyncBaseTransport):
-    """Every HTTP attempt of a teacher client, journaled: refused unless ``gate()`` allows paying, reserved at
-    its worst case before it leaves, settled before its response is used; ``book(usd)`` tells the run's
-    ledger what the attempt counts for (its billed cost, or its worst case when it ended unsettled)."""
+    """Every HTTP attempt of a teacher client, journaled: refused unless ``gate(worst)`` reserves the attempt's
+    worst case with the run's ledger (it returns why not, or None), journaled at that worst case before it
+    leaves, settled before its response is used; ``book(worst, usd)`` tells the ledger what the reservation
+    turned out to cost (its billed cost, or its worst case when it ended unsettled). Journal writes (an fsync,
+    an object-store PUT) run on a thread, so the event loop and every other call of the worker go on meanwhile."""
 
-    def __init__(self, cfg: TeacherConfig, journal: SpendJournal, gate, book,
+    def __init__(self, cfg: TeacherConfig, journal: SpendJournal,
+                 gate: Callable[[float], Awaitable[Optional[str]]], book: Callable[[float, float], Awaitable[None]],
                  inner: Optional[httpx.AsyncBaseTransport] = None):
         self.cfg, self.journal, self.gate, self.book = cfg, journal, gate, book
         self.inner = inner  # built at the first request, with the proxy the environment names for its host
@@ -189,12 +219,15 @@ class MeteredTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         inner = self._transport(request.url)
-        if reason := await self.gate():
-            raise SpendRefused(f"not calling the teacher: {reason}")
         worst = worst_case_usd(len(request.content), self.cfg)
+        if reason := await self.gate(worst):
+            raise SpendRefused(f"not calling the teacher: {reason}")
         try:
-            call = self.journal.reserve(worst)
-        except Exception as e:
+            call = await asyncio.to_thread(self.journal.reserve, worst)
+        except BaseException as e:
+            await self.book(worst, 0.0)  # never sent: the reservation goes back
+            if not isinstance(e, Exception):
+                raise
             raise SpendRefused(f"not calling the teacher: the spend journal cannot be written "
                                f"({type(e).__name__}: {e})") from None
         try:
@@ -202,10 +235,12 @@ class MeteredTransport(httpx.AsyncBaseTransport):
             raw = b"".join([chunk async for chunk in response.stream])
             await response.aclose()
         except _NOT_SENT:
-            await self._settle(call, 0.0)
+            _count_attempt()
+            await self._settle(call, worst, 0.0)
             raise
         except BaseException:  # timed out or cut off: the provider may bill it in full
-            await self.book(worst)
+            _count_attempt()
+            await self.book(worst, worst)
             raise
         out = httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw),
                              extensions=response.extensions, request=request)
@@ -215,16 +250,18 @@ class MeteredTransport(httpx.AsyncBaseTransport):
             text = decoded.text
         except Exception:
             text = ""
-        await self._settle(call, billed_usd(response.status_code, text, worst, self.cfg))
+        _count_attempt(text)
+        await self._settle(call, worst, billed_usd(response.status_code, text, worst, self.cfg))
         return out
 
-    async def _settle(self, call: str, usd: float) -> None:
+    async def _settle(self, call: str, worst: float, usd: float) -> None:
         try:
-            self.journal.settle(call, usd)
+            await asyncio.to_thread(self.journal.settle, call, usd)
         except Exception as e:  # the reserve entry stands: the call counts at its worst case, never at less
             log.warning("spend journal: settling %s failed (%s: %s); it counts at its worst case", call,
                         type(e).__name__, e)
-        await self.book(usd)
+            usd = worst
+        await self.book(worst, usd)
 
     async def aclose(self) -> None:
         if self.inner is not None:

@@ -18,7 +18,10 @@ with conditional writes, so of runs racing for it exactly one wins whatever
 their timing: created with ``If-None-Match: *``, renewed every
 ``stale_after_s / 5`` and taken over (once its heartbeat is older than
 ``stale_after_s``, or its holder process is gone, on the same host) with
-``If-Match: <the ETag read>``. A holder whose renewal finds another run's
+``If-Match: <the ETag read>``. A write whose condition fails is judged by the
+object's token: the S3 client retries a write whose answer was lost, and the
+retry of a write that landed fails its condition, so finding this run's own
+token means the write went through. A holder whose renewal finds another run's
 version, or whose heartbeat keeps failing for ``stale_after_s / 2``, has lost
 the lock: :class:`HeldLock` reports it (logged, never silent) and the run stops
 paying. Other object stores are refused for locking (no atomic conditional write).
@@ -258,10 +261,21 @@ class ShardStore:
                 raise self._refusal(holder)
             try:
                 return self._put_s3_lock(bucket, key, {**me, "heartbeat": clock()}, IfMatch=etag)
-            except _ConditionFailed:  # another run replaced the stale lock first
+            except _ConditionFailed:  # another run replaced the stale lock first, or our own write was retried
+                if ours := self._own_s3_lock(bucket, key, me):
+                    return ours
                 now = self._read_s3_lock(bucket, key)
                 raise self._refusal(now[0] if now else holder) from None
         raise self._refusal({})
+
+    def _own_s3_lock(self, bucket: str, key: str, me: dict) -> str | None:
+        """The ETag of the LOCK object when it holds this run's token, else None. A conditional write whose answer
+        was lost (a timeout, an unreadable response) is retried by the S3 client with the same condition: the
+        first try changed the object, so the retry fails its condition although no other run wrote it."""
+        current = self._read_s3_lock(bucket, key)
+        if current is not None and current[0].get("token") == me["token"]:
+            return current[1]
+        return None
 
     @contextmanager
     def _remote_lock(self, held: HeldLock, stale_after_s: float, clock: Callable[[], float]):
@@ -274,7 +288,13 @@ class ShardStore:
         stop = threading.Event()
 
         def renew() -> None:
-            etag[0] = self._put_s3_lock(bucket, key, {**held.info, "heartbeat": clock()}, IfMatch=etag[0])
+            try:
+                etag[0] = self._put_s3_lock(bucket, key, {**held.info, "heartbeat": clock()}, IfMatch=etag[0])
+            except _ConditionFailed:
+                ours = self._own_s3_lock(bucket, key, held.info)  # our renewal landed, its answer was lost
+                if ours is None:
+                    raise
+                etag[0] = ours
 
         def heartbeat() -> None:
             last_ok = clock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from components.common.grading import attempt_answer, grade
+from components.common.grading import attempt_answer, grade_question
 from components.formatting import prompt_text
 from components.inference.engine import Completion, Sampling
 from components.records import Example
@@ -23,8 +23,9 @@ def finished(completion: Completion) -> bool:
 
 
 def solves(completion: Completion, ex: Example) -> bool:
-    """Whether the attempt's answer matches the example's reference, by rule (math-verify)."""
-    return grade(attempt_answer(completion.text, finished(completion)), ex.question.answer)
+    """Whether the attempt's answer matches the example's reference, by the question's kind: the option letter
+    for multiple choice, symbolic equivalence (math-verify) otherwise (the same rule as the Ray Data students)."""
+    return grade_question(ex.question, attempt_answer(completion.text, finished(completion)))
 
 
 def student_completions(engine, examples: list[Example], max_new_tokens: int,

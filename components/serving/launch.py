@@ -18,10 +18,14 @@ The model reaches replicas on any node: with ``serve.model_uri`` set, the model
 directory is published there and each replica reads it from there
 (:mod:`components.serving.model_source`); without it, a local directory is
 served only on a one-node Ray.
+
+The key is not passed: each replica reads it from its Ray node's environment (the variable
+``serve.api_key_env``; a Ray this launch starts inherits the launching process's). With a key set,
+or a bind that is not loopback, a replica without the key refuses to start
+(:mod:`components.serving.auth_policy`).
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import time
@@ -33,6 +37,7 @@ from typing import Iterator, Optional
 
 from components.common.network import free_port
 from components.config import EngineConfig, ServeConfig
+from components.serving.auth_policy import is_loopback
 from components.serving.model_source import publish_model
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,11 @@ class Launch:
 _LAUNCHES: dict[str, Launch] = {}  # by URL
 
 
-def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: str) -> dict:
+def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: str,
+             bind_host: Optional[str] = None) -> dict:
+    """The deployment's args. Never the key: only the name of the variable each replica reads it from; auth is
+    required unless the bind (``bind_host``: the running Serve's, default ``serve.host``) is loopback and no
+    key is set (a key set for the launch must reach the replicas, or they refuse to start)."""
     # replicas run in Ray workers whose working directory is wherever Ray started: never a relative path
     local = Path(model_path)
     return {"model_path": str(local.resolve()) if local.exists() else str(model_path),
@@ -66,25 +75,24 @@ def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: s
             "tensor_parallel_size": engine.tensor_parallel_size, "api_key_env": serve.api_key_env,
             "gpu_memory_utilization": engine.gpu_memory_utilization,
             "max_num_batched_tokens": engine.max_num_batched_tokens, "kv_cache_blocks": engine.kv_cache_blocks,
-            "require_api_key": not is_loopback(serve.host), "max_queued_requests": serve.max_queued_requests,
-            "max_request_bytes": serve.max_request_bytes, "threads": max(1, int(serve.num_cpus))}
+            "require_api_key": auth_required(serve, bind_host or serve.host),
+            "max_queued_requests": serve.max_queued_requests, "max_request_bytes": serve.max_request_bytes,
+            "threads": max(1, int(serve.num_cpus))}
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def auth_required(serve: ServeConfig, bind_host: str) -> bool:
+    return bool(os.environ.get(serve.api_key_env)) or not is_loopback(bind_host)
 
 
-def check_auth(serve: ServeConfig) -> None:
-    """Fail closed: a server reachable from other hosts must have a key."""
-    if not is_loopback(serve.host) and not os.environ.get(serve.api_key_env):
-        raise ValueError(f"serve.host {serve.host!r} is not loopback and ${serve.api_key_env} is not set: "
-                         f"set {serve.api_key_env} to the bearer token clients must send, or bind serve.host "
-                         "to 127.0.0.1")
+def check_auth(serve: ServeConfig, bind_host: Optional[str] = None) -> None:
+    """Fail closed: a server reachable from other hosts must have a key. ``bind_host``: where Serve's HTTP
+    proxies listen (a running Serve's host), default ``serve.host``."""
+    host = bind_host or serve.host
+    if not is_loopback(host) and not os.environ.get(serve.api_key_env):
+        where = (f"serve.host {host!r} is not loopback" if host == serve.host else
+                 f"Ray Serve already runs with HTTP on {host!r}, which is not loopback,")
+        raise ValueError(f"{where} and ${serve.api_key_env} is not set: set {serve.api_key_env} to the bearer "
+                         "token clients must send, or bind serve.host to 127.0.0.1")
 
 
 def replica_model_location(serve: ServeConfig, model_path: str, nodes: int) -> str:
@@ -101,14 +109,15 @@ def replica_model_location(serve: ServeConfig, model_path: str, nodes: int) -> s
     return model_path
 
 
-def serve_port(host: str, port: int) -> int:
-    """The port this launch's app is reachable on: ``port`` when Serve is not running (it is started on it), else
-    the running Serve's, if it listens on ``host`` or on every interface. Raises if it listens elsewhere."""
+def serve_bind(host: str, port: int) -> tuple[str, int]:
+    """The host Serve's HTTP proxies listen on and the port this launch's app is reachable on: ``host`` and
+    ``port`` when Serve is not running (it is started on them), else the running Serve's, if it listens on
+    ``host`` or on every interface. Raises if it listens elsewhere."""
     from ray.serve.context import _get_global_client  # what serve.status() asks: the running controller, or None
 
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:
-        return port
+        return host, port
     running = client.http_config
     if running.host != host and running.host not in ANY_HOST:
         raise RuntimeError(f"Ray Serve already runs on this Ray cluster with HTTP on {running.host}:{running.port}, "
@@ -117,7 +126,7 @@ def serve_port(host: str, port: int) -> int:
     if running.port != port:
         log.warning("Ray Serve already runs with HTTP on %s:%s: the application is served there (port %s is not "
                     "used)", running.host, running.port, port)
-    return running.port
+    return running.host, running.port
 
 
 def _alive_nodes() -> int:
@@ -132,7 +141,7 @@ def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_pat
     import ray
     from ray import serve as ray_serve
 
-    from components.serving.app import S1Server, key_runtime_env  # lazy: imports Ray Serve and the engines (torch)
+    from components.serving.app import S1Server  # lazy: imports Ray Serve and the engines (torch)
 
     check_auth(serve)
     started_ray = not ray.is_initialized()
@@ -142,19 +151,19 @@ def start_server(serve: ServeConfig, engine: EngineConfig, dtype: str, model_pat
     try:
         location = replica_model_location(serve, model_path, _alive_nodes())
         wanted = port or serve.port
-        http_port = serve_port(serve.host, wanted)
+        bind_host, http_port = serve_bind(serve.host, wanted)
+        check_auth(serve, bind_host)  # a running Serve on every interface needs a key even for a loopback launch
         if http_port == wanted:
             from ray.serve.context import _get_global_client
             started_serve = _get_global_client(raise_if_no_controller_running=False) is None
             ray_serve.start(http_options={"host": serve.host, "port": wanted})
-        actor = {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus,
-                 "runtime_env": key_runtime_env(serve.api_key_env)}
+        actor = {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus}  # no runtime_env: the key is never in it
         deployment = S1Server.options(num_replicas=serve.num_replicas, ray_actor_options=actor,
                                       max_ongoing_requests=serve.max_queued_requests + 16)
         prefix = "/" if app_name == APP_NAME else f"/{app_name}"
         url = f"http://{serve.host}:{http_port}{prefix.rstrip('/')}"
         _LAUNCHES[url] = Launch(url, app_name, started_ray, started_serve)
-        ray_serve.run(deployment.bind(**app_args(serve, engine, dtype, location)), name=app_name,
+        ray_serve.run(deployment.bind(**app_args(serve, engine, dtype, location, bind_host)), name=app_name,
                       route_prefix=prefix, blocking=blocking)
     except BaseException:  # a failed deployment, or Ctrl-C on a blocking one: undo what this call started
         _LAUNCHES.pop(url, None)

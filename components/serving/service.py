@@ -29,7 +29,8 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
   ``unlimited_thinking_tokens``, lowered to what its prompt and answer leave of the
   context (:mod:`components.inference.thinking_cap`), so it always gets an answer.
 * Auth: every route but ``/health`` needs ``Authorization: Bearer <key>`` when a
-  key is set; ``require_api_key`` refuses to start without one. No docs routes.
+  key is set; ``require_api_key`` refuses to start without one. The OpenAPI document is at
+  ``/openapi.json`` behind the same key (:mod:`components.serving.openapi`); no docs UI routes.
 * Errors: every status any route answers carries OpenAI's error object.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ from components.formatting import IM_START, THINK_START
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling, build_engine
 from components.inference.thinking_cap import after_thinking_tokens, no_budget_cap
+from components.serving.openapi import openapi_document
 from components.serving.prompts import chat_ids, templated_ids
 from components.serving.protocol import (
     MAX_SEED,
@@ -578,8 +580,8 @@ async def _unless_gone(request: Request, work) -> Any:
 
 
 def build_api(service: S1Service):
-    """The FastAPI app for one service (docs and the OpenAPI schema are off)."""
-    api = FastAPI(title="s1flow", docs_url=None, redoc_url=None, openapi_url=None)
+    """The FastAPI app for one service (the OpenAPI document at ``/openapi.json``; no docs UI)."""
+    api = FastAPI(title="s1flow", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     api.add_middleware(_Auth, service=service)
 
     @api.exception_handler(StarletteHTTPException)
@@ -664,4 +666,6 @@ def build_api(service: S1Service):
             return await _unless_gone(request, service.chat(req))
         return await guarded(go)
 
+    api.openapi = functools.partial(openapi_document, api, {"/v1/completions": CompletionRequest,
+                                                            "/v1/chat/completions": ChatRequest})
     return api

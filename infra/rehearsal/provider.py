@@ -11,8 +11,9 @@
   a short explanation, then a last line Yes or No. Its rule: the attempt's final answer (its last ``\boxed{}``,
   else its last "Answer:" line, else its last line) matches the reference's (its last ``\boxed{}``, else its
   last number) by math-verify.
-- ``GET /stats``: calls and faults; ``GET /billed``: per question (a hash of its text), how many answers were
-  billed (the rehearsal's "nothing paid twice" check reads it).
+- ``GET /stats``: calls and faults; ``GET /billed``: per question (:func:`question_key` of its text), how many
+  answers were billed (the rehearsal's "nothing paid twice" check reads it, keying the pool's questions with the
+  same function).
 
 Faults: a 429 ``RESOURCE_EXHAUSTED`` (Gemini's error body) at ``--rate-429``, a call held ``--hold-s`` seconds
 (past the client's timeout) at ``--rate-timeout``; drawn from a seeded generator, so a run's faults repeat.
@@ -94,9 +95,25 @@ def verdict_reply(user: str) -> tuple[bool, str]:
                    f"{expected or '(none)'}. They {'agree' if right else 'differ'}.\n{'Yes' if right else 'No'}")
 
 
-def question_of(messages: list[dict]) -> str:
+def user_text(messages: list[dict]) -> str:
+    """The last user message's text ('' when there is none or it is not text)."""
     text = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-    return text.removeprefix("Question: ").strip() if isinstance(text, str) else ""
+    return text if isinstance(text, str) else ""
+
+
+def question_text(text: str) -> str:
+    """The question a user message asks: without the classifier's "Question: " prefix and surrounding space."""
+    return text.strip().removeprefix("Question: ").strip()
+
+
+def question_key(text: str) -> str:
+    """The billing key of a question: a hash of :func:`question_text` of the text sent (a teacher sends the
+    pool's question as it is), so a pool row and the request that asked it have the same key."""
+    return hashlib.sha256(question_text(text).encode()).hexdigest()[:16]
+
+
+def question_of(messages: list[dict]) -> str:
+    return question_text(user_text(messages))
 
 
 class Provider:
@@ -115,8 +132,8 @@ class Provider:
         return "429" if draw < self.rate_429 else "timeout" if draw < self.rate_429 + self.rate_timeout else ""
 
     def teach(self, body: dict[str, Any]) -> dict[str, Any]:
-        text = question_of(body.get("messages") or [])
-        qid = hashlib.sha256(text.encode()).hexdigest()[:16]
+        sent = user_text(body.get("messages") or [])
+        text, qid = question_text(sent), question_key(sent)
         trace = self.teacher.solve(Question(id=qid, source="provider", question=text, answer=""))
         if not trace.ok:
             content, thinking = "I cannot solve this question.", ""
@@ -147,6 +164,11 @@ class Provider:
             self.counts["judge_yes" if right else "judge_no"] += 1
         return completion(body.get("model", ""), reply, len(user.split()) + 150, len(reply.split()))
 
+    def billed_copy(self) -> dict[str, int]:
+        """Question key -> answers billed, copied under the lock (sent after it is released)."""
+        with self.lock:
+            return dict(self.billed)
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {**self.counts, "questions_billed": len(self.billed),
@@ -174,9 +196,8 @@ def handler(provider: Provider):
         def do_GET(self) -> None:
             if self.path == "/stats":
                 self._send(200, provider.stats())
-            elif self.path == "/billed":  # question hash -> answers billed
-                with provider.lock:
-                    self._send(200, dict(provider.billed))
+            elif self.path == "/billed":  # question key -> answers billed; a slow reader holds up no request
+                self._send(200, provider.billed_copy())
             else:
                 self._send(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
 

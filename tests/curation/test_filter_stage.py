@@ -102,3 +102,26 @@ def test_no_solution_references_leave_the_report_as_it_was():
     domain = DomainConfig(classifier="llm", model="judge", base_url="http://127.0.0.1:9/v1")
     kept, dropped, report = difficulty_filter(rows, ["base"], domain, lambda student, judge: (solved, {}))
     assert report == {} and [e.question.id for e in dropped] == ["sum4"]
+
+
+def test_the_base_student_runs_at_model_revision_and_others_at_their_pin(tmp_path):
+    """'base' is model.name at model.revision: both runners read the student's commit from the section's
+    revisions under its reference, so the base student's entry there is model.revision, whatever a pin of the
+    same name says; any other student keeps its own pin."""
+    from components.config import ModelConfig
+    from components.curation.filter_stage import student_model
+    from components.paths import Paths
+    base, other, seven = "5ede1c97bbab6ce5cda5812749b4c0bdf79b18dd", "0" * 40, "a09a35458c702b33eeacc393d103063234e8bc28"
+    model = ModelConfig(source="hub", name="Qwen/Qwen2.5-32B-Instruct", revision=base)
+    difficulty = DifficultyConfig(students=["base", "Qwen/Qwen2.5-7B-Instruct"],
+                                  revisions={"Qwen/Qwen2.5-7B-Instruct": seven, "Qwen/Qwen2.5-32B-Instruct": other})
+    paths = Paths.for_profile("hub", tmp_path)
+    ref, cfg = student_model("base", model, difficulty, paths)
+    assert (ref, cfg.revisions[ref]) == ("Qwen/Qwen2.5-32B-Instruct", base)
+    ref, cfg = student_model("base", model, difficulty.model_copy(update={"revisions": {}}), paths)
+    assert cfg.revisions.get(ref) == base
+    ref, cfg = student_model("Qwen/Qwen2.5-7B-Instruct", model, difficulty, paths)
+    assert (ref, cfg.revisions.get(ref)) == ("Qwen/Qwen2.5-7B-Instruct", seven)
+    built = ModelConfig()  # the embedded base model: a directory this project builds, no commit
+    ref, cfg = student_model("base", built, difficulty, paths)
+    assert ref == str(paths.base_model) and cfg.revisions.get(ref) is None

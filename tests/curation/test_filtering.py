@@ -235,3 +235,42 @@ def test_unclassified_share_within_the_limit_passes_and_past_it_names_the_replie
     check_unclassified(Counter(classified=95, unclassified=5), ["reply has no MSC code: 'x'"] * 5, cfg)
     with pytest.raises(DomainClassificationError, match=r"6 of 100 .*\(6\.0%\).*reply has no MSC code: 'Geometry'"):
         check_unclassified(Counter(classified=94, unclassified=6), ["reply has no MSC code: 'Geometry'"] * 6, cfg)
+
+
+def test_domain_worker_closes_its_client_on_the_loop_its_batches_ran_on():
+    """As Ray Data runs an async UDF: batches on one event loop in a thread of the actor, then the UDF deleted
+    from the actor's main thread (graceful pool shutdown). Deleting the worker closes its client's connections
+    on that loop; a worker that never ran a batch closes its client too."""
+    import asyncio
+    import gc
+    import threading
+
+    import httpx
+
+    from components.common.chat_client import ChatClient
+    from components.curation.filtering import DomainWorker
+    cfg = DomainConfig(classifier="llm", model="claude-sonnet-5", base_url="https://api.anthropic.com/v1/")
+    body = (PROVIDERS / "anthropic_classify.json").read_text()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        worker = DomainWorker(cfg.model_dump_json())
+        worker.client = ChatClient(cfg, transport=httpx.MockTransport(lambda request: httpx.Response(200, text=body)))
+        http = worker.client.http
+        ex = rows.ex(question="How many primes are below 30?")
+        batch = {"id": [ex.question.id], "example": [ex.model_dump_json()]}
+        assert asyncio.run_coroutine_threadsafe(worker(batch), loop).result(30)["msc"] == ["11"]
+        assert not http.is_closed
+        del worker
+        gc.collect()
+        assert http.is_closed
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    idle = DomainWorker(cfg.model_dump_json())
+    http = idle.client.http
+    del idle
+    gc.collect()
+    assert http.is_closed

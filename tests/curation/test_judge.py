@@ -57,6 +57,15 @@ def test_the_teacher_is_judged_by_the_same_function():
     assert len(server.attempts) == 3
 
 
+def test_an_empty_teacher_answer_is_not_correct_and_never_sent():
+    rows = [_solution_row("a", "Answer: H2"), _solution_row("empty", ""), _solution_row("blank", " \n ")]
+    with judge_server(scripted) as server:
+        counts = _run(lambda client: judge_teacher(rows, client), server.base_url)
+    assert server.attempts == ["Answer: H2"]
+    assert [e.question.metadata.get("teacher_judged_correct") for e in rows] == [True, False, False]
+    assert counts == {"judged": 3, "correct": 1, "unjudged": 0}
+
+
 def test_students_right_wrong_unjudged_and_cut_off():
     """Per student: a Yes solves the row, a No or no verdict leaves it unsolved (the unjudged ones counted), and
     a row with no attempt (cut off before an answer) is never sent."""

@@ -35,7 +35,7 @@ def test_engine_length_fits_the_models_positions_and_vllm_accepts_it(qwen_length
     """The engine kwargs handed to ray.data.llm fit a 32,768-position model; vLLM's own config check
     (run in the vLLM venv, as ray.data.llm's stage builds its engine args) accepts them and refuses the
     32,768 + 4,096 a prompt allowance on top of the generation budget would ask for."""
-    settings = engine_settings(str(qwen_length_model), S1_32B)
+    settings = engine_settings(str(qwen_length_model), S1_32B, longest_prompt=900)
     config = processor_config(str(qwen_length_model), S1_32B, settings)
     assert settings.positions == 32768 and config.engine_kwargs["max_model_len"] == 32768
     assert config.engine_kwargs["tensor_parallel_size"] == 4 and config.concurrency == 2
@@ -48,9 +48,9 @@ def test_engine_length_fits_the_models_positions_and_vllm_accepts_it(qwen_length
 
 
 def test_short_budgets_keep_a_short_engine_and_prompts_get_what_the_length_leaves(qwen_length_model):
-    small = engine_settings(str(qwen_length_model), DifficultyConfig(max_new_tokens=1000))
-    assert small.max_model_len == 1000 + 4096  # the model has room: no need for all 32,768 positions
-    full = engine_settings(str(qwen_length_model), S1_32B)
+    small = engine_settings(str(qwen_length_model), DifficultyConfig(max_new_tokens=1000), longest_prompt=300)
+    assert small.max_model_len == 300 + 1000  # the model has room: no need for all 32,768 positions
+    full = engine_settings(str(qwen_length_model), S1_32B, longest_prompt=300)
     assert full.budget(100, 32768) == 32668 and full.budget(32768, 32768) == 0 and full.budget(10, 500) == 500
     questions = [Question(id="a", source="t", question="What is 2+2?", answer="4"),
                  Question(id="b", source="t", question="What is 2+2? " * 50, answer="4")]
@@ -157,7 +157,7 @@ def test_ray_llm_runner_sends_budgeted_rows_and_grades_what_comes_back(qwen_leng
 def test_the_students_memory_share_reaches_the_engine_when_set(qwen_length_model):
     """On a CPU vLLM reserves its memory share of RAM and refuses to start when less is free (ray.data.llm's
     default share is 0.92): the difficulty section's share goes into the engine kwargs."""
-    settings = engine_settings(str(qwen_length_model), S1_32B)
+    settings = engine_settings(str(qwen_length_model), S1_32B, longest_prompt=100)
     assert "gpu_memory_utilization" not in processor_config(str(qwen_length_model), S1_32B, settings).engine_kwargs
     cpu = S1_32B.model_copy(update={"gpu_memory_utilization": 0.1})
     assert processor_config(str(qwen_length_model), cpu, settings).engine_kwargs["gpu_memory_utilization"] == 0.1
@@ -178,7 +178,50 @@ def test_a_student_loads_at_its_pinned_revision_everywhere(qwen_length_model, mo
             seen.append((klass.__name__, kwargs.get("revision")))
             return _real(klass, model, *args, **kwargs)
         monkeypatch.setattr(cls, "from_pretrained", classmethod(wrapped))
-    settings = engine_settings(name, cfg)
+    settings = engine_settings(name, cfg, longest_prompt=100)
     assert {rev for _, rev in seen} == {sha} and {c for c, _ in seen} >= {"AutoConfig", "AutoTokenizer"}
     kwargs = processor_config(name, cfg, settings).engine_kwargs
     assert (kwargs["revision"], kwargs["tokenizer_revision"], kwargs["trust_remote_code"]) == (sha, sha, False)
+
+
+def _fake_processor(seen: dict, events: list):
+    """A stand-in for ray.data.llm's build_processor that records its config and rows and answers every row."""
+    import ray.data
+
+    def build(config, preprocess, postprocess):
+        events.append("build_processor")
+        seen["config"] = config
+
+        def run(ds):
+            rows = seen["rows"] = [preprocess(r) for r in ds.take_all()]
+            return ray.data.from_items([postprocess({**r, "generated_text": f"Answer: {r['gold']}",
+                                                     "num_generated_tokens": 3, "num_input_tokens": 20,
+                                                     "generated_tokens": [3, 3, EOS]}) for r in rows])
+        return run
+    return build
+
+
+def test_a_prompt_longer_than_four_thousand_tokens_keeps_its_whole_budget(qwen_length_model, monkeypatch):
+    """The driver tokenizes before it sizes the engine: the engine length is the longest prompt plus
+    max_new_tokens (the model has 32,768 positions), so a 5,000-token prompt is sent with all of its budget
+    and Ray is up, with this project's settings, before ray.data.llm builds its processor."""
+    import ray.data.llm
+
+    import components.common.raycluster as raycluster
+    from components.curation.ray_llm_students import prompt_tokens, ray_llm_attempts
+    from tests.curation.test_filtering import _examples
+
+    examples = _examples(n=2, malformed=0.0)
+    examples[1].question.question = "Add these: " + " ".join(str(i % 97) for i in range(2500))
+    short, long = map(len, prompt_tokens(str(qwen_length_model), [ex.question for ex in examples]))
+    assert long > 4096 + 100
+    seen, events = {}, []
+    real_ensure = raycluster.ensure_ray
+    monkeypatch.setattr(raycluster, "ensure_ray", lambda: (events.append("ensure_ray"), real_ensure())[1])
+    monkeypatch.setattr(ray.data.llm, "build_processor", _fake_processor(seen, events))
+    cfg = DifficultyConfig(runner="ray_llm", max_new_tokens=1000)
+    solved, _ = ray_llm_attempts(examples, str(qwen_length_model), cfg)
+    assert events == ["ensure_ray", "build_processor"]
+    assert seen["config"].engine_kwargs["max_model_len"] == long + 1000
+    assert [r["max_tokens"] for r in seen["rows"]] == [1000, 1000]
+    assert solved == {ex.question.id: True for ex in examples}

@@ -18,15 +18,23 @@ def test_a_hub_profile_without_revisions_is_refused_naming_each_key():
         require_pinned(cfg)
     text = str(err.value)
     for key in ("model.revision: Qwen/Qwen2.5-32B-Instruct", "difficulty.revisions.Qwen/Qwen2.5-7B-Instruct",
-                "difficulty.revisions.Qwen/Qwen2.5-32B-Instruct", "evaluate.rebase_reward_revision"):
+                "evaluate.rebase_reward_revision"):
         assert key in text
     assert "40-hex commit SHA" in text
 
 
+def test_the_base_student_is_pinned_by_model_revision_alone():
+    """'base' is model.name at model.revision: no second pin under difficulty.revisions."""
+    base_only = {**HUB, "model": {**HUB["model"], "revision": SHA}, "difficulty": {"students": ["base"]}}
+    assert unpinned(parse_profile(base_only, "hub"), ["filter"]) == []
+    unpinned_base = {**HUB, "difficulty": {"students": ["base"]}}
+    assert [p.split(":")[0] for p in unpinned(parse_profile(unpinned_base, "hub"), ["filter"])] == [
+        "model.revision"]
+
+
 def test_pins_clear_the_refusal_and_only_the_stages_run_are_checked():
     pinned = {**HUB, "model": {**HUB["model"], "revision": SHA},
-              "difficulty": {**HUB["difficulty"], "revisions": {"Qwen/Qwen2.5-7B-Instruct": SHA,
-                                                                "Qwen/Qwen2.5-32B-Instruct": SHA}},
+              "difficulty": {**HUB["difficulty"], "revisions": {"Qwen/Qwen2.5-7B-Instruct": SHA}},
               "evaluate": {**HUB["evaluate"], "rebase_reward_revision": SHA}}
     require_pinned(parse_profile(pinned, "hub"))
     assert unpinned(parse_profile(HUB, "hub"), ["collect", "distill"]) == []

@@ -55,10 +55,10 @@ def test_a_metered_call_goes_through_the_environments_proxy_and_is_settled(tmp_p
                         price_output_per_mtok=2.0)
     booked: list[float] = []
 
-    async def gate():
+    async def gate(worst: float):
         return None
 
-    async def book(usd: float):
+    async def book(worst: float, usd: float):
         booked.append(usd)
 
     async def call() -> int:
@@ -73,3 +73,48 @@ def test_a_metered_call_goes_through_the_environments_proxy_and_is_settled(tmp_p
         server.shutdown()
     assert _Proxy.seen == ["http://teacher.invalid/v1/chat/completions"]
     assert booked == [(10 * 1.0 + 5 * 2.0) / 1e6]
+
+
+class _RecordingJournal(SpendJournal):
+    """A journal that records, for each entry, the thread that wrote it and what the teacher had seen by then."""
+
+    def __init__(self, store, seen):
+        super().__init__(store, writer="w")
+        self.entries, self.seen = [], seen
+
+    def _append(self, call, kind, usd):
+        super()._append(call, kind, usd)
+        self.entries.append((kind, threading.get_ident(), len(self.seen)))
+
+
+def test_journal_writes_run_off_the_event_loop_reserve_before_the_request_settle_before_the_response(tmp_path):
+    """An fsync (or an S3 PUT) per entry must not stall the worker's other calls: the entries are written on
+    another thread, still in order: reserved before the request leaves, settled before the response is used."""
+    cfg = TeacherConfig(kind="vllm", model="m", base_url="http://teacher.test/v1", price_input_per_mtok=1.0,
+                        price_output_per_mtok=2.0)
+    seen: list[list] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append([kind for kind, _, _ in journal.entries])  # what the journal held when the request arrived
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}],
+                                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    journal = _RecordingJournal(ShardStore(tmp_path), seen)
+
+    async def gate(worst: float):
+        return None
+
+    async def book(worst: float, usd: float):
+        pass
+
+    async def call() -> tuple[int, list, int]:
+        loop_thread = threading.get_ident()
+        transport = MeteredTransport(cfg, journal, gate, book, inner=httpx.MockTransport(handler))
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.post("http://teacher.test/v1/chat/completions", json={"model": "m"})
+            held_when_used = [kind for kind, _, _ in journal.entries]
+        return loop_thread, held_when_used, response.status_code
+    loop_thread, held_when_used, status = asyncio.run(call())
+    journal.close()
+    assert status == 200
+    assert seen == [["reserve"]] and held_when_used == ["reserve", "settle"]
+    assert all(thread != loop_thread for _, thread, _ in journal.entries)

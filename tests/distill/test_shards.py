@@ -153,3 +153,42 @@ def test_a_store_without_conditional_writes_refuses_to_lock():
     with pytest.raises(LockUnsupported, match="conditional writes.*s3://"):
         with ShardStore(f"memory://locks-{uuid.uuid4().hex}").lock():
             pass
+
+
+def _answer_lost_then_retried(store: ShardStore, when) -> list:
+    """The first LOCK write for which ``when(put_object kwargs)`` holds reaches S3 and lands, but its answer is
+    lost: the S3 client sends it again with the same condition (what s3fs and botocore do on a timeout or an
+    unreadable response), and the caller gets the retry's answer."""
+    fired = []
+    real = store.fs._call_s3
+
+    async def _call_s3(method, *args, **kw):
+        if method == "put_object" and str(kw.get("Key", "")).endswith("/LOCK") and when(kw) and not fired:
+            fired.append(kw.get("IfMatch") or kw.get("IfNoneMatch"))
+            await real(method, *args, **kw)  # lands on S3; its answer never reaches the caller
+        return await real(method, *args, **kw)
+    store.fs._call_s3 = _call_s3
+    return fired
+
+
+def test_a_renewal_retried_after_its_answer_was_lost_keeps_the_lock(bucket):
+    url = _url()
+    store = ShardStore(url)
+    fired = _answer_lost_then_retried(store, when=lambda kw: "IfMatch" in kw)  # the first renewal
+    with store.lock(stale_after_s=0.5) as held:
+        deadline = time.time() + 10
+        while (not fired or _lock_object(url)["heartbeat"] <= held.info["started"] + 0.3) and time.time() < deadline:
+            time.sleep(0.05)
+        assert fired and held.lost is None  # renewals after the retried one go on with the adopted ETag
+        assert _lock_object(url)["token"] == held.info["token"]
+    assert not store.fs.exists(f"{store.root}/LOCK")  # released with the ETag it adopted
+
+
+def test_a_takeover_retried_after_its_answer_was_lost_holds_the_lock(bucket):
+    url = _url()
+    _put_lock_object(url, {"host": "gone-node", "pid": 1, "heartbeat": time.time() - 3600, "token": "dead"})
+    store = ShardStore(url)
+    fired = _answer_lost_then_retried(store, when=lambda kw: "IfMatch" in kw)  # the takeover of the stale lock
+    with store.lock() as held:
+        assert fired and held.lost is None
+        assert _lock_object(url)["token"] == held.info["token"]

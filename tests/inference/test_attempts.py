@@ -42,3 +42,21 @@ def test_a_student_cut_off_before_its_answer_has_not_solved_it(monkeypatch):
                                "length" if i % 2 else "stop") for i, _ in enumerate(prompts)]
     monkeypatch.setattr(difficulty, "prompt_text", lambda tok, q: q)
     assert student_attempts(CutOff(), [ex(qid=f"q{i}") for i in range(4)], max_new_tokens=8) == [True, False] * 2
+
+
+def test_a_multiple_choice_attempt_is_graded_by_its_option_letter(monkeypatch):
+    import components.inference.attempts as difficulty
+    from components.inference.engine import Completion
+    from components.records import Example, Question, Trace
+
+    class Chooser(ScriptedStudent):
+        def generate(self, prompts, sampling):
+            return [Completion([], "Comparing the options, the answer is (C).", 1, 9, "stop") for _ in prompts]
+
+    def gpqa(qid, gold):
+        q = Question(id=qid, source="gpqa", question="Which? (A) x (B) y (C) z (D) w", answer=gold,
+                     metadata={"kind": "multiple_choice"})
+        return Example(question=q, trace=Trace(question_id=qid, teacher="t"))
+
+    monkeypatch.setattr(difficulty, "prompt_text", lambda tok, q: q)
+    assert student_attempts(Chooser(), [gpqa("a", "C"), gpqa("b", "B")], max_new_tokens=16) == [True, False]

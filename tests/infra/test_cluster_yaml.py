@@ -141,3 +141,35 @@ def test_the_efa_installer_is_a_pinned_release_checked_against_its_sha256():
     check = efa.index('echo "${EFA_INSTALLER_SHA256}  /tmp/efa.tar.gz" | sha256sum -c -')
     assert download < check < efa.index("tar -xzf") < efa.index("./efa_installer.sh")  # checked before it runs
     assert efa.index('test -n "$EFA_INSTALLER_SHA256"') < download  # an emptied build arg stops the build
+
+
+def _fake_tool(bin_dir, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+
+
+def test_every_node_gets_its_keys_from_ssm_into_an_env_file_docker_reads_and_ray_never_carries(tmp_path):
+    import os
+    import subprocess
+    config = _cluster()
+    env_file = "/home/ubuntu/s1flow.env"
+    assert f"--env-file {env_file}" in config["docker"]["run_options"]
+    (command,) = config["initialization_commands"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_tool(bin_dir, "curl", 'for a in "$@"; do [ "$a" = "-X" ] && { echo token; exit 0; }; done; echo eu-west-1\n')
+    _fake_tool(bin_dir, "aws", 'name=$(echo "$@" | sed -E "s|.*--name /s1flow/([A-Z0-9_]+).*|\\1|")\n'
+                               '[ "$name" = "HF_TOKEN" ] && [ -n "$FAIL" ] && exit 254\n'
+                               'echo "secret-$name-$(echo "$@" | grep -o "region [a-z0-9-]*" | cut -d" " -f2)"\n')
+    out = tmp_path / "s1flow.env"
+    script = command.replace(env_file, str(out))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", script], env=env, check=True)
+    assert out.read_text().splitlines() == [f"{k}=secret-{k}-eu-west-1" for k in
+                                            ("S1FLOW_API_KEY", "GEMINI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN")]
+    assert oct(out.stat().st_mode & 0o777) == "0o600"  # only its owner reads the keys
+    failed = subprocess.run(["bash", "-c", script], env={**env, "FAIL": "1"})
+    assert failed.returncode == 1  # a key that cannot be read stops the node's start, not a replica hours later
+    text = (REPO / "infra" / "ray" / "cluster-h100.yaml").read_text()
+    assert "secret-" not in text and "env_vars" not in text

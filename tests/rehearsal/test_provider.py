@@ -95,3 +95,27 @@ def test_the_judge_answers_over_http_in_the_providers_shape_ending_in_yes_or_no(
     stats = provider.stats()
     assert stats["judge_answers"] == 4 and stats["judge_yes"] == 3 and stats["judge_no"] == 1
     assert stats["judge_calls"] == 4 and "classifier_answers" not in stats
+
+
+def test_billed_is_keyed_as_the_driver_keys_the_pool_and_sent_without_holding_the_lock(url_of, monkeypatch):
+    """A teacher sends the pool's question as it is; /billed counts it under question_key of that text (the key
+    the rehearsal driver computes from the pool), and the table goes out after the provider's lock is released,
+    so a slow reader holds up no other request."""
+    import infra.rehearsal.provider as module
+    from infra.rehearsal.provider import question_key
+    provider = Provider(0.0, 0.0, 0.0)
+    base = url_of(provider)
+    raw = f"  {QUESTION}\n"
+    status, _ = _post(base + TEACHER_PATH, {"model": "m", "messages": [{"role": "user", "content": raw}]})
+    assert status == 200
+
+    class Watching:
+        @staticmethod
+        def dumps(payload):
+            assert not provider.lock.locked(), "sent while holding the provider's lock"
+            return json.dumps(payload)
+        loads = staticmethod(json.loads)
+    monkeypatch.setattr(module, "json", Watching)
+    with urllib.request.urlopen(base + "/billed", timeout=10) as r:
+        billed = json.loads(r.read())
+    assert billed == {question_key(raw): 1} and question_key(raw) == question_key(QUESTION)

@@ -89,3 +89,21 @@ def test_a_local_model_directory_is_refused_on_a_multi_node_cluster(tiny_model_d
     with pytest.raises(ValueError, match=r"serve.model_uri: the model .* Ray has 2 nodes"):
         replica_model_location(serve, str(tiny_model_dir), nodes=2)
     assert replica_model_location(serve, "Qwen/Qwen2.5-32B-Instruct", nodes=2) == "Qwen/Qwen2.5-32B-Instruct"
+
+
+def test_a_loopback_launch_joining_a_serve_on_every_interface_needs_a_key(monkeypatch):
+    from components.config import EngineConfig
+    from components.serving.launch import app_args, check_auth
+    monkeypatch.delenv("S1FLOW_LAUNCH_NOPE", raising=False)
+    serve = parse_profile({"serve": {"api_key_env": "S1FLOW_LAUNCH_NOPE"}}, "tiny").serve
+    assert serve.host == "127.0.0.1"
+    check_auth(serve)  # alone on loopback: may run without a key
+    assert app_args(serve, EngineConfig(), "float32", "m")["require_api_key"] is False
+    with pytest.raises(ValueError, match=r"Ray Serve already runs with HTTP on '0.0.0.0', which is not loopback, "
+                                         r"and \$S1FLOW_LAUNCH_NOPE is not set"):
+        check_auth(serve, "0.0.0.0")
+    assert app_args(serve, EngineConfig(), "float32", "m", bind_host="0.0.0.0")["require_api_key"] is True
+    monkeypatch.setenv("S1FLOW_LAUNCH_NOPE", "sk-launch-secret")  # a key set for the launch must reach the replicas
+    args = app_args(serve, EngineConfig(), "float32", "m")
+    assert args["require_api_key"] is True and args["api_key_env"] == "S1FLOW_LAUNCH_NOPE"
+    assert "sk-launch-secret" not in repr(args)

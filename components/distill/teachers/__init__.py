@@ -1,7 +1,8 @@
 """Teachers write reasoning traces; the distill stage runs one over the pool.
 
 Every teacher has ``name`` and ``async attempt(question) -> Trace`` and never
-raises for a bad call: a failure comes back as ``Trace(ok=False)`` with the
+raises for a bad call (only :class:`~components.distill.journal.SpendRefused`, when the run stops paying
+before an attempt leaves): a failure comes back as ``Trace(ok=False)`` with the
 error, the raw response and the tokens billed for it (every attempt's usage). ``teacher.kind`` in params picks the client:
 
 - ``programmatic``: the embedded teacher (components/distill/teachers/programmatic.py);
@@ -21,6 +22,7 @@ from typing import Callable, Protocol
 
 from components.common.chat_client import ApiError, ChatClient, key_problem, redact
 from components.config import ConfigError, TeacherConfig
+from components.distill.journal import SpendRefused
 from components.distill.teachers.programmatic import ProgrammaticTeacher
 from components.records import Question, Trace
 
@@ -82,6 +84,8 @@ class ApiTeacher:
             return Trace(question_id=question.id, teacher=self.name, ok=False, error=str(e), raw=e.raw,
                          prompt_tokens=e.prompt_tokens, completion_tokens=e.completion_tokens,
                          attempts=e.attempts, latency_s=round(time.monotonic() - start, 3))
+        except SpendRefused:  # the run stopped paying: the question is not asked, not failed (the caller decides)
+            raise
         except Exception as e:  # a bug or a shape nobody foresaw: this question fails, the batch goes on
             return unexpected_failure(question, self.name, e, time.monotonic() - start, (teacher_key(self.cfg),))
         if not r.reasoning and self.cfg.thinking_required:
