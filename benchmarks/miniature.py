@@ -53,14 +53,25 @@ def run_one(root: Path, overrides: list[str], stages: list[str] = STAGES, reuse_
     if reuse_base and base_summary.exists() and "base-model" in stages:
         stages = [s for s in stages if s != "base-model"]
         kept = {"base-model": json.loads(base_summary.read_text()).get("seconds")}
-    res, times = run_stages(root, overrides, stages)
+    from components.data.base_model_stage import BaseModelNotReady
+    try:
+        res, times = run_stages(root, overrides, stages)
+    except BaseModelNotReady as e:  # the seed's pre-training missed its skill gate: a result, not a crash
+        return {"gate_missed": str(e)}
     times = {**kept, **times}
+    gate = gate_step(json.loads(base_summary.read_text())) if base_summary.exists() else None
     if "evaluate" not in res:
-        return {"times": times, **({"base_model": res["base-model"]} if "base-model" in res else {})}
+        return {"times": times, "gate_step": gate, **({"base_model": res["base-model"]} if "base-model" in res else {})}
     ev = res["evaluate"]
-    return {"base": ev["base_accuracy"], "budgets": {str(p["budget"]): p["accuracy"] for p in ev["points"]},
+    return {"gate_step": gate, "base": ev["base_accuracy"], "budgets": {str(p["budget"]): p["accuracy"] for p in ev["points"]},
             "avg_thinking": {str(p["budget"]): p["avg_thinking_tokens"] for p in ev["points"]},
             "unlimited": ev["unlimited"]["accuracy"], "times": times, "total_s": round(sum(times.values()), 1)}
+
+
+def gate_step(base_model: dict) -> int | None:
+    """The pre-training step at which the skill probe passed (None: it did not, or the model was installed)."""
+    probes = base_model.get("probes") or []
+    return probes[-1][0] if base_model.get("probe_passed") and probes else None
 
 
 def _spawn(seed: int, threads: int, root: Path, extra: list[str], stages: list[str],
@@ -80,6 +91,18 @@ def _mean_sd(xs: list[float]) -> str:
 
 
 def report(results: dict[tuple[int, int], dict]) -> bool:
+    missed = {k: r for k, r in results.items() if "gate_missed" in r}
+    for (seed, thr), r in sorted(missed.items()):
+        print(f"seed {seed} threads {thr}: pre-training missed its skill gate -> FAIL\n  "
+              + r["gate_missed"].replace("\n", "\n  "))
+    results = {k: r for k, r in results.items() if k not in missed}
+    if not results:
+        print("NOT ALL PASS")
+        return False
+    gates = [r.get("gate_step") for r in results.values()]
+    if any(g is not None for g in gates):
+        passed = sorted(g for g in gates if g is not None)
+        print(f"gate passed at steps {passed} (median {statistics.median(passed)}, slowest {passed[-1]})")
     budgets = sorted({b for r in results.values() for b in r["budgets"]}, key=int)
     head = "seed thr   base " + " ".join(f"{b:>6}" for b in budgets) + "  unlim  total_s"
     print(head)
@@ -102,6 +125,7 @@ def report(results: dict[tuple[int, int], dict]) -> bool:
         ok &= good
         print(f"seed {seed} threads {thr}: top {top:.3f} (>=0.8 {top >= 0.8}), monotone {mono}, "
               f"base {base:.3f} (<=0.05 {base <= 0.05}) -> {'PASS' if good else 'FAIL'}")
+    ok &= not missed
     print("ALL PASS" if ok else "NOT ALL PASS")
     return ok
 
