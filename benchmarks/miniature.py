@@ -121,9 +121,9 @@ def report(results: dict[tuple[int, int], dict]) -> bool:
         accs = [r["budgets"][b] for b in budgets]
         mono = all(b2 >= b1 for b1, b2 in zip(accs, accs[1:]))
         top, base = accs[-1], r["base"]
-        good = top >= 0.8 and mono and base <= 0.05
+        good = top >= 0.9 and mono and base <= 0.05
         ok &= good
-        print(f"seed {seed} threads {thr}: top {top:.3f} (>=0.8 {top >= 0.8}), monotone {mono}, "
+        print(f"seed {seed} threads {thr}: top {top:.3f} (>=0.9 {top >= 0.9}), monotone {mono}, "
               f"base {base:.3f} (<=0.05 {base <= 0.05}) -> {'PASS' if good else 'FAIL'}")
     ok &= not missed
     print("ALL PASS" if ok else "NOT ALL PASS")
