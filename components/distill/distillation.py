@@ -59,7 +59,12 @@ from components.common.progress import progress_bar
 from components.common.raycluster import actor_pool, ensure_ray
 from components.config import ConfigError, TeacherConfig
 from components.distill.journal import (
-    AttemptUsage, MeteredTransport, SpendJournal, SpendRefused, attempt_usage, replay,
+    AttemptUsage,
+    MeteredTransport,
+    SpendJournal,
+    SpendRefused,
+    attempt_usage,
+    replay,
 )
 from components.distill.shards import HeldLock, ShardStore, latest_rows
 from components.distill.teachers import build_teacher, check_teacher_key, teacher_key, unexpected_failure
@@ -151,11 +156,14 @@ class TeacherWorker:
                 elif left is not None and left <= 0 and not in_flight:
                     self._stop(cap)
                 return self.stopped
+            # a call in flight settles within its timeout; one that never does (its worker died) must not park
+            # this worker for good
+            deadline = time.monotonic() + 2 * self.cfg.timeout_s + 5
             while True:
                 granted, reason, in_flight = await self.ledger.reserve.remote(worst)
                 if granted:
                     return None
-                if reason or not in_flight:
+                if reason or not in_flight or time.monotonic() > deadline:
                     self._stop(reason or cap)
                     return self.stopped
                 await asyncio.sleep(_SETTLE_POLL_S)  # calls in flight hold part of what is left

@@ -261,6 +261,9 @@ class MeteredTransport(httpx.AsyncBaseTransport):
             log.warning("spend journal: settling %s failed (%s: %s); it counts at its worst case", call,
                         type(e).__name__, e)
             usd = worst
+        except BaseException:  # cancelled meanwhile: the reservation still ends (at its worst case)
+            await self.book(worst, worst)
+            raise
         await self.book(worst, usd)
 
     async def aclose(self) -> None:

@@ -152,8 +152,9 @@ def test_a_teacher_that_raises_loses_only_that_question(tmp_path):
 
 def test_spend_cap_stops_cleanly_and_a_rerun_with_a_higher_cap_continues(tmp_path):
     """teacher.max_cost_usd: the run stops asking once the cap is spent (never past it: each call reserves its
-    worst case, max_tokens of output, before it leaves), what is done is kept, the stage refuses to write partial traces, and a rerun under a raised
-    cap asks exactly the questions left, each once. Failed attempts that were billed count."""
+    worst case, max_tokens of output, before it leaves), what is done is kept, the stage refuses to write
+    partial traces, and a rerun under a raised cap asks exactly the questions left, each once. Failed attempts
+    that were billed count."""
     from components.distill.distill_stage import distill_stage
     from components.distill.distillation import CostCapReached, cost_usd
     from components.paths import Paths
