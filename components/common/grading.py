@@ -44,7 +44,7 @@ from typing import Optional
 
 from math_verify import parse, verify
 
-from components.common.choices import extract_choice, grade_choice  # noqa: F401  (multiple choice, re-exported)
+from components.common.choices import extract_choice, grade_choice, last_boxed  # noqa: F401  (re-exported)
 
 
 def _math_verify_version() -> str:
@@ -56,20 +56,7 @@ def _math_verify_version() -> str:
 
 GRADER_VERSION = f"s1flow-grading-3/math-verify-{_math_verify_version()}"
 
-_BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*[:：]\s*(.+)", re.I)
-
-
-def last_boxed(text: str) -> str | None:
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    i, depth = starts[-1], 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 def extract_answer(text: str) -> str:
@@ -249,14 +236,19 @@ class GradingPool:
         with self._lock:
             self._all.discard(w)
 
+    def _live(self, w: Optional["_Worker"]) -> "_Worker":
+        """``w`` if its child still runs, else a new child in its place."""
+        if w is None or w.proc.poll() is not None:
+            if w is not None:
+                self._drop(w)
+            w = self._start()
+        return w
+
     def warm(self) -> None:
         """Start a child and wait until it is ready (its start then costs no comparison of a vote its time)."""
         w = self._free.get()
         try:
-            if w is None or w.proc.poll() is not None:
-                if w is not None:
-                    self._drop(w)
-                w = self._start()
+            w = self._live(w)
             w.wait_ready(self.start_timeout_s)
         finally:
             self._free.put(w)
@@ -269,10 +261,7 @@ class GradingPool:
             return True
         w = self._free.get()
         try:
-            if w is None or w.proc.poll() is not None:
-                if w is not None:
-                    self._drop(w)
-                w = self._start()
+            w = self._live(w)
             if not w.wait_ready(self.start_timeout_s):
                 raise OSError("grading child did not start")
             answer = w.ask(predicted, gold, self.timeout_s if timeout_s is None else timeout_s)
