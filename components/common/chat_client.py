@@ -290,6 +290,9 @@ class ChatClient:
                     await self.sleep(backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s,
                                                    self.rng, e.retry_after))
                     continue
+                except Exception:  # refused before it left (a spend gate): the estimate goes back unused
+                    self.limits.settle(estimate, 0)
+                    raise
                 self.limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
                 self._mean_completion = 0.9 * self._mean_completion + 0.1 * result.completion_tokens
                 result.attempts = attempt + 1

@@ -115,3 +115,19 @@ def test_cost_counts_every_attempt_that_reports_usage():
     cfg = ApiClientConfig(model="m", base_url="http://teacher.test/v1", max_retries=3, backoff_base_s=0.01)
     r = asyncio.run(_client(handler, cfg=cfg).chat([{"role": "user", "content": "q"}]))
     assert r.attempts == 3 and (r.prompt_tokens, r.completion_tokens) == (7 + 10, 900 + 20)
+
+
+def test_a_call_refused_before_it_leaves_gives_its_rate_limit_estimate_back():
+    class Refused(RuntimeError):
+        pass
+
+    def handler(request):
+        raise Refused("not calling: the spend cap is reached")
+    cfg = ApiClientConfig(model="m", base_url="http://teacher.test/v1", max_retries=3, tokens_per_minute=60_000)
+    client = _client(handler, cfg=cfg)
+    bucket = client.limits.tokens
+    before = bucket._level
+    with pytest.raises(Refused):
+        asyncio.run(client.chat([{"role": "user", "content": "2+2? " * 200}]))
+    bucket._refill()
+    assert bucket._level >= before  # the estimate it reserved is back, not spent on a call never made
