@@ -89,11 +89,12 @@ def _wait_up(url: str, timeout: float = 900) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def _vllm_load(url: str, model: str, prompts: list[str], counts: list[int], concurrency: int):
+async def _vllm_load(url: str, model: str, prompts: list[list[int]], counts: list[int], concurrency: int):
+    """Each prompt as token ids (vLLM's completions endpoint takes them as they are) for its count of tokens."""
     sem = asyncio.Semaphore(concurrency)
     lat, codes = [], []
     async with httpx.AsyncClient(timeout=600) as client:
-        async def one(p: str, n: int):
+        async def one(p: list[int], n: int):
             body = {"model": model, "prompt": p, "max_tokens": n, "min_tokens": n, "ignore_eos": True,
                     "temperature": 0}
             async with sem:

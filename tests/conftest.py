@@ -16,6 +16,10 @@ os.environ["PREFECT_HOME"] = str(Path(__file__).resolve().parents[1] / ".prefect
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["S1FLOW_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 torch.set_num_threads(min(2, int(os.environ.get("S1FLOW_THREADS", 2))))
+# Ray started by a test is its own: with no address, ray.init() joins any `ray start` cluster on the machine, such
+# as another worker's two-node test cluster (whose second node then takes the Serve port this worker chose). Tests
+# that use a cluster of their own name it in RAY_ADDRESS.
+os.environ.setdefault("RAY_ADDRESS", "local")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -87,7 +87,8 @@ def code_digest(files: tuple[str, ...] = FINGERPRINT_CODE, roots: tuple[str, ...
 def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str], min_difficulty: int,
                 max_difficulty: int) -> str:
     """sha256 of everything that shapes the pre-trained model (not where a release lives)."""
-    state = {"model": model.model_dump(mode="json"),
+    # the pinned commit of a hub model: none for the embedded model, so an unset one leaves releases as they were
+    state = {"model": model.model_dump(mode="json", exclude={"revision"} if model.revision is None else None),
              "pretrain": pretrain.model_dump(mode="json", exclude=NOT_FINGERPRINTED),
              "domains": list(domains), "difficulty": [min_difficulty, max_difficulty],
              "code": code_digest()}

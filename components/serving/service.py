@@ -574,7 +574,7 @@ async def _unless_gone(request: Request, work) -> Any:
         gone.cancel()
         if not task.done():
             task.cancel()
-    if task.cancelled():
+    if task.cancelled() or not task.done():  # cancelled just now: its cancellation finishes in the background
         raise APIError(499, "client closed the request", code="client_closed_request")
     return task.result()
 

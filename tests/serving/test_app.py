@@ -73,7 +73,7 @@ def public_serve():
         env.setenv(ENV, KEY)
         if ray.is_initialized():  # left by an earlier module of this worker: its nodes lack the key
             ray.shutdown()
-        context = ray.init(include_dashboard=True, log_to_driver=False, num_cpus=2)
+        context = ray.init(address="local", include_dashboard=True, log_to_driver=False, num_cpus=2)  # its own Ray
         try:
             port = free_port()
             serve.start(http_options={"host": "0.0.0.0", "port": port})
@@ -89,7 +89,7 @@ def _cfg(port: int):
                           "engine": {"unlimited_thinking_tokens": 32}, "evaluate": {"budgets": [16]}}, "tiny")
 
 
-def test_the_key_reaches_replicas_and_appears_nowhere_ray_shows(public_serve, tiny_model_dir):
+def test_the_key_reaches_replicas_and_appears_nowhere_ray_shows(public_serve, tiny_model_dir, monkeypatch):
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.util.state import list_actors, list_jobs
@@ -109,6 +109,8 @@ def test_the_key_reaches_replicas_and_appears_nowhere_ray_shows(public_serve, ti
         args = details["applications"]["s1flow"]["deployed_app_config"]
         deployment = details["applications"]["s1flow"]["deployments"]["S1Server"]
         assert "runtime_env" not in deployment["deployment_config"]["ray_actor_options"]
+        # the state API asks this test's dashboard (it would take $RAY_ADDRESS before any address given to it)
+        monkeypatch.setenv("RAY_API_SERVER_ADDRESS", dashboard)
         shown = {
             "serve.status()": repr(serve.status()),
             "serve details": json.dumps(details, default=str),

@@ -443,3 +443,30 @@ def test_lone_surrogates_and_loose_types_are_400s(url, raw, param):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param, err
+
+
+def test_a_client_gone_before_its_work_ends_gets_a_499_and_the_work_is_cancelled():
+    """The client's disconnect wins the race: the handler answers 499 (nobody reads it) instead of reading the
+    result of work whose cancellation has only been requested."""
+    import asyncio
+
+    from components.serving.protocol import APIError
+    from components.serving.service import _unless_gone
+
+    class Gone:
+        async def receive(self):
+            return {"type": "http.disconnect"}
+
+    async def go():
+        stopped = asyncio.Event()
+
+        async def work():
+            try:
+                await asyncio.sleep(30)
+            finally:
+                stopped.set()
+        with pytest.raises(APIError) as e:
+            await _unless_gone(Gone(), work())
+        await asyncio.wait_for(stopped.wait(), 5)  # the engine call is cancelled, not left running
+        return e.value.status
+    assert asyncio.run(go()) == 499

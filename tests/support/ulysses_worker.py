@@ -69,8 +69,8 @@ def _cpu_flash() -> None:
     fa._loaded_implementation = None
     load = sft.load_model
 
-    def load_as_flash(path, dtype, attn):
-        model, tokenizer = load(path, dtype, "sdpa")
+    def load_as_flash(path, dtype, attn, **kwargs):
+        model, tokenizer = load(path, dtype, "sdpa", **kwargs)
         model.config._attn_implementation = "flash_attention_2"
         return model, tokenizer
     sft.load_model = load_as_flash
