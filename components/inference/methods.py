@@ -112,15 +112,16 @@ def equivalent(a: str, b: str) -> bool:
     return grade(a, b)
 
 
-def vote_groups(answers: Sequence[str]) -> list[list[int]]:
-    """Indices of ``answers`` grouped by math-verify equivalence to each group's first member (empty answers
-    vote for nothing), groups in order of first appearance."""
+def vote_groups(answers: Sequence[str], same: Optional[Callable[[str, str], bool]] = None) -> list[list[int]]:
+    """Indices of ``answers`` grouped by ``same`` (default: math-verify equivalence) against each group's first
+    member (empty answers vote for nothing), groups in order of first appearance."""
+    same = same or equivalent
     groups: list[list[int]] = []
     for i, a in enumerate(answers):
         if not a:
             continue
         for g in groups:
-            if equivalent(a, answers[g[0]]):
+            if same(a, answers[g[0]]):
                 g.append(i)
                 break
         else:

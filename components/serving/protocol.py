@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from components.common.grading import extract_answer
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
+from components.inference.methods import vote_groups
 
 # Per-request size limits, checked at parse time (a bad request never reaches the engine).
 MAX_N = 16
@@ -222,22 +223,6 @@ def usage(prompt_tokens: int, results: list[ForcedResult]) -> dict:
 
 def _meta(r: ForcedResult) -> dict:
     return {"waits_used": r.waits_used, "hit_budget": r.hit_budget, "thinking_tokens": r.thinking_tokens}
-
-
-def vote_groups(answers: list[str], same: Callable[[str, str], bool]) -> list[list[int]]:
-    """Indices of ``answers`` grouped by ``same`` against each group's first member (empty answers vote for
-    nothing), groups in order of first appearance: the offline ``vote_groups`` with the equality given."""
-    groups: list[list[int]] = []
-    for i, a in enumerate(answers):
-        if not a:
-            continue
-        for g in groups:
-            if same(a, answers[g[0]]):
-                g.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
 
 
 def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int,
