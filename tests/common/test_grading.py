@@ -119,21 +119,51 @@ def test_an_attempt_cut_off_before_its_answer_gave_none():
 
 
 def test_a_pathological_expression_gets_a_bounded_not_equal_and_the_pool_goes_on():
-    """``9^{9^{9}}`` has ~370 million digits: math-verify would compute it for minutes. In the pool the comparison
-    is killed at its time limit (None: not graded), and the next comparison gets a fresh child."""
+    """A central binomial coefficient of a million-digit size keeps math-verify busy for its whole 5 s alarm. In the
+    pool the comparison is killed at the pool's limit (None: not graded), and the next comparison gets a fresh
+    child."""
     import time
 
     from components.common.grading import GradingPool, bounded_equal
+    slow = r"\binom{4000000}{2000000}"
     pool = GradingPool(timeout_s=1.0)
     try:
         assert pool.grade("1/2", "0.5") is True  # starts the child (its start is not counted in the limit)
         t = time.monotonic()
-        assert pool.grade(r"9^{9^{9}}", "2") is None
+        assert pool.grade(slow, "2") is None
         assert time.monotonic() - t < 3 and pool.timeouts == 1
         assert pool.grade(r"\frac{14}{3}", "14/3") is True and pool.grade("3", "1/2") is False
         same = bounded_equal(pool, time.monotonic() + 30)
-        assert not same(r"9^{9^{9}}", "2") and same("2", " 2 ")
+        assert not same(slow, "2") and same("2", " 2 ")
         spent = bounded_equal(pool, time.monotonic() - 1)  # past the vote's deadline: identical strings only
         assert spent("0.5", "0.5") and not spent("0.5", "1/2")
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("expr", [r"9^{9^{9}}", "9^9^9", "2**3**4", r"2^{100000}", r"(10^{6})!", "123456!",
+                                  "1" * 1001])
+def test_an_explosive_answer_is_compared_as_a_string_at_once(expr):
+    """An exponent tower's value has hundreds of millions of digits, and big-integer arithmetic in C does not
+    answer math-verify's alarm: it is never evaluated, on any path."""
+    import time
+
+    from components.common.grading import explosive
+    assert explosive(expr)
+    t = time.monotonic()
+    assert not grade(expr, "2") and not grade("2", expr) and grade(expr, expr)
+    assert time.monotonic() - t < 1
+
+
+@pytest.mark.parametrize("expr", [r"2^{10}", r"3^{2024}", r"10^{-6}", r"(n+1)!", "5!", r"2^{n}\cdot 3^{m}",
+                                  r"\sqrt{2}^{3}", r"a^{2}b^{3}", r"\binom{10}{3}", r"e^{i\pi}"])
+def test_ordinary_powers_and_factorials_are_still_graded_symbolically(expr):
+    from components.common.grading import explosive
+    assert not explosive(expr)
+
+
+def test_no_gold_answer_of_the_shipped_eval_sets_is_explosive():
+    from components.common.grading import explosive
+    answers = [r["answer"] for name in ("aime24.jsonl", "amc23.jsonl", "math500.jsonl") for r in _rows(name)]
+    assert len(answers) > 500 and not [a for a in answers if explosive(a)]
+    assert grade("2^{10}", "1024")
