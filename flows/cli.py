@@ -4,6 +4,7 @@
     s1flow run --profile tiny       # the Prefect pipeline, end to end
     s1flow validate                 # check params.yaml, and that the profile can run where you are
     s1flow report                   # docs/results.md from metrics/<profile>/
+    s1flow compare A B --budget 240 # two eval results (files or MLflow runs), paired, per question
     s1flow release-base             # pre-train the embedded base model and ship it (pretrain.release)
 """
 from __future__ import annotations
@@ -141,6 +142,49 @@ def report(out: str = typer.Option("docs/results.md", "--out", "-o", help="the p
         raise typer.Exit(2) from None
     for path in written:
         typer.echo(f"wrote {path}")
+
+
+def _side(both: Optional[str], one: Optional[str]) -> Optional[str]:
+    return one if one is not None else both
+
+
+@app.command()
+def compare(a: str = typer.Argument(..., help="A: an eval samples file (data/<profile>/eval_samples.jsonl) or an "
+                                    "MLflow run id"),
+            b: str = typer.Argument(..., help="B: the same, on the same questions"),
+            task: Optional[str] = typer.Option(None, help="task on both sides (default: each file's headline)"),
+            method: str = typer.Option("budget_forcing", help="method on both sides"),
+            budget: Optional[str] = typer.Option(None, help="thinking budget on both sides, or 'none' for the "
+                                                 "no-budget run (default: the largest the method was run at)"),
+            task_a: Optional[str] = typer.Option(None, help="task of A only"),
+            task_b: Optional[str] = typer.Option(None, help="task of B only"),
+            method_a: Optional[str] = typer.Option(None, help="method of A only"),
+            method_b: Optional[str] = typer.Option(None, help="method of B only"),
+            budget_a: Optional[str] = typer.Option(None, help="budget of A only"),
+            budget_b: Optional[str] = typer.Option(None, help="budget of B only"),
+            common_only: bool = typer.Option(False, "--common-only",
+                                             help="compare on the questions both cover (default: refuse unless "
+                                                  "they cover the same)"),
+            as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store of run ids "
+                                                       "(default: the profile's tracking.tracking_uri)"),
+            params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, set: Optional[List[str]] = SetOpt):
+    """Compare two evaluation results question by question: each accuracy with its 95% interval, the difference
+    B - A with its paired interval and the paired test's p-value (exact McNemar for one sample per question,
+    sign-flip permutation for avg@k)."""
+    from components.evaluation.compare import RUN_ID, CompareError, Point, format_result, parse_budget
+    from components.evaluation.compare import compare as compare_results  # lazy: the evaluation package imports torch
+    try:
+        points = [Point(_side(task, t), _side(method, m), parse_budget(_side(budget, bd)))
+                  for t, m, bd in ((task_a, method_a, budget_a), (task_b, method_b, budget_b))]
+        if tracking_uri is None and any(RUN_ID.match(s) and not Path(s).exists() for s in (a, b)):
+            from components.tracking.mlflow_run import tracking_uri as profile_uri
+            tracking_uri = profile_uri(_config(params, profile, set).tracking, Path("."))
+        result = compare_results(a, b, *points, tracking_uri=tracking_uri, common_only=common_only)
+    except CompareError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result, indent=2) if as_json else format_result(result))
 
 
 @app.command("release-base")

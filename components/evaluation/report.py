@@ -15,6 +15,12 @@ warning heads the page when the run went on with an unready base model, ``pretra
 
 A bare list of rows is accepted too; :func:`data_ablation_row` computes ``mean`` and ``se``.
 
+Every accuracy of an evaluation carries its 95% interval (:mod:`components.evaluation.statistics`), from the
+per-question samples behind it in ``data/<profile>/eval_samples.jsonl`` (Clopper-Pearson with one sample per
+question, a question bootstrap for avg@k). Without that file, or where a number's samples cannot be told apart
+in it (a point scored on a subset of its questions), the interval comes from the count: accuracy x questions
+correct, one sample per question (the in-process protocol); a count that is no whole number gets none.
+
     page = results_markdown(load_results(Paths.for_profile("tiny")), plots="results")
 """
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from components.data.base_model_readiness import base_model_warning
+from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
 from components.paths import Paths
 
 DATA_ABLATION = "data_ablation.json"
@@ -82,8 +89,25 @@ def read_data_ablation(path: Path) -> Optional[dict]:
     return data
 
 
+SampleKey = tuple[Any, str, Optional[int]]  # (task, method, budget)
+
+
+def sample_tables(path: Path) -> dict[SampleKey, dict[str, tuple[int, int]]]:
+    """The per-question table of every (task, method, budget) in an eval samples file (empty when absent)."""
+    if not path.exists():
+        return {}
+    groups: dict[SampleKey, list[dict]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                groups.setdefault((r.get("task"), r.get("method", "budget_forcing"), r.get("budget")), []).append(
+                    {k: r.get(k) for k in ("question_id", "correct", "failed")})
+    return {key: table for key, rs in groups.items() if (table := per_question(rs))}
+
+
 def load_results(paths: Paths) -> dict[str, Any]:
-    """Every metrics file the page reads (absent ones as None)."""
+    """Every metrics file the page reads (absent ones as None), and the per-question samples (``samples``)."""
     def read(name: str) -> Optional[dict]:
         p = paths.metric(name)
         return json.loads(p.read_text()) if p.exists() else None
@@ -93,11 +117,69 @@ def load_results(paths: Paths) -> dict[str, Any]:
                                 f"(s1flow stage evaluate, or make demo)")
     return {"profile": paths.profile, "eval": ev, "data_ablation": read_data_ablation(paths.metric(DATA_ABLATION)),
             "mlflow": read("mlflow_run.json"), "metrics_dir": f"metrics/{paths.profile}",
-            "warning": base_model_warning(paths)}
+            "warning": base_model_warning(paths), "samples": sample_tables(paths.eval_samples)}
 
 
 def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def interval(results: dict, acc: Optional[float], n: Optional[int], key: Optional[SampleKey] = None,
+             k: int = 1) -> Optional[Interval]:
+    """The 95% interval of accuracy ``acc`` over ``n`` questions: from the samples of ``key`` when they are the
+    ones the number was scored on (n questions, the same accuracy), else from the count with one sample per
+    question (``k`` = 1); None when neither applies."""
+    if acc is None or not n:
+        return None
+    table = (results.get("samples") or {}).get(key) if key else None
+    if table and len(table) == n and abs(accuracy(table) - acc) < 1e-9:
+        return accuracy_interval(table)
+    correct = acc * n
+    if k == 1 and abs(correct - round(correct)) < 1e-6:
+        return clopper_pearson(round(correct), n)
+    return None
+
+
+def _acc(results: dict, acc: Optional[float], n: Optional[int], key: Optional[SampleKey] = None, k: int = 1) -> str:
+    """``80.0% [73.8%, 85.4%]``: the accuracy and its 95% interval (the accuracy alone when it has none)."""
+    iv = interval(results, acc, n, key, k)
+    return _pct(acc) if iv is None else f"{_pct(acc)} [{_pct(iv.low)}, {_pct(iv.high)}]"
+
+
+def _ci(results: dict, acc: Optional[float], n: Optional[int], key: Optional[SampleKey] = None, k: int = 1) -> dict:
+    """The interval as table columns (``ci_low``, ``ci_high``; None without one)."""
+    iv = interval(results, acc, n, key, k)
+    return {"ci_low": iv and iv.low, "ci_high": iv and iv.high}
+
+
+def _shape(report: dict, budget: Optional[int], questions: Optional[int]) -> tuple[Optional[int], int]:
+    """Questions scored and samples per question at ``budget`` of a sweep report (a served sweep records both
+    per budget in ``scores``; an in-process sweep takes one sample of each of its ``questions``)."""
+    scored = (report.get("scores") or {}).get(str(budget)) or {}
+    return scored.get("questions", questions), scored.get("samples_per_question", 1)
+
+
+def _point(results: dict, report: dict, questions: Optional[int], task: Any, method: str,
+           point: Optional[dict]) -> tuple:
+    """``interval``'s arguments for a sweep point."""
+    if point is None:
+        return results, None, None
+    n, k = _shape(report, point["budget"], questions)
+    return results, point["accuracy"], n, (task, method, point["budget"]), k
+
+
+def _at(row: dict, task: Any, m: str) -> Optional[SampleKey]:
+    """The samples key of method ``m``'s point in a compute-matched row (None when the row does not say)."""
+    at = (row.get("at") or {}).get(m)
+    return (task, m, at["value"]) if at else None
+
+
+def _performance(results: dict, report: dict, questions: Optional[int], task: Any, method: str) -> str:
+    """Performance with the interval of the sweep point that sets it (the best accuracy)."""
+    best = max(report.get("points") or [], key=lambda p: p["accuracy"], default=None)
+    if best is None or best["accuracy"] != report.get("performance"):
+        return _acc(results, report.get("performance"), questions)
+    return _acc(*_point(results, report, questions, task, method, best))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
@@ -114,27 +196,35 @@ def tables(results: dict) -> dict[str, list[dict]]:
     methods = ev.get("methods") or {ev.get("method", "budget_forcing"): ev}
     out["summary"] = [{"method": m, "control": r.get("control"), "scaling": r.get("scaling"),
                        "performance": r.get("performance")} for m, r in methods.items()]
+    task, n = ev.get("task"), ev.get("questions")
     out["budgets"] = [{"method": m, "value": p["budget"], "avg_thinking_tokens": p["avg_thinking_tokens"],
-                       "accuracy": p["accuracy"]} for m, r in methods.items() for p in r["points"]]
+                       "accuracy": p["accuracy"], **_ci(*_point(results, r, n, task, m, p))}
+                      for m, r in methods.items() for p in r["points"]]
     if ev.get("unlimited"):
-        out["budgets"].append({"method": ev.get("method", "budget_forcing"), "value": "no budget",
+        main = ev.get("method", "budget_forcing")
+        out["budgets"].append({"method": main, "value": "no budget",
                                "avg_thinking_tokens": ev["unlimited"]["avg_thinking_tokens"],
-                               "accuracy": ev["unlimited"]["accuracy"]})
+                               "accuracy": ev["unlimited"]["accuracy"],
+                               **_ci(*_point(results, ev, n, task, main, {**ev["unlimited"], "budget": None}))})
     if results.get("data_ablation"):
         out["data_ablation"] = [dict(r) for r in results["data_ablation"]["rows"]]
     cm = ev.get("compute_matched")
     if cm:
         out["compute_matched_points"] = [
             {"method": m, "value": p["budget"], "avg_thinking_tokens": p["avg_thinking_tokens"],
-             "accuracy": p["accuracy"]} for m, r in cm["methods"].items() for p in r["points"]]
+             "accuracy": p["accuracy"], **_ci(results, p["accuracy"], cm["questions"], (task, m, p["budget"]))}
+            for m, r in cm["methods"].items() for p in r["points"]]
         out["compute_matched"] = [{"thinking_tokens": row["thinking_tokens"],
                                    **{m: row["accuracy"][m] for m in cm["methods"]}} for row in cm["table"]]
     ab = ev.get("ablations") or {}
     if ab.get("wait_strings"):
-        out["wait_strings"] = [{k: r[k] for k in ("label", "wait_string", "num_waits", "accuracy",
-                                                  "avg_thinking_tokens", "avg_waits_used")} for r in ab["wait_strings"]]
+        out["wait_strings"] = [{**{k: r[k] for k in ("label", "wait_string", "num_waits", "accuracy",
+                                                     "avg_thinking_tokens", "avg_waits_used")},
+                                **_ci(results, r["accuracy"], r.get("questions", ab.get("questions")))}
+                               for r in ab["wait_strings"]]
     if ab.get("num_waits"):
-        out["num_waits"] = [{k: r[k] for k in ("num_waits", "accuracy", "avg_thinking_tokens", "avg_waits_used")}
+        out["num_waits"] = [{**{k: r[k] for k in ("num_waits", "accuracy", "avg_thinking_tokens", "avg_waits_used")},
+                             **_ci(results, r["accuracy"], r.get("questions", ab.get("questions")))}
                             for r in ab["num_waits"]]
     return out
 
@@ -167,17 +257,23 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
              *_provenance(results, commit)]
 
     # 1. Budget forcing and the other methods.
+    task, n = ev.get("task"), ev.get("questions")
     lines += [f"## Test-time scaling on `{ev.get('task', '?')}` ({ev.get('questions', '?')} questions)", "",
-              f"Base model without thinking: **{_pct(ev.get('base_accuracy'))}**. "
+              f"Base model without thinking: **{_acc(results, ev.get('base_accuracy'), n)}**. "
               "Control: share of runs within the thinking budget asked for; Scaling: mean slope of accuracy vs "
-              "thinking tokens (per token); Performance: best accuracy over the sweep.", ""]
+              "thinking tokens (per token); Performance: best accuracy over the sweep. Accuracies are given with "
+              "their 95% interval in brackets (exact Clopper-Pearson with one sample per question; a bootstrap "
+              "over questions for the mean of k samples).", ""]
     lines += _table(["method", "Control", "Scaling (/token)", "Performance"],
                     [(m, _pct(r.get("control")), "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}",
-                      _pct(r.get("performance"))) for m, r in methods.items()])
+                      _performance(results, r, n, task, m)) for m, r in methods.items()])
     for m, r in methods.items():
-        rows = [(p["budget"], f"{p['avg_thinking_tokens']:.1f}", _pct(p["accuracy"])) for p in r["points"]]
+        rows = [(p["budget"], f"{p['avg_thinking_tokens']:.1f}", _acc(*_point(results, r, n, task, m, p)))
+                for p in r["points"]]
         if m == main and ev.get("unlimited"):
-            rows.append(("no budget", f"{ev['unlimited']['avg_thinking_tokens']:.1f}", _pct(ev["unlimited"]["accuracy"])))
+            unlimited = {**ev["unlimited"], "budget": None}
+            rows.append(("no budget", f"{unlimited['avg_thinking_tokens']:.1f}",
+                         _acc(*_point(results, ev, n, task, m, unlimited))))
         lines += [f"**{m}**", ""] + _table([VALUE_NAME.get(m, "budget"), "avg thinking tokens", "accuracy"], rows)
     if plots:
         lines += [f"![accuracy vs thinking tokens]({plots}/scaling.png)", ""]
@@ -185,9 +281,9 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
     if others:
         lines += ["Other tasks:", ""] + _table(
             ["task", "questions", "base", "Control", "Scaling (/token)", "Performance"],
-            [(t, r.get("questions", "?"), _pct(r.get("base_accuracy")), _pct(r.get("control")),
-              "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}", _pct(r.get("performance")))
-             for t, r in others.items()])
+            [(t, r.get("questions", "?"), _acc(results, r.get("base_accuracy"), r.get("questions")),
+              _pct(r.get("control")), "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}",
+              _performance(results, r, r.get("questions"), t, r.get("method", main))) for t, r in others.items()])
 
     # 2. Data ablation.
     lines += ["## Data: selection strategies at equal size (s1 Table 2)", ""]
@@ -213,12 +309,14 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
                   "majority voting sums its samples, REBASE every node it expanded (pruned branches included).", ""]
         lines += _table(["method", "setting", "avg thinking tokens", "accuracy"],
                         [(m, f"{VALUE_NAME.get(m, 'budget')} {p['budget']}", f"{p['avg_thinking_tokens']:.1f}",
-                          _pct(p["accuracy"])) for m in ms for p in cm["methods"][m]["points"]])
+                          _acc(results, p["accuracy"], cm["questions"], (task, m, p["budget"])))
+                         for m in ms for p in cm["methods"][m]["points"]])
         lines += ["Matched: at each compute level reached, each method's best accuracy using no more thinking "
                   "tokens per question (— : it never spends that little).", ""]
         lines += _table(["thinking tokens ≤", *ms],
                         [(f"{row['thinking_tokens']:.1f}",
-                          *("—" if row["accuracy"][m] is None else _pct(row["accuracy"][m]) for m in ms))
+                          *("—" if row["accuracy"][m] is None else
+                            _acc(results, row["accuracy"][m], cm["questions"], _at(row, task, m)) for m in ms))
                          for row in cm["table"]])
         if plots:
             lines += [f"![accuracy vs thinking tokens, sequential and parallel]({plots}/compute_matched.png)", ""]
@@ -233,8 +331,8 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
         lines += [f"{n}end of thinking suppressed N times, the string appended each time ((none): nothing "
                   "appended, the model continues on its own).", ""]
         lines += _table(["extrapolation", "accuracy", "avg thinking tokens", "avg waits used"],
-                        [(r["label"], _pct(r["accuracy"]), f"{r['avg_thinking_tokens']:.1f}",
-                          f"{r['avg_waits_used']:.2f}") for r in ab["wait_strings"]])
+                        [(r["label"], _acc(results, r["accuracy"], r.get("questions", ab["questions"])),
+                          f"{r['avg_thinking_tokens']:.1f}", f"{r['avg_waits_used']:.2f}") for r in ab["wait_strings"]])
     lines += ["## Extrapolation: number of waits", ""]
     if not ab.get("num_waits"):
         lines += [f"{NOT_RUN} (`evaluate.num_waits_ablation` is empty).", ""]
@@ -242,8 +340,8 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
         strings = ", ".join(f'"{w}"' for w in ab["num_waits"][0].get("wait_strings", []))
         lines += [f"{n}wait strings {strings}.", ""]
         lines += _table(["waits", "accuracy", "avg thinking tokens", "avg waits used"],
-                        [(r["num_waits"], _pct(r["accuracy"]), f"{r['avg_thinking_tokens']:.1f}",
-                          f"{r['avg_waits_used']:.2f}") for r in ab["num_waits"]])
+                        [(r["num_waits"], _acc(results, r["accuracy"], r.get("questions", ab["questions"])),
+                          f"{r['avg_thinking_tokens']:.1f}", f"{r['avg_waits_used']:.2f}") for r in ab["num_waits"]])
     return "\n".join(lines).rstrip() + "\n"
 
 

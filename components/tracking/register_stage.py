@@ -33,6 +33,7 @@ def register_stage(profile: ProfileConfig, paths: Paths) -> dict:
         metrics.update({f"distill_{k}": d[k] for k in ("done", "failed", "calls", "prompt_tokens",
                                                        "completion_tokens", "cost_usd")})
     artifacts = [paths.plot("scaling.png"), paths.plot("compute_matched.png"), paths.metric("eval.json"),
+                 paths.eval_samples,  # the per-question samples `s1flow compare RUN_A RUN_B` reads
                  paths.metric("filter_report.json"),
                  paths.metric("selection_report.json"), paths.plot("selection_report.png"), paths.metric("train.json"),
                  paths.metric("collect_report.json"), paths.metric("distill_report.json")]  # those that exist

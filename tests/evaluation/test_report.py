@@ -53,7 +53,7 @@ def test_what_a_run_did_not_do_reads_not_run(tmp_path):
     page = out.read_text()
     assert page.count("_not run_") == 4 and "data_ablation.json` absent" in page
     assert "](" not in page and not (tmp_path / "results").exists()  # no plots made, none linked
-    assert "| budget_forcing | 100.0% | 0.0095 | 80.0% |" in page
+    assert "| budget_forcing | 100.0% | 0.0095 | 80.0% [73.8%, 85.3%] |" in page  # 160/200, Clopper-Pearson
 
 
 def test_data_ablation_rows_and_schema(tmp_path):
@@ -120,3 +120,41 @@ def test_the_tables_go_to_the_mlflow_run(tmp_path):
         assert labels == ["no extrapolation", "2x Wait", "2x Hmm", "2x (none)"]
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def _samples(paths: Paths, budget: int, outcomes: list[list[bool]]) -> None:
+    """Eval samples of the headline's ``budget`` point: question i's samples (one per seed) in ``outcomes[i]``."""
+    from components.records import write_jsonl
+    write_jsonl(paths.eval_samples, [
+        {"task": "heldout", "method": "budget_forcing", "budget": budget, "seed": s, "question_id": f"q{i}",
+         "correct": c, "thinking_tokens": 10} for i, row in enumerate(outcomes) for s, c in enumerate(row)])
+
+
+def test_every_accuracy_carries_its_interval_from_the_count(tmp_path):
+    from components.evaluation.report import interval, load_results
+    results = load_results(run_dir(tmp_path, plots=False))
+    assert results["samples"] == {}  # no samples file: the count (one sample per question) gives the interval
+    iv = interval(results, 0.8, 200)
+    assert iv.method == "clopper-pearson" and iv.low == pytest.approx(0.73778, abs=1e-5)
+    assert interval(results, 0.79, 50) is None  # 39.5 of 50 correct: no count, no interval
+    assert interval(results, 0.5, 10, k=4) is None  # avg@4 without its samples: a count would be wrong
+    t = tables(results)
+    row = next(r for r in t["budgets"] if r["value"] == 144)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.73778, 0.85311), abs=1e-5)
+    assert all("ci_low" in r for name in ("compute_matched_points", "wait_strings", "num_waits") for r in t[name])
+
+
+def test_avg_at_k_points_take_the_question_bootstrap_from_the_samples(tmp_path):
+    from components.evaluation.report import load_results, results_markdown
+    from components.evaluation.statistics import bootstrap_interval
+    paths = run_dir(tmp_path, plots=False)
+    ev = json.loads(paths.metric("eval.json").read_text())
+    # a served sweep: 4 questions x 2 seeds at budget 48, avg@2 = 0.5
+    ev.update(questions=4, scores={"48": {"questions": 4, "samples_per_question": 2, "k": 2}})
+    ev["methods"]["budget_forcing"]["points"][0]["accuracy"] = 0.5
+    paths.metric("eval.json").write_text(json.dumps(ev))
+    _samples(paths, 48, [[True, True], [True, False], [False, False], [False, True]])
+    iv = bootstrap_interval([1.0, 0.5, 0.0, 0.5])
+    page = results_markdown(load_results(paths))
+    assert f"| 48 | 47.5 | 50.0% [{100 * iv.low:.1f}%, {100 * iv.high:.1f}%] |" in page
+    assert iv.method == "bootstrap" and 0 < iv.low < 0.5 < iv.high < 1
