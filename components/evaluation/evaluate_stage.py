@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from components.common.run_environment import git_label
 from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
 from components.data.tasks import load_task
@@ -23,7 +24,6 @@ from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scal
 from components.evaluation.parallel import evaluate_in_parallel
 from components.evaluation.plot import plot_compute_matched
 from components.evaluation.provenance import engine_version, provenance
-from components.evaluation.report import git_commit
 from components.evaluation.served import evaluate_via_serve
 from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
 from components.inference.engine import Engine, build_engine
@@ -193,10 +193,10 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
         per_task[name] = report
         all_samples += [{**r, "task": name} for r in samples]
     headline = per_task[evaluate.tasks[0]]
+    record = {**provenance(evaluate, engine, model, serve, digest, paths), "contaminated": bool(contaminated)}
     report = {**headline, "task": evaluate.tasks[0], "tasks": per_task, "model_hash": digest,
-              "git_commit": git_commit(paths.root),
-              "engine": engine.backend, "contaminated": contaminated,
-              "provenance": {**provenance(evaluate, engine, model.dtype, digest), "contaminated": bool(contaminated)}}
+              "git_commit": git_label(record.get("git") or {}),
+              "engine": engine.backend, "contaminated": contaminated, "provenance": record}
     write_jsonl(paths.eval_samples, all_samples)
     write_json(paths.metric("eval.json"), report)
     write_json(paths.plot("scaling.json"), [  # a DVC plot: JSON (DVC reads no JSONL)

@@ -16,7 +16,6 @@ environment variable (``api_key_env``) are kept: they hold a name, not a secret.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +23,7 @@ from typing import Any, Optional
 import mlflow
 import mlflow.pyfunc
 
+from components.common.redaction import MASK, redact, secret_name
 from components.config import ProfileConfig, TrackingConfig
 from components.formatting import thinking_prompt
 from components.tracking.lineage import log_dataset
@@ -35,32 +35,12 @@ def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-MASK = "***"
-_SECRET_NAME = re.compile(r"(^|[_.\-])(api[_-]?key|apikey|key|token|access[_-]?token|secret|password|passwd|pwd|"
-                          r"auth|authorization|credential|credentials|signature|sig|session[_-]?token|"
-                          r"x-amz-signature|x-amz-credential|x-amz-security-token)$", re.I)
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<userinfo>[^/@\s?#]+)@", re.I)
-_QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#\s]+)=(?P<value>[^&;#\s]*)")
-
-
-def _secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name)) and not name.lower().endswith("_env")
-
-
-def redact(value: Any) -> Any:
-    """``value`` with credentials masked (strings only; other types unchanged)."""
-    if not isinstance(value, str):
-        return value
-    out = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", value)
-    return _QUERY_PAIR.sub(lambda m: f"{m['sep']}{m['key']}={MASK if _secret_name(m['key']) else m['value']}", out)
-
-
 def safe_params(params: dict[str, Any]) -> dict[str, str]:
     """Flattened params ready for MLflow: secrets masked, values cut to 500 characters."""
     out = {}
     for k, v in params.items():
         leaf = k.rsplit(".", 1)[-1]
-        out[k] = MASK if _secret_name(leaf) and v not in (None, "") else str(redact(v if not isinstance(v, (list, tuple))
+        out[k] = MASK if secret_name(leaf) and v not in (None, "") else str(redact(v if not isinstance(v, (list, tuple))
                                                                                     else [redact(x) for x in v]))[:500]
     return out
 
