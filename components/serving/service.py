@@ -276,9 +276,11 @@ class S1Service:
                 return n
             need = n + spec.max_thinking_tokens + self._after_thinking(spec)
             if need > self.max_len:
-                raise APIError(400, f"prompt ({n} tokens) + thinking budget ({spec.max_thinking_tokens}) + answer "
-                               f"prefix ({prefix}) + answer ({spec.max_answer_tokens}) exceed the context length "
-                               f"{self.max_len}; shorten the prompt or lower the budget", param=param,
+                raise APIError(400, f"prompt ({n} tokens) + thinking budget max_thinking_tokens "
+                               f"({spec.max_thinking_tokens}) + answer prefix ({prefix}) + answer "
+                               f"({spec.max_answer_tokens}) exceed the context length {self.max_len}; shorten the "
+                               "prompt, lower max_thinking_tokens or max_tokens, or send no max_thinking_tokens "
+                               "(then the thinking gets what the context leaves)", param=param,
                                code="context_length_exceeded")
         return n
 
