@@ -10,6 +10,7 @@ keys) its registry record declares (components/pipeline/registry.py).
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -52,6 +53,10 @@ class ModelConfig(Section):
     vocab_size: int = Field(400, gt=64, description="target BPE vocabulary (embedded tokenizer)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int = 0
+    released: Optional[date] = Field(None, description="the base model's public release (YYYY-MM-DD): the results "
+                                     "page flags each task whose questions were public before it as possibly seen "
+                                     "in pre-training. None: none flagged (the embedded model pre-trains on the "
+                                     "procedural corpus only)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -136,6 +141,15 @@ class PoolSource(Section):
     sample_seed: int = 0
     max_year: Optional[int] = Field(None, description="keep only rows whose year_field is <= this (s1: AIME <= 2022)")
     year_field: str = Field("Year", description="row field holding the year, for max_year")
+    # a dataset that ships its traces (simplescaling/s1K-1.1: DeepSeek-R1's): distill takes them instead of a call
+    thinking_field: str = Field("", description="row field holding a published reasoning trace (text, or a list "
+                                "of texts joined by newlines); its rows reach distill with that trace, which takes it "
+                                "instead of asking the teacher (teacher.use_published). A row whose field is empty "
+                                "is answered by the teacher")
+    attempt_field: str = Field("", description="row field holding the answer written after that trace (the "
+                               "trace's answer part); '' = none")
+    trace_teacher: str = Field("", description="the model that wrote the published traces, recorded as their "
+                               "teacher (else the source's name)")
     # procedural sources only: a mix modelled on a real pool's sources (see params.yaml, tiny)
     size: Optional[int] = Field(None, gt=0, description="procedural: questions this source generates (else pool.size)")
     min_difficulty: Optional[int] = Field(None, ge=1, description="procedural: else pool.min_difficulty")
@@ -169,6 +183,11 @@ class PoolSource(Section):
             raise ValueError("sample: give sample (a seeded sample) or limit (the first rows), not both")
         if self.kind == "procedural" and (self.where or self.exclude or self.sample):
             raise ValueError("where: where, exclude and sample filter rows of a dataset source, not a procedural one")
+        if self.kind == "procedural" and self.thinking_field:
+            raise ValueError("thinking_field: a procedural source has no published traces (the teacher writes them)")
+        if not self.thinking_field and (self.attempt_field or self.trace_teacher):
+            raise ValueError(f"{'attempt_field' if self.attempt_field else 'trace_teacher'}: describes the published "
+                             "traces of thinking_field; set thinking_field too")
         if any(w < 0 for w in self.domain_weights.values()) or (self.domain_weights
                                                                  and not sum(self.domain_weights.values())):
             raise ValueError(f"domain_weights: must be non-negative with a positive sum, got {self.domain_weights}")
@@ -240,6 +259,13 @@ class TeacherConfig(ApiClientConfig):
     kind: Literal["programmatic", "openai", "gemini", "vllm"] = "programmatic"
     system_prompt: str = ""
     slip_probability: float = Field(0.15, ge=0, le=1, description="programmatic teacher only")
+    style: Literal["standard", "thorough"] = Field("standard", description="programmatic teacher only: standard "
+                                                   "(a trace slips at most once, with slip_probability, and re-checks "
+                                                   "that step) | thorough (every step may slip, with slip_probability, "
+                                                   "up to two re-checks per trace, and a closing check of the result: "
+                                                   "longer traces with more self-correction)")
+    use_published: bool = Field(True, description="a question that arrived with a published trace (a pool source's "
+                                "thinking_field) takes it and is not asked; false: the teacher answers every question")
     seed: int = 3
     max_cost_usd: Optional[float] = Field(None, gt=0, description="spend cap over this teacher's shard set (every "
                                           "run, every attempt): distill stops, resumably, once it is reached")
@@ -254,6 +280,12 @@ class TeacherConfig(ApiClientConfig):
     @property
     def thinking_required(self) -> bool:
         return self.kind == "gemini" if self.require_thinking is None else self.require_thinking
+
+    @model_validator(mode="after")
+    def _style_programmatic(self) -> "TeacherConfig":
+        if self.style != "standard" and self.kind != "programmatic":
+            raise ValueError(f"style: only the programmatic teacher has a style (kind is {self.kind!r}); remove it")
+        return self
 
 
 class DomainConfig(ApiClientConfig):
@@ -275,7 +307,8 @@ class QualityConfig(Section):
 class DecontaminationConfig(Section):
     ngram: int = Field(8, ge=1)
     tasks: list[str] = Field(default_factory=list, description="benchmarks by name (aime24 | aime25 | math500 | amc23 | "
-                             "gpqa_diamond), loaded by evaluation's task loaders (evaluate.task_files, else the hub)")
+                             "gpqa_diamond | hmmt_feb25 | brumo25 | aime26), loaded by evaluation's task loaders "
+                             "(evaluate.task_files, else the hub)")
     eval_sets: list[str] = Field(default_factory=list, description="extra JSONL files (field problem or question)")
     include_heldout: bool = True
 
@@ -430,7 +463,8 @@ class EvaluateConfig(Section):
     allow_contaminated: bool = Field(False, description="report a task the training data was not decontaminated "
                                      "against (warns; the MLflow run is tagged contaminated=true) instead of refusing")
     tasks: list[str] = Field(default_factory=lambda: ["heldout"],
-                             description="heldout | aime24 | aime25 | math500 | amc23 | gpqa_diamond")
+                             description="heldout | aime24 | aime25 | math500 | amc23 | gpqa_diamond | hmmt_feb25 | "
+                             "brumo25 | aime26")
     task_files: dict[str, str] = Field(default_factory=dict, description="local JSONL per task (else its HF dataset)")
     task_limit: Optional[int] = Field(None, gt=0)
     seeds: list[int] = Field(default_factory=lambda: [0], description="one sample per seed per question (via serve)")

@@ -47,6 +47,21 @@ class Trace(Record):
     latency_s: float = 0.0
 
 
+# Question.metadata key of a trace that came with the question (a pool source's thinking_field, e.g. the
+# DeepSeek-R1 traces of simplescaling/s1K-1.1): {"teacher", "thinking", "answer"}. Distill takes it instead of
+# asking the teacher (teacher.use_published).
+PUBLISHED_TRACE = "published_trace"
+
+
+def published_trace(question: Question) -> Optional[Trace]:
+    """The trace ``question`` arrived with, as the distill stage records it, or None (none, or an empty one)."""
+    found = question.metadata.get(PUBLISHED_TRACE)
+    if not isinstance(found, dict) or not str(found.get("thinking", "")).strip():
+        return None
+    return Trace(question_id=question.id, teacher=str(found.get("teacher") or question.source),
+                 thinking=str(found["thinking"]), answer=str(found.get("answer", "")), attempts=0)
+
+
 class Example(Record):
     """A question with its trace, as it moves through the filters and into SFT."""
 

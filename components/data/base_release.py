@@ -35,6 +35,8 @@ FINGERPRINT_CODE = ("data/base_model.py", "data/tokenizer.py", "data/problems.py
 FINGERPRINT_ROOTS = ("build_base_model", "corpus_questions", "probe_questions")
 # PretrainConfig keys that do not shape the model: where a release lives, whether an unready one may be used.
 NOT_FINGERPRINTED = {"release", "allow_unready"}
+# ModelConfig keys that do not shape the model: the day a base model was released (the results page's flag)
+MODEL_NOT_FINGERPRINTED = {"released"}
 
 
 def _is_docstring(node: ast.AST) -> bool:
@@ -88,7 +90,8 @@ def fingerprint(model: ModelConfig, pretrain: PretrainConfig, domains: list[str]
                 max_difficulty: int) -> str:
     """sha256 of everything that shapes the pre-trained model (not where a release lives)."""
     # the pinned commit of a hub model: none for the embedded model, so an unset one leaves releases as they were
-    state = {"model": model.model_dump(mode="json", exclude={"revision"} if model.revision is None else None),
+    unset = {"revision"} if model.revision is None else set()
+    state = {"model": model.model_dump(mode="json", exclude=MODEL_NOT_FINGERPRINTED | unset),
              "pretrain": pretrain.model_dump(mode="json", exclude=NOT_FINGERPRINTED),
              "domains": list(domains), "difficulty": [min_difficulty, max_difficulty],
              "code": code_digest()}

@@ -20,6 +20,10 @@ solution that is a bare integer (the AIME sources) is the answer itself; any oth
 ``\\boxed{}``) keeps such a row with its whole solution as the reference answer, marked
 ``metadata.answer_format = "solution"``: s1 graded those with an LLM judge against the reference.
 
+Published traces: a source with ``thinking_field`` (s1K-1.1's ``deepseek_thinking_trajectory``, with
+``attempt_field: deepseek_attempt``) hands each row's trace and attempt to the distill stage in
+``metadata.published_trace`` (components/records.py); distill takes it instead of asking the teacher.
+
     result = load_pool(cfg.pool); result.questions, result.quarantined, result.report
 """
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Callable, Iterator
 from components.common.grading import last_boxed
 from components.config import PoolConfig, PoolSource
 from components.data.pool import generate_source
-from components.records import Question
+from components.records import PUBLISHED_TRACE, Question
 
 _SPACE = re.compile(r"\s+")
 _BARE_INTEGER = re.compile(r"^[+-]?\d+$")
@@ -122,13 +126,25 @@ def row_to_question(row: dict | str, i: int, src: PoolSource) -> Question | str:
     label = _label(src)
     rid = row.get(src.id_field) if src.id_field else None
     qid = f"{label}-{rid}" if rid not in (None, "") else f"{label}-{i:07d}"
-    meta = {k: v for k, v in row.items() if k not in (src.question_field, src.answer_field)
+    meta = {k: v for k, v in row.items() if k not in (src.question_field, src.answer_field, src.thinking_field,
+                                                      src.attempt_field)
             and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200}
     if answer_format == "solution":
         meta["answer_format"] = "solution"
+    if src.thinking_field and (thinking := _trace_text(row.get(src.thinking_field))):
+        meta[PUBLISHED_TRACE] = {"teacher": src.trace_teacher or label, "thinking": thinking,
+                                 "answer": _trace_text(row.get(src.attempt_field)) if src.attempt_field else ""}
     return Question(id=qid, source=label, question=question.strip(), answer=answer.strip(),
                     difficulty=int(level) if (level := str(row.get("difficulty", ""))).isdigit() else 0,
                     metadata=meta)
+
+
+def _trace_text(value) -> str:
+    """A published trace field as text: a string, or a list of strings (s1K's thinking_trajectories) joined by
+    newlines, as s1 joined them for training; anything else is no trace."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = "\n".join(value)
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _kept_by_filters(row, src: PoolSource) -> bool:
@@ -206,6 +222,8 @@ def load_pool(cfg: PoolConfig) -> PoolResult:
                 counts["duplicates"] += 1
                 continue
             seen_text[digest], counts["kept"] = q.id, counts["kept"] + 1
+            if PUBLISHED_TRACE in q.metadata:
+                counts["published_traces"] += 1
             seen_ids.add(q.id)
             out.questions.append(q)
         per_source[_report_key(src, per_source)] = counts

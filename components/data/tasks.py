@@ -9,6 +9,12 @@ They live in ``data`` (not ``evaluation``) because two stages read them: the
 evaluate stage scores on them, and the filter stage decontaminates the
 training pool against the same questions (``decontamination.tasks``).
 
+Each task carries the day its questions became public (``public_since``: the
+contest's day, or a dataset's release). A base model released after that day
+may have read them in pre-training: :func:`possibly_seen` says so, and the
+results page flags the task. HMMT February 2025, BRUMO 2025 and AIME 2026 were
+held after Qwen2.5's release (19 September 2024): fresh contests for the s1 models.
+
     questions = load_task("math500", path="data/eval/math500.jsonl", limit=100)
 """
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -31,21 +38,41 @@ class TaskSpec:
     answer_field: str
     kind: str = "math"  # math | multiple_choice
     revision: Optional[str] = None  # the dataset's hub commit; None: not pinned, never downloaded
+    public_since: Optional[date] = None  # the day its questions became public: the contest's, or the dataset's release
 
 
 # Each benchmark is read at one commit of its dataset, so a score always refers to the same questions.
+# MathArena's contest sets (problem_idx, problem, answer; split train) are CC BY-NC-SA 4.0.
 TASKS: dict[str, TaskSpec] = {
     "aime24": TaskSpec("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer",
-                       revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
+                       revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a", public_since=date(2024, 2, 7)),
     # AIME 2025 is two contests of 15 problems each (I and II): the benchmark is both
     "aime25": TaskSpec("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer",
-                       revision="a6ad95f611d72cf628a80b58bd0432ef6638f958"),
+                       revision="a6ad95f611d72cf628a80b58bd0432ef6638f958", public_since=date(2025, 2, 12)),
+    # MATH's test problems (Hendrycks et al., released 2021-03-05); the 500 are OpenAI's PRM800K subset
     "math500": TaskSpec("HuggingFaceH4/MATH-500", (None,), "test", "problem", "answer",
-                        revision="ff5b20257d8185524591543f8ff5993951537bb8"),
-    "amc23": TaskSpec("math-ai/amc23", (None,), "test", "question", "answer"),
+                        revision="ff5b20257d8185524591543f8ff5993951537bb8", public_since=date(2021, 3, 5)),
+    "amc23": TaskSpec("math-ai/amc23", (None,), "test", "question", "answer", public_since=date(2023, 11, 14)),
+    # GPQA (Rein et al., released 2023-11-20)
     "gpqa_diamond": TaskSpec("Idavidrein/gpqa", ("gpqa_diamond",), "train", "Question", "Correct Answer",
-                             kind="multiple_choice", revision="633f5ee89ab8ad4522a9f850766b73f62147ffdd"),
+                             kind="multiple_choice", revision="633f5ee89ab8ad4522a9f850766b73f62147ffdd",
+                             public_since=date(2023, 11, 20)),
+    # Contests held after Qwen2.5's release (30 problems each; HMMT and BRUMO answers are LaTeX, AIME integers)
+    "hmmt_feb25": TaskSpec("MathArena/hmmt_feb_2025", (None,), "train", "problem", "answer",
+                           revision="6fdc4277120810ff75aa22d2d5489b91f7a262a1", public_since=date(2025, 2, 15)),
+    "brumo25": TaskSpec("MathArena/brumo_2025", (None,), "train", "problem", "answer",
+                        revision="6de9bc0987f5710c6376ee980e1483dbeb55cfda", public_since=date(2025, 4, 5)),
+    "aime26": TaskSpec("MathArena/aime_2026", (None,), "train", "problem", "answer",  # I and II together
+                       revision="10b4e45b7a503075d4da8a0d57916a4f06ce6bd2", public_since=date(2026, 2, 6)),
 }
+
+
+def possibly_seen(name: str, base_released: Optional[date]) -> bool:
+    """Whether task ``name``'s questions were public before the base model's release (``base_released``), so
+    its pre-training may have read them. False for a task with no date (``heldout``: made by the run) and when
+    the release date is not given."""
+    spec = TASKS.get(name)
+    return bool(spec and spec.public_since and base_released and spec.public_since < base_released)
 
 
 def unpinned_task(name: str) -> Optional[str]:
@@ -78,7 +105,8 @@ def _multiple_choice(row: dict, qid: str) -> tuple[str, str]:
 def _records(name: str, spec: TaskSpec, rows: Iterable[dict]) -> list[Question]:
     out, seen = [], set()
     for i, row in enumerate(rows):
-        qid = str(row.get("id") or row.get("Record ID") or f"{name}-{i}")
+        number = row.get("problem_idx")  # MathArena's contest sets number their problems
+        qid = str(row.get("id") or row.get("Record ID") or f"{name}-{i if number is None else number}")
         if qid in seen:  # ids repeat across a benchmark's parts (each contest numbers its own problems)
             qid = f"{name}-{i}"
         seen.add(qid)

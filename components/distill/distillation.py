@@ -93,6 +93,8 @@ _OUTPUT_FIELDS = ("kind", "model", "base_url", "system_prompt", "max_tokens", "t
 
 def teacher_fingerprint(cfg: TeacherConfig) -> str:
     keyed = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS}
+    if cfg.style != "standard":  # keyed only when set: the standard teacher's shard sets keep their names
+        keyed["style"] = cfg.style
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -3,8 +3,9 @@
 The record names the code (git commit of the project checkout, and whether tracked files were changed), the
 config (``params_digest``: sha256 of the canonical JSON of the validated sections the evaluation reads, secrets
 masked), the protocol (``paper``: greedy, temperature 0, as s1 reports; ``sampled``: any other temperature),
-seeds and sampling, the engine, library versions and hardware, the weights (``model_hash``), the grader, and
-every task's questions (``datasets``: a hub dataset at its pinned commit, a local file by its sha256).
+seeds and sampling, the engine, library versions and hardware, the weights (``model_hash``), the grader,
+every task's questions (``datasets``: a hub dataset at its pinned commit, a local file by its sha256), and the
+base model's release date (``base_model_released``, ``model.released``: the page flags older tasks by it).
 
     record = provenance(evaluate, engine, model, serve, model_hash, paths)
 """
@@ -97,4 +98,5 @@ def provenance(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfi
             "max_answer_tokens": ev.max_answer_tokens, "final_answer_prefix": ev.final_answer_prefix,
             "model_hash": model_hash, "grader_version": GRADER_VERSION, "python": platform.python_version(),
             "git": git_state(), "params_digest": params_digest(sections), "params_sections": list(EVALUATION_SECTIONS),
-            "libraries": library_versions(), "hardware": hardware(), "datasets": dataset_revisions(ev, paths)}
+            "libraries": library_versions(), "hardware": hardware(), "datasets": dataset_revisions(ev, paths),
+            "base_model_released": model.released and model.released.isoformat()}

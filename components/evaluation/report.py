@@ -29,10 +29,12 @@ import json
 import math
 import shutil
 import subprocess
+from datetime import date
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from components.data.base_model_readiness import base_model_warning
+from components.data.tasks import TASKS, possibly_seen
 from components.evaluation.provenance_text import commit_text, provenance_rows, source_line
 from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
 from components.paths import Paths
@@ -44,6 +46,7 @@ DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
 PLOTS = ("scaling.png", "compute_matched.png")
 VALUE_NAME = {"majority_voting": "N samples", "rebase": "width", "wait_extension": "waits"}
 NOT_RUN = "_not run_"
+SEEN = "possibly seen in pre-training"
 
 
 def git_commit(root: Path | str = ".") -> str:
@@ -230,12 +233,44 @@ def tables(results: dict) -> dict[str, list[dict]]:
     return out
 
 
+def base_released(ev: dict) -> Optional[date]:
+    """The base model's release date an evaluation recorded (``model.released``), or None."""
+    day = (ev.get("provenance") or {}).get("base_model_released")
+    return date.fromisoformat(day) if day else None
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def day_text(day: date) -> str:
+    """``7 Feb 2024``: a day as the page writes it (in English, whatever the locale)."""
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def _released_text(prov: dict) -> str:
+    if "base_model_released" not in prov:
+        return "not recorded"
+    day = prov["base_model_released"]
+    return (f"{day_text(date.fromisoformat(day))} (a task public before it is flagged: {SEEN})" if day
+            else "not given (`model.released`): no task is flagged")
+
+
+def public_since(task: Any, released: Optional[date]) -> str:
+    """The day task's questions became public, flagged when that is before the base model's release."""
+    spec = TASKS.get(task)
+    if spec is None or spec.public_since is None:
+        return "—"
+    day = day_text(spec.public_since)
+    return f"{day}, **{SEEN}**" if possibly_seen(task, released) else day
+
+
 def _provenance(results: dict, commit: Optional[str]) -> list[str]:
     ev, reg = results["eval"], results.get("mlflow")
     prov = ev.get("provenance", {})
     rows = [("profile", f"`{results['profile']}`"),
             ("evaluated at commit", commit_text(prov, ev.get("git_commit"))),
             ("model hash (SFT weights)", f"`{ev.get('model_hash', '?')}`"),
+            ("base model released", _released_text(prov)),
             ("engine", f"{prov.get('engine', ev.get('engine', '?'))} ({prov.get('engine_version', '?')}), "
                        f"dtype {prov.get('dtype', '?')}"),
             *provenance_rows(prov),
@@ -261,9 +296,12 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
     where = [source_line(ev.get("provenance"), ev.get("git_commit")), ""]
 
     # 1. Budget forcing and the other methods.
-    task, n = ev.get("task"), ev.get("questions")
-    lines += [f"## Test-time scaling on `{ev.get('task', '?')}` ({ev.get('questions', '?')} questions)", "",
-              f"Base model without thinking: **{_acc(results, ev.get('base_accuracy'), n)}**. "
+    task, n, released = ev.get("task"), ev.get("questions"), base_released(ev)
+    lines += [f"## Test-time scaling on `{ev.get('task', '?')}` ({ev.get('questions', '?')} questions)", ""]
+    if possibly_seen(task, released):
+        lines += [f"> **{SEEN.capitalize()}:** `{task}`'s questions were public on "
+                  f"{day_text(TASKS[task].public_since)}, before the base model's release ({day_text(released)}).", ""]
+    lines += [f"Base model without thinking: **{_acc(results, ev.get('base_accuracy'), n)}**. "
               "Control: share of runs within the thinking budget asked for; Scaling: mean slope of accuracy vs "
               "thinking tokens (per token); Performance: best accuracy over the sweep. Accuracies are given with "
               "their 95% interval in brackets (exact Clopper-Pearson with one sample per question; a bootstrap "
@@ -283,9 +321,10 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
         lines += [f"![accuracy vs thinking tokens]({plots}/scaling.png)", ""]
     others = {t: r for t, r in (ev.get("tasks") or {}).items() if t != ev.get("task")}
     if others:
-        lines += ["Other tasks:", ""] + _table(
-            ["task", "questions", "base", "Control", "Scaling (/token)", "Performance"],
-            [(t, r.get("questions", "?"), _acc(results, r.get("base_accuracy"), r.get("questions")),
+        lines += ["Other tasks (public since: the day a task's questions became public):", ""] + _table(
+            ["task", "questions", "public since", "base", "Control", "Scaling (/token)", "Performance"],
+            [(t, r.get("questions", "?"), public_since(t, released),
+              _acc(results, r.get("base_accuracy"), r.get("questions")),
               _pct(r.get("control")), "n/a" if r.get("scaling") is None else f"{r['scaling']:.4f}",
               _performance(results, r, r.get("questions"), t, r.get("method", main))) for t, r in others.items()])
     lines += where

@@ -25,7 +25,10 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
     from components.inference.engine import engine_problem  # heavy (torch): kept out of the flow module's import
 
     stages, out = set(stages), []
-    if stages & _TEACHER_STAGES:
+    # every source ships its traces (s1K-1.1's) and distill takes them: the teacher answers only rows without one,
+    # and distill checks its key then, before any call
+    published = cfg.teacher.use_published and all(s.thinking_field for s in cfg.pool.sources)
+    if stages & _TEACHER_STAGES and not published:
         if cfg.teacher.kind not in TEACHERS:
             out.append(f"teacher.kind: {cfg.teacher.kind!r} has no client in this build; available: {sorted(TEACHERS)}")
         elif cfg.teacher.kind in NEEDS_KEY and not os.environ.get(cfg.teacher.api_key_env):

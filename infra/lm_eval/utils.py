@@ -53,6 +53,18 @@ def gpqa_diamond_docs(rows: Iterable[dict]) -> datasets.Dataset:
     return s1_docs("gpqa_diamond", rows)
 
 
+def hmmt_feb25_docs(rows: Iterable[dict]) -> datasets.Dataset:
+    return s1_docs("hmmt_feb25", rows)
+
+
+def brumo25_docs(rows: Iterable[dict]) -> datasets.Dataset:
+    return s1_docs("brumo25", rows)
+
+
+def aime26_docs(rows: Iterable[dict]) -> datasets.Dataset:
+    return s1_docs("aime26", rows)
+
+
 def process_results(doc: dict, results: list[str]) -> dict[str, int]:
     """``exact_match``: 1 when s1flow grades the response (the answer after the thinking) correct."""
     question = Question(id=str(doc["id"]), source="lm_eval", question=doc["question"], answer=str(doc["answer"]),

@@ -5,8 +5,9 @@ The pool's rows carry s1's ``source_type`` values (the column Algorithm 1's phas
 whose solutions s1 kept whole (GPQA explanations, the statistics qualifying exam): theirs is an explanation
 with no ``\\boxed{}``, which s1-32b keeps as the reference (``answer_format: solution``) for the LLM judge to
 grade the teacher and the students against. The questions come from the procedural world, so the programmatic
-teacher behind the local provider can solve them. The benchmarks (AIME24/25, MATH500, AMC23, GPQA Diamond) are
-procedural questions of other seeds in each benchmark's fields.
+teacher behind the local provider can solve them. The benchmarks (AIME24/25, MATH500, AMC23, GPQA Diamond, and
+the contests HMMT February 2025, BRUMO 2025, AIME 2026) are procedural questions of other seeds in each
+benchmark's fields.
 
     python infra/rehearsal/inputs.py --out runs/s1-32b-rehearsal/inputs --pool 96
 """
@@ -30,7 +31,9 @@ SOURCE_TYPES = (
 # sources whose reference is a whole solution (no \boxed{}): graded by the judge, as s1 graded them
 SOLUTION_SOURCES = {"Idavidrein/gpqa", "qfq/stats_qual"}
 DOMAINS = ["arithmetic", "algebra", "number_theory", "combinatorics"]
-BENCHMARKS = {"aime24": 30, "aime25": 30, "math500": 40, "amc23": 40, "gpqa_diamond": 20}
+BENCHMARKS = {"aime24": 30, "aime25": 30, "math500": 40, "amc23": 40, "gpqa_diamond": 20,
+              "hmmt_feb25": 10, "brumo25": 10, "aime26": 10}
+MATHARENA = {"hmmt_feb25", "brumo25", "aime26"}  # MathArena's fields: problem_idx, problem, answer
 PRM_DIR = "Qwen2.5-Math-PRM-rehearsal"  # the substitute for Qwen/Qwen2.5-Math-PRM-7B (params.yaml)
 
 
@@ -53,6 +56,8 @@ def benchmark_rows(name: str, size: int, seed: int) -> list[dict]:
         return [{"Record ID": f"rec{i}", "Question": q.question, "Correct Answer": q.answer,
                  **{f"Incorrect Answer {k}": str(int(q.answer) + k) if q.answer.lstrip("-").isdigit()
                     else f"{q.answer}{k}" for k in (1, 2, 3)}} for i, q in enumerate(questions)]
+    if name in MATHARENA:
+        return [{"problem_idx": i + 1, "problem": q.question, "answer": q.answer} for i, q in enumerate(questions)]
     return [{"id": f"{name}-{i}", "problem": q.question, "answer": q.answer} for i, q in enumerate(questions)]
 
 

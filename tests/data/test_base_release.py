@@ -1,6 +1,7 @@
 """The shipped base model (pretrain.release): current, skilled, and used only for the config it was built from."""
 import json
 import shutil
+from datetime import date
 
 import pytest
 
@@ -116,3 +117,11 @@ def test_the_code_fingerprint_follows_what_the_build_runs_and_nothing_else(tmp_p
     # a definition moved to another fingerprinted file is still the same code
     assert digest(a="def build():\n    return helper() * STEP\n\ndef helper():\n    return 1\n",
                   b="STEP = 2\n") == base
+
+
+def test_the_base_models_release_date_leaves_a_release_current():
+    """model.released dates the model for the results page; it shapes nothing the release holds."""
+    cfg = _tiny()
+    dated = cfg.model_copy(update={"model": cfg.model.model_copy(update={"released": date(2026, 1, 1)})})
+    assert _fp(dated) == _fp(cfg)
+    assert _fp(cfg.model_copy(update={"model": cfg.model.model_copy(update={"seed": 1})})) != _fp(cfg)

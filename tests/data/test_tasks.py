@@ -1,9 +1,11 @@
+import json
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from components.common.grading import grade_choice, grade_question
-from components.data.tasks import TASKS, load_task
+from components.data.tasks import TASKS, load_task, possibly_seen
 
 EVAL = Path(__file__).resolve().parents[1] / "fixtures/eval"
 
@@ -70,3 +72,44 @@ def test_a_task_is_read_at_its_pinned_commit_and_an_unpinned_one_is_refused():
     with pytest.raises(ValueError, match=r"evaluate.tasks: amc23 reads math-ai/amc23 .* evaluate.task_files.amc23"):
         load_task("amc23", hf_loader=fake_hub)
     assert len(asked) == 1  # refused before any download
+
+
+FRESH = {"hmmt_feb25": "MathArena/hmmt_feb_2025", "brumo25": "MathArena/brumo_2025", "aime26": "MathArena/aime_2026"}
+
+
+@pytest.mark.parametrize("name", sorted(FRESH))
+def test_fresh_contests_load_matharena_rows_from_a_file_or_the_hub_at_their_commit(name):
+    """MathArena's rows (problem_idx, problem, answer; AIME 2026's answer an integer) become s1flow's questions,
+    numbered by the contest's problem number, from a local file or the hub at the pinned commit."""
+    path = EVAL / f"{name}.jsonl"
+    qs = load_task(name, path)
+    assert [q.id for q in qs] == [f"{name}-{i}" for i in range(1, 6)]
+    assert all(q.source == name and isinstance(q.answer, str) and q.answer for q in qs)
+    assert all(grade_question(q, f"\\boxed{{{q.answer}}}") for q in qs)
+    rows, asked = [json.loads(line) for line in path.read_text().splitlines()], []
+
+    def fake_hub(dataset, config, split, revision):
+        asked.append((dataset, config, split, revision))
+        return rows
+
+    assert [(q.id, q.question, q.answer) for q in load_task(name, hf_loader=fake_hub)] == \
+        [(q.id, q.question, q.answer) for q in qs]
+    spec = TASKS[name]
+    assert asked == [(FRESH[name], None, "train", spec.revision)] and len(spec.revision) == 40
+
+
+def test_hmmt_latex_answers_are_graded_by_equivalence():
+    q = {q.id: q for q in load_task("hmmt_feb25", EVAL / "hmmt_feb25.jsonl")}
+    assert q["hmmt_feb25-2"].answer == "\\frac{7}{2}" and grade_question(q["hmmt_feb25-2"], "\\boxed{3.5}")
+    assert grade_question(q["hmmt_feb25-5"], "\\boxed{\\sqrt{12}}")
+    assert not grade_question(q["hmmt_feb25-5"], "\\boxed{\\sqrt{13}}")
+
+
+def test_a_task_public_before_the_base_models_release_is_possibly_seen():
+    qwen25 = date(2024, 9, 19)
+    assert all(spec.public_since for spec in TASKS.values())  # every benchmark says when it became public
+    assert [n for n in TASKS if possibly_seen(n, qwen25)] == ["aime24", "math500", "amc23", "gpqa_diamond"]
+    assert not any(possibly_seen(n, qwen25) for n in FRESH)  # held after Qwen2.5's release
+    assert possibly_seen("aime25", date(2025, 6, 1)) and not possibly_seen("aime25", qwen25)
+    assert not possibly_seen("aime24", None)  # no release date given: nothing flagged
+    assert not possibly_seen("heldout", qwen25)  # made by the run

@@ -34,10 +34,30 @@ def test_decontamination_tasks_load_the_evaluation_loaders(tmp_path, monkeypatch
         eval_texts(DecontaminationConfig(tasks=["aime23"], include_heldout=False), Paths.for_profile("t", tmp_path))
 
 
+def test_the_fresh_contests_are_decontaminated_by_name(tmp_path, monkeypatch):
+    """HMMT February 2025, BRUMO 2025, AIME 2026: from a local copy, or from the hub at the pinned commit."""
+    fresh = {n: str(EVAL / f"{n}.jsonl") for n in ("hmmt_feb25", "brumo25", "aime26")}
+    cfg = DecontaminationConfig(tasks=sorted(fresh), include_heldout=False)
+    texts, against = eval_texts(cfg, Paths.for_profile("t", tmp_path), fresh)
+    assert against == {n: {"questions": 5, "source": fresh[n]} for n in sorted(fresh)}
+    index = NgramIndex.build(texts, 8)
+    assert index.contaminated("Compute the sum of all positive divisors of $36$.")
+    assert not index.contaminated("Find the product of the two roots of the polynomial $x^2 - 5x + 6$.")
+    import datasets
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split, revision: asked.append(
+        (name, revision)) or [{"problem_idx": 1, "problem": "Find the area of the unit square.", "answer": 1}])
+    _, against = eval_texts(DecontaminationConfig(tasks=["aime26"], include_heldout=False),
+                            Paths.for_profile("t", tmp_path))
+    assert against == {"aime26": {"questions": 1, "source": "MathArena/aime_2026"}}
+    assert asked == [("MathArena/aime_2026", "10b4e45b7a503075d4da8a0d57916a4f06ce6bd2")]
+
+
 def test_s1_32b_decontaminates_against_every_reported_benchmark():
     from components.config import load_config
     cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml", profile="s1-32b")
-    assert {"aime24", "aime25", "math500", "gpqa_diamond", "amc23"} <= set(cfg.decontamination.tasks)
+    assert {"aime24", "aime25", "math500", "gpqa_diamond", "amc23", "hmmt_feb25", "brumo25", "aime26"} <= \
+        set(cfg.decontamination.tasks)
     assert set(cfg.evaluate.tasks) <= set(cfg.decontamination.tasks)
     assert cfg.selection.strategy == "s1"
 

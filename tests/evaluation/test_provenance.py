@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import date
 from pathlib import Path
 
 from components.common.redaction import secret_name
@@ -115,3 +116,11 @@ def test_a_record_without_the_fields_reads_not_recorded(tmp_path):
     paths.metric("eval.json").write_text(json.dumps(ev))
     page = results_markdown(load_results(paths))
     assert f"| evaluated at commit | none ({git['note']}) |" in page and "commit none," in page
+
+
+def test_the_record_dates_the_base_model_for_the_pages_flag(tmp_path):
+    assert _record(tmp_path)["base_model_released"] is None  # the embedded model: no date, nothing flagged
+    paths = Paths.for_profile("t", tmp_path / "q")
+    model = load_config(REPO / "params.yaml", profile="s1-32b").model
+    rec = provenance(EvaluateConfig(tasks=["aime24"]), EngineConfig(), model, ServeConfig(), "0" * 16, paths)
+    assert rec["base_model_released"] == date(2024, 9, 19).isoformat() and json.loads(json.dumps(rec)) == rec

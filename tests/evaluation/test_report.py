@@ -158,3 +158,23 @@ def test_avg_at_k_points_take_the_question_bootstrap_from_the_samples(tmp_path):
     page = results_markdown(load_results(paths))
     assert f"| 48 | 47.5 | 50.0% [{100 * iv.low:.1f}%, {100 * iv.high:.1f}%] |" in page
     assert iv.method == "bootstrap" and 0 < iv.low < 0.5 < iv.high < 1
+
+
+def test_a_task_public_before_the_base_models_release_is_flagged(tmp_path):
+    """The fixture's base model (released in September 2024) may have read AIME 2024 (public in February 2024);
+    a fresh contest headline is not flagged, an older one is, and a run without a release date flags nothing."""
+    from components.evaluation.report import load_results, results_markdown
+    results = load_results(run_dir(tmp_path, plots=False))
+    ev = results["eval"]
+    page = results_markdown(results)
+    assert "| aime24 | 30 | 7 Feb 2024, **possibly seen in pre-training** |" in page
+    assert "| base model released | 19 Sep 2024 (a task public before it is flagged" in page
+    fresh = {**ev, "task": "hmmt_feb25", "tasks": {"hmmt_feb25": ev["tasks"]["heldout"]}}
+    assert "public on" not in results_markdown({**results, "eval": fresh})
+    old = {**ev, "task": "aime24", "tasks": {"aime24": ev["tasks"]["aime24"]}}
+    assert ("> **Possibly seen in pre-training:** `aime24`'s questions were public on 7 Feb 2024, before the base "
+            "model's release (19 Sep 2024).") in results_markdown({**results, "eval": old})
+    undated = {**ev, "provenance": {**ev["provenance"], "base_model_released": None}}
+    page = results_markdown({**results, "eval": undated})
+    assert "possibly seen in pre-training**" not in page and "| aime24 | 30 | 7 Feb 2024 |" in page
+    assert "| base model released | not given (`model.released`): no task is flagged |" in page

@@ -1,6 +1,7 @@
 """`s1flow validate`: params first, then what the profile needs where it runs (the preflight checks)."""
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -38,10 +39,21 @@ def test_validate_checks_only_the_stages_asked_for(monkeypatch):
     assert _validate("--profile", "s1-32b", "--stage", "distill").exit_code == 0
 
 
-def test_params_only_skips_the_machine_checks(monkeypatch):
+@pytest.mark.parametrize("profile", ["s1-32b", "s1.1-32b"])
+def test_params_only_skips_the_machine_checks(monkeypatch, profile):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    result = _validate("--profile", "s1-32b", "--params-only")
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    result = _validate("--profile", profile, "--params-only")
     assert result.exit_code == 0 and "can run here" not in result.output
+
+
+def test_s1_1_needs_no_teacher_key_while_it_reads_the_published_traces(monkeypatch):
+    """s1.1-32b's traces come with its dataset: distill asks no one, so no key is demanded; re-distilling
+    (teacher.use_published=false) needs DeepSeek's key."""
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    assert _validate("--profile", "s1.1-32b", "--stage", "distill").exit_code == 0
+    result = _validate("--profile", "s1.1-32b", "--stage", "distill", "--set", "teacher.use_published=false")
+    assert result.exit_code == 2 and "DEEPSEEK_API_KEY is not set" in result.output
 
 
 def test_an_unknown_stage_is_named():

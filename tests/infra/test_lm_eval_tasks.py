@@ -5,6 +5,7 @@ followed, ``!function`` utils imported) builds a ``TaskConfig``, the datasets ar
 loaders read at the same commits, and the docs and grades are s1flow's. Building a task object would
 download its dataset, so no task object is built here; tests/serving/test_lm_eval.py runs one end to end.
 """
+import json
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,12 @@ from lm_eval.tasks._yaml_loader import load_yaml  # noqa: E402
 from lm_eval.utils import apply_template  # noqa: E402
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "infra" / "lm_eval"
+EVAL = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
 # lm-eval task -> (s1flow task, its dataset config)
 S1_TASKS = {"s1_aime24": ("aime24", None), "s1_aime25_i": ("aime25", "AIME2025-I"),
             "s1_aime25_ii": ("aime25", "AIME2025-II"), "s1_math500": ("math500", None),
-            "s1_gpqa_diamond": ("gpqa_diamond", "gpqa_diamond")}
+            "s1_gpqa_diamond": ("gpqa_diamond", "gpqa_diamond"), "s1_hmmt_feb25": ("hmmt_feb25", None),
+            "s1_brumo25": ("brumo25", None), "s1_aime26": ("aime26", None)}
 GPQA_ROW = {"Record ID": "rec42", "Question": "Which gas is noble?", "Correct Answer": "Neon",
             "Incorrect Answer 1": "Nitrogen", "Incorrect Answer 2": "Oxygen", "Incorrect Answer 3": "Chlorine"}
 
@@ -41,7 +44,7 @@ def _config(manager, name: str) -> dict:
 
 def test_every_task_and_group_is_indexed(manager):
     assert sorted(manager.all_subtasks) == sorted(S1_TASKS)
-    assert sorted(manager.all_groups) == ["s1", "s1_aime25"]
+    assert sorted(manager.all_groups) == ["s1", "s1_aime25", "s1_fresh"]
     indexed = {e.yaml_path.name for e in manager.task_index.values() if e.yaml_path}
     assert indexed == {p.name for p in TASKS_DIR.glob("*.yaml")}  # no YAML skipped as unreadable
 
@@ -52,7 +55,9 @@ def test_groups_name_their_tasks(manager):
     aime25 = GroupConfig(**_config(manager, "s1_aime25"))
     assert aime25.task == ["s1_aime25_i", "s1_aime25_ii"]
     assert aime25.aggregate_metric_list[0].weight_by_size  # the accuracy over all 30 problems
-    assert all(t in manager.task_index for t in s1.task + aime25.task)
+    fresh = GroupConfig(**_config(manager, "s1_fresh"))
+    assert fresh.task == ["s1_hmmt_feb25", "s1_brumo25", "s1_aime26"]
+    assert all(t in manager.task_index for t in s1.task + aime25.task + fresh.task)
 
 
 @pytest.mark.parametrize("name", sorted(S1_TASKS))
@@ -102,3 +107,13 @@ def test_results_are_graded_as_s1flow_grades(manager, name, gold, response, corr
     assert got == {"exact_match": correct}
     assert grade_response(Question(id="q", source="t", question="?", answer=gold, metadata={"kind": kind}),
                           response)[1] == bool(correct)
+
+
+@pytest.mark.parametrize("name", ["s1_hmmt_feb25", "s1_brumo25", "s1_aime26"])
+def test_the_fresh_contests_docs_are_s1flows_questions(manager, name):
+    task = S1_TASKS[name][0]
+    rows = [json.loads(line) for line in (EVAL / f"{task}.jsonl").read_text().splitlines()]
+    docs = _config(manager, name)["process_docs"](rows)
+    want = load_task(task, hf_loader=lambda *a, **k: rows)
+    assert [(d["id"], d["question"], d["answer"]) for d in docs] == [(q.id, q.question, q.answer) for q in want]
+    assert all(isinstance(d["answer"], str) for d in docs)  # AIME 2026's integer answers become text

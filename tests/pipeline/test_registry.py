@@ -111,7 +111,7 @@ def test_shared_code_exists():
         assert (COMPONENTS / entry).exists(), entry
 
 
-@pytest.mark.parametrize("profile", ["tiny", "s1-32b", "micro"])
+@pytest.mark.parametrize("profile", ["tiny", "s1-32b", "micro", "s1.1-32b"])
 def test_every_declared_param_is_written_in_params_yaml(profile):
     """DVC refuses a stage whose params are missing from params.yaml (defaults do not count); a profile that
     extends another is written out in full where DVC runs it (components/pipeline/project.py)."""

@@ -28,7 +28,8 @@ PATTERNS = {
                    r"|\bat\s+[`'\"]?(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,12}\b"
                    r"|\((?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,12}\)",
     "bare short hash": r"(?<![\w#-])(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,12}(?![\w-])",
-    "recipe version": r"(?<!` )\bv[34]\b(?![.\d])",
+    # not inside a hyphenated model id (deepseek-v4-pro is a model's name, not a recipe's version)
+    "recipe version": r"(?<!` )(?<!-)\bv[34]\b(?![.\d-])",
     "before/after": r"\b(?:before|after|since|with|until)\s+this\s+(?:change|fix|commit|patch|refactor)\b"
                     r"|\bthe\s+code\s+before\b|\bpreviously\b|\bno\s+longer\b|\banymore\b"
                     r"|\b(?<!is\s)(?<!are\s)(?<!be\s)(?<!was\s)(?<!were\s)(?<!been\s)(?<!being\s)used\s+to\s+"
@@ -37,7 +38,8 @@ PATTERNS = {
                     r"|\bnow\s+(?:uses?|takes?|runs?|reads?|writes?|returns?|pass(?:es)?|draws?|gives?|keeps?|fails?)\b",
     "this machine": r"\b(?:this|my|our)\s+(?:machine|box|laptop|workstation)\b",
     "reviewer": r"\breviewers?\b|\breview:|\bcode\s+review\b",
-    "date of work": r"\b202[4-9]-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]))?\b",
+    # a model's publication day (``released: 2024-09-19``) is data, not the date of the work
+    "date of work": r"(?<!released: )\b202[4-9]-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]))?\b",
 }
 MATCHERS = {name: re.compile(p, re.IGNORECASE) for name, p in PATTERNS.items()}
 # (file, pattern name) pairs where a match is not history. Keep it small and say why.
@@ -137,6 +139,7 @@ def test_the_matcher_catches_history(line):
     "| model hash (SFT weights) | `664463b5cc8a1461` |",
     "| MLflow run | `31f5a9c2f578421eb5bbf35a4ede8670` (experiment `s1flow-tiny`), model `s1flow-tiny` v3 |",
     "ImageId: ami-0c2b0d3fb02824d92",
+    "model: deepseek-v4-pro",
     "Groups: [&sg sg-0123456789abcdef0]",
     "from vllm.v1.engine.async_llm import AsyncLLM",
     'base_url: https://generativelanguage.googleapis.com/v1beta/openai/',
