@@ -75,6 +75,9 @@ class PretrainConfig(Section):
     steps: int = Field(1500, gt=0)
     batch_size: int = Field(8, gt=0)
     block_size: int = Field(256, gt=8)
+    whole_documents: bool = Field(True, description="pack whole documents into the blocks (a document never "
+                                  "straddles two; the room left is filler that trains nothing); false: one token "
+                                  "stream cut every block_size tokens")
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     direct_answer_fraction: float = Field(0.15, ge=0, le=1, description="share of chat docs answering without thinking "
@@ -84,6 +87,9 @@ class PretrainConfig(Section):
                                                         "outright); null: any")
     copy_fraction: float = Field(0.0, ge=0, le=2, description="copy-drill documents per corpus document (numbers "
                                  "written, then written again): dense practice for the digit copying every trace needs")
+    running_sum_fraction: float = Field(0.0, ge=0, le=2, description="running-sum drills per corpus document "
+                                        "(\"23+7=30\" lines): practice for the two-digit + one-digit facts a digit "
+                                        "sum's trace needs at every step")
     probe_every: int = Field(0, ge=0, description="steps between skill probes; 0: a cosine schedule over all steps. "
                              ">0: warm-up, constant LR, and a cool-down once the probe passes (or at steps - cooldown)")
     probe_questions: int = Field(32, gt=0, description="fresh textbook problems (upper half of the difficulty range) "

@@ -88,3 +88,20 @@ def test_a_profile_extending_another_is_validated_like_the_others(tmp_path):
                                                                            "sft": {"epochs": -1}}}))
     with pytest.raises(ConfigError, match=r"small\.sft\.epochs"):
         load_config(path)
+
+
+def test_params_yaml_holds_only_values_dvc_can_record():
+    """DVC records params.yaml's values in dvc.lock and refuses a YAML date (an unquoted day): every
+    value must be a string, number, boolean, null, list or mapping."""
+    from pathlib import Path
+
+    import yaml
+
+    def odd(node, path):
+        if isinstance(node, dict):
+            return [p for k, v in node.items() for p in odd(v, f"{path}.{k}")]
+        if isinstance(node, list):
+            return [p for i, v in enumerate(node) for p in odd(v, f"{path}[{i}]")]
+        return [] if node is None or isinstance(node, (str, int, float, bool)) else [f"{path}: {type(node).__name__}"]
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert odd(params, "params") == []

@@ -101,18 +101,55 @@ def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> 
     return Qwen2ForCausalLM(config)
 
 
-def _packed_blocks(token_lists: list[list[int]], block: int, sep: int) -> torch.Tensor:
-    flat: list[int] = []
+_OPEN_ROWS = 16  # rows a document may still go into: first-fit over them leaves little room unfilled
+
+
+def _packed_blocks(token_lists: list[list[int]], block: int, sep: int, whole: bool = True) -> torch.Tensor:
+    """The documents, each followed by ``sep``, as rows of ``block`` tokens. ``whole``: a document never straddles
+    two rows (first-fit into the last few open rows; the room a row keeps is filled with ``sep``, which
+    :func:`block_labels` leaves out of the loss); a document longer than a row is cut into row-sized pieces. Otherwise one stream cut every ``block`` tokens, wherever that falls.
+
+    Whole documents matter here: a worked solution copies its operands from the question, and a row that holds
+    the solution without its question teaches nothing of that copy."""
+    if not whole:
+        flat: list[int] = []
+        for ids in token_lists:
+            flat.extend(ids)
+            flat.append(sep)
+        n = len(flat) // block
+        return torch.tensor(flat[: n * block]).view(n, block)
+    rows: list[list[int]] = []
+    open_rows: list[list[int]] = []  # first-fit over the last few rows still open
     for ids in token_lists:
-        flat.extend(ids)
-        flat.append(sep)
-    n = len(flat) // block
-    return torch.tensor(flat[: n * block]).view(n, block)
+        doc = [*ids, sep]
+        while len(doc) > block:
+            rows.append(doc[:block])
+            doc = doc[block:]
+        row = next((r for r in open_rows if len(r) + len(doc) <= block), None)
+        if row is None:
+            if len(open_rows) == _OPEN_ROWS:
+                fullest = max(open_rows, key=len)
+                open_rows.remove(fullest)
+                rows.append(fullest)
+            row = []
+            open_rows.append(row)
+        row.extend(doc)
+    rows.extend(open_rows)
+    return torch.tensor([r + [sep] * (block - len(r)) for r in rows])
+
+
+def block_labels(batch: torch.Tensor, sep: Optional[int]) -> torch.Tensor:
+    """The labels of packed rows: the tokens themselves, but the filler after a row's last document (every
+    ``sep`` that follows a ``sep``) trains nothing."""
+    if sep is None:
+        return batch
+    filler = (batch == sep) & torch.nn.functional.pad(batch[:, :-1] == sep, (1, 0), value=False)
+    return batch.masked_fill(filler, -100)
 
 
 def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optional[Path] = None,
              checkpoint_every: int = 250, probe: Optional[Callable[[torch.nn.Module], float]] = None,
-             history: Optional[dict] = None) -> list[float]:
+             history: Optional[dict] = None, sep: Optional[int] = None) -> list[float]:
     """Plain next-token pre-training over packed blocks; returns the loss curve.
 
     Schedule: with ``cfg.probe_every`` 0, warm-up then cosine over ``cfg.steps``. Otherwise
@@ -124,6 +161,8 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
     With ``checkpoint`` set, state (model, optimizer, schedule, data RNG, probe history) is saved every
     ``checkpoint_every`` steps and a rerun continues from it, replaying the same batches an
     uninterrupted run would have seen. ``history`` (if given) is filled with the probes and the stop.
+    ``sep``: the document separator of the packed ``blocks`` (the filler after a row's last document trains
+    nothing).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
@@ -159,7 +198,7 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
                 break
             idx = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=gen)
             batch = blocks[idx]
-            loss = model(input_ids=batch, labels=batch).loss
+            loss = model(input_ids=batch, labels=block_labels(batch, sep)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
@@ -209,9 +248,9 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
                      corrections: random.Random) -> list[str]:
     """The pre-training documents, shuffled: per question its textbook page, or (among the easy ones) a chat turn
     answering directly, or (among the others, ``cfg.chat_solution_fraction``) a chat turn showing the work;
-    then ``cfg.copy_fraction`` copy drills per question. ``corrections`` (the RNG that wrote ``textbook``) decides
-    the chat solutions' slips. Each choice has its own RNG, so turning one on leaves the others' documents as
-    they were."""
+    then ``cfg.copy_fraction`` copy drills and ``cfg.running_sum_fraction`` running-sum drills per question.
+    ``corrections`` (the RNG that wrote ``textbook``) decides the chat solutions' slips. Each choice has its own
+    RNG, so turning one on leaves the others' documents as they were."""
     rng = random.Random(cfg.seed + 1)
     docs = [chat_direct_answer(q, a, tokenizer) if _answers_directly(q, cfg) and
             rng.random() < cfg.direct_answer_fraction else t for (q, a), t in zip(corpus, textbook)]
@@ -220,9 +259,25 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
         docs = [chat_solution(q, tokenizer, corrections, cfg.correction_fraction)
                 if d is t and not _answers_directly(q, cfg) and chats.random() < cfg.chat_solution_fraction else d
                 for (q, _), d, t in zip(corpus, docs, textbook)]
-    docs += [copy_drill(rng) for _ in range(round(len(docs) * cfg.copy_fraction))]
+    n = len(docs)
+    docs += [copy_drill(rng) for _ in range(round(n * cfg.copy_fraction))]
+    sums = random.Random(cfg.seed + 5)
+    docs += [running_sum_drill(sums) for _ in range(round(n * cfg.running_sum_fraction))]
     rng.shuffle(docs)
     return docs
+
+
+def running_sum_drill(rng: random.Random) -> str:
+    """A running-sum drill: a two-digit total and the digits added to it, one line each, as a digit sum's
+    trace writes them ("23+7=30") without the digits it copies. A digit-sum trace needs a right two-digit +
+    one-digit fact at every step, and there are about 700 of them against the 200 one-digit facts of an
+    addition; the textbook pages alone show each one ten times less often than an addition's."""
+    total, lines = rng.randint(10, 40), []
+    for _ in range(rng.randint(4, 8)):
+        digit = rng.randint(0, 9)
+        lines.append(f"{total}+{digit}={total + digit}")
+        total += digit
+    return "Running sum:\n" + "\n".join(lines)
 
 
 def copy_drill(rng: random.Random) -> str:
@@ -247,7 +302,8 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     docs = corpus_documents(corpus, textbook, pretrain_cfg, tokenizer, corrections)
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     model = build_model(model_cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-    blocks = _packed_blocks(ids, pretrain_cfg.block_size, tokenizer.convert_tokens_to_ids(ENDOFTEXT))
+    sep = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    blocks = _packed_blocks(ids, pretrain_cfg.block_size, sep, whole=pretrain_cfg.whole_documents)
     history: dict = {}
     probe = None
     if pretrain_cfg.probe_every:
@@ -255,7 +311,7 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
             raise ValueError("pretrain.probe_every: set, but no probe questions were given (probe_set)")
         longest = max(len(tokenizer(textbook_document(q))["input_ids"]) for q in probe_set)
         probe = textbook_probe(tokenizer, probe_set, longest + 8, every_domain=pretrain_cfg.probe_gate == "every_domain")
-    losses = pretrain(model, blocks, pretrain_cfg, checkpoint, probe=probe, history=history) if pretrain_cfg.enabled else []
+    losses = pretrain(model, blocks, pretrain_cfg, checkpoint, probe=probe, history=history, sep=sep) if pretrain_cfg.enabled else []
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -263,7 +319,10 @@ def build_base_model(model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, corpu
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
-            "corpus_tokens": int(sum(len(x) for x in ids)), "final_loss": losses[-1] if losses else None,
+            "corpus_tokens": int(sum(len(x) for x in ids)),
+            # documents longer than a block, cut into pieces (with whole_documents; a stream cuts any)
+            "documents_cut": sum(len(x) + 1 > pretrain_cfg.block_size for x in ids)
+            if pretrain_cfg.whole_documents else None, "final_loss": losses[-1] if losses else None,
             "steps": len(losses), "probes": history.get("probes", []), "probe_passed": history.get("probe_passed"),
             "seconds": round(time.time() - started, 1)}
 

@@ -197,3 +197,81 @@ def test_chat_solutions_show_the_work_on_the_harder_questions_only():
     rest = Counter(d for d in mixed if d not in replies)
     assert not rest - Counter(plain)
     assert Counter(plain) - rest == Counter(asked)
+
+
+def test_whole_documents_never_straddle_two_rows_and_the_filler_trains_nothing():
+    from components.data.base_model import block_labels
+    g = torch.Generator().manual_seed(1)
+    docs = [torch.randint(3, 100, (int(n),), generator=g).tolist()
+            for n in torch.randint(1, 15, (60,), generator=g)]
+    rows = _packed_blocks(docs, 16, 0)
+    assert rows.shape[1] == 16
+    found = []
+    for row in rows.tolist():
+        assert row[0] != 0  # a row starts with a document
+        pieces = [p for p in " ".join(map(str, row)).split(" 0") if p.strip()]
+        found += [[int(t) for t in p.split()] for p in pieces]
+    assert sorted(found) == sorted(docs)  # every document whole, once, in one row
+    filler = int((rows == 0).sum()) - len(docs)  # separators beyond one per document
+    assert filler < rows.numel() * 0.15
+    labels = block_labels(rows, 0)
+    assert int((labels == -100).sum()) == filler
+    assert int((labels == 0).sum()) == len(docs)  # each document still learns to end
+
+
+def test_the_stream_packing_cuts_every_block_tokens():
+    docs = [[5] * 10, [6] * 10, [7] * 10]
+    rows = _packed_blocks(docs, 8, 0, whole=False)
+    assert rows.shape == (4, 8)
+    assert rows.flatten().tolist() == ([5] * 10 + [0] + [6] * 10 + [0] + [7] * 10 + [0])[:32]
+
+
+def test_a_document_longer_than_a_row_is_cut_into_rows():
+    rows = _packed_blocks([[5] * 20, [6] * 3], 8, 0)
+    flat = [t for r in rows.tolist() for t in r]
+    assert flat.count(5) == 20 and flat.count(6) == 3
+
+
+def test_the_filler_adds_nothing_to_the_loss():
+    from components.data.base_model import block_labels
+    model = build_model(MODEL, 100, 0, 2).eval()
+    doc = torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(2))
+    alone = torch.cat([doc, torch.zeros(1, 1, dtype=torch.long)], 1)         # the document and its separator
+    padded = torch.cat([alone, torch.zeros(1, 6, dtype=torch.long)], 1)      # then filler to the row's end
+    with torch.no_grad():
+        a = model(input_ids=alone, labels=block_labels(alone, 0)).loss
+        b = model(input_ids=padded, labels=block_labels(padded, 0)).loss
+    torch.testing.assert_close(a, b)
+
+
+def test_running_sum_drills_are_right_facts_in_the_digit_sum_traces_shape():
+    import random
+    import re
+
+    from components.data.base_model import running_sum_drill
+    rng = random.Random(0)
+    for _ in range(200):
+        head, *lines = running_sum_drill(rng).split("\n")
+        assert head == "Running sum:" and 4 <= len(lines) <= 8
+        total = None
+        for line in lines:
+            a, d, s = map(int, re.fullmatch(r"(\d+)\+(\d)=(\d+)", line).groups())
+            assert a >= 10 and a + d == s and (total is None or a == total)  # a two-digit total, carried on
+            total = s
+
+
+def test_the_drills_are_added_per_corpus_question_each_from_its_own_rng():
+    import random
+
+    from components.config import PretrainConfig
+    from components.data.base_model import corpus_documents
+    corpus = [(f"What is {i} + 1?", str(i + 1)) for i in range(200)]
+    textbook = [f"Problem: {q}\nSolution:\nAnswer: {a}" for q, a in corpus]
+    base = PretrainConfig(copy_fraction=0.5, direct_answer_fraction=0.0)  # textbook pages and drills only
+
+    def docs(cfg):
+        return corpus_documents(corpus, textbook, cfg, None, random.Random(0))
+    without = docs(base)
+    with_sums = docs(base.model_copy(update={"running_sum_fraction": 0.25}))
+    assert sum(d.startswith("Running sum:") for d in with_sums) == 50
+    assert sorted(d for d in with_sums if not d.startswith("Running sum:")) == sorted(without)

@@ -39,11 +39,13 @@ PATTERNS = {
     "this machine": r"\b(?:this|my|our)\s+(?:machine|box|laptop|workstation)\b",
     "reviewer": r"\breviewers?\b|\breview:|\bcode\s+review\b",
     # a model's publication day (``released: 2024-09-19``) is data, not the date of the work
-    "date of work": r"(?<!released: )\b202[4-9]-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]))?\b",
+    "date of work": r"(?<!released: )(?<!released: \")\b202[4-9]-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]))?\b",
 }
 MATCHERS = {name: re.compile(p, re.IGNORECASE) for name, p in PATTERNS.items()}
 # (file, pattern name) pairs where a match is not history. Keep it small and say why.
-ALLOW: set[tuple[str, str]] = set()
+# docs/results.md is rendered by `s1flow report`: its provenance names the commit and the digests of params and
+# data its numbers came from, which is what the numbers are, not a story of the work.
+ALLOW: set[tuple[str, str]] = {("docs/results.md", "commit hash"), ("docs/results.md", "bare short hash")}
 
 
 def history_hits(line: str) -> list[str]:
