@@ -138,15 +138,21 @@ s1_serve_eval = stage_flow("s1-serve-eval", STAGE_GROUPS["evaluate"],
 
 
 def summary_lines(result: dict) -> list[str]:
+    from components.evaluation.report import interval  # lazy: the report reads numpy
     paths = Paths.for_profile(result["profile"])
     ev, reg = result["evaluate"], result["register"]
+
+    def acc(x: float) -> str:  # with its 95% interval over the evaluation's questions (one sample each)
+        iv = interval({}, x, ev.get("questions"))
+        return f"{x:.1%}" if iv is None else f"{x:.1%} [{iv.low:.1%}, {iv.high:.1%}]"
     lines = [f"profile: {result['profile']}",
-             f"base model accuracy (no thinking): {ev['base_accuracy']:.1%}"]
+             f"base model accuracy (no thinking): {acc(ev['base_accuracy'])}"]
     for p in ev["points"]:
-        lines.append(f"budget {p['budget']:>5} thinking tokens: accuracy {p['accuracy']:.1%} "
+        lines.append(f"budget {p['budget']:>5} thinking tokens: accuracy {acc(p['accuracy'])} "
                      f"(avg {p['avg_thinking_tokens']:.1f} thinking tokens)")
     u = ev["unlimited"]
-    lines.append(f"no budget: accuracy {u['accuracy']:.1%} (avg {u['avg_thinking_tokens']:.1f} thinking tokens)")
+    lines.append(f"no budget: accuracy {acc(u['accuracy'])} (avg {u['avg_thinking_tokens']:.1f} thinking tokens)")
+    lines.append(f"[low, high]: the 95% interval (exact Clopper-Pearson over {ev.get('questions')} questions)")
     scaling = "n/a" if ev["scaling"] is None else f"{ev['scaling']:.4f}"
     lines.append(f"control {ev['control']:.1%}  scaling {scaling}/token  performance {ev['performance']:.1%}")
     lines.append(f"scaling plot: {paths.plot('scaling.png')}")
