@@ -21,6 +21,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from components.common.grading import GRADER_VERSION
+from components.common.hashing import file_digest
 from components.common.redaction import redacted
 from components.common.run_environment import git_state, hardware, library_versions
 from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
@@ -54,21 +55,13 @@ def protocol(evaluate: EvaluateConfig) -> str:
     return "paper" if evaluate.temperature == 0 else "sampled"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _local(path: Path, root: Path) -> dict:
     full = path if path.is_absolute() else root / path
     try:
         shown = str(full.resolve().relative_to(root.resolve()))
     except ValueError:
         shown = str(full)
-    return {"source": shown, "sha256": file_sha256(full) if full.is_file() else None}
+    return {"source": shown, "sha256": file_digest(full) if full.is_file() else None}
 
 
 def dataset_revisions(evaluate: EvaluateConfig, paths: Paths) -> dict[str, dict]:

@@ -25,9 +25,10 @@ with ``weights_only=False``; the SFT config never turns them on.
 """
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from pathlib import Path
+
+from components.common.hashing import file_digest
 
 
 class CheckpointRefused(RuntimeError):
@@ -36,8 +37,7 @@ class CheckpointRefused(RuntimeError):
 
 
 def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_digest(path, "sha256")
 
 
 def safe_key(key: str, where: str) -> str:

@@ -9,11 +9,11 @@ request turns it off with ``{"thinking": {"type": "disabled"}}`` (api-docs.deeps
 """
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
+
+from tests.support.json_server import json_post_server
 
 
 class DeepSeekServer:
@@ -23,48 +23,27 @@ class DeepSeekServer:
 
 @contextmanager
 def deepseek_server(reply: Callable[[str], tuple[str, str]]) -> Iterator[DeepSeekServer]:
-    from components.common.network import free_port
-    port = free_port()
-    server = DeepSeekServer(f"http://127.0.0.1:{port}")
+    server = DeepSeekServer("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def handle(body: dict, headers: dict) -> tuple[int, dict]:
+        with server.lock:
+            server.requests.append(body)
+            server.headers.append(headers)
+        reasoning, answer = reply(body["messages"][-1]["content"])
+        thinking = (body.get("thinking") or {}).get("type", "enabled") == "enabled"
+        message = {"role": "assistant", "content": answer, **({"reasoning_content": reasoning} if thinking else {})}
+        reasoning_tokens = len(reasoning.split()) if thinking else 0
+        completion = reasoning_tokens + len(answer.split())
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+        return 200, {"id": "3f1c2a9e-local", "object": "chat.completion", "created": 1796531200,
+                     "model": body["model"],
+                     "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                               "total_tokens": prompt + completion,
+                               "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+                               "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": prompt},
+                     "system_fingerprint": "fp_local"}
 
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            with server.lock:
-                server.requests.append(body)
-                server.headers.append(dict(self.headers))
-            reasoning, answer = reply(body["messages"][-1]["content"])
-            thinking = (body.get("thinking") or {}).get("type", "enabled") == "enabled"
-            message = {"role": "assistant", "content": answer, **({"reasoning_content": reasoning} if thinking else {})}
-            reasoning_tokens = len(reasoning.split()) if thinking else 0
-            completion = reasoning_tokens + len(answer.split())
-            prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
-            payload = {"id": "3f1c2a9e-local", "object": "chat.completion", "created": 1796531200,
-                       "model": body["model"],
-                       "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion,
-                                 "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
-                                 "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": prompt},
-                       "system_fingerprint": "fp_local"}
-            data = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with json_post_server(handle) as root:
+        server.base_url = root
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)

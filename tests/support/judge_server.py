@@ -8,11 +8,11 @@ attempt it was sent.
 """
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
+
+from tests.support.json_server import json_post_server
 
 ATTEMPT, REFERENCE = "\n\n## Attempt\n", "\n\n## Correct answer\n"
 
@@ -24,41 +24,21 @@ class JudgeServer:
 
 @contextmanager
 def judge_server(reply: Callable[[str, str], str | int]) -> Iterator[JudgeServer]:
-    from components.common.network import free_port
-    port = free_port()
-    server = JudgeServer(f"http://127.0.0.1:{port}/v1")
+    server = JudgeServer("")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def handle(body: dict, headers: dict) -> tuple[int, dict]:
+        user = body["messages"][-1]["content"]
+        attempt, _, reference = user.partition(ATTEMPT)[2].rpartition(REFERENCE)
+        with server.lock:
+            server.attempts.append(attempt)
+        out = reply(attempt, reference)
+        if isinstance(out, int):
+            return out, {"error": {"code": out, "message": "failed"}}
+        return 200, {"id": "chatcmpl-judge", "object": "chat.completion", "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": out}}],
+                     "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
 
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            user = body["messages"][-1]["content"]
-            attempt, _, reference = user.partition(ATTEMPT)[2].rpartition(REFERENCE)
-            with server.lock:
-                server.attempts.append(attempt)
-            out = reply(attempt, reference)
-            status, payload = (out, {"error": {"code": out, "message": "failed"}}) if isinstance(out, int) else (
-                200, {"id": "chatcmpl-judge", "object": "chat.completion", "model": body["model"],
-                      "choices": [{"index": 0, "finish_reason": "stop",
-                                   "message": {"role": "assistant", "content": out}}],
-                      "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    http.daemon_threads = True
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with json_post_server(handle) as root:
+        server.base_url = f"{root}/v1"
         yield server
-    finally:
-        http.shutdown()
-        http.server_close()
