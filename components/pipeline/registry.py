@@ -130,7 +130,8 @@ STAGE_LIST: tuple[Stage, ...] = (
           services={"launch_endpoint": "components.serving.launch:served_endpoint"},
           on_ray=lambda cfg: cfg.evaluate.via == "serve"),
     Stage("register", "components.tracking.register_stage:register_stage", {"profile": WHOLE_PROFILE},
-          code=("tracking", "inference", "evaluation", "modeling.py", "data/problems.py", "data/base_model_readiness.py"),
+          code=("tracking", "inference", "evaluation", "modeling.py", "data/problems.py", "data/base_model_readiness.py",
+                "data/tasks.py"),
           inputs=lambda p: [p.metric("eval.json"), p.metric("train.json"), p.sft_model],
           outs=lambda p: [], metrics=lambda p: [p.metric("mlflow_run.json")]),
 )

@@ -104,22 +104,6 @@ def test_parse_budget():
     assert parse_budget(None) == Point().budget and parse_budget("none") is None and parse_budget("240") == 240
 
 
-def test_register_logs_the_samples_file(tmp_path, monkeypatch):
-    """The register stage hands the eval samples file to the MLflow run with its other artifacts."""
-    import components.tracking.register_stage as register
-    from components.config import parse_profile
-    shutil.copytree(REPO / "tests" / "fixtures" / "report" / "metrics", tmp_path / "metrics")
-    paths = Paths.for_profile("tiny", tmp_path)
-    paths.metric("train.json").write_text(json.dumps({"train_loss": 0.1, "seconds": 1.0}))
-    logged = {}
-    monkeypatch.setattr(register, "log_pipeline_run",
-                        lambda cfg, root, metrics, artifacts, *a, **k: logged.update(artifacts=artifacts)
-                        or {"run_id": "r"})
-    monkeypatch.setattr(register, "log_results", lambda run_id, results: [])
-    register.register_stage(parse_profile({}, "tiny"), paths)
-    assert paths.eval_samples in logged["artifacts"]
-
-
 def test_two_mlflow_runs_compare_by_id(files, tmp_path):
     import mlflow
     from mlflow import MlflowClient

@@ -82,7 +82,7 @@ def test_a_row_without_a_published_trace_is_distilled_by_the_profile_teacher_fro
     sent = server.requests[0]
     assert sent["model"] == "deepseek-v4-pro" and sent["thinking"] == {"type": "enabled"}
     assert sent["reasoning_effort"] == "high" and sent["messages"] == [{"role": "user", "content": ROWS[2]["question"]}]
-    assert server.headers[0]["Authorization"] == "Bearer sk-local"
+    assert server.headers[0]["authorization"] == "Bearer sk-local"
     traces = read_jsonl(paths.traces, Trace)
     reasoning, answer = _reasoning(ROWS[2]["question"])
     assert [t.teacher for t in traces] == ["deepseek-r1", "deepseek-r1", "deepseek-v4-pro"]

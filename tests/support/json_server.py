@@ -1,5 +1,5 @@
-"""A local HTTP server that answers every POST with JSON: the body goes to ``handle(body, headers)``, which
-returns (status, payload). The stand-in servers of provider tests (a judge, a DeepSeek-shaped teacher) are
+"""A local HTTP server that answers every POST with JSON: the body goes to ``handle(body, headers)`` (header
+names lower-cased, as HTTP compares them), which returns (status, payload). The stand-in servers of provider tests (a judge, a DeepSeek-shaped teacher) are
 built on it.
 
     with json_post_server(lambda body, headers: (200, {"ok": True})) as root:
@@ -28,7 +28,7 @@ def json_post_server(handle: Callable[[dict, dict], tuple[int, dict]]) -> Iterat
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            status, payload = handle(body, dict(self.headers))
+            status, payload = handle(body, {k.lower(): v for k, v in self.headers.items()})
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

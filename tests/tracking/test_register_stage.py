@@ -48,7 +48,7 @@ def test_the_register_stage_logs_provenance_json_to_its_run(tmp_path, monkeypatc
             pass
 
         def log_pipeline_run(profile, root, metrics, artifacts, model_dir, tags, **kw):
-            seen.update(tags)
+            seen.update(tags, artifacts=artifacts)
             return {"run_id": run.info.run_id}
         monkeypatch.setattr(stage, "log_pipeline_run", log_pipeline_run)
         monkeypatch.setattr(stage, "log_results", lambda run_id, results: [])
@@ -58,3 +58,4 @@ def test_the_register_stage_logs_provenance_json_to_its_run(tmp_path, monkeypatc
         mlflow.set_tracking_uri(None)
     assert logged == provenance_record(json.loads(EVAL.read_text()), cfg)
     assert seen["eval.git_commit"] == logged["git"]["commit"] and seen["eval.protocol"] == "paper"
+    assert paths.eval_samples in seen["artifacts"]  # the per-question samples `s1flow compare RUN_A RUN_B` reads
