@@ -58,7 +58,8 @@ def swap_traces(selected: Path, overrides: list[str]) -> dict:
 
 def run_one(root: Path, overrides: list[str], profile: str) -> dict:
     """The arm in ``root``: its traces swapped in, then tokenize -> train -> evaluate (this process)."""
-    traces = swap_traces(root / "data" / profile / "selected.jsonl", overrides)
+    from components.paths import Paths
+    traces = swap_traces(Paths.for_profile(profile, root).selected, overrides)
     res, times = run_stages(root, overrides, STAGES)
     return {"traces": traces, "accuracy_by_budget": {str(p["budget"]): p["accuracy"] for p in
                                                       res["evaluate"]["points"]}, "times": times}
@@ -86,8 +87,10 @@ def main() -> None:
     source, root = Path(args.source).resolve(), Path(args.root)
     cfg = load_config(REPO / "params.yaml", overrides=args.set)
     profile = cfg.name
-    if not (source / "data" / profile / "selected.jsonl").exists():
-        sys.exit(f"--from: {source} has no data/{profile}/selected.jsonl; run the stages up to select there first")
+    from components.paths import Paths
+    selected = Paths.for_profile(profile, source).selected
+    if not selected.exists():
+        sys.exit(f"--from: {source} has no {selected.relative_to(source)}; run the stages up to select there first")
 
     def start(arm: str):
         run_dir = root / arm

@@ -1,6 +1,5 @@
 """`s1flow compare A B`: two eval samples files (or the MLflow runs that logged them) compared per question."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,6 @@ from typer.testing import CliRunner
 
 from components.evaluation.compare import CompareError, Point, compare, format_result, parse_budget
 from components.evaluation.statistics import clopper_pearson
-from components.paths import Paths
 from components.records import Generation, write_jsonl
 from flows.cli import app
 

@@ -1,6 +1,6 @@
 """A local HTTP server that answers every POST with JSON: the body goes to ``handle(body, headers)`` (header
-names lower-cased, as HTTP compares them), which returns (status, payload). The stand-in servers of provider tests (a judge, a DeepSeek-shaped teacher) are
-built on it.
+names lower-cased, as HTTP compares them), which returns (status, payload). The stand-in servers of provider
+tests (a judge, a DeepSeek-shaped teacher) are built on it.
 
     with json_post_server(lambda body, headers: (200, {"ok": True})) as root:
         httpx.post(root + "/v1/chat/completions", json={...})
