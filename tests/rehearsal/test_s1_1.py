@@ -71,7 +71,9 @@ def _reasoning(question: str) -> tuple[str, str]:
 @pytest.mark.timeout(300)
 def test_a_row_without_a_published_trace_is_distilled_by_the_profile_teacher_from_reasoning_content(
         tmp_path, monkeypatch):
+    import ray
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-local")
+    ray.shutdown()  # the teacher's workers read the key from their node's environment: a Ray started after it
     cfg, paths = _profile(), Paths.for_profile("s1.1-32b", tmp_path)
     collect_stage(cfg.pool, cfg.heldout, paths)
     with deepseek_server(_reasoning) as server:
