@@ -66,8 +66,9 @@ def parse_budget(text: Optional[str]) -> Budget:
             from None
 
 
-def read_samples(path: Path) -> list[dict]:
-    """The scoring fields of every sample in an eval samples file (the thinking text is not kept)."""
+def read_samples(path: Path, required: bool = True) -> list[dict]:
+    """The scoring fields of every sample in an eval samples file (the thinking text is not kept); a file without
+    samples is refused when ``required``."""
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -81,8 +82,8 @@ def read_samples(path: Path) -> list[dict]:
             if not isinstance(r, dict) or "question_id" not in r or ("correct" not in r and not r.get("failed")):
                 raise CompareError(f"{path}:{n}: a sample needs question_id and correct; expected the evaluate "
                                    "stage's eval_samples.jsonl")
-            out.append({k: r.get(k) for k in FIELDS})
-    if not out:
+            out.append({**{k: r.get(k) for k in FIELDS}, "method": r.get("method", "budget_forcing")})
+    if not out and required:
         raise CompareError(f"{path}: no samples")
     return out
 

@@ -35,6 +35,7 @@ from typing import Any, Optional, Sequence
 
 from components.data.base_model_readiness import base_model_warning
 from components.data.tasks import TASKS, possibly_seen
+from components.evaluation.compare import read_samples
 from components.evaluation.provenance_text import commit_text, provenance_rows, source_line
 from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
 from components.paths import Paths
@@ -101,12 +102,8 @@ def sample_tables(path: Path) -> dict[SampleKey, dict[str, tuple[int, int]]]:
     if not path.exists():
         return {}
     groups: dict[SampleKey, list[dict]] = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                groups.setdefault((r.get("task"), r.get("method", "budget_forcing"), r.get("budget")), []).append(
-                    {k: r.get(k) for k in ("question_id", "correct", "failed")})
+    for r in read_samples(path, required=False):
+        groups.setdefault((r["task"], r["method"], r["budget"]), []).append(r)
     return {key: table for key, rs in groups.items() if (table := per_question(rs))}
 
 
