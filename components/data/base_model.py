@@ -107,7 +107,8 @@ _OPEN_ROWS = 16  # rows a document may still go into: first-fit over them leaves
 def _packed_blocks(token_lists: list[list[int]], block: int, sep: int, whole: bool = True) -> torch.Tensor:
     """The documents, each followed by ``sep``, as rows of ``block`` tokens. ``whole``: a document never straddles
     two rows (first-fit into the last few open rows; the room a row keeps is filled with ``sep``, which
-    :func:`block_labels` leaves out of the loss); a document longer than a row is cut into row-sized pieces. Otherwise one stream cut every ``block`` tokens, wherever that falls.
+    :func:`block_labels` leaves out of the loss); a document longer than a row is cut into row-sized pieces.
+    Otherwise one stream cut every ``block`` tokens, wherever that falls.
 
     Whole documents matter here: a worked solution copies its operands from the question, and a row that holds
     the solution without its question teaches nothing of that copy."""
