@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.method_index import METHODS, REFERENCE
+
 
 class ConfigError(ValueError):
     """A params.yaml problem, naming the key and how to fix it."""
@@ -421,8 +423,13 @@ class SFTConfig(Section):
         return self
 
 
-MethodName = Literal["budget_forcing", "wait_extension", "token_conditional", "step_conditional", "class_conditional",
-                     "rejection_sampling", "majority_voting", "rebase"]
+def _method_name(name: str) -> str:
+    if name not in METHODS:
+        raise ValueError(f"{name!r} is not a test-time method; choose one of {sorted(METHODS)}")
+    return name
+
+
+MethodName = Annotated[str, AfterValidator(_method_name)]
 
 
 class HeldoutConfig(Section):
@@ -487,34 +494,14 @@ class EvaluateConfig(Section):
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 7
-    sample_temperature: float = Field(1.0, gt=0, description="rejection sampling / majority voting")
-    rejection_max_tries: int = Field(8, gt=0)
-    step_tokens: int = Field(30, gt=0, description="tokens per step for step-conditional control")
-    class_threshold: int = Field(96, gt=0, description="budgets up to this get the 'think briefly' prompt")
-    voting_samples: list[int] = Field(default_factory=lambda: [1, 2, 4], description="N for majority voting")
-    wait_counts: list[int] = Field(default_factory=lambda: [0, 1, 2, 4], description="num_waits for wait_extension")
-    rebase_widths: list[int] = Field(default_factory=lambda: [2, 4, 8], description="REBASE's compute levels: "
-                                     "finished leaves per question (its sweep values)")
-    rebase_temperature: float = Field(0.2, gt=0, description="REBASE: softmax temperature over the process rewards")
-    rebase_reward: str = Field("programmatic", min_length=1, description="REBASE's process reward: programmatic "
-                               "(the procedural world's line checker) or a Hugging Face process reward model by name")
-    rebase_reward_revision: Optional[Revision] = Field(None, description="rebase_reward given by hub id: the "
-                                                       "commit of the model to download")
-    rebase_reward_recipe: Literal["sequence_classification", "qwen_math_prm"] = Field(
-        "sequence_classification", description="how a rebase_reward model scores a partial trace: "
-        "sequence_classification (the last logit's sigmoid over question + steps) or qwen_math_prm "
-        "(Qwen2.5-Math-PRM's <extra_0> step recipe; the model runs its repository's own code, so its name must "
-        "be in trust_remote_code)")
+    sample_temperature: float = Field(1.0, gt=0, description="the temperature of every sampled method (voting, "
+                                      "rejection sampling, REBASE's expansions)")
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict, description="each method's own settings by "
+                                               "name (evaluate.methods.<name>.<setting>); defaults where absent")
     trust_remote_code: list[str] = Field(default_factory=list, description="models (hub ids or directories) "
                                          "allowed to run their repository's own Python code on load "
                                          "(transformers trust_remote_code); every other model loads without it. "
                                          "List one only after reading that code at its pinned revision")
-    rebase_vote: Literal["majority", "weighted"] = Field("weighted", description="REBASE's final vote over its leaves")
-    rebase_reward_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="where a process reward "
-                                      "model (rebase_reward given by name) runs: cpu, or cuda:N, a GPU of this "
-                                      "process; on one of the in-process engine's GPUs lower "
-                                      "engine.gpu_memory_utilization to leave it room")
-    rebase_step_tokens: int = Field(64, gt=0, description="REBASE: most tokens per step (one line of thinking)")
     compute_matched: list[MethodName] = Field(default_factory=list, description="sequential vs parallel at equal "
                                               "compute (s1 Fig. 7): methods compared by average thinking tokens per "
                                               "question, parallel samples and REBASE's expanded nodes summed; [] = off")
@@ -552,23 +539,22 @@ class EvaluateConfig(Section):
             raise ValueError("wait_string_ablation: list each wait string once")
         if len(set(self.compute_matched)) != len(self.compute_matched):
             raise ValueError("compute_matched: list each method once")
-        for key in ("rebase_widths", "voting_samples"):
-            if not getattr(self, key) or any(v <= 0 for v in getattr(self, key)):
-                raise ValueError(f"{key}: list positive integers, got {getattr(self, key)}")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"methods: {unknown} are not test-time methods; choose from {sorted(METHODS)}")
         if any(v < 0 for v in self.num_waits_ablation):
             raise ValueError(f"num_waits_ablation: numbers of waits are >= 0, got {self.num_waits_ablation}")
         if not self.tasks:
             raise ValueError("tasks: list at least one task (e.g. heldout)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: must be a non-empty list of distinct seeds")
-        if self.via == "serve" and self.method != "budget_forcing":
-            raise ValueError("method: the Serve endpoint runs budget_forcing; use via: in_process for other methods")
-        if self.rebase_reward_recipe == "qwen_math_prm" and self.rebase_reward not in self.trust_remote_code:
-            raise ValueError(f"trust_remote_code: rebase_reward_recipe qwen_math_prm runs the code of "
-                             f"{self.rebase_reward!r} (transformers has no class for it); add that name to "
-                             "evaluate.trust_remote_code once its code at rebase_reward_revision is reviewed, "
-                             "or use rebase_reward_recipe: sequence_classification")
+        if self.via == "serve" and self.method != REFERENCE:
+            raise ValueError(f"method: the Serve sweep runs {REFERENCE}; use via: in_process for other methods")
         return self
+
+    def used_methods(self) -> list[str]:
+        """Every method the evaluation runs: the headline, the compared ones, the compute-matched ones."""
+        return list(dict.fromkeys([self.method, *self.compare_methods, *self.compute_matched]))
 
 
 class ServeConfig(Section):

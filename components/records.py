@@ -82,6 +82,12 @@ class Thought(Record):
     answer_tokens: int
     waits_used: int
     hit_budget: bool
+    probe_tokens: int = 0  # tokens spent on trial answers in side branches (answer-probing controllers)
+
+    @property
+    def compute_tokens(self) -> int:
+        """The thinking compute this result cost: its thinking tokens and its probes' tokens."""
+        return self.thinking_tokens + self.probe_tokens
 
 
 class Generation(Thought):

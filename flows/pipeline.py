@@ -19,6 +19,7 @@ from prefect.runtime import deployment as current_deployment
 from components.common.raycluster import release_ray
 from components.config import load_config
 from components.data.hub_pins import require_pinned
+from components.inference.methods.registry import hub_models
 from components.paths import Paths
 from components.pipeline.deployments import TRAIN_TAG, check_run_overrides  # TRAIN_TAG: one training at a time
 from components.pipeline.dvc_record import finished_result, record_stage, unrecorded_reason
@@ -81,7 +82,7 @@ def run_stages(stages: list[str], profile: Optional[str], params_path: str, over
                retries: int = 1, timeout_s: Optional[float] = None) -> dict:
     overrides = overrides or []
     cfg = load_config(params_path, profile, overrides)  # fail fast, before any stage runs
-    require_pinned(cfg, stages)  # every hub model and dataset these stages download, at a pinned commit
+    require_pinned(cfg, stages, hub_models)  # every hub model and dataset these stages download, at a pinned commit
     preflight(cfg, stages)
     paths, results, order = Paths.for_profile(cfg.name), {}, list(STAGES)
     ledger, logger = OutputLedger(paths), get_run_logger()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
-from components.config import ConfigError, ProfileConfig
+from components.config import ConfigError, EvaluateConfig, ProfileConfig
 from components.data.tasks import TASKS, unpinned_task
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -31,8 +31,15 @@ def _pin(key: str, name: str, kind: str = "model") -> str:
             f"download (its history on the hub lists them), or give a local directory instead")
 
 
-def unpinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None) -> list[str]:
-    """``key: problem; fix`` for each hub id that ``stages`` (default: all) would download without a commit."""
+MethodModels = Callable[[EvaluateConfig], list[tuple[str, str, Optional[str]]]]
+
+
+def unpinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None,
+             method_models: Optional[MethodModels] = None) -> list[str]:
+    """``key: problem; fix`` for each hub id that ``stages`` (default: all) would download without a commit.
+    ``method_models``: the models the evaluation's methods load besides the engine, as ``(revision key, model,
+    revision)`` (:func:`components.inference.methods.registry.hub_models`, passed in by the caller: this layer
+    does not know the methods)."""
     run = set(stages) if stages is not None else None
     on = (lambda *names: run is None or bool(run & set(names)))  # noqa: E731
     out: list[str] = []
@@ -51,16 +58,16 @@ def unpinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None) -> list
         if on(stage):
             out += [f"{key}: {problem}" for t in tasks if t in TASKS and t not in task_files
                     and (problem := unpinned_task(t))]
-    ev = cfg.evaluate
-    rebase = "rebase" in (ev.method, *ev.compare_methods, *ev.compute_matched)
-    if on("evaluate") and rebase and is_hub_id(ev.rebase_reward) and not ev.rebase_reward_revision:
-        out.append(_pin("evaluate.rebase_reward_revision", ev.rebase_reward))
+    if on("evaluate") and method_models is not None:
+        out += [_pin(key, name) for key, name, revision in method_models(cfg.evaluate)
+                if is_hub_id(name) and not revision]
     return out
 
 
-def require_pinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None) -> None:
+def require_pinned(cfg: ProfileConfig, stages: Optional[Iterable[str]] = None,
+                   method_models: Optional[MethodModels] = None) -> None:
     """Refuse a run whose stages would download a hub model or dataset at no pinned commit."""
-    problems = unpinned(cfg, stages)
+    problems = unpinned(cfg, stages, method_models)
     if problems:
         raise ConfigError(f"{cfg.name}: hub downloads must be pinned to a commit:\n" +
                           "\n".join(f"  {p}" for p in problems))

@@ -33,7 +33,7 @@ from components.evaluation.statistics import (
 SAMPLES_ARTIFACT = "eval_samples.jsonl"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 LARGEST = "largest"  # a point's default budget: the largest the method was run at
-FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed")
+FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed", "thinking_tokens", "probe_tokens")
 
 
 class CompareError(ValueError):
@@ -67,8 +67,8 @@ def parse_budget(text: Optional[str]) -> Budget:
 
 
 def read_samples(path: Path, required: bool = True) -> list[dict]:
-    """The scoring fields of every sample in an eval samples file (the thinking text is not kept); a file without
-    samples is refused when ``required``."""
+    """The scoring fields and token counts of every sample in an eval samples file (the thinking text is not
+    kept); a file without samples is refused when ``required``."""
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):

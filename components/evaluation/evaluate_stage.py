@@ -18,16 +18,16 @@ from typing import Callable, Iterator, Optional
 
 from components.common.run_environment import git_label
 from components.common.threads import use_threads
-from components.config import EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
+from components.config import ConfigError, EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
 from components.data.tasks import load_task
 from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
 from components.evaluation.parallel import evaluate_in_parallel
 from components.evaluation.plot import plot_compute_matched
 from components.evaluation.provenance import engine_version, provenance
 from components.evaluation.served import evaluate_via_serve
-from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras
+from components.evaluation.sweep import evaluation_extras, evaluation_parts, has_extras, method
 from components.inference.engine import Engine, build_engine
-from components.inference.rebase import REWARDS, configured_reward, release_reward
+from components.inference.methods.registry import section_problems
 from components.paths import Paths, base_model_ref
 from components.records import Question, read_jsonl, write_json, write_jsonl
 
@@ -102,19 +102,18 @@ def running(engine: EngineConfig, dtype: str, model: str, revision: Optional[str
 
 
 @contextmanager
-def reward_model(evaluate: EvaluateConfig) -> Iterator[None]:
-    """REBASE's process reward model loaded on ``evaluate.rebase_reward_device`` for the block (REBASE then finds
-    it by name), released after; a registered reward (``programmatic``) is left as it is."""
-    name = evaluate.rebase_reward
-    loads = "rebase" in evaluate.compute_matched and name not in REWARDS
-    if loads:
-        configured_reward(evaluate)
+def method_models(evaluate: EvaluateConfig) -> Iterator[None]:
+    """What the compute-matched methods load besides the engine (REBASE's process reward model, on its device)
+    for the block, released after; the methods then find it loaded."""
+    loaded = [method(evaluate, name) for name in evaluate.compute_matched]
     try:
+        for m in loaded:
+            m.acquire()
         yield
     finally:
-        if loads:
-            release_reward(name)
-            free_accelerator_memory()
+        for m in loaded:
+            m.release()
+        free_accelerator_memory()
 
 
 Results = dict[str, tuple[dict, list[dict]]]  # task -> (report, sample records)
@@ -140,7 +139,7 @@ def sweep_via_serve(evaluate: EvaluateConfig, engine: EngineConfig, model: Model
                 thinking_cap=engine.unlimited_thinking_tokens)
     headline = next(iter(tasks))
     if has_extras(evaluate):  # Serve's replicas are gone: the in-process engine takes the GPUs
-        with running(engine, model.dtype, str(paths.sft_model)) as sft, reward_model(evaluate):
+        with running(engine, model.dtype, str(paths.sft_model)) as sft, method_models(evaluate):
             more, gens = evaluation_extras(sft, tasks[headline], evaluate)
         out[headline][0].update(more)
         out[headline][1].extend(_with_seed(gens, evaluate.seed))
@@ -154,7 +153,7 @@ def sweep_in_process(evaluate: EvaluateConfig, engine: EngineConfig, model: Mode
     headline = next(iter(tasks.values()))
     parallel = evaluate.workers > 1 and len(evaluation_parts(evaluate, headline)) > 1
     out: Results = {}
-    with running(engine, model.dtype, str(paths.sft_model)) as sft, reward_model(evaluate):
+    with running(engine, model.dtype, str(paths.sft_model)) as sft, method_models(evaluate):
         for i, (name, questions) in enumerate(tasks.items()):
             if parallel and i == 0:
                 report, gens = evaluate_in_parallel(engine, model.dtype, str(paths.sft_model), questions, evaluate,
@@ -176,6 +175,9 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     One engine at a time: the base model (its reference accuracy on every task), then the Serve application or
     the in-process SFT engine, then (after Serve) the in-process engine for the extras; each is shut down and its
     memory freed before the next starts, so none finds its GPUs taken."""
+    problems = section_problems(evaluate)  # before any model loads
+    if problems:
+        raise ConfigError("evaluate.methods: " + "; ".join(problems))
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)

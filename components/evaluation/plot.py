@@ -1,10 +1,12 @@
-"""The scaling curve: accuracy vs average thinking tokens, one line per method."""
+"""The scaling curve: accuracy vs average thinking tokens, one line per method.
+
+Each method's entry in the report says how its sweep values read (``value_label``: B= budget, N= samples,
+w= width, W= waits) and its ``kind`` (sequential, parallel or search); the plots draw from those alone.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
-
-from components.inference.methods import PARALLEL_METHODS
 
 
 def _figure():
@@ -14,10 +16,18 @@ def _figure():
     return plt.subplots(figsize=(6, 4), dpi=120)
 
 
-def _method_line(ax, method: str, pts: list[dict], style: str, label: str) -> None:
-    """One method's points, each annotated with its sweep value (B= budget, N= samples, w= width, W= waits)."""
-    ax.plot([p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts], style, label=label)
-    prefix = VALUE_LABEL.get(method, "B=")
+def _method_line(ax, res: dict, pts: list[dict], style: str, label: str,
+                 errors: Optional[list[tuple[float, float]]] = None) -> None:
+    """One method's points, each annotated with its sweep value (the method's ``value_label`` and the value);
+    ``errors``: each point's accuracy interval (low, high), drawn as error bars."""
+    x, y = [p["avg_thinking_tokens"] for p in pts], [100 * p["accuracy"] for p in pts]
+    if errors is None:
+        ax.plot(x, y, style, label=label)
+    else:
+        yerr = [[max(0.0, a - 100 * lo) for a, (lo, _) in zip(y, errors)],
+                [max(0.0, 100 * hi - a) for a, (_, hi) in zip(y, errors)]]
+        ax.errorbar(x, y, yerr=yerr, fmt=style, capsize=3, elinewidth=0.8, label=label)
+    prefix = res.get("value_label", "B=")
     for p in pts:
         ax.annotate(f"{prefix}{p['budget']}", (p["avg_thinking_tokens"], 100 * p["accuracy"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=7)
@@ -41,7 +51,7 @@ def _save(fig, ax, path: str | Path, title: str, xlabel: str, legend: str = "upp
 def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on the held-out set") -> None:
     fig, ax = _figure()
     for method, res in report.get("methods", {report.get("method", "budget_forcing"): report}).items():
-        _method_line(ax, method, res["points"], "o-", f"SFT + {method.replace('_', ' ')}")
+        _method_line(ax, res, res["points"], "o-", f"SFT + {method.replace('_', ' ')}")
     u = report["unlimited"]
     ax.plot([u["avg_thinking_tokens"]], [100 * u["accuracy"]], "s", label="SFT, no budget")
     if report.get("base_accuracy") is not None:
@@ -49,13 +59,27 @@ def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on
     _save(fig, ax, path, title, "average thinking tokens")
 
 
-VALUE_LABEL = {"majority_voting": "N=", "rebase": "w=", "wait_extension": "W="}
+def _axis_points(result: dict, axis: Optional[dict], method: str) -> tuple[list[dict], Optional[list]]:
+    """A method's points on the compute axis (compute and accuracy from the samples, with the accuracy's
+    interval) when ``axis`` has them, else the report's points without intervals."""
+    rows = [r for r in (axis or {}).get("points", []) if r["method"] == method]
+    if not rows:
+        return sorted(result["methods"][method]["points"], key=lambda p: p["avg_thinking_tokens"]), None
+    rows = sorted(rows, key=lambda r: r["compute"])
+    pts = [{"budget": r["value"], "avg_thinking_tokens": r["compute"], "accuracy": r["accuracy"]} for r in rows]
+    errors = [(r["accuracy"], r["accuracy"]) if r["accuracy_low"] is None else (r["accuracy_low"], r["accuracy_high"])
+              for r in rows]
+    return pts, errors
 
 
 def plot_compute_matched(result: Optional[dict], path: str | Path,
-                         title: str = "Sequential vs parallel scaling on the held-out set") -> None:
-    """s1's Fig. 7: accuracy vs average thinking tokens per question (parallel samples and REBASE's expanded
-    nodes summed), one line per method of the compute-matched comparison (None: a figure saying it did not run)."""
+                         title: str = "Sequential vs parallel scaling on the held-out set",
+                         axis: Optional[dict] = None) -> None:
+    """s1's Fig. 7: accuracy vs average compute tokens per question (thinking and probe tokens; parallel samples
+    and REBASE's expanded nodes summed), one line per method of the compute-matched comparison, dashed for
+    parallel and search methods (None: a figure saying it did not run). ``axis``
+    (:func:`components.evaluation.compute_axis.compute_axis`): the points as the samples give them, each
+    accuracy with its 95% interval as an error bar."""
     fig, ax = _figure()
     if result is None:
         ax.text(0.5, 0.5, "not run (evaluate.compute_matched is empty)", ha="center", va="center")
@@ -63,8 +87,12 @@ def plot_compute_matched(result: Optional[dict], path: str | Path,
         _save(fig, None, path, title, "")
         return
     for method, res in result.get("methods", {}).items():
-        kind = "parallel" if method in PARALLEL_METHODS else "sequential"
-        _method_line(ax, method, sorted(res["points"], key=lambda p: p["avg_thinking_tokens"]),
-                     "o--" if kind == "parallel" else "o-", f"{method.replace('_', ' ')} ({kind})")
+        kind = res.get("kind", "sequential")
+        pts, errors = _axis_points(result, axis, method)
+        _method_line(ax, res, pts, "o-" if kind == "sequential" else "o--",
+                     f"{method.replace('_', ' ')} ({kind})", errors)
     # accuracy rises with compute and the parallel methods spend the most: the lower right stays free
-    _save(fig, ax, path, title, "average thinking tokens per question (parallel: summed)", legend="lower right")
+    xlabel = "average compute tokens per question (thinking + probes; parallel: summed)"
+    if any(p["accuracy_low"] is not None for p in (axis or {}).get("points", [])):
+        title += " (95% intervals)"
+    _save(fig, ax, path, title, xlabel, legend="lower right")

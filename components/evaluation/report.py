@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 from components.data.base_model_readiness import base_model_warning
 from components.data.tasks import TASKS, possibly_seen
 from components.evaluation.compare import read_samples
+from components.evaluation.compute_axis import INTERVAL, TEST, compute_axis
 from components.evaluation.provenance_text import commit_text, provenance_rows, source_line
 from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
 from components.paths import Paths
@@ -45,7 +46,7 @@ DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
                         "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
                                   "mean": "float", "se": "float | null"}]}
 PLOTS = ("scaling.png", "compute_matched.png")
-VALUE_NAME = {"majority_voting": "N samples", "rebase": "width", "wait_extension": "waits"}
+LABEL_NAME = {"B=": "budget", "N=": "N samples", "w=": "width", "W=": "waits"}  # a method's value_label, in words
 NOT_RUN = "_not run_"
 SEEN = "possibly seen in pre-training"
 
@@ -97,18 +98,23 @@ def read_data_ablation(path: Path) -> Optional[dict]:
 SampleKey = tuple[Any, str, Optional[int]]  # (task, method, budget)
 
 
-def sample_tables(path: Path) -> dict[SampleKey, dict[str, tuple[int, int]]]:
-    """The per-question table of every (task, method, budget) in an eval samples file (empty when absent)."""
-    if not path.exists():
-        return {}
+def sample_tables(records: list[dict]) -> dict[SampleKey, dict[str, tuple[int, int]]]:
+    """The per-question table of every (task, method, budget) in an eval samples file's records."""
     groups: dict[SampleKey, list[dict]] = {}
-    for r in read_samples(path, required=False):
+    for r in records:
         groups.setdefault((r["task"], r["method"], r["budget"]), []).append(r)
     return {key: table for key, rs in groups.items() if (table := per_question(rs))}
 
 
+def value_name(method_report: dict) -> str:
+    """What a method's sweep varies, in words (its ``value_label``; a thinking budget when it gives none)."""
+    label = method_report.get("value_label", "B=")
+    return LABEL_NAME.get(label, label.rstrip("="))
+
+
 def load_results(paths: Paths) -> dict[str, Any]:
-    """Every metrics file the page reads (absent ones as None), and the per-question samples (``samples``)."""
+    """Every metrics file the page reads (absent ones as None), the per-question samples (``samples``) and the
+    compute axis computed from them (``compute_axis``, None without a compute-matched comparison)."""
     def read(name: str) -> Optional[dict]:
         p = paths.metric(name)
         return json.loads(p.read_text()) if p.exists() else None
@@ -116,9 +122,11 @@ def load_results(paths: Paths) -> dict[str, Any]:
     if ev is None:
         raise FileNotFoundError(f"{paths.metric('eval.json')} not found: run the evaluate stage first "
                                 f"(s1flow stage evaluate, or make demo)")
+    records = read_samples(paths.eval_samples, required=False) if paths.eval_samples.exists() else []
     return {"profile": paths.profile, "eval": ev, "data_ablation": read_data_ablation(paths.metric(DATA_ABLATION)),
             "mlflow": read("mlflow_run.json"), "metrics_dir": f"metrics/{paths.profile}",
-            "warning": base_model_warning(paths), "samples": sample_tables(paths.eval_samples)}
+            "warning": base_model_warning(paths), "samples": sample_tables(records),
+            "compute_axis": compute_axis(ev, records)}
 
 
 def _pct(x: Optional[float]) -> str:
@@ -211,10 +219,9 @@ def tables(results: dict) -> dict[str, list[dict]]:
         out["data_ablation"] = [dict(r) for r in results["data_ablation"]["rows"]]
     cm = ev.get("compute_matched")
     if cm:
-        out["compute_matched_points"] = [
-            {"method": m, "value": p["budget"], "avg_thinking_tokens": p["avg_thinking_tokens"],
-             "accuracy": p["accuracy"], **_ci(results, p["accuracy"], cm["questions"], (task, m, p["budget"]))}
-            for m, r in cm["methods"].items() for p in r["points"]]
+        axis = axis_of(results)
+        out["compute_axis"] = [dict(p) for p in axis["points"]]
+        out["compute_best"] = [dict(r) for r in axis["best"]]
         out["compute_matched"] = [{"thinking_tokens": row["thinking_tokens"],
                                    **{m: row["accuracy"][m] for m in cm["methods"]}} for row in cm["table"]]
     ab = ev.get("ablations") or {}
@@ -279,6 +286,62 @@ def _provenance(results: dict, commit: Optional[str]) -> list[str]:
     return _table(["", ""], rows, "ll")
 
 
+def axis_of(results: dict) -> dict:
+    """The compute axis of ``results`` (computed when a caller built them without :func:`load_results`)."""
+    axis = results.get("compute_axis")
+    return axis if axis is not None else compute_axis(results["eval"], [])
+
+
+def _range(value: Optional[float], low: Optional[float], high: Optional[float], fmt) -> str:
+    return "n/a" if value is None else fmt(value) + ("" if low is None else f" [{fmt(low)}, {fmt(high)}]")
+
+
+def _tokens(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f} pts"
+
+
+def _significance(row: dict) -> str:
+    if row["significant"] is None:
+        return "—"
+    return ("**yes**" if row["significant"] else "no") + f" (p = {row['p_value']:.3g}, {row['test']})"
+
+
+def compute_axis_markdown(axis: dict) -> list[str]:
+    """The compute axis as markdown: every point with its intervals, what is missing, and the best method at
+    each compute level with its test against the runner-up."""
+    lines = [f"{axis['questions']} questions. Compute is the average number of tokens a point spent per question: "
+             "its thinking tokens plus the tokens of any trial answer it probed; parallel methods sum their "
+             "samples, REBASE every node it expanded (pruned branches included). Intervals: "
+             f"{INTERVAL}, from the eval samples (a point all right or all wrong has nothing to resample: its "
+             "interval has zero width; read it with the number of questions).", ""]
+    lines += _table(["method", "kind", "setting", "avg compute tokens", "accuracy", "questions"],
+                    [(p["method"], p["kind"], p["setting"],
+                      _range(p["compute"], p["compute_low"], p["compute_high"], _tokens),
+                      _range(p["accuracy"], p["accuracy_low"], p["accuracy_high"], _pct),
+                      p["questions"] if p["questions"] == p["of"] else f"{p['questions']} of {p['of']}")
+                     for p in axis["points"]], "lllrrr")
+    if axis["missing"]:
+        lines += ["**Missing from the samples:**", "", *[f"- {m}" for m in axis["missing"]], ""]
+    lines += ["**Best method at each compute level**: at each compute any point reached, the most accurate point "
+              "spending no more, against the runner-up (the most accurate point of another method within the same "
+              f"compute). Test: {TEST}; the difference's interval is the paired bootstrap over questions.", ""]
+    lines += _table(["compute ≤", "best", "accuracy", "runner-up", "runner-up accuracy", "difference",
+                     "significant"],
+                    [(_tokens(r["compute_level"]), f"{r['method']} {r['setting']}",
+                      _range(r["accuracy"], r["accuracy_low"], r["accuracy_high"], _pct),
+                      "—" if r["runner_up"] is None else f"{r['runner_up']} {r['runner_up_setting']}",
+                      _pct(r["runner_up_accuracy"]) if r["runner_up"] else "—",
+                      "—" if r["difference"] is None else _range(r["difference"], r["difference_low"],
+                                                                 r["difference_high"], _points),
+                      _significance(r) if r["note"] is None else r["note"])
+                     for r in axis["best"]], "rlrlrrl")
+    return lines
+
+
 def results_markdown(results: dict, plots: Optional[str] = None, commit: Optional[str] = None) -> str:
     """The results page. ``plots``: the folder (relative to the page) holding the PNGs, or None for no images."""
     ev = results["eval"]
@@ -313,7 +376,7 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
             unlimited = {**ev["unlimited"], "budget": None}
             rows.append(("no budget", f"{unlimited['avg_thinking_tokens']:.1f}",
                          _acc(*_point(results, ev, n, task, m, unlimited))))
-        lines += [f"**{m}**", ""] + _table([VALUE_NAME.get(m, "budget"), "avg thinking tokens", "accuracy"], rows)
+        lines += [f"**{m}**", ""] + _table([value_name(r), "avg thinking tokens", "accuracy"], rows)
     if plots:
         lines += [f"![accuracy vs thinking tokens]({plots}/scaling.png)", ""]
     others = {t: r for t, r in (ev.get("tasks") or {}).items() if t != ev.get("task")}
@@ -349,13 +412,9 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
         lines += [f"{NOT_RUN} (`evaluate.compute_matched` is empty).", ""]
     else:
         ms = list(cm["methods"])
-        lines += [f"{cm['questions']} questions. Compute is the average number of thinking tokens per question: "
-                  "majority voting sums its samples, REBASE every node it expanded (pruned branches included).", ""]
-        lines += _table(["method", "setting", "avg thinking tokens", "accuracy"],
-                        [(m, f"{VALUE_NAME.get(m, 'budget')} {p['budget']}", f"{p['avg_thinking_tokens']:.1f}",
-                          _acc(results, p["accuracy"], cm["questions"], (task, m, p["budget"])))
-                         for m in ms for p in cm["methods"][m]["points"]])
-        lines += ["Matched: at each compute level reached, each method's best accuracy using no more thinking "
+        lines += compute_axis_markdown(axis_of(results))
+        lines += ["Matched, per method (eval.json's accuracies and thinking tokens, intervals as in the first "
+                  "section): at each compute level reached, each method's best accuracy using no more thinking "
                   "tokens per question (— : it never spends that little).", ""]
         lines += _table(["thinking tokens ≤", *ms],
                         [(f"{row['thinking_tokens']:.1f}",
@@ -364,7 +423,8 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
                          for row in cm["table"]])
         lines += where
         if plots:
-            lines += [f"![accuracy vs thinking tokens, sequential and parallel]({plots}/compute_matched.png)", ""]
+            lines += [f"![accuracy vs compute tokens per question, sequential and parallel, 95% intervals]"
+                      f"({plots}/compute_matched.png)", ""]
 
     # 4. Extrapolation ablations.
     ab = ev.get("ablations") or {}
@@ -392,6 +452,14 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
     return "\n".join(lines).rstrip() + "\n"
 
 
+def plot_compute_matched_with_intervals(results: dict, path: Path) -> None:
+    """The compute-matched plot drawn from the compute axis: each accuracy with its 95% interval."""
+    from components.evaluation.plot import plot_compute_matched
+    ev = results["eval"]
+    plot_compute_matched(ev.get("compute_matched"), path, title=f"Sequential vs parallel scaling on {ev.get('task')}",
+                         axis=results.get("compute_axis"))
+
+
 def write_results_page(paths: Paths, out: Path, commit: Optional[str] = None) -> list[Path]:
     """Write the page to ``out`` and copy the run's plots beside it (``<out stem>/``); returns what was written."""
     results = load_results(paths)
@@ -401,7 +469,10 @@ def write_results_page(paths: Paths, out: Path, commit: Optional[str] = None) ->
     if copied:
         plot_dir.mkdir(parents=True, exist_ok=True)
         for name in copied:
-            shutil.copyfile(paths.plot(name), plot_dir / name)
+            if name == "compute_matched.png" and results.get("compute_axis"):
+                plot_compute_matched_with_intervals(results, plot_dir / name)  # the run's plot, with error bars
+            else:
+                shutil.copyfile(paths.plot(name), plot_dir / name)
             written.append(plot_dir / name)
     page = results_markdown(results, plots=out.stem if copied else None, commit=commit)
     for name in PLOTS:  # a plot the run did not make is not linked

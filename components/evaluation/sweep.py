@@ -23,15 +23,25 @@ from components.common.progress import progress_bar
 from components.config import EvaluateConfig
 from components.evaluation.metrics import Run, SweepPoint, sweep_metrics
 from components.inference.attempts import student_attempts
-from components.inference.methods import (
-    UNBOUNDED_METHODS,
-    budget_forcing_sweep,
-    majority_voting_sweep,
-    run_method,
-    sweep_values,
-    wait_extensions,
-)
+from components.inference.methods.base import Forcing, Method
+from components.inference.methods.registry import REFERENCE, build
+from components.inference.methods.wait_extension import WaitExtension
 from components.records import Example, Generation, Question, Trace
+
+
+def forcing(cfg: EvaluateConfig) -> Forcing:
+    """The decoding and forcing settings every method shares, from evaluate's keys."""
+    return Forcing(**{k: getattr(cfg, k) for k in Forcing.model_fields})
+
+
+def method(cfg: EvaluateConfig, name: str) -> Method:
+    """Method ``name`` as the evaluate section configures it (``methods.<name>``, the shared settings, budgets)."""
+    return build(name, forcing(cfg), cfg.methods.get(name), cfg.budgets, cfg.trust_remote_code)
+
+
+def sweep_values(name: str, cfg: EvaluateConfig) -> list[int]:
+    """What method ``name``'s sweep varies, as configured."""
+    return method(cfg, name).values()
 
 
 def graded(questions: list[Question], results, method: str, budget: Optional[int]) -> list[Generation]:
@@ -40,30 +50,27 @@ def graded(questions: list[Question], results, method: str, budget: Optional[int
             for q, r in zip(questions, results)]
 
 
-def run_point(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
+def run_point(engine, questions: list[Question], cfg: EvaluateConfig, name: str,
               budget: Optional[int]) -> list[Generation]:
-    """One sweep point: ``budget`` thinking tokens (None: only the unlimited cap), or N samples when voting."""
-    label = f"{method} {'no budget' if budget is None else budget}"
-    # No budget: the reference run is budget forcing capped only by unlimited_thinking_tokens.
-    name = "budget_forcing" if budget is None else method
+    """One sweep point of method ``name``: its value ``budget`` (None: the no-budget reference run, budget
+    forcing capped only by the engine's unlimited cap, recorded under ``name``)."""
+    label = f"{name} {'no budget' if budget is None else budget}"
+    runner = method(cfg, REFERENCE if budget is None else name)
     with progress_bar(f"evaluating ({label})", total=len(questions)) as advance:
-        results = run_method(name, engine, [q.question for q in questions], budget, cfg, progress=advance)
-    return graded(questions, results, method, budget)
+        results = runner.run(engine, [q.question for q in questions], budget, progress=advance)
+    return graded(questions, results, name, budget)
 
 
-SHARED_SWEEPS = {"budget_forcing": budget_forcing_sweep, "majority_voting": majority_voting_sweep}
-
-
-def run_points(engine, questions: list[Question], cfg: EvaluateConfig, method: str,
+def run_points(engine, questions: list[Question], cfg: EvaluateConfig, name: str,
                values: list[Optional[int]]) -> dict[Optional[int], list[Generation]]:
-    """A method's sweep points by value. Budget forcing generates its budgets' shared thinking once
-    (``budget_forcing_sweep``), majority voting its largest N's samples once (``majority_voting_sweep``);
-    other methods run point by point."""
-    if method not in SHARED_SWEEPS:
-        return {v: run_point(engine, questions, cfg, method, v) for v in values}
-    with progress_bar(f"evaluating ({method} {len(values)} points)", total=len(questions)) as advance:
-        by_value = SHARED_SWEEPS[method](engine, [q.question for q in questions], values, cfg, progress=advance)
-    return {v: graded(questions, by_value[v], method, v) for v in values}
+    """A method's sweep points by value: a method whose sweep shares work (budget forcing's thinking, voting's
+    samples) runs it at once, any other point by point."""
+    m = method(cfg, name)
+    if not m.shares_sweep:
+        return {v: run_point(engine, questions, cfg, name, v) for v in values}
+    with progress_bar(f"evaluating ({name} {len(values)} points)", total=len(questions)) as advance:
+        by_value = m.run_sweep(engine, [q.question for q in questions], values, progress=advance)
+    return {v: graded(questions, by_value[v], name, v) for v in values}
 
 
 def summarise(generations: list[Generation]) -> SweepPoint:
@@ -72,20 +79,21 @@ def summarise(generations: list[Generation]) -> SweepPoint:
                       accuracy=sum(g.correct for g in generations) / n)
 
 
-def sweep_report(gens_by_value: dict[int, list[Generation]], cfg: EvaluateConfig, method: str) -> dict:
-    """Points and Control/Scaling/Performance of one method's generations, by sweep value."""
+def sweep_report(gens_by_value: dict[int, list[Generation]], cfg: EvaluateConfig, name: str) -> dict:
+    """Points and Control/Scaling/Performance of one method's generations, by sweep value, with what the method
+    is (its kind, how its values are shown)."""
     points, runs = [], []
-    unbounded = method in UNBOUNDED_METHODS
+    m = method(cfg, name)
     for value, gens in gens_by_value.items():
         points.append(summarise(gens))
-        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, None if unbounded else value) for g in gens]
-    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs)}
+        runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, value if m.budgeted else None) for g in gens]
+    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs), **m.describe()}
 
 
-def sweep(engine, questions: list[Question], cfg: EvaluateConfig, method: str) -> tuple[dict, list[Generation]]:
+def sweep(engine, questions: list[Question], cfg: EvaluateConfig, name: str) -> tuple[dict, list[Generation]]:
     """Sweep one method over its values; Control/Scaling/Performance for it."""
-    by_value = run_points(engine, questions, cfg, method, sweep_values(method, cfg))
-    return sweep_report(by_value, cfg, method), [g for gens in by_value.values() for g in gens]
+    by_value = run_points(engine, questions, cfg, name, sweep_values(name, cfg))
+    return sweep_report(by_value, cfg, name), [g for gens in by_value.values() for g in gens]
 
 
 def base_model_accuracy(engine, questions: list[Question], max_new_tokens: int) -> float:
@@ -130,12 +138,13 @@ def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConf
     Every distinct run is generated once, all in one engine call (``wait_extensions``)."""
     keys = ablation_runs(cfg)
     with progress_bar(f"evaluating (extrapolation ablations, {len(keys)} runs)", total=len(questions)) as advance:
-        results = wait_extensions(engine, [q.question for q in questions],
-                                  [(strings or tuple(cfg.wait_strings), k) for strings, k in keys], cfg, advance)
+        results = method(cfg, WaitExtension.name).run_many(
+            engine, [q.question for q in questions], [(strings or tuple(cfg.wait_strings), k) for strings, k in keys],
+            advance)
     runs: dict[tuple[tuple[str, ...], int], list[Generation]] = {}
     for (strings, k), res in zip(keys, results):
         tag = "+".join(wait_label(w) for w in strings) if k else "none"
-        runs[(strings, k)] = graded(questions, res, f"wait_extension[{tag}]", k)
+        runs[(strings, k)] = graded(questions, res, f"{WaitExtension.name}[{tag}]", k)
 
     def run(strings: tuple[str, ...], k: int) -> list[Generation]:
         return runs[_run_key(strings, k)]
@@ -197,8 +206,9 @@ def headline_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
     per_method, all_gens, unlimited = {}, [], None
     for m in swept_methods(cfg):
         values = sweep_values(m, cfg)
-        # the no-budget reference is budget forcing: generated within its sweep when it is the main method
-        reference = [None] if m == cfg.method == "budget_forcing" else []
+        # the no-budget reference (budget forcing at the engine's cap) is generated within the main method's sweep
+        # when that method answers without a budget
+        reference = [None] if m == cfg.method and method(cfg, m).answers_unbudgeted else []
         by_value = run_points(engine, questions, cfg, m, values + reference)
         unlimited = by_value.pop(None, unlimited)
         per_method[m] = sweep_report(by_value, cfg, m)
@@ -225,17 +235,16 @@ class Part(NamedTuple):
 
 
 def _sequences(part: Part, cfg: EvaluateConfig, questions: int) -> int:
-    """A part's cost for scheduling, in generated sequences (one budget-forcing sweep shares one thinking run per
-    question; REBASE expands about twice as many nodes as it finishes, on the demo; a forced wait makes a sequence
-    think again, so an extrapolation run counts once plus once per wait)."""
+    """A part's cost for scheduling, in generated sequences (a method's own estimate: a shared sweep costs its
+    largest value's; a forced wait makes a sequence think again, so an extrapolation run counts once plus once per
+    wait)."""
     subset = min(questions, cfg.ablation_limit or questions)
     if part.kind == "sweep":
-        return questions * sum(1 if m in SHARED_SWEEPS else len(sweep_values(m, cfg)) for m in swept_methods(cfg))
+        return sum(method(cfg, m).sweep_cost(questions) for m in swept_methods(cfg))
     if part.kind == "ablations":
         return subset * sum(1 + k for _, k in ablation_runs(cfg))
-    if part.value is None:  # a shared sweep: its largest value's samples
-        return subset * max(v or 1 for v in sweep_values(part.method, cfg))
-    return subset * part.value * (2 if part.method == "rebase" else 1)
+    m = method(cfg, part.method)
+    return m.sweep_cost(subset) if part.value is None else m.cost(subset, part.value)
 
 
 def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: bool = True) -> list[Part]:
@@ -247,13 +256,15 @@ def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: b
     covered = set(swept_methods(cfg)) if headline and distinct else set()
     matched = [m for m in cfg.compute_matched if m not in covered]
 
-    def method_parts(m: str) -> list[Part]:
-        return [Part("matched", m)] if m in SHARED_SWEEPS else [Part("matched", m, v) for v in sweep_values(m, cfg)]
+    shared = {m for m in matched if method(cfg, m).shares_sweep}
 
-    parts = ([Part("sweep")] if headline else []) + [p for m in matched if m == "rebase" for p in method_parts(m)]
+    def method_parts(m: str) -> list[Part]:
+        return [Part("matched", m)] if m in shared else [Part("matched", m, v) for v in sweep_values(m, cfg)]
+
+    parts = ([Part("sweep")] if headline else []) + [p for m in matched if m not in shared for p in method_parts(m)]
     if has_ablations(cfg):
         parts.append(Part("ablations"))
-    return parts + [p for m in matched if m != "rebase" for p in method_parts(m)]
+    return parts + [p for m in matched if m in shared for p in method_parts(m)]
 
 
 def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> list[Part]:

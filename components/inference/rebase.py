@@ -15,13 +15,13 @@ steps)``). :func:`build_reward` resolves a name: a reward registered under it
 (:func:`register_reward`; the evaluation package registers ``programmatic``,
 the procedural world's verifier); any other name is a process reward model
 loaded by name at its pinned revision, in the recipe the profile declares
-(``evaluate.rebase_reward_recipe``): ``qwen_math_prm`` (Qwen2.5-Math-PRM's
+(``evaluate.methods.rebase.reward_recipe``): ``qwen_math_prm`` (Qwen2.5-Math-PRM's
 step-separator recipe, s1-32b) or ``sequence_classification`` (a Hugging Face
 sequence-classification model scoring the question plus the steps so far).
 A model runs its repository's own code only when the profile lists its name in
 ``evaluate.trust_remote_code``; the name itself never decides.
 
-    reward = configured_reward(cfg.evaluate)   # rebase_reward, its revision, recipe and trust from params
+    reward = build_reward("programmatic")   # or a process reward model: name, device, revision, recipe
     results = rebase(engine, questions, RebaseSpec(width=8), reward)
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def register_reward(reward: ProcessReward) -> None:
     REWARDS[reward.name] = reward
 
 
-RECIPES = ("sequence_classification", "qwen_math_prm")  # evaluate.rebase_reward_recipe
+RECIPES = ("sequence_classification", "qwen_math_prm")  # evaluate.methods.rebase.reward_recipe
 
 
 def build_reward(name: str, device: str = "cpu", revision: Optional[str] = None,
@@ -115,23 +115,14 @@ def build_reward(name: str, device: str = "cpu", revision: Optional[str] = None,
     """The reward registered as ``name``; else the process reward model ``name`` at ``revision`` in ``recipe``
     (one of :data:`RECIPES`), loaded on ``device`` on first use, then kept until :func:`release_reward`.
     ``trust_remote_code``: the caller's decision from its allow-list (evaluate.trust_remote_code); without
-    it a model whose repository ships its own code does not load. ``device``: ``evaluate.rebase_reward_device``,
+    it a model whose repository ships its own code does not load. ``device``: ``evaluate.methods.rebase.reward_device``,
     never a GPU chosen here: the engine's GPUs may have no room for it."""
     if name not in REWARDS:
         if recipe not in RECIPES:
-            raise ValueError(f"evaluate.rebase_reward_recipe: {recipe!r}; choose one of {sorted(RECIPES)}")
+            raise ValueError(f"evaluate.methods.rebase.reward_recipe: {recipe!r}; choose one of {sorted(RECIPES)}")
         loader = QwenMathPRM if recipe == "qwen_math_prm" else ModelProcessReward
         REWARDS[name] = loader(name, device, revision=revision, trust_remote_code=trust_remote_code)
     return REWARDS[name]
-
-
-def configured_reward(evaluate) -> ProcessReward:
-    """``evaluate.rebase_reward`` as the evaluate section declares it: on ``rebase_reward_device``, at
-    ``rebase_reward_revision``, in ``rebase_reward_recipe``, running its own code only when its name is in
-    ``trust_remote_code``."""
-    name = evaluate.rebase_reward
-    return build_reward(name, evaluate.rebase_reward_device, revision=evaluate.rebase_reward_revision,
-                        recipe=evaluate.rebase_reward_recipe, trust_remote_code=name in evaluate.trust_remote_code)
 
 
 def release_reward(name: str) -> None:

@@ -28,8 +28,9 @@ PROJECT = Path(__file__).resolve().parents[2]  # the checkout the flow code runs
 # Keys (dotted; '*' one level) a deployment run's overrides may change only when the deployment declares them
 # overridable. A key above one of them (``teacher``) or below it counts as touching it.
 PROTECTED = ("*.base_url", "*.api_key_env", "model.name", "model.revision", "difficulty.students",
-             "difficulty.revisions", "teacher.model", "domain.model", "evaluate.rebase_reward",
-             "evaluate.rebase_reward_revision", "evaluate.rebase_reward_recipe", "evaluate.trust_remote_code",
+             "difficulty.revisions", "teacher.model", "domain.model", "evaluate.methods.rebase.reward",
+             "evaluate.methods.rebase.reward_revision", "evaluate.methods.rebase.reward_recipe",
+             "evaluate.trust_remote_code",
              "pool.sources")
 
 

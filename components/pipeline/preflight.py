@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Iterable
 
 from components.config import ConfigError, ProfileConfig
-from components.data.hub_pins import unpinned
+from components.data.hub_pins import is_hub_id, unpinned
 from components.distill.teachers import NEEDS_KEY, TEACHERS
+from components.inference.methods.registry import hub_models, section_problems
 
 _TEACHER_STAGES = {"distill"}
 _ENGINE_STAGES = {"filter", "evaluate"}
@@ -48,6 +49,8 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
         for src in cfg.decontamination.eval_sets:
             if not Path(src).exists():
                 out.append(f"decontamination.eval_sets: {src} not found")
+    if "evaluate" in stages:
+        out += section_problems(cfg.evaluate)
     if "evaluate" in stages and not cfg.evaluate.allow_contaminated:
         uncovered = [t for t in cfg.evaluate.tasks
                      if t not in cfg.decontamination.tasks and not (t == "heldout" and cfg.decontamination.include_heldout)]
@@ -58,7 +61,7 @@ def problems(cfg: ProfileConfig, stages: Iterable[str]) -> list[str]:
     if "evaluate" in stages:
         out += serve_problems(cfg) + reward_device_problems(cfg)
     out += gated_task_problems(cfg, stages)
-    out += unpinned(cfg, stages)
+    out += unpinned(cfg, stages, hub_models)
     if "train" in stages and cfg.sft.deepspeed == "always" and importlib.util.find_spec("deepspeed") is None:
         out.append("sft.deepspeed: 'always' but deepspeed is not installed; install it or set 'auto'")
     if "train" in stages and cfg.sft.attn_implementation == "flash_attention_2" \
@@ -81,19 +84,23 @@ def serve_problems(cfg: ProfileConfig) -> list[str]:
 
 
 def reward_device_problems(cfg: ProfileConfig) -> list[str]:
-    """A process reward model on one of the in-process vLLM engine's GPUs needs the room the engine leaves."""
+    """A model a method loads (REBASE's process reward) on one of the in-process vLLM engine's GPUs needs the
+    room the engine leaves."""
+    from components.inference.methods.registry import configured, method_class  # their modules: torch
     ev, eng = cfg.evaluate, cfg.engine
-    device = ev.rebase_reward_device
-    if "rebase" not in ev.compute_matched or ev.rebase_reward == "programmatic" or not device.startswith("cuda") \
-            or eng.backend != "vllm":
-        return []
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index < eng.tensor_parallel_size and eng.gpu_memory_utilization is None:
-        return [f"evaluate.rebase_reward_device: {device} is one of the in-process engine's "
-                f"{eng.tensor_parallel_size} GPUs, which vLLM fills to 90% by default; set "
-                "engine.gpu_memory_utilization to leave the reward model room (a 7B PRM in bf16: ~16 GB, e.g. 0.75 "
-                "on an 80 GB GPU), or put it on a GPU the engine does not use, or on cpu"]
-    return []
+    out = []
+    for name in ev.compute_matched:
+        for use in method_class(name).models(configured(ev, name)):
+            loaded = is_hub_id(use.name) or Path(use.name).exists()  # a name registered in code loads nothing
+            if not loaded or not use.device.startswith("cuda") or eng.backend != "vllm":
+                continue
+            index = int(use.device.split(":")[1]) if ":" in use.device else 0
+            if index < eng.tensor_parallel_size and eng.gpu_memory_utilization is None:
+                out.append(f"evaluate.methods.{name}.{use.key}_device: {use.device} is one of the in-process "
+                           f"engine's {eng.tensor_parallel_size} GPUs, which vLLM fills to 90% by default; set "
+                           "engine.gpu_memory_utilization to leave the model room (a 7B PRM in bf16: ~16 GB, e.g. "
+                           "0.75 on an 80 GB GPU), or put it on a GPU the engine does not use, or on cpu")
+    return out
 
 
 GATED_DATASETS = {"Idavidrein/gpqa"}  # access is granted per account on the dataset page; downloads need a token

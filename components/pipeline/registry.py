@@ -25,7 +25,7 @@ from components.records import write_json
 COMPONENTS = Path(__file__).resolve().parents[1]
 
 # The shared schema and low-level helpers every stage runs (paths relative to components/).
-SHARED_CODE = ("__init__.py", "config.py", "records.py", "formatting.py", "paths.py", "common")
+SHARED_CODE = ("__init__.py", "config.py", "method_index.py", "records.py", "formatting.py", "paths.py", "common")
 
 WHOLE_PROFILE = "*"
 RELEASES = Path("releases")  # shipped base models (pretrain.release), relative to the project root

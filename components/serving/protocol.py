@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from components.common.grading import extract_answer
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
-from components.inference.methods import vote_groups
+from components.inference.methods.voting import vote_groups
 
 # Per-request size limits, checked at parse time (a bad request never reaches the engine).
 MAX_N = 16
@@ -229,11 +229,11 @@ def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[st
           same: Optional[Callable[[str, str], bool]] = None) -> list[tuple[int, dict]]:
     """``method: majority_voting``: for each run of ``n`` samples (one prompt), the index of the sample that
     carries the voted answer and the vote's record (samples included). Votes are the final answers of the
-    stop-cut texts, grouped by grading equivalence (``same``, default :func:`~components.inference.methods.
+    stop-cut texts, grouped by grading equivalence (``same``, default :func:`~components.inference.methods.voting.
     equivalent`) as the offline ``majority_voting`` method groups them; the largest group wins (ties: the
     group seen first), represented by its first sample."""
     if same is None:
-        from components.inference.methods import equivalent as same
+        from components.inference.methods.voting import equivalent as same
     out = []
     for start in range(0, len(results), n):
         mine = results[start:start + n]

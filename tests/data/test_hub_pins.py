@@ -3,22 +3,23 @@ import pytest
 
 from components.config import ConfigError, load_config, parse_profile
 from components.data.hub_pins import is_hub_id, require_pinned, unpinned
+from components.inference.methods.registry import hub_models
 from tests.conftest import REPO
 
 SHA = "5ede1c97bbab6ce5cda5812749b4c0bdf79b18dd"
 HUB = {"model": {"source": "hub", "name": "Qwen/Qwen2.5-32B-Instruct", "dtype": "bfloat16"},
        "pretrain": {"enabled": False},
        "difficulty": {"students": ["Qwen/Qwen2.5-7B-Instruct", "base"]},
-       "evaluate": {"compute_matched": ["rebase"], "rebase_reward": "Qwen/Qwen2.5-Math-PRM-7B"}}
+       "evaluate": {"compute_matched": ["rebase"], "methods": {"rebase": {"reward": "Qwen/Qwen2.5-Math-PRM-7B"}}}}
 
 
 def test_a_hub_profile_without_revisions_is_refused_naming_each_key():
     cfg = parse_profile(HUB, "hub")
     with pytest.raises(ConfigError) as err:
-        require_pinned(cfg)
+        require_pinned(cfg, method_models=hub_models)
     text = str(err.value)
     for key in ("model.revision: Qwen/Qwen2.5-32B-Instruct", "difficulty.revisions.Qwen/Qwen2.5-7B-Instruct",
-                "evaluate.rebase_reward_revision"):
+                "evaluate.methods.rebase.reward_revision"):
         assert key in text
     assert "40-hex commit SHA" in text
 
@@ -35,8 +36,9 @@ def test_the_base_student_is_pinned_by_model_revision_alone():
 def test_pins_clear_the_refusal_and_only_the_stages_run_are_checked():
     pinned = {**HUB, "model": {**HUB["model"], "revision": SHA},
               "difficulty": {**HUB["difficulty"], "revisions": {"Qwen/Qwen2.5-7B-Instruct": SHA}},
-              "evaluate": {**HUB["evaluate"], "rebase_reward_revision": SHA}}
-    require_pinned(parse_profile(pinned, "hub"))
+              "evaluate": {**HUB["evaluate"],
+                           "methods": {"rebase": {"reward": "Qwen/Qwen2.5-Math-PRM-7B", "reward_revision": SHA}}}}
+    require_pinned(parse_profile(pinned, "hub"), method_models=hub_models)
     assert unpinned(parse_profile(HUB, "hub"), ["collect", "distill"]) == []
 
 

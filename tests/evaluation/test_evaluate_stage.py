@@ -10,6 +10,7 @@ from components.config import DecontaminationConfig, EngineConfig, EvaluateConfi
 from components.curation.decontamination import NgramIndex
 from components.curation.filter_stage import eval_texts
 from components.evaluation.evaluate_stage import ContaminationError, contamination_check, evaluate_stage
+from components.inference.methods.registry import configured
 from components.paths import Paths
 from components.records import write_json
 
@@ -128,7 +129,7 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
         def __init__(self, name, device, revision, trust_remote_code):
             self.name, self.model = name, object()
             gpus.rewards.append((name, device, tuple(gpus.alive)))
-            assert (revision, trust_remote_code) == (ev.rebase_reward_revision, True)  # pinned, allow-listed
+            assert (revision, trust_remote_code) == (configured(ev, "rebase").reward_revision, True)  # pinned, trusted
 
     built = []
 
@@ -168,7 +169,7 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     assert report["extras_on"] == f"engine({paths.sft_model})"
     # the PRM: on the configured device, beside the extras engine only, and released afterwards
     assert gpus.rewards == [("Qwen/Qwen2.5-Math-PRM-7B", "cuda:0", (f"engine({paths.sft_model})",))]
-    assert ev.rebase_reward not in rebase.REWARDS
+    assert configured(ev, "rebase").reward not in rebase.REWARDS
     # the share that leaves the PRM its room; the base model at its pinned commit
     assert built == [{"gpu_memory_utilization": 0.75, "revision": cfg.model.revision},
                      {"gpu_memory_utilization": 0.75, "revision": None}]

@@ -12,7 +12,8 @@ def test_parts_skip_the_methods_the_sweep_covers():
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     cfg = EvaluateConfig(compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait"])
-    # REBASE runs point by point, a part per width; one process keeps the order, workers take the costliest first
+    # REBASE runs point by point, a part per width (a method whose sweep shares no work); one process keeps the
+    # order, workers take the costliest first
     # (in generated sequences: REBASE 3 questions x width x 2, the ablation's two runs 3 x (1 + waits): no
     # extrapolation and 2x Wait, voting 3 x 4, the sweep 3; ties in the one-process order)
     parts = evaluation_parts(cfg, qs)
@@ -30,8 +31,9 @@ def test_parts_skip_the_methods_the_sweep_covers():
 def test_two_workers_equal_one_process(tiny_model_dir):
     engine = EngineConfig(backend="hf", batch_size=8, unlimited_thinking_tokens=16)
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
-    cfg = EvaluateConfig(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
-                         rebase_step_tokens=8, compute_matched=["budget_forcing", "majority_voting", "rebase"],
+    cfg = EvaluateConfig(budgets=[4, 8], max_answer_tokens=4,
+                         methods={"majority_voting": {"samples": [1, 2]}, "rebase": {"widths": [1, 2], "step_tokens": 8}},
+                         compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          wait_string_ablation=["Wait", ""], ablation_num_waits=2, num_waits_ablation=[0, 1],
                          ablation_limit=2)
     report, gens = evaluate_sweep(build_engine(engine, "float32", str(tiny_model_dir)), qs, cfg)
@@ -53,8 +55,9 @@ def test_a_failed_part_is_raised_and_this_process_keeps_its_threads(tiny_model_d
 
     engine = EngineConfig(backend="hf", batch_size=8, unlimited_thinking_tokens=16)
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
-    cfg = EvaluateConfig(budgets=[4], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
-                         rebase_step_tokens=8, compute_matched=["budget_forcing", "majority_voting", "rebase"],
+    cfg = EvaluateConfig(budgets=[4], max_answer_tokens=4,
+                         methods={"majority_voting": {"samples": [1, 2]}, "rebase": {"widths": [1, 2], "step_tokens": 8}},
+                         compute_matched=["budget_forcing", "majority_voting", "rebase"],
                          ablation_limit=2)
     ran = []
 

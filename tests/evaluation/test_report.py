@@ -74,7 +74,7 @@ def test_data_ablation_rows_and_schema(tmp_path):
 def test_tables_hold_every_section(tmp_path):
     from components.evaluation.report import load_results
     t = tables(load_results(run_dir(tmp_path, plots=False)))
-    assert set(t) == {"summary", "budgets", "data_ablation", "compute_matched_points", "compute_matched",
+    assert set(t) == {"summary", "budgets", "data_ablation", "compute_axis", "compute_best", "compute_matched",
                       "wait_strings", "num_waits"}
     assert [r["label"] for r in t["wait_strings"]][-1] == "2x (none)"
     assert t["budgets"][-1]["value"] == "no budget"
@@ -141,7 +141,8 @@ def test_every_accuracy_carries_its_interval_from_the_count(tmp_path):
     t = tables(results)
     row = next(r for r in t["budgets"] if r["value"] == 144)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.73778, 0.85311), abs=1e-5)
-    assert all("ci_low" in r for name in ("compute_matched_points", "wait_strings", "num_waits") for r in t[name])
+    assert all("ci_low" in r for name in ("wait_strings", "num_waits") for r in t[name])
+    assert all(r["accuracy_low"] is None for r in t["compute_axis"])  # the compute axis needs the samples
 
 
 def test_avg_at_k_points_take_the_question_bootstrap_from_the_samples(tmp_path):
@@ -178,3 +179,30 @@ def test_a_task_public_before_the_base_models_release_is_flagged(tmp_path):
     page = results_markdown({**results, "eval": undated})
     assert "possibly seen in pre-training**" not in page and "| aime24 | 30 | 7 Feb 2024 |" in page
     assert "| base model released | not given (`model.released`): no task is flagged |" in page
+
+
+def test_the_compute_axis_on_the_page_comes_from_the_samples(tmp_path):
+    from tests.support.compute_axis import tiny_samples, write_tiny_comparison
+    paths = run_dir(tmp_path)
+    write_tiny_comparison(paths, tiny_samples())
+    out = tmp_path / "docs" / "results.md"
+    write_results_page(paths, out)
+    page = out.read_text()
+    assert "| budget_forcing | sequential | B=10 | 10.0 [10.0, 10.0] | 12.5% [0.0%, 37.5%] | 8 |" in page
+    assert "| budget_forcing | sequential | B=20 | 21.0 [20.0, 23.0] | 100.0% [100.0%, 100.0%] | 8 |" in page
+    assert "**yes** (p = 0.0312, exact McNemar)" in page and "Missing from the samples" not in page
+    assert (tmp_path / "docs" / "results" / "compute_matched.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_point_or_method_without_samples_does_not_break_the_page(tmp_path):
+    from tests.support.compute_axis import tiny_samples, write_tiny_comparison
+    paths = run_dir(tmp_path)
+    write_tiny_comparison(paths, [r for r in tiny_samples() if r["method"] != "majority_voting"
+                             and not (r["budget"] == 10 and r["question_id"] in ("q6", "q7"))])
+    out = tmp_path / "results.md"
+    write_results_page(paths, out)
+    page = out.read_text()
+    assert "- `budget_forcing` B=10: no samples for 2 of 8 questions (q6, q7): scored on the other 6" in page
+    assert "- `majority_voting`: no samples (eval.json's numbers, no intervals)" in page
+    assert "| majority_voting | parallel | N=1 | 12.0 | 25.0% | 0 of 8 |" in page
+    assert "| 12.0 | majority_voting N=1 | 25.0% | budget_forcing B=10 | 16.7% | +8.3 pts | no samples to pair |" in page

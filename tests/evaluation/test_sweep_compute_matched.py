@@ -3,10 +3,9 @@ import pytest
 
 from components.config import ConfigError, EvaluateConfig, load_config
 from components.evaluation.rewards import ProgrammaticProcessReward
-from components.evaluation.sweep import evaluate_sweep, matched_table
+from components.evaluation.sweep import evaluate_sweep, matched_table, method
 from components.inference.budget_forcing import ForcingVocab
 from components.inference.engine import Completion
-from components.inference.methods import run_method, sweep_values
 from components.inference.rebase import QwenMathPRM, RebaseSpec, rebase
 from components.records import Question
 
@@ -68,15 +67,17 @@ def test_matched_table_takes_each_methods_best_within_the_reference_compute():
 
 
 def small_cfg(**kw):
-    base = dict(budgets=[4, 8], max_answer_tokens=4, voting_samples=[1, 2], rebase_widths=[1, 2],
-                rebase_step_tokens=6, wait_counts=[0, 1])
+    step_tokens = kw.pop("rebase_step_tokens", 6)
+    base = dict(budgets=[4, 8], max_answer_tokens=4,
+                methods={"majority_voting": {"samples": [1, 2]}, "wait_extension": {"waits": [0, 1]},
+                         "rebase": {"widths": [1, 2], "step_tokens": step_tokens}})
     return EvaluateConfig(**{**base, **kw})
 
 
 def test_rebase_runs_by_name_with_the_configured_widths(tiny_engine):
     c = small_cfg()
-    assert sweep_values("rebase", c) == [1, 2]
-    res = run_method("rebase", tiny_engine, QS, 2, c)
+    assert method(c, "rebase").values() == [1, 2]
+    res = method(c, "rebase").run(tiny_engine, QS, 2)
     assert len(res) == 3 and all(r.tries == 2 and r.thinking_tokens > 0 for r in res)
 
 

@@ -205,7 +205,7 @@ def test_evaluation_flow_alone(pipeline_run):
     root, _ = pipeline_run
     with in_project(root), prefect_test_harness(server_startup_timeout=180):  # a loaded machine starts it slowly
         out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
-            profile="micro", overrides=["evaluate.method=wait_extension", "evaluate.wait_counts=[0, 1]"])
+            profile="micro", overrides=["evaluate.method=wait_extension", "evaluate.methods.wait_extension.waits=[0, 1]"])
     assert out["evaluate"]["method"] == "wait_extension"
     assert [p["budget"] for p in out["evaluate"]["points"]] == [0, 1]
 

@@ -3,10 +3,10 @@ thinking run (``budget_sweep``), majority voting's N from one set of samples, th
 runs in one engine call. (That budget_sweep equals one run per budget, and token-id prompts generate as
 their text does, are engine checks: tests/support/engine_checks.py, run on every engine.)"""
 from components.config import EvaluateConfig
+from components.evaluation.sweep import method
 from components.inference.budget_forcing import BudgetSpec
 from components.inference.budget_sweep import budget_sweep, shares_thinking
 from components.inference.engine import Sampling
-from components.inference.methods import majority_voting, majority_voting_sweep, wait_extension, wait_extensions
 from tests.support.engine_checks import QUESTIONS as QS
 from tests.support.engine_checks import STOP_PULL, SWEEP_BUDGETS, prompts, stop_bias
 
@@ -36,17 +36,17 @@ def test_only_greedy_forcing_that_only_cuts_shares_thinking():
 
 
 def test_voting_sweep_votes_over_the_first_n_of_one_set_of_samples(tiny_engine):
-    cfg = EvaluateConfig(max_answer_tokens=4, voting_samples=[1, 3])
-    swept = majority_voting_sweep(tiny_engine, QS[:3], [1, 2, 3], cfg)
+    voting = method(EvaluateConfig(max_answer_tokens=4), "majority_voting")
+    swept = voting.run_sweep(tiny_engine, QS[:3], [1, 2, 3])
     for n in (1, 2, 3):
-        assert [fields(r) + (r.tries,) for r in swept[n]] == \
-            [fields(r) + (r.tries,) for r in majority_voting(tiny_engine, QS[:3], n, cfg)]
+        alone = voting.combine(voting.samples(tiny_engine, QS[:3], n))
+        assert [fields(r) + (r.tries,) for r in swept[n]] == [fields(r) + (r.tries,) for r in alone]
 
 
 def test_ablation_runs_in_one_call_equal_their_separate_runs(tiny_engine):
     cfg = EvaluateConfig(max_answer_tokens=4)
     runs = [(("Wait",), 0), (("Hmm",), 2), (("",), 1), (("Wait", "Hmm"), 3)]
-    together = wait_extensions(tiny_engine, QS, runs, cfg)
+    together = method(cfg, "wait_extension").run_many(tiny_engine, QS, runs)
     for (strings, k), res in zip(runs, together):
-        alone = wait_extension(tiny_engine, QS, k, cfg.model_copy(update={"wait_strings": list(strings)}))
+        alone = method(cfg.model_copy(update={"wait_strings": list(strings)}), "wait_extension").run(tiny_engine, QS, k)
         assert [fields(r) for r in res] == [fields(r) for r in alone], (strings, k)

@@ -5,7 +5,6 @@ from components.inference.rebase import (
     RebaseSpec,
     allocate,
     build_reward,
-    configured_reward,
     rebase,
     register_reward,
     release_reward,
@@ -83,13 +82,15 @@ def test_an_allow_listed_prm_loads_at_its_revision_with_its_code(qwen_named_prm,
 
     from components.config import EvaluateConfig
     sha = "0610740060112df12585d00a1c5f4624d2f59051"
-    cfg = EvaluateConfig(rebase_reward=qwen_named_prm, rebase_reward_revision=sha, rebase_reward_recipe="qwen_math_prm",
+    cfg = EvaluateConfig(methods={"rebase": {"reward": qwen_named_prm, "reward_revision": sha,
+                                             "reward_recipe": "qwen_math_prm"}},
                          trust_remote_code=[qwen_named_prm])
     calls = []
     for cls in (transformers.AutoTokenizer, transformers.AutoModel):
         _recording(monkeypatch, cls, calls)
     try:
-        reward = configured_reward(cfg)
+        from components.evaluation.sweep import method
+        reward = method(cfg, "rebase").reward()
         assert isinstance(reward, QwenMathPRM)
         assert {(c, rev, trust) for c, _, rev, trust in calls} == {("AutoTokenizer", sha, True), ("AutoModel", sha, True)}
     finally:
@@ -97,8 +98,9 @@ def test_an_allow_listed_prm_loads_at_its_revision_with_its_code(qwen_named_prm,
 
 
 def test_the_qwen_math_prm_recipe_needs_the_name_allow_listed():
-    from components.config import ConfigError, parse_profile
-    ev = {"rebase_reward": "Qwen/Qwen2.5-Math-PRM-7B", "rebase_reward_recipe": "qwen_math_prm"}
-    with pytest.raises(ConfigError, match=r"evaluate.trust_remote_code: rebase_reward_recipe qwen_math_prm runs"):
-        parse_profile({"evaluate": ev}, "tiny")
-    parse_profile({"evaluate": {**ev, "trust_remote_code": ["Qwen/Qwen2.5-Math-PRM-7B"]}}, "tiny")
+    from components.config import EvaluateConfig
+    from components.inference.methods.registry import section_problems
+    ev = {"methods": {"rebase": {"reward": "Qwen/Qwen2.5-Math-PRM-7B", "reward_recipe": "qwen_math_prm"}}}
+    [problem] = section_problems(EvaluateConfig(**ev))
+    assert problem.startswith("trust_remote_code: methods.rebase.reward_recipe qwen_math_prm runs")
+    assert section_problems(EvaluateConfig(**ev, trust_remote_code=["Qwen/Qwen2.5-Math-PRM-7B"])) == []

@@ -33,7 +33,7 @@ def test_an_override_of_teacher_base_url_is_refused_unless_declared(project):
 
 def test_the_protected_keys_sections_above_them_and_params_path():
     for key in ("domain.api_key_env", "serve.api_key_env", "model.name", "difficulty.students", "teacher.model",
-                "domain.model", "evaluate.rebase_reward", "evaluate.trust_remote_code", "model.revision", "teacher"):
+                "domain.model", "evaluate.methods.rebase.reward", "evaluate.trust_remote_code", "model.revision", "teacher"):
         assert protected_key(key), key
     assert protected_key("sft.epochs") is None and protected_key("evaluate.budgets") is None
     # the deployment's own overrides (prefect.yaml) are its definition, not the run's

@@ -88,11 +88,12 @@ def test_a_gated_task_without_a_hugging_face_token_fails_before_any_stage(no_hf_
 
 def test_a_reward_model_on_the_engines_gpus_needs_its_memory_share_lowered():
     pytest.importorskip("prefect")
-    ev = {"compute_matched": ["rebase"], "rebase_reward": "Qwen/Qwen2.5-Math-PRM-7B", "rebase_reward_device": "cuda:0"}
+    ev = {"compute_matched": ["rebase"],
+          "methods": {"rebase": {"reward": "Qwen/Qwen2.5-Math-PRM-7B", "reward_device": "cuda:0"}}}
     shared = parse_profile({"engine": {"backend": "vllm", "tensor_parallel_size": 8}, "evaluate": ev}, "tiny")
-    assert any(p.startswith("evaluate.rebase_reward_device: cuda:0 is one of the in-process engine's 8 GPUs")
+    assert any(p.startswith("evaluate.methods.rebase.reward_device: cuda:0 is one of the in-process engine's 8 GPUs")
                and "engine.gpu_memory_utilization" in p for p in problems(shared, ["evaluate"]))
     roomy = parse_profile({"engine": {"backend": "vllm", "tensor_parallel_size": 8, "gpu_memory_utilization": 0.75},
                            "evaluate": ev}, "tiny")
-    assert not [p for p in problems(roomy, ["evaluate"]) if "rebase_reward_device" in p]
+    assert not [p for p in problems(roomy, ["evaluate"]) if "reward_device" in p]
 

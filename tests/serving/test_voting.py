@@ -1,14 +1,14 @@
 """``method: majority_voting`` through the API (uvicorn, tiny HF engine whose answers are set per seed).
 
 With ``n`` samples the reply carries one choice per prompt: the voted answer (grading-
-equivalent answers grouped, as ``components.inference.methods.vote`` does) and, in
+equivalent answers grouped, as ``components.inference.methods.voting.vote`` does) and, in
 ``choices[i].s1.samples``, every sample.
 """
 import httpx
 import pytest
 
 from components.inference.engine import row_seeds
-from components.inference.methods import vote
+from components.inference.methods.voting import vote
 from components.serving.service import S1Service
 from tests.support.local_server import WrappedEngine, serving
 

@@ -1,0 +1,42 @@
+"""Rejection sampling (s1's baseline): sample at ``sample_temperature`` until the thinking fits the budget, at
+most ``max_tries`` times; the last try is kept otherwise. Every try's thinking is compute spent."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.inference.budget_forcing import ForcedResult
+from components.inference.methods.base import Method, Progress
+
+
+class RejectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_tries: int = Field(8, gt=0, description="samples drawn at most per question")
+
+
+class RejectionSampling(Method):
+    name = "rejection_sampling"
+    Settings = RejectionSettings
+
+    def run(self, engine, questions: Sequence[str], value: Optional[int], progress: Progress = None
+            ) -> list[ForcedResult]:
+        prompts = self.prompts(engine, questions)
+        chosen: list[Optional[ForcedResult]] = [None] * len(prompts)
+        pending = list(range(len(prompts)))
+        for attempt in range(self.settings.max_tries):
+            results = engine.generate_forced([prompts[i] for i in pending], [self.forcing.spec(None)] * len(pending),
+                                             self.forcing.sampled(attempt))
+            still = []
+            for i, r in zip(pending, results):
+                chosen[i] = r.model_copy(update={"tries": attempt + 1})
+                if r.thinking_tokens > value:
+                    still.append(i)
+            if progress:
+                progress(len(pending) - len(still))
+            pending = still
+            if not pending:
+                break
+        if progress and pending:
+            progress(len(pending))
+        return chosen

@@ -1,0 +1,20 @@
+"""The names of the test-time methods and the class implementing each (imported only when a method is built,
+by :mod:`components.inference.methods.registry`). The config checks method names against it without importing
+any method."""
+from __future__ import annotations
+
+METHODS: dict[str, str] = {
+    "budget_forcing": "components.inference.methods.budget_forcing:BudgetForcing",
+    "wait_extension": "components.inference.methods.wait_extension:WaitExtension",
+    "token_conditional": "components.inference.methods.prompt_conditioned:TokenConditional",
+    "step_conditional": "components.inference.methods.prompt_conditioned:StepConditional",
+    "class_conditional": "components.inference.methods.prompt_conditioned:ClassConditional",
+    "rejection_sampling": "components.inference.methods.rejection_sampling:RejectionSampling",
+    "majority_voting": "components.inference.methods.voting:MajorityVoting",
+    "shortest_majority": "components.inference.methods.shortest_majority:ShortestMajority",
+    "rebase": "components.inference.methods.rebase:RebaseSearch",
+    "early_exit": "components.inference.methods.early_exit:EarlyExit",
+    "confidence_exit": "components.inference.methods.confidence_exit:ConfidenceExit",
+    "scheduled_waits": "components.inference.methods.scheduled_waits:ScheduledWaits",
+}
+REFERENCE = "budget_forcing"  # the method of the no-budget reference run and of the served default
