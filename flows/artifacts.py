@@ -126,7 +126,10 @@ def publish_results_page(paths: Paths, key: str) -> list[str]:
     described = {"compute_matched": "Sequential vs parallel at equal compute: best accuracy within each compute level",
                  "wait_strings": "Extrapolation with each wait string ((none): delimiter suppressed only)",
                  "num_waits": "Extrapolation by the number of forced waits",
-                 "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE"}
+                 "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE",
+                 "compute_axis": "Every method and setting: accuracy (95% bootstrap interval) against average "
+                                 "compute tokens per question",
+                 "compute_best": "The best method at each compute level, against the runner-up (paired test)"}
     for name, rows in tables(results).items():
         if name in described and rows:
             create_table_artifact(rows, key=f"s1-{name.replace('_', '-')}-{key}", description=described[name])

@@ -22,6 +22,7 @@ from components.config import ConfigError, EngineConfig, EvaluateConfig, ModelCo
 from components.data.tasks import load_task
 from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
 from components.evaluation.parallel import evaluate_in_parallel
+from components.evaluation.compute_axis import compute_axis
 from components.evaluation.plot import plot_compute_matched
 from components.evaluation.provenance import engine_version, provenance
 from components.evaluation.served import evaluate_via_serve
@@ -206,5 +207,6 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
          "accuracy": p["accuracy"]} for p in report["points"]])
     plot_scaling(report, paths.plot("scaling.png"), title=f"Budget forcing on {report['task']}")
     plot_compute_matched(report.get("compute_matched"), paths.plot("compute_matched.png"),
-                         title=f"Sequential vs parallel scaling on {report['task']}")
+                         title=f"Sequential vs parallel scaling on {report['task']}",
+                         axis=compute_axis(report, all_samples))
     return report

@@ -191,8 +191,11 @@ def compute_matched_method(engine, questions: list[Question], cfg: EvaluateConfi
     return sweep(engine, questions, cfg, method)
 
 
-def matched_report(questions: int, per_method: dict[str, dict]) -> dict:
-    return {"questions": questions, "methods": per_method, "table": matched_table(per_method)}
+def matched_report(questions: list[Question], per_method: dict[str, dict]) -> dict:
+    """The compute-matched section: the questions it ran on (ids, to pair points question by question), every
+    method's points and the best-within-each-compute-level table."""
+    return {"questions": len(questions), "question_ids": [q.id for q in questions], "methods": per_method,
+            "table": matched_table(per_method)}
 
 
 def swept_methods(cfg: EvaluateConfig) -> list[str]:
@@ -306,7 +309,7 @@ def assemble(questions: list[Question], cfg: EvaluateConfig,
                 extra += [g for p in points for g in by_value[p.value]]
             else:  # scored from the headline sweep's generations
                 per_method[m], _ = compute_matched_method(None, subset, cfg, m, swept)
-        report["compute_matched"] = matched_report(len(subset), per_method)
+        report["compute_matched"] = matched_report(subset, per_method)
     if has_ablations(cfg):
         report["ablations"], more = results[Part("ablations")]
         extra += more
