@@ -21,8 +21,8 @@ from components.common.threads import use_threads
 from components.config import ConfigError, EngineConfig, EvaluateConfig, ModelConfig, ServeConfig
 from components.data.tasks import load_task
 from components.evaluation import base_model_accuracy, evaluate_sweep, plot_scaling
-from components.evaluation.parallel import evaluate_in_parallel
 from components.evaluation.compute_axis import compute_axis
+from components.evaluation.parallel import evaluate_in_parallel
 from components.evaluation.plot import plot_compute_matched
 from components.evaluation.provenance import engine_version, provenance
 from components.evaluation.served import evaluate_via_serve
