@@ -28,7 +28,7 @@ from typing import Optional
 
 from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig
-from components.evaluation.sweep import Part, assemble, evaluation_parts, largest_first, run_part
+from components.evaluation.sweep import Part, assemble, check_methods, evaluation_parts, largest_first, run_part
 from components.inference.engine import build_engine
 from components.records import Generation, Question
 
@@ -57,6 +57,8 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
     stops the others taking more and is raised (an interrupt before any error; the rest are logged)."""
     import torch
 
+    if local_engine is not None:
+        check_methods(local_engine, cfg)  # a refused method stops the evaluation before any worker starts
     todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
     size = max(1, min(workers, len(todo)))
     lock, done, failed = threading.Lock(), {}, []

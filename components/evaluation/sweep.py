@@ -323,6 +323,7 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     parallel samples and REBASE's expanded nodes summed) and the extrapolation ablations, on the first
     ``ablation_limit`` questions."""
     if not extras:
+        check_methods(engine, cfg.model_copy(update={"compute_matched": []}))
         return headline_sweep(engine, questions, cfg)
     return _run_in_process(engine, questions, cfg, headline=True)
 
@@ -342,8 +343,17 @@ def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig) ->
     return _run_in_process(engine, questions, cfg, headline=False)
 
 
+def check_methods(engine, cfg: EvaluateConfig, headline: bool = True) -> None:
+    """Every method the evaluation will run, asked whether it has a meaning for the engine's model (raises
+    :class:`~components.inference.methods.base.MethodRefused` naming the setting), before any generation."""
+    names = (swept_methods(cfg) if headline else []) + list(cfg.compute_matched)
+    for name in dict.fromkeys(names):
+        method(cfg, name).check(engine)
+
+
 def _run_in_process(engine, questions: list[Question], cfg: EvaluateConfig, headline: bool) -> tuple[dict, list[Generation]]:
     """Every part of :func:`evaluation_parts` on ``engine``, in order, assembled."""
+    check_methods(engine, cfg, headline)
     parts = evaluation_parts(cfg, questions, headline)
     return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in parts})
 

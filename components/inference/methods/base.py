@@ -73,10 +73,21 @@ class ModelUse(NamedTuple):
     device: str              # where it runs (a name registered in code runs in process and ignores it)
 
 
-class NoSettings(BaseModel):
-    """A method with nothing to set beyond the shared decoding settings."""
+class MethodSettings(BaseModel):
+    """A method's own params section: unknown keys refused (a typo names itself), frozen once read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(MethodSettings):
+    """A method with nothing to set beyond the shared decoding settings."""
+
+
+def positive_counts(values: list[int], what: str) -> list[int]:
+    """A non-empty list of counts >= 1 (samples, widths), else a ValueError naming ``what``."""
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"list {what} >= 1, got {values}")
+    return values
 
 
 class Method:

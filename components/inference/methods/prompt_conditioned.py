@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from components.formatting import thinking_prompt
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Method, Progress
+from components.inference.methods.base import Method, MethodSettings, Progress
 
 
 class _PromptConditioned(Method):
@@ -30,8 +30,7 @@ class TokenConditional(_PromptConditioned):
         return f"Think for up to {budget} tokens."
 
 
-class StepSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StepSettings(MethodSettings):
     step_tokens: int = Field(30, gt=0, description="tokens per step")
 
 
@@ -43,8 +42,7 @@ class StepConditional(_PromptConditioned):
         return f"Think for up to {max(1, budget // self.settings.step_tokens)} steps."
 
 
-class ClassSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ClassSettings(MethodSettings):
     threshold: int = Field(96, gt=0, description="budgets up to this get the 'think briefly' prompt")
 
 

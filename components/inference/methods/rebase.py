@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from components.config import Revision
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Kind, Method, ModelUse, Progress
+from components.inference.methods.base import Kind, Method, MethodSettings, ModelUse, Progress, positive_counts
 from components.inference.rebase import RebaseSpec, build_reward, rebase, release_reward
 
 
-class RebaseSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RebaseSettings(MethodSettings):
     widths: list[int] = Field(default_factory=lambda: [2, 4, 8], description="finished leaves per question swept")
     temperature: float = Field(0.2, gt=0, description="softmax temperature over the process rewards")
     vote: Literal["majority", "weighted"] = Field("weighted", description="the final vote over the leaves")
@@ -35,9 +34,7 @@ class RebaseSettings(BaseModel):
     @field_validator("widths")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(w < 1 for w in v):
-            raise ValueError(f"list widths >= 1, got {v}")
-        return v
+        return positive_counts(v, "widths")
 
 
 class RebaseSearch(Method):

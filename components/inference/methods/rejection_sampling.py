@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Method, Progress
+from components.inference.methods.base import Method, MethodSettings, Progress
 
 
-class RejectionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RejectionSettings(MethodSettings):
     max_tries: int = Field(8, gt=0, description="samples drawn at most per question")
 
 

@@ -11,14 +11,13 @@ import dataclasses
 import math
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Method, Progress
+from components.inference.methods.base import Method, MethodSettings, Progress
 
 
-class ScheduledWaitsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ScheduledWaitsSettings(MethodSettings):
     alpha: float = Field(1.0, gt=0, le=4, description="the moment, as a multiple of the budget, where slow thinking "
                          "ends and the end of thinking is forced")
     max_waits: Optional[int] = Field(None, ge=0, description="waits inserted at most before the moment (None: "

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from components.common.grading import extract_answer, grade
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Kind, Method, Progress
+from components.inference.methods.base import Kind, Method, MethodSettings, Progress, positive_counts
 
 
 def equivalent(a: str, b: str) -> bool:
@@ -55,16 +55,13 @@ def voted(samples: list[list[ForcedResult]]) -> list[ForcedResult]:
     return out
 
 
-class VotingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VotingSettings(MethodSettings):
     samples: list[int] = Field(default_factory=lambda: [1, 2, 4], description="N: samples per question swept")
 
     @field_validator("samples")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(n < 1 for n in v):
-            raise ValueError(f"list sample counts >= 1, got {v}")
-        return v
+        return positive_counts(v, "sample counts")
 
 
 class MajorityVoting(Method):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.base import Method, Progress
+from components.inference.methods.base import Method, MethodSettings, Progress
 
 
-class WaitExtensionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WaitExtensionSettings(MethodSettings):
     waits: list[int] = Field(default_factory=lambda: [0, 1, 2, 4], description="numbers of forced waits swept")
 
 
