@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Callable, Optional, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from components.formatting import ANSWER_START, ENDOFTEXT, IM_END, IM_START
 from components.records import Thought
@@ -279,11 +280,24 @@ class PhaseTracker:
         return phase
 
 
+class Probe(BaseModel):
+    """One trial answer taken in a side branch during thinking (answer-probing controllers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    thinking_tokens: int  # thinking tokens before the probe
+    answer: str           # the trial answer as the final answer would read (its forced prefix included)
+    mean_prob: float      # mean probability of the trial answer's generated tokens
+    tokens: int           # tokens the probe cost: forced delimiter and prefix, and the trial answer's tokens
+
+
 class ForcedResult(Thought):
     """A :class:`~components.records.Thought` with the tokens generated for it (thinking, delimiter, answer)."""
 
     token_ids: list[int]
     tries: int = 1  # samples drawn for this result (rejection sampling, majority voting)
+    probes: list[Probe] = Field(default_factory=list)  # trial answers taken during thinking, in order
+    exited: bool = False  # a probing controller's stop rule ended thinking (not the budget, not the model)
 
 
 def split_result(state: SequenceState, generated: Sequence[int], vocab: ForcingVocab) -> ForcedResult:

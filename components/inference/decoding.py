@@ -21,13 +21,21 @@ says whether that token ended the row (``max_new_tokens`` ends every row).
 top-p, each row drawing from its own generator, so a sampled row does not depend on
 the rows beside it.
 
+A :class:`Brancher` passed to :func:`decode` takes side branches from the loop: after a step,
+``heads(rows)`` names the rows to branch and the tokens to force on each (answer probing: the
+end-of-thinking delimiter and the answer prefix); each branch runs on a copy of its rows' KV cache
+(:func:`fork_cache`: the rows' prefix is not recomputed), decodes up to ``max_new_tokens`` with the
+brancher's own ``pick`` and ``done``, reports its tokens and is discarded; the main rows go on as if
+nothing had happened. Branching needs a cache rows can leave (else ``heads`` is never asked).
+
     tokens = decode(model, enc["input_ids"], enc["attention_mask"], 64,
                     pick=lambda rows, scores: scores.argmax(-1), done=lambda row, tok: tok == eos)
 """
 from __future__ import annotations
 
+import copy
 import inspect
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -49,30 +57,69 @@ def shrinkable_cache(model) -> Optional[DynamicCache]:
     return cache if all(type(layer) in SHRINKABLE_LAYERS for layer in cache.layers) else None
 
 
+class Brancher(Protocol):
+    """Side branches taken from the decoding loop (see the module docstring); rows are the caller's indices."""
+
+    max_new_tokens: int  # most tokens a branch generates after its forced head
+
+    def heads(self, rows: list[int]) -> dict[int, Sequence[int]]:
+        """Of ``rows`` (each just given its next token), those to branch now and the tokens each branch forces
+        after that token."""
+
+    def pick(self, rows: list[int], scores: torch.Tensor) -> torch.Tensor:
+        """The branches' next tokens (as :func:`decode`'s ``pick``)."""
+
+    def done(self, row: int, token: int) -> bool:
+        """Whether ``token`` ends ``row``'s branch."""
+
+    def report(self, row: int, tokens: list[int]) -> None:
+        """``row``'s branch generated ``tokens`` (its finishing token included)."""
+
+
+def fork_cache(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
+    """A copy of ``cache`` holding only the batch rows ``index``; appending to it leaves ``cache`` as it is
+    (each layer's tensors are selected anew, and the layers only ever rebind them)."""
+    side = copy.copy(cache)
+    side.layers = [copy.copy(layer) for layer in cache.layers]
+    side.batch_select_indices(index)
+    return side
+
+
 @torch.inference_mode()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
            pick: Callable[[list[int], torch.Tensor], torch.Tensor],
-           done: Callable[[int, int], bool]) -> list[list[int]]:
-    """Each row's generated tokens (its finishing token included), the batch shrinking as rows finish."""
+           done: Callable[[int, int], bool], brancher: Optional[Brancher] = None) -> list[list[int]]:
+    """Each row's generated tokens (its finishing token included), the batch shrinking as rows finish.
+    ``brancher``: side branches taken after each step (a model whose cache rows cannot leave takes none)."""
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     if max_new_tokens <= 0:
         return generated
-    device = model.device
-    mask = attention_mask.to(device)
+    mask = attention_mask.to(model.device)
     position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = shrinkable_cache(model)  # None: the model makes its own, and finished rows stay in the batch
+    _run(model, cache, input_ids.to(model.device), mask, position, max_new_tokens, pick, done,
+         list(range(input_ids.shape[0])), generated, brancher if cache is not None else None)
+    return generated
+
+
+def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, max_new_tokens: int,
+         pick, done, rows: list[int], generated: list[list[int]], brancher: Optional[Brancher]) -> None:
+    """Feed ``input_ids`` (batch position ``i`` is row ``rows[i]``) after ``cache``, then decode, appending each
+    row's tokens to ``generated[row]``."""
+    device = model.device
     shrink = cache is not None
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     with_positions = _accepts(model, "position_ids")
-    out = model(input_ids=input_ids.to(device), attention_mask=mask, past_key_values=cache, use_cache=True,
-                **({"position_ids": position} if with_positions else {}), **extra)
+    out = model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=True,
+                **({"position_ids": positions} if with_positions else {}), **extra)
     if getattr(out, "past_key_values", None) is None:
         raise NotImplementedError(f"{type(model).__name__} returns no past_key_values: the HF engine decodes with a "
                                   "KV cache; serve this model with engine.backend: vllm")
-    position = position[:, -1]
-    rows = list(range(input_ids.shape[0]))  # the row behind each batch position
+    position = positions[:, -1]
+    rows = list(rows)                       # the row behind each batch position
     alive = list(range(len(rows)))          # batch positions still generating (all of them, unless rows stay)
     fed = torch.zeros(len(rows), dtype=torch.long, device=device)  # what each batch position is fed next
+    start = [len(generated[r]) for r in rows]
     for _ in range(max_new_tokens):
         logits = out.logits[:, -1, :].float()
         cache, out = out.past_key_values, None  # the step's outputs freed before the next forward
@@ -82,22 +129,47 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
         kept = []
         for i, token in zip(alive, tokens.tolist()):
             generated[rows[i]].append(token)
-            if not done(rows[i], token) and len(generated[rows[i]]) < max_new_tokens:
+            if not done(rows[i], token) and len(generated[rows[i]]) - start[i] < max_new_tokens:
                 kept.append(i)
+        fed[torch.tensor(alive)] = tokens
+        if brancher is not None and kept:
+            heads = brancher.heads([rows[i] for i in kept])
+            if heads:
+                _branch(model, cache, mask, position, fed, rows, heads, brancher)
         if not kept:
             break
-        fed[torch.tensor(alive)] = tokens
         alive = kept
         if shrink and len(alive) < len(rows):
             index = torch.tensor(alive)  # on the CPU: valid for tensors on any device
             cache.batch_select_indices(index)
             mask, position, fed = mask[index], position[index], fed[index]
-            rows, alive = [rows[i] for i in alive], list(range(len(alive)))
+            rows, alive, start = [rows[i] for i in alive], list(range(len(alive))), [start[i] for i in alive]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         position = position + 1
         out = model(input_ids=fed[:, None], attention_mask=mask, past_key_values=cache, use_cache=True,
                     **({"position_ids": position[:, None]} if with_positions else {}))
-    return generated
+
+
+def _branch(model, cache, mask, position, fed, rows: list[int], heads: dict[int, Sequence[int]],
+            brancher: Brancher) -> None:
+    """Run ``heads``' branches on forks of ``cache``: each fed its row's last token and its head, then decoded;
+    rows that force the same head branch together."""
+    where = {row: i for i, row in enumerate(rows)}
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, head in heads.items():
+        groups.setdefault(tuple(head), []).append(row)
+    for head, members in groups.items():
+        index = torch.tensor([where[r] for r in members])
+        fork = fork_cache(cache, index)
+        feed = torch.cat([fed[index, None], torch.tensor([head] * len(members), dtype=torch.long,
+                                                           device=fed.device).reshape(len(members), len(head))], 1)
+        side_mask = torch.cat([mask[index], mask.new_ones(len(members), feed.shape[1])], dim=1)
+        steps = torch.arange(1, feed.shape[1] + 1, device=position.device)
+        out: list[list[int]] = [[] for _ in range(max(rows) + 1)]
+        _run(model, fork, feed, side_mask, position[index, None] + steps, brancher.max_new_tokens, brancher.pick,
+             brancher.done, members, out, None)
+        for row in members:
+            brancher.report(row, out[row])
 
 
 def warp(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

@@ -65,6 +65,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (a stop token) or "length"
+    # log-probability of each generated token in the distribution it was chosen from (after logit bias and bans;
+    # sampled: after temperature and top-p, vLLM's processed_logprobs), or None where the engine gives none
+    logprobs: Optional[list[float]] = None
 
 
 class Engine(Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -27,10 +27,13 @@ from components.inference.budget_forcing import (
     max_new_tokens_for,
     split_result,
 )
-from components.inference.decoding import choose_tokens, decode, sample, top_p_filter
+from components.inference.decoding import decode, sample, shrinkable_cache, top_p_filter, warp
 from components.inference.engine import Completion, Sampling, row_seeds
 from components.inference.thinking_cap import capped_specs
 from components.modeling import load_model
+
+if TYPE_CHECKING:
+    from components.inference.probing import ProbeSpec
 
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
 # (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.
@@ -131,6 +134,56 @@ class HFEngine:
                 progress(end - start)
         return results
 
+    def generate_probed(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
+                        probe: "ProbeSpec", stop_rule: Callable, sampling: Sampling = Sampling(),
+                        seeds: Optional[Sequence[int]] = None,
+                        progress: Optional[Callable[[int], None]] = None) -> list[ForcedResult]:
+        """:func:`components.inference.probing.generate_probed` inside the decoding loop: thinking is budget
+        forcing's, and each probe runs on a fork of its row's KV cache (the row's last token, the delimiter, the
+        prefix and the trial answer are all it computes), discarded after the trial answer. A model whose cache
+        rows cannot leave the batch probes by chunks (:func:`~components.inference.probing.probed_by_chunks`)."""
+        from components.inference.probing import check_probed, probed_by_chunks
+        check_probed(specs)
+        if shrinkable_cache(self.model) is None:
+            return probed_by_chunks(self, prompts, specs, probe, stop_rule, sampling, seeds, progress)
+        seeds = row_seeds(prompts, specs, sampling, seeds)
+        specs = capped_specs(prompts, specs, self.vocab, self.tokenizer, self.unlimited, self.context_length)
+        results: list[ForcedResult] = []
+        for start in range(0, len(prompts), self.batch_size):
+            end = min(start + self.batch_size, len(prompts))
+            results += self._probed_batch(prompts[start:end], specs[start:end], probe, stop_rule, sampling,
+                                          seeds[start:end])
+            if progress:
+                progress(end - start)
+        return results
+
+    def _probed_batch(self, prompts, specs, probe, stop_rule, sampling: Sampling, seeds) -> list[ForcedResult]:
+        from components.inference.probing import ProbeBrancher
+        enc = self._encode(prompts)
+        forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds)
+        bias = self._bias(sampling)
+        generators = [st.generator for st in forcer.states]
+        brancher = ProbeBrancher(forcer, probe, stop_rule, sampling, bias)
+
+        def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
+            scores = bias(scores)
+            if sampling.greedy:
+                tokens = forcer.apply(rows, scores).argmax(dim=-1)
+            else:  # as in _generate_batch: "would stop" read in the distribution the token is drawn from
+                tempered = scores / sampling.temperature
+                signal = top_p_filter(tempered, sampling.top_p)
+                scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
+                tokens = sample(scores, [generators[r] for r in rows])
+            for row, token in zip(rows, tokens.tolist()):
+                brancher.observe(row, token)
+            return tokens
+
+        steps = max_new_tokens_for(specs, self.vocab, self.unlimited)
+        generated = decode(self.model, enc["input_ids"], enc["attention_mask"], steps, pick,
+                           done=lambda row, token: forcer.states[row].phase is Phase.DONE, brancher=brancher)
+        return [brancher.result(row, split_result(st, gen, self.vocab))
+                for row, (st, gen) in enumerate(zip(forcer.states, generated))]
+
     @staticmethod
     def _bias(sampling: Sampling) -> Callable[[torch.Tensor], torch.Tensor]:
         """``logit_bias`` and the banned tokens (-inf), added to every row's scores in place."""
@@ -144,23 +197,37 @@ class HFEngine:
             return scores
         return add
 
-    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
+    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling,
+                 seeds: Optional[Sequence[int]] = None) -> list[Completion]:
         """Plain batched generation; stops at any of ``sampling.stop_token_ids`` (default ``<|im_end|>``).
-        Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it)."""
+        Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it). A sampled
+        prompt draws with ``seeds[i]`` if given, else ``sampling.seed`` + its index. Each completion carries
+        its tokens' log-probabilities (the scores after bias and bans; sampled: tempered and top-p cut)."""
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
         bias = self._bias(sampling)
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
             enc = self._encode(chunk)
-            generators = [torch.Generator().manual_seed(sampling.seed + start + i) for i in range(len(chunk))]
+            generators = [torch.Generator().manual_seed(int(seeds[start + i])) for i in range(len(chunk))]
+            logprobs: list[list[float]] = [[] for _ in chunk]
             step = itertools.count()
 
-            def pick(rows: list[int], scores: torch.Tensor, _gens=generators, _step=step) -> torch.Tensor:
+            def pick(rows: list[int], scores: torch.Tensor, _gens=generators, _step=step, _lp=logprobs
+                     ) -> torch.Tensor:
                 scores = bias(scores)
                 if next(_step) < sampling.min_new_tokens:  # every active row has made as many tokens
                     scores[:, stops] = float("-inf")
-                return choose_tokens(scores, sampling.temperature, sampling.top_p, [_gens[r] for r in rows])
+                if not sampling.greedy:
+                    scores = warp(scores, sampling.temperature, sampling.top_p)
+                tokens = scores.argmax(dim=-1) if sampling.greedy else sample(scores, [_gens[r] for r in rows])
+                chosen = torch.log_softmax(scores, dim=-1).gather(-1, tokens[:, None])[:, 0]
+                for row, lp in zip(rows, chosen.tolist()):
+                    _lp[row].append(lp)
+                return tokens
 
             generated = decode(self.model, enc["input_ids"], enc["attention_mask"], sampling.max_new_tokens,
                                pick, done=lambda row, token: token in stops)
@@ -170,6 +237,6 @@ class HFEngine:
                     token_ids=kept, text=self.tokenizer.decode(kept[:-1] if stopped else kept,
                                                                skip_special_tokens=True),
                     prompt_tokens=int(enc["attention_mask"][row].sum()), completion_tokens=len(kept),
-                    finish_reason="stop" if stopped else "length",
+                    finish_reason="stop" if stopped else "length", logprobs=logprobs[row],
                 ))
         return out

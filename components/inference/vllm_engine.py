@@ -131,20 +131,28 @@ class _VLLMRequests:
         return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed,
                               logit_bias=bias or None, skip_special_tokens=True, detokenize=False, **kw)
 
-    def _plain_params(self, n: int, sampling: Sampling) -> list:
+    def _plain_params(self, n: int, sampling: Sampling, seeds: Optional[Sequence[int]] = None) -> list:
+        """One request per prompt, seeded ``seeds[i]`` (default ``sampling.seed`` + i), asking for the sampled
+        token's log-probability (``logprobs=0``; the engine reports them processed: after bias and bans)."""
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
-        return [self._params(sampling, sampling.seed + i, max_tokens=sampling.max_new_tokens,
-                             min_tokens=sampling.min_new_tokens, stop_token_ids=stops, ignore_eos=True)
+        if seeds is not None and len(seeds) != n:
+            raise ValueError(f"{n} prompts but {len(seeds)} seeds")
+        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(n)]
+        return [self._params(sampling, int(seeds[i]), max_tokens=sampling.max_new_tokens,
+                             min_tokens=sampling.min_new_tokens, stop_token_ids=stops, ignore_eos=True, logprobs=0)
                 for i in range(n)]
 
     def _completion(self, output, sampling: Sampling) -> Completion:
         stops = list(sampling.stop_token_ids or (self.vocab.end_id,))
-        ids = list(output.outputs[0].token_ids)
+        c = output.outputs[0]
+        ids = list(c.token_ids)
         stopped = bool(ids) and ids[-1] in stops
+        logprobs = ([lp[t].logprob for t, lp in zip(ids, c.logprobs)]
+                    if c.logprobs is not None and len(c.logprobs) == len(ids) else None)
         return Completion(token_ids=ids, text=self.tokenizer.decode(ids[:-1] if stopped else ids,
                                                                     skip_special_tokens=True),
                           prompt_tokens=len(output.prompt_token_ids), completion_tokens=len(ids),
-                          finish_reason="stop" if stopped else "length")
+                          finish_reason="stop" if stopped else "length", logprobs=logprobs)
 
     def _forced_params(self, prompts: Sequence[str], specs: Sequence[BudgetSpec], sampling: Sampling,
                        seeds: Optional[Sequence[int]] = None):
@@ -208,9 +216,12 @@ class VLLMEngine(_VLLMRequests):
         from vllm import LLM
         return LLM(**engine_kwargs)
 
-    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
-        """Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it)."""
-        outs = self.backend.generate(vllm_prompts(prompts), self._plain_params(len(prompts), sampling), use_tqdm=False)
+    def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling,
+                 seeds: Optional[Sequence[int]] = None) -> list[Completion]:
+        """Prompts are text, or token ids (e.g. a prompt and the thinking already generated for it); ``seeds``:
+        one per prompt (default ``sampling.seed`` + its index)."""
+        outs = self.backend.generate(vllm_prompts(prompts), self._plain_params(len(prompts), sampling, seeds),
+                                     use_tqdm=False)
         return [self._completion(o, sampling) for o in outs]
 
     def generate_forced(self, prompts: Sequence[Union[str, Sequence[int]]], specs: Sequence[BudgetSpec],
@@ -276,8 +287,9 @@ class AsyncVLLMEngine(_VLLMRequests):
             final.outputs[0].token_ids, final.outputs[0].logprobs = ids, (logprobs or None)
         return final
 
-    async def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling) -> list[Completion]:
-        params = self._plain_params(len(prompts), sampling)
+    async def generate(self, prompts: Sequence[Union[str, Sequence[int]]], sampling: Sampling,
+                       seeds: Optional[Sequence[int]] = None) -> list[Completion]:
+        params = self._plain_params(len(prompts), sampling, seeds)
         outs = await asyncio.gather(*(self._final(p, sp) for p, sp in zip(prompts, params)))
         return [self._completion(o, sampling) for o in outs]
 

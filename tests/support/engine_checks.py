@@ -194,6 +194,97 @@ def check_token_id_prompts_generate_as_their_text(engine):
     assert [c.token_ids for c in engine.generate(ids, sampling)] == [c.token_ids for c in engine.generate(ps, sampling)]
 
 
+def check_plain_generation_reports_each_tokens_logprob(engine):
+    v = engine.vocab
+    out = engine.generate(prompts(engine, 3), Sampling(max_new_tokens=9, banned_token_ids=v.stop_ids))
+    for c in out:
+        assert c.logprobs is not None and len(c.logprobs) == c.completion_tokens, c
+        assert all(lp <= 1e-6 for lp in c.logprobs), c.logprobs
+    sure = engine.generate(prompts(engine, 2), Sampling(max_new_tokens=5, logit_bias={v.end_id: 100.0}))
+    assert all(c.token_ids == [v.end_id] and c.logprobs[0] > -1e-3 for c in sure), [c.logprobs for c in sure]
+
+
+def probing_method(name, **settings):
+    from components.inference.methods.base import Forcing
+    from components.inference.methods.registry import build
+    return build(name, Forcing(final_answer_prefix="Answer:", max_answer_tokens=6), settings, [40])
+
+
+def first_stop(method, probes):
+    """The index of the first probe at which ``method``'s stop rule fires on the probes so far, or None."""
+    return next((i for i in range(len(probes)) if method.stop(probes[:i + 1])), None)
+
+
+def check_early_exit_stops_at_the_first_point_its_probes_agree(engine):
+    v = engine.vocab
+    for every, agree in ((4, 2), (5, 3), (40, 2)):
+        method = probing_method("early_exit", probe_every=every, agree=agree, answer_tokens=3, compare="string")
+        method.check(engine)
+        head = len(v.delimiter_ids) + len(v.encode("Answer:"))
+        for r in method.run(engine, QUESTIONS, 40):
+            assert [p.thinking_tokens for p in r.probes] == list(range(every, every * len(r.probes) + 1, every))
+            assert all(head < p.tokens <= head + 3 for p in r.probes), r.probes
+            assert r.probe_tokens == sum(p.tokens for p in r.probes) and r.compute_tokens > r.thinking_tokens or \
+                not r.probes
+            stop = first_stop(method, r.probes)
+            if stop is None:  # never agreed: the budget ended thinking
+                assert r.thinking_tokens == 40 and r.hit_budget and not r.exited, r
+            else:  # exited at the first agreement: no probe after it, the answer forced there
+                assert stop == len(r.probes) - 1 and r.exited and not r.hit_budget, (every, agree, r.probes)
+                assert r.thinking_tokens == r.probes[stop].thinking_tokens
+                assert tuple(r.token_ids[r.thinking_tokens:r.thinking_tokens + head]) == \
+                    v.delimiter_ids + v.encode("Answer:")
+
+
+def check_probed_thinking_never_exceeds_the_budget_and_counts_its_probes(engine):
+    from components.inference.probing import ProbeSpec, generate_probed
+    spec_probe = ProbeSpec(every=3, answer_tokens=2, answer_prefix="Answer:")
+    for budget in (0, 1, 5, 17):
+        for sampling in (stop_bias(engine, -100.0), stop_bias(engine, STOP_PULL)):
+            res = generate_probed(engine, prompts(engine), [BudgetSpec(max_thinking_tokens=budget)] * 6, spec_probe,
+                                  lambda probes: False, sampling)
+            for r in res:
+                assert r.thinking_tokens <= budget and not r.exited, (budget, r)
+                assert all(p.thinking_tokens < budget and p.thinking_tokens % 3 == 0 for p in r.probes)
+                assert len(r.probes) == (r.thinking_tokens - (r.hit_budget and r.thinking_tokens > 0)) // 3
+                assert r.compute_tokens == r.thinking_tokens + sum(p.tokens for p in r.probes)
+
+
+def transition_of(engine):
+    """A transition string the untrained model emits: the text of its first greedy thinking token."""
+    first = engine.generate(prompts(engine, 1), Sampling(max_new_tokens=1))[0].token_ids[0]
+    return engine.tokenizer.decode([first])
+
+
+def check_confidence_exit_at_threshold_zero_exits_at_the_first_transition(engine):
+    from components.inference.probing import Transitions
+    text = transition_of(engine)
+    method = probing_method("confidence_exit", threshold=0.0, transitions=[text], answer_tokens=3)
+    method.check(engine)
+    alone = engine.generate_forced(prompts(engine), [BudgetSpec(max_thinking_tokens=40)] * 6)
+    marks = Transitions(engine.tokenizer, [text])
+    for r, a in zip(method.run(engine, QUESTIONS, 40), alone):
+        first = next((n for n in range(1, 40) if marks.ends(a.token_ids[:n])), None)
+        assert first is not None, a.thinking
+        assert r.exited and r.thinking_tokens == first and len(r.probes) == 1, (first, r)
+        assert r.token_ids[:first] == a.token_ids[:first]
+
+
+def check_confidence_exit_above_one_is_budget_forcing_with_probes(engine):
+    from components.inference.probing import ProbeSpec, generate_probed
+    text = transition_of(engine)
+    probe = ProbeSpec(at=(text,), every=7, answer_tokens=3, answer_prefix="Answer:")
+    sampling = stop_bias(engine, STOP_PULL)
+    for budget in (6, 40):
+        spec = BudgetSpec(max_thinking_tokens=budget, final_answer_prefix="Answer:", max_answer_tokens=6)
+        probed = generate_probed(engine, prompts(engine), [spec] * 6, probe,
+                                 lambda probes: probes[-1].mean_prob >= 1.5, sampling)
+        forced = engine.generate_forced(prompts(engine), [spec] * 6, sampling)
+        assert [reported(r) for r in probed] == [reported(r) for r in forced], budget
+        assert [r.token_ids for r in probed] == [r.token_ids for r in forced], budget
+        assert any(r.probes for r in probed) and all(0 < p.mean_prob <= 1 for r in probed for p in r.probes)
+
+
 CHECKS = {name: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 
