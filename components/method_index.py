@@ -18,3 +18,10 @@ METHODS: dict[str, str] = {
     "scheduled_waits": "components.inference.methods.scheduled_waits:ScheduledWaits",
 }
 REFERENCE = "budget_forcing"  # the method of the no-budget reference run and of the served default
+
+# The methods a request to the server may name (components/serving/methods.py). Each runs on the prompt the server
+# renders and takes its sweep value from the request (a thinking budget, or n for a vote). REBASE needs a process
+# reward model and the prompt-conditioned baselines write their own prompts: they stay evaluation methods.
+SERVED: tuple[str, ...] = (REFERENCE, "majority_voting", "shortest_majority", "scheduled_waits", "early_exit",
+                           "confidence_exit")
+AUTO = "early_exit"  # the method behind a request's ``budget: "auto"``: the stop chosen by answer convergence

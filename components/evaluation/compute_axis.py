@@ -94,7 +94,7 @@ def _point(method: str, report: dict, p: dict, records: list[dict], ids: list[st
     table = per_question(rs)
     row = {"method": method, "kind": report.get("kind", "sequential"), "setting": setting(report, p["budget"]),
            "value": p["budget"], "questions": len(table), "of": expected,
-           "compute": p["avg_thinking_tokens"], "compute_low": None, "compute_high": None,
+           "compute": p.get("avg_compute_tokens", p["avg_thinking_tokens"]), "compute_low": None, "compute_high": None,
            "accuracy": p["accuracy"], "accuracy_low": None, "accuracy_high": None, "missing": None}
     if not table:
         row["missing"] = "no samples: eval.json's numbers, no interval"

@@ -64,7 +64,9 @@ def _axis_points(result: dict, axis: Optional[dict], method: str) -> tuple[list[
     interval) when ``axis`` has them, else the report's points without intervals."""
     rows = [r for r in (axis or {}).get("points", []) if r["method"] == method]
     if not rows:
-        return sorted(result["methods"][method]["points"], key=lambda p: p["avg_thinking_tokens"]), None
+        pts = [{**p, "avg_thinking_tokens": p.get("avg_compute_tokens", p["avg_thinking_tokens"])}
+               for p in result["methods"][method]["points"]]
+        return sorted(pts, key=lambda p: p["avg_thinking_tokens"]), None
     rows = sorted(rows, key=lambda r: r["compute"])
     pts = [{"budget": r["value"], "avg_thinking_tokens": r["compute"], "accuracy": r["accuracy"]} for r in rows]
     errors = [(r["accuracy"], r["accuracy"]) if r["accuracy_low"] is None else (r["accuracy_low"], r["accuracy_high"])

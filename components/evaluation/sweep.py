@@ -82,12 +82,14 @@ def summarise(generations: list[Generation]) -> SweepPoint:
 def sweep_report(gens_by_value: dict[int, list[Generation]], cfg: EvaluateConfig, name: str) -> dict:
     """Points and Control/Scaling/Performance of one method's generations, by sweep value, with what the method
     is (its kind, how its values are shown)."""
-    points, runs = [], []
+    points, runs, compute = [], [], []
     m = method(cfg, name)
     for value, gens in gens_by_value.items():
         points.append(summarise(gens))
+        compute.append(sum(g.compute_tokens for g in gens) / len(gens))
         runs += [Run(g.thinking_tokens, cfg.min_thinking_tokens, value if m.budgeted else None) for g in gens]
-    return {"points": [asdict(p) for p in points], **sweep_metrics(points, runs), **m.describe()}
+    return {"points": [{**asdict(p), "avg_compute_tokens": c} for p, c in zip(points, compute)],
+            **sweep_metrics(points, runs), **m.describe()}
 
 
 def sweep(engine, questions: list[Question], cfg: EvaluateConfig, name: str) -> tuple[dict, list[Generation]]:
@@ -163,18 +165,23 @@ def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConf
     return out, [g for gens in runs.values() for g in gens]
 
 
+def compute_of(point: dict) -> float:
+    """A point's average compute tokens per question: thinking (summed over samples and nodes) plus probes."""
+    return point.get("avg_compute_tokens", point["avg_thinking_tokens"])
+
+
 def matched_table(per_method: dict[str, dict]) -> list[dict]:
-    """At each compute level any method reached (a point's average thinking tokens per question), every method's
-    best accuracy among its points that spend no more; None where a method never spends that little."""
+    """At each compute level any method reached (a point's average compute tokens per question, under the key
+    ``thinking_tokens``: thinking plus probes), every method's best accuracy among its points that spend no more;
+    None where a method never spends that little."""
     rows = []
-    for level in sorted({p["avg_thinking_tokens"] for res in per_method.values() for p in res["points"]}):
+    for level in sorted({compute_of(p) for res in per_method.values() for p in res["points"]}):
         row: dict = {"thinking_tokens": level, "accuracy": {}, "at": {}}
         for m, res in per_method.items():
-            fit = [p for p in res["points"] if p["avg_thinking_tokens"] <= level + 1e-9]
-            best = max(fit, key=lambda p: (p["accuracy"], -p["avg_thinking_tokens"]), default=None)
+            fit = [p for p in res["points"] if compute_of(p) <= level + 1e-9]
+            best = max(fit, key=lambda p: (p["accuracy"], -compute_of(p)), default=None)
             row["accuracy"][m] = None if best is None else best["accuracy"]
-            row["at"][m] = None if best is None else {"value": best["budget"],
-                                                      "avg_thinking_tokens": best["avg_thinking_tokens"]}
+            row["at"][m] = None if best is None else {"value": best["budget"], "avg_thinking_tokens": compute_of(best)}
         rows.append(row)
     return rows
 

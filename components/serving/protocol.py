@@ -3,7 +3,8 @@
 Requests accept the usual OpenAI fields (``n``, ``seed``, ``stop``, ``max_tokens`` /
 ``max_completion_tokens``, ``stream_options.include_usage``, text content parts)
 plus ``max_thinking_tokens``, ``min_thinking_tokens``, ``num_waits``,
-``wait_strings``, ``final_answer_prefix`` and ``method``. Responses put the
+``wait_strings``, ``final_answer_prefix``, ``method`` with its settings under their own names
+(:mod:`components.serving.methods`) and ``budget: "auto"``. Responses put the
 thinking in both ``reasoning_content`` and ``reasoning`` (vLLM's current name) and
 count it in ``usage.completion_tokens_details.reasoning_tokens``. Unknown fields are
 ignored; known OpenAI features this server does not implement (``logprobs``,
@@ -17,11 +18,14 @@ import time
 import uuid
 from typing import Any, Callable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from components.common.grading import extract_answer
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
-from components.inference.methods.voting import vote_groups
+from components.inference.methods.base import Kind, Method
+from components.inference.methods.registry import REFERENCE, method_class
+from components.inference.methods.voting import vote_groups  # noqa: F401  (re-exported for callers)
+from components.serving.methods import AUTO, SERVED, label_vote, request_settings
 
 # Per-request size limits, checked at parse time (a bad request never reaches the engine).
 MAX_N = 16
@@ -106,7 +110,13 @@ class BudgetFields(BaseModel):
     num_waits: int = Field(0, ge=0, le=64)
     wait_strings: list[str] = Field(default_factory=lambda: ["Wait"], min_length=1, max_length=MAX_WAIT_STRINGS)
     final_answer_prefix: str = Field("", max_length=MAX_STRING_CHARS)
-    method: Literal["budget_forcing", "majority_voting"] = "budget_forcing"
+    method: Literal[SERVED] = Field(REFERENCE, description="the test-time method; its settings go in the body "  # type: ignore[valid-type]
+                                    "under their own names")
+    budget: Optional[Literal["auto"]] = Field(None, description="auto: thinking stops on answer convergence under "
+                                              "max_thinking_tokens")
+    max_compute_tokens: Optional[int] = Field(None, gt=0, description="budget auto: cap on thinking + probe tokens")
+    max_latency_s: Optional[float] = Field(None, gt=0, le=3600, description="budget auto: no probe after this")
+    _settings: Optional[BaseModel] = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -137,11 +147,36 @@ class BudgetFields(BaseModel):
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
             raise ValueError(f"min_thinking_tokens: {self.min_thinking_tokens} > max_thinking_tokens "
                              f"({self.max_thinking_tokens}); lower the minimum or raise the maximum")
-        if self.method == "majority_voting" and self.stream:
-            raise ValueError("method: majority_voting answers once all n samples are in; it cannot stream")
+        if self.budget == "auto" and "method" in self.model_fields_set and self.method != AUTO:
+            raise ValueError(f"budget: auto stops thinking by answer convergence ({AUTO}); leave method out or send "
+                             f"method: {AUTO}")
+        for cap in ("max_compute_tokens", "max_latency_s"):
+            if getattr(self, cap) is not None and self.budget != "auto":
+                raise ValueError(f"{cap}: a cap of budget: auto; send budget: auto or remove the field")
+        name = self.method_name
+        if self.stream and name != REFERENCE:
+            if self.kind is Kind.PARALLEL:
+                raise ValueError(f"method: {name} answers once all n samples are in; it cannot stream")
+            raise ValueError(f"method: {name} decides where thinking ends as it goes and answers once; it cannot "
+                             "stream; send stream: false")
+        self._settings = request_settings(name, self.model_extra or {})
         if self.seed is not None and self.seed + self.n - 1 > MAX_SEED:
             raise ValueError(f"seed: seed + n - 1 must be <= {MAX_SEED} (sample i uses seed + i)")
         return self
+
+    @property
+    def method_name(self) -> str:
+        """The method that answers: ``method``, or the convergence controller under ``budget: auto``."""
+        return AUTO if self.budget == "auto" else self.method
+
+    @property
+    def kind(self) -> Kind:
+        return method_class(self.method_name).kind
+
+    @property
+    def method_settings(self) -> BaseModel:
+        """The method's settings as the body set them (defaults elsewhere)."""
+        return self._settings
 
     @property
     def answer_cap(self) -> Optional[int]:
@@ -215,23 +250,29 @@ def finish_reason(r: ForcedResult, spec: BudgetSpec, stopped: bool = False) -> s
 
 
 def usage(prompt_tokens: int, results: list[ForcedResult]) -> dict:
-    reasoning = sum(r.thinking_tokens for r in results)
+    """Token counts; ``reasoning_tokens`` is the thinking compute: thinking and any probe tokens (trial answers
+    taken in side branches), the latter also in ``completion_tokens_details.probe_tokens`` when there are any."""
+    reasoning = sum(r.compute_tokens for r in results)
     completion = reasoning + sum(r.answer_tokens for r in results)
+    details = {"reasoning_tokens": reasoning}
+    if probes := sum(r.probe_tokens for r in results):
+        details["probe_tokens"] = probes
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion,
-            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+            "completion_tokens_details": details}
 
 
 def _meta(r: ForcedResult) -> dict:
     return {"waits_used": r.waits_used, "hit_budget": r.hit_budget, "thinking_tokens": r.thinking_tokens}
 
 
-def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int,
+def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int, method: Method,
           same: Optional[Callable[[str, str], bool]] = None) -> list[tuple[int, dict]]:
-    """``method: majority_voting``: for each run of ``n`` samples (one prompt), the index of the sample that
-    carries the voted answer and the vote's record (samples included). Votes are the final answers of the
-    stop-cut texts, grouped by grading equivalence (``same``, default :func:`~components.inference.methods.voting.
-    equivalent`) as the offline ``majority_voting`` method groups them; the largest group wins (ties: the
-    group seen first), represented by its first sample."""
+    """A parallel method's vote: for each run of ``n`` samples (one prompt), the
+    index of the sample that carries the voted answer and the vote's record (samples included). Votes are the
+    final answers of the stop-cut texts, grouped by grading equivalence (``same``, default
+    :func:`~components.inference.methods.voting.equivalent`) as the offline methods group them; the method's own
+    rule (its ``combine``) picks the group and its representative: majority voting the largest group (ties: the
+    group seen first) by its first sample, shortest majority votes over mean thinking length by its shortest."""
     if same is None:
         from components.inference.methods.voting import equivalent as same
     out = []
@@ -239,48 +280,53 @@ def voted(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[st
         mine = results[start:start + n]
         cut = [apply_stop(r, stops) for r in mine]
         answers = [extract_answer(t) for t, _ in cut]
-        groups = vote_groups(answers, same)
-        best = max(groups, key=len) if groups else [0]
+        pick, group = label_vote(method, answers, mine, same)
         samples = [{"index": j, "text": t, "reasoning_content": r.thinking, "extracted_answer": a,
                     "finish_reason": finish_reason(r, spec, stopped), **_meta(r)}
                    for j, (r, (t, stopped), a) in enumerate(zip(mine, cut, answers))]
-        out.append((start + best[0], {"method": "majority_voting", "voted_answer": answers[best[0]] if groups else "",
-                                      "votes": len(best) if groups else 0, "voted_sample": best[0],
-                                      "samples": samples}))
+        out.append((start + pick, {"method": method.name, "voted_answer": answers[pick] if group else "",
+                                   "votes": len(group), "voted_sample": pick, "samples": samples}))
     return out
 
 
+def _picks(results: list[ForcedResult], spec: BudgetSpec, stops: Optional[list[str]], n: int,
+           vote: Optional[Method], same, records: Optional[list[dict]]) -> list[tuple[int, dict]]:
+    if vote is not None:
+        return voted(results, spec, stops, n, vote, same)
+    return [(i, records[i] if records else {}) for i in range(len(results))]
+
+
 def completion_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                        stops: Optional[list[str]], vote_n: Optional[int] = None,
-                        same: Optional[Callable[[str, str], bool]] = None) -> dict:
-    """``vote_n``: majority voting over runs of that many samples per prompt (then one choice per prompt),
-    answers grouped by ``same`` (see :func:`voted`)."""
+                        stops: Optional[list[str]], n: int = 1, vote: Optional[Method] = None,
+                        same: Optional[Callable[[str, str], bool]] = None,
+                        records: Optional[list[dict]] = None) -> dict:
+    """``vote``: a parallel method voting over runs of ``n`` samples per prompt (then one choice per prompt),
+    answers grouped by ``same`` (see :func:`voted`). ``records``: what a sequential method did, per result,
+    added to each choice's ``s1``."""
     choices = []
-    picks = voted(results, spec, stops, vote_n, same) if vote_n else [(i, None) for i in range(len(results))]
-    for i, (k, record) in enumerate(picks):
+    for i, (k, record) in enumerate(_picks(results, spec, stops, n, vote, same, records)):
         r = results[k]
         text, stopped = apply_stop(r, stops)
         choices.append({"index": i, "text": text, "reasoning_content": r.thinking, "reasoning": r.thinking,
                         "logprobs": None, "finish_reason": finish_reason(r, spec, stopped),
-                        "s1": {**_meta(r), **(record or {})}})
+                        "s1": {**_meta(r), **record}})
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": model, "choices": choices, "usage": usage(prompt_tokens, results)}
 
 
 def chat_response(model: str, prompt_tokens: int, results: list[ForcedResult], spec: BudgetSpec,
-                  stops: Optional[list[str]], vote: bool = False,
-                  same: Optional[Callable[[str, str], bool]] = None) -> dict:
-    """``vote``: majority voting over all the samples (one choice, the voted one, with the samples in ``s1``),
-    answers grouped by ``same`` (see :func:`voted`)."""
+                  stops: Optional[list[str]], vote: Optional[Method] = None,
+                  same: Optional[Callable[[str, str], bool]] = None, records: Optional[list[dict]] = None) -> dict:
+    """``vote``: a parallel method voting over all the samples (one choice, the voted one, with the samples in
+    ``s1``), answers grouped by ``same`` (see :func:`voted`). ``records``: as in :func:`completion_response`."""
     choices = []
-    picks = voted(results, spec, stops, len(results), same) if vote else [(i, None) for i in range(len(results))]
-    for i, (k, record) in enumerate(picks):
+    for i, (k, record) in enumerate(_picks(results, spec, stops, len(results), vote, same, records)):
         r = results[k]
         text, stopped = apply_stop(r, stops)
         choices.append({"index": i, "message": {"role": "assistant", "content": text, "reasoning_content": r.thinking,
                                                 "reasoning": r.thinking},
                         "logprobs": None, "finish_reason": finish_reason(r, spec, stopped),
-                        "s1": {**_meta(r), **(record or {})}})
+                        "s1": {**_meta(r), **record}})
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": choices, "usage": usage(prompt_tokens * len(results), results)}
 

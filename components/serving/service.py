@@ -20,7 +20,11 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 * Isolation: everything the engine would reject is checked at parse time (400
   naming the field); a failure inside the engine answers a 500 error body for that
   request only, its batch neighbours are retried alone and complete.
-* Grading (majority voting) runs off the event loop, each comparison in a child
+* Methods: ``method`` names a test-time method (:mod:`components.serving.methods`); budget forcing is
+  served directly (it streams), a parallel method votes over the ``n`` samples with its own rule, any other
+  runs its method object in a worker thread on the engine (its rows batched with everyone's); ``budget:
+  "auto"`` stops thinking by answer convergence.
+* Grading (voting) runs off the event loop, each comparison in a child
   process killed at ``grading_timeout_s`` (:class:`~components.common.grading.GradingPool`):
   an answer math-verify cannot settle in time counts as different.
 * Prompts reach the engines as token ids, message contents tokenized as text
@@ -61,7 +65,10 @@ from components.config import EngineConfig
 from components.formatting import IM_START, THINK_START
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling, build_engine
+from components.inference.methods.base import Forcing, Kind, Method, MethodRefused
+from components.inference.methods.registry import REFERENCE
 from components.inference.thinking_cap import after_thinking_tokens, no_budget_cap
+from components.serving import methods
 from components.serving.openapi import openapi_document
 from components.serving.prompts import chat_ids, templated_ids
 from components.serving.protocol import (
@@ -217,12 +224,13 @@ class S1Service:
         self.max_len = self.engine.context_length
         self.max_queued, self.max_bytes = max_queued_requests, max_request_bytes
         self.inflight = 0  # generations admitted and not yet stopped by the engine
-        self._lock = threading.Lock()  # HF: one generate at a time; batching, not threads, gives throughput
+        self.engine_lock = threading.Lock()  # HF: one engine call at a time; batching, not threads, gives throughput
         self.batcher = MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s, max_queued_requests)
         self.grading_timeout_s, self.vote_timeout_s, self.grading_workers = (grading_timeout_s, vote_timeout_s,
                                                                              grading_workers)
         self._grader: Optional[GradingPool] = None  # started on the first vote
         self._grading_threads = ThreadPoolExecutor(grading_workers, thread_name_prefix="s1flow-vote")
+        self._method_threads = ThreadPoolExecutor(max_queued_requests, thread_name_prefix="s1flow-method")
         self._key_bytes = f"Bearer {self.api_key}".encode() if self.api_key else None
         log.info("s1flow serving %s on %s (auth %s)", model_name, self.engine.name,
                  "on" if self.api_key else "off")
@@ -325,15 +333,15 @@ class S1Service:
     def release(self, k: int = 1) -> None:
         self.inflight -= k
 
-    def _release_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _release_from_thread(self, loop: asyncio.AbstractEventLoop, k: int = 1) -> None:
         try:
-            loop.call_soon_threadsafe(self.release)
+            loop.call_soon_threadsafe(self.release, k)
         except RuntimeError:  # the loop is closed: the server is gone
             pass
 
     # -- generation ----------------------------------------------------------------
     def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None, cancelled=None) -> list[ForcedResult]:
-        with self._lock:
+        with self.engine_lock:
             return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token, seeds=seeds,
                                                cancelled=cancelled)
 
@@ -404,6 +412,7 @@ class S1Service:
         if self._grader is not None:
             self._grader.close()
         self._grading_threads.shutdown(wait=False)
+        self._method_threads.shutdown(wait=False)
 
     def health(self) -> dict:
         b = self.batcher
@@ -420,11 +429,10 @@ class S1Service:
         params = ["prompt"] if isinstance(req.prompt, str) else [f"prompt.{i}" for i in range(len(texts))]
         prompts = [self.question_prompt(p, param) for p, param in zip(texts, params)]
         lens = [self.prompt_tokens(p, spec, "prompt") for p in prompts]
-        jobs = [(p, self.capped(spec, n), sampling) for p, n in zip(prompts, lens) for sampling in self.samplings(req)]
-        results = await self.generate_all(jobs)
+        results, records, vote = await self.answer(req, prompts, lens, spec)
         return await self.respond(functools.partial(
-            completion_response, req.model, sum(lens) * req.n, results, spec, req.stop,
-            vote_n=req.n if req.method == "majority_voting" else None), req.method == "majority_voting")
+            completion_response, req.model, sum(lens) * req.n, results, spec, req.stop, n=req.n, vote=vote,
+            records=records), vote is not None)
 
     def chat_setup(self, req: ChatRequest) -> tuple[list[int], BudgetSpec, int]:
         spec = req.spec(self.default_answer_tokens)
@@ -434,11 +442,85 @@ class S1Service:
         return prompt, self.capped(spec, n), n
 
     async def chat(self, req: ChatRequest) -> dict:
-        prompt, spec, n = self.chat_setup(req)
-        results = await self.generate_all([(prompt, spec, sampling) for sampling in self.samplings(req)])
-        vote = req.method == "majority_voting"
-        return await self.respond(functools.partial(chat_response, req.model, n, results, spec, req.stop, vote=vote),
-                                  vote)
+        spec = req.spec(self.default_answer_tokens)
+        self.check_budget(spec)
+        prompt = self.chat_prompt(req)
+        n = self.prompt_tokens(prompt, spec, "messages")
+        results, records, vote = await self.answer(req, [prompt], [n], spec)
+        return await self.respond(functools.partial(chat_response, req.model, n, results, spec, req.stop, vote=vote,
+                                                    records=records), vote is not None)
+
+    async def answer(self, req, prompts: list[list[int]], lens: list[int], spec: BudgetSpec
+                     ) -> tuple[list[ForcedResult], Optional[list[dict]], Optional[Method]]:
+        """Every prompt's ``n`` results by the request's method, what a sequential method did for each (else
+        None), and the parallel method whose vote picks the answer (else None). Budget forcing and a vote's
+        samples: ``n`` generations per prompt, sample i seeded ``seed + i``; any other method: its object run on
+        the ``n`` copies of each prompt (row i seeded ``seed + i``)."""
+        name, kind = req.method_name, req.kind
+        if name == REFERENCE or kind is Kind.PARALLEL:
+            vote = methods.build(name, Forcing(), req.method_settings, req.n) if kind is Kind.PARALLEL else None
+            samplings = self.samplings(req)
+            jobs = [(p, self.capped(spec, k), s) for p, k in zip(prompts, lens) for s in samplings]
+            return await self.generate_all(jobs), None, vote
+        seed = self.samplings(req)[0].seed
+        runs = [self.method_run(req, spec, self.capped(spec, k).max_thinking_tokens, seed) for k in lens]
+        out = await self.run_methods(runs, req.n, prompts, req.max_compute_tokens, req.max_latency_s)
+        auto = {"budget": "auto"} if req.budget == "auto" else {}
+        return [r for rs, _ in out for r in rs], [{**rec, **auto} for _, recs in out for rec in recs], None
+
+    def method_run(self, req, spec: BudgetSpec, cap: int, seed: int) -> Method:
+        """The request's sequential method for one prompt, its sweep value the prompt's thinking cap (under
+        ``budget: auto``, lowered to ``max_compute_tokens``); refused (400 naming the field) where it has no
+        meaning for this model or these settings."""
+        name = req.method_name
+        forcing = Forcing(min_thinking_tokens=spec.min_thinking_tokens, num_waits=spec.num_waits,
+                          wait_strings=tuple(spec.wait_strings), final_answer_prefix=spec.final_answer_prefix,
+                          max_answer_tokens=spec.max_answer_tokens, temperature=req.temperature, top_p=req.top_p,
+                          seed=seed, sample_temperature=req.temperature or 1.0)
+        value = min(cap, req.max_compute_tokens) if req.max_compute_tokens else cap
+        method = methods.build(name, forcing, req.method_settings, value)
+        try:
+            method.check(self.engine)
+        except MethodRefused as e:
+            field, message = methods.refusal_field(str(e), name)
+            raise APIError(400, message, param=field) from None
+        return method
+
+    async def run_methods(self, runs: list[Method], n: int, prompts: list[list[int]],
+                          max_compute_tokens: Optional[int] = None, max_latency_s: Optional[float] = None
+                          ) -> list[tuple[list[ForcedResult], list[dict]]]:
+        """Each method object run on its prompt's ``n`` copies in a worker thread at its sweep value (its one
+        budget), admitted as ``n`` generations each; a failure or the client going away cancels the rest (their
+        engine calls stop), and capacity comes back as each run's thread has ended. The caps (``budget: auto``)
+        join the method's stop rule; the latency cap counts from the run's start."""
+        self.admit(n * len(runs))
+        loop = asyncio.get_running_loop()
+        view = methods.ServedEngine(self, loop)
+
+        def one(method: Method, prompt: list[int]) -> tuple[list[ForcedResult], list[dict]]:
+            value = method.budgets[0]
+            if max_compute_tokens is not None or max_latency_s is not None:
+                methods.cap_stop(method, max_compute_tokens,
+                                 time.monotonic() + max_latency_s if max_latency_s is not None else None)
+            results = method.run(view, [prompt] * n, value)
+            return results, [methods.method_record(method, r, value, methods.stopped_by(method, r, max_compute_tokens))
+                             for r in results]
+
+        futures = []
+        try:
+            for method, prompt in zip(runs, prompts):
+                f = self._method_threads.submit(one, method, prompt)
+                f.add_done_callback(lambda _: self._release_from_thread(loop, n))
+                futures.append(f)
+        except BaseException:
+            self.release(n * (len(runs) - len(futures)))
+            view.cancel()
+            raise
+        try:
+            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        finally:
+            if not all(f.done() for f in futures):
+                view.cancel()
 
     def stream_response(self, req: ChatRequest) -> StreamingResponse:
         """Admit and start one streamed generation (checks first: their errors are plain 400s)."""

@@ -102,3 +102,16 @@ def test_malformed_json_and_auth(server):
     with pytest.raises(openai.AuthenticationError):
         bad.models.list() if False else bad.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_method_per_request_through_ray_serve(client):
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What is 3 + 4?"}], max_tokens=4,
+        extra_body={"budget": "auto", "max_thinking_tokens": 16, "probe_every": 4, "agree": 2, "answer_tokens": 3})
+    s1 = r.choices[0].model_extra["s1"]
+    assert s1["method"] == "early_exit" and s1["budget"] == "auto" and s1["probes"], s1
+    assert r.usage.completion_tokens_details.reasoning_tokens == s1["thinking_tokens"] + s1["probe_tokens"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                       extra_body={"method": "scheduled_waits", "alpha": -1})
+    assert e.value.body["param"] == "alpha"

@@ -115,6 +115,23 @@ def check_a_dropped_request_is_aborted_and_its_capacity_comes_back(url, service)
     assert backend.get_num_unfinished_requests() == 0 and service.inflight == 0, service.inflight
 
 
+def check_methods_per_request_on_vllm(url, service):
+    """A probing controller runs by chunks on the async engine: greedy, its thinking is budget forcing's up to
+    where it exited, its probes are counted in usage; every served sequential method answers."""
+    kw = dict(max_thinking_tokens=24, final_answer_prefix="Answer:")
+    forced = chat(url, "What is 7 + 8?", **kw).json()["choices"][0]
+    r = chat(url, "What is 7 + 8?", budget="auto", probe_every=4, agree=2, answer_tokens=3, **kw).json()
+    s1 = r["choices"][0]["s1"]
+    assert s1["method"] == "early_exit" and s1["probes"], r
+    assert forced["message"]["reasoning_content"].startswith(r["choices"][0]["message"]["reasoning_content"]), r
+    assert r["usage"]["completion_tokens_details"]["reasoning_tokens"] == s1["thinking_tokens"] + s1["probe_tokens"]
+    for extra in ({"method": "confidence_exit", "threshold": 0.0, "transitions": ["\n"]},
+                  {"method": "scheduled_waits", "alpha": 0.5}):
+        got = chat(url, **kw, **extra)
+        assert got.status_code == 200 and got.json()["choices"][0]["s1"]["method"] == extra["method"], got.text
+    assert service.inflight == 0, service.inflight
+
+
 CHECKS = {n: f for n, f in sorted(globals().items()) if n.startswith("check_")}
 
 

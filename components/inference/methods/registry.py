@@ -12,9 +12,9 @@ from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from components.method_index import METHODS, REFERENCE
+from components.method_index import AUTO, METHODS, REFERENCE, SERVED
 
-__all__ = ["METHODS", "REFERENCE", "build", "method_class", "settings", "configured", "section_problems",
+__all__ = ["AUTO", "METHODS", "REFERENCE", "SERVED", "build", "method_class", "settings", "configured", "section_problems",
            "hub_models"]
 
 def method_class(name: str):
