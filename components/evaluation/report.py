@@ -413,10 +413,10 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
     else:
         ms = list(cm["methods"])
         lines += compute_axis_markdown(axis_of(results))
-        lines += ["Matched, per method (eval.json's accuracies and thinking tokens, intervals as in the first "
-                  "section): at each compute level reached, each method's best accuracy using no more thinking "
-                  "tokens per question (— : it never spends that little).", ""]
-        lines += _table(["thinking tokens ≤", *ms],
+        lines += ["Matched, per method (eval.json's accuracies and compute, exact Clopper-Pearson intervals): at each "
+                  "compute level reached, each method's best accuracy using no more compute tokens (thinking and "
+                  "probes) per question (— : it never spends that little).", ""]
+        lines += _table(["compute tokens ≤", *ms],
                         [(f"{row['thinking_tokens']:.1f}",
                           *("—" if row["accuracy"][m] is None else
                             _acc(results, row["accuracy"][m], cm["questions"], _at(row, task, m)) for m in ms))
