@@ -1,28 +1,12 @@
 """The controllers that need no probes: scheduled waits (slow thinking up to alpha x budget, then the end forced)
 and shortest majority vote (majority voting's samples, the vote weighted toward shorter thinking)."""
-import dataclasses
-
 import pytest
 
 from components.inference.methods.base import Forcing
 from components.inference.methods.registry import build
 from components.inference.methods.shortest_majority import shortest_majority
 from tests.support.engine_checks import QUESTIONS as QS
-
-
-class Biased:
-    """The engine with a logit bias on its stop tokens in every forced call: a model that always wants to end
-    thinking (value > 0) or never does (value < 0)."""
-
-    def __init__(self, engine, value: float):
-        self.engine, self.bias = engine, {i: value for i in engine.vocab.stop_ids}
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
-
-    def generate_forced(self, prompts, specs, sampling, progress=None, **kw):
-        sampling = dataclasses.replace(sampling, logit_bias={**sampling.logit_bias, **self.bias})
-        return self.engine.generate_forced(prompts, specs, sampling, progress, **kw)
+from tests.support.engine_checks import Biased
 
 
 def test_shortest_majority_scores_votes_over_mean_length():

@@ -285,6 +285,34 @@ def check_confidence_exit_above_one_is_budget_forcing_with_probes(engine):
         assert any(r.probes for r in probed) and all(0 < p.mean_prob <= 1 for r in probed for p in r.probes)
 
 
+class Biased:
+    """An engine whose forced calls carry a logit bias on the stop tokens: a model that always wants to end
+    thinking (value > 0) or never does (value < 0), for methods that build their own sampling."""
+
+    def __init__(self, engine, value: float):
+        self.engine, self.bias = engine, {i: value for i in engine.vocab.stop_ids}
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate_forced(self, prompts, specs, sampling, progress=None, **kw):
+        sampling = dataclasses.replace(sampling, logit_bias={**sampling.logit_bias, **self.bias})
+        return self.engine.generate_forced(prompts, specs, sampling, progress, **kw)
+
+
+def check_scheduled_waits_think_slowly_up_to_the_moment_then_end(engine):
+    from components.inference.methods.base import Forcing
+    from components.inference.methods.registry import build
+    forcing = Forcing(max_answer_tokens=4)
+    method = build("scheduled_waits", forcing, {"alpha": 1.5}, budgets=[8])
+    for r in method.run(Biased(engine, 100.0), QUESTIONS, 8):  # every stop before the moment becomes a wait
+        assert r.thinking_tokens == 12 and r.hit_budget and r.waits_used >= 1, r
+        assert r.thinking.count("Wait") == r.waits_used
+    once = build("scheduled_waits", forcing, {"alpha": 4.0, "max_waits": 1}, budgets=[8])
+    for r in once.run(Biased(engine, 100.0), QUESTIONS, 8):  # after the last wait, the next stop ends thinking
+        assert r.waits_used == 1 and r.thinking_tokens < 32 and not r.hit_budget, r
+
+
 CHECKS = {name: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 
