@@ -460,7 +460,7 @@ class EngineConfig(Section):
                                                     "memory an engine takes (weights + KV cache) in the evaluate "
                                                     "stage and the Serve replicas; None: vLLM's 0.9 (0.2 of RAM on "
                                                     "a CPU). Lower it to leave room for a process reward model on "
-                                                    "the engine's GPUs (evaluate.rebase_reward_device)")
+                                                    "the engine's GPUs (evaluate.methods.rebase.reward_device)")
     max_num_batched_tokens: Optional[int] = Field(None, gt=0, description="vLLM: tokens scheduled per engine "
                                                   "step, with chunked prefill on (a longer prompt is prefilled "
                                                   "over several steps); None: vLLM's default")
@@ -482,7 +482,7 @@ class EvaluateConfig(Section):
     task_limit: Optional[int] = Field(None, gt=0)
     seeds: list[int] = Field(default_factory=lambda: [0], description="one sample per seed per question (via serve)")
     concurrency: int = Field(16, gt=0, description="requests in flight (via serve)")
-    method: MethodName = "budget_forcing"
+    method: MethodName = REFERENCE
     compare_methods: list[MethodName] = Field(default_factory=list, description="also swept, for the comparison table")
     budgets: list[int] = Field(default_factory=lambda: [32, 64, 96, 128, 160, 192], description="max thinking tokens per run")
     min_thinking_tokens: int = Field(0, ge=0)

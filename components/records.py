@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator, Optional, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.method_index import REFERENCE
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -83,11 +85,13 @@ class Thought(Record):
     waits_used: int
     hit_budget: bool
     probe_tokens: int = 0  # tokens spent on trial answers in side branches (answer-probing controllers)
+    discarded_tokens: int = 0  # thinking of samples drawn and thrown away (rejection sampling's earlier tries)
 
     @property
     def compute_tokens(self) -> int:
-        """The thinking compute this result cost: its thinking tokens and its probes' tokens."""
-        return self.thinking_tokens + self.probe_tokens
+        """The thinking compute this result cost: its thinking tokens, its probes' tokens and the thinking of
+        the samples it discarded."""
+        return self.thinking_tokens + self.probe_tokens + self.discarded_tokens
 
 
 class Generation(Thought):
@@ -95,7 +99,7 @@ class Generation(Thought):
 
     question_id: str
     budget: Optional[int]
-    method: str = "budget_forcing"
+    method: str = REFERENCE
     prompt: str
     predicted: str = ""
     gold: str = ""
@@ -103,7 +107,7 @@ class Generation(Thought):
 
     @classmethod
     def from_forced(cls, thought: Thought, question: Question, budget: Optional[int], grade: tuple[str, bool],
-                    method: str = "budget_forcing") -> "Generation":
+                    method: str = REFERENCE) -> "Generation":
         """``thought`` (its :class:`Thought` fields only) for ``question`` at ``budget``, graded
         ``(predicted, correct)``."""
         predicted, correct = grade

@@ -21,6 +21,8 @@ import os
 from typing import Optional
 
 from components.curation.selection_report import funnel_steps
+from components.evaluation.report import value_name
+from components.method_index import REFERENCE
 from components.paths import Paths
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000`
@@ -32,12 +34,12 @@ def _pct(x: Optional[float]) -> str:
 
 def results_markdown(ev: dict, reg: Optional[dict], paths: Paths) -> str:
     """The evaluation as markdown tables: per method, accuracy per budget value; then the summary per method."""
-    methods = ev.get("methods") or {ev.get("method", "budget_forcing"): ev}
+    methods = ev.get("methods") or {ev.get("method", REFERENCE): ev}
     lines = [f"# s1 results: profile `{paths.profile}`, task `{ev.get('task', '?')}`", "",
              f"Base model (no thinking): **{_pct(ev.get('base_accuracy'))}**; "
              f"{ev.get('questions', '?')} questions.", ""]
     for name, res in methods.items():
-        unit = {"wait_extension": "waits", "majority_voting": "samples"}.get(name, "thinking-token budget")
+        unit = value_name(res)
         lines += [f"## {name}", "", f"| {unit} | accuracy | avg thinking tokens |", "|---:|---:|---:|"]
         lines += [f"| {p['budget']} | {_pct(p['accuracy'])} | {p['avg_thinking_tokens']:.1f} |" for p in res["points"]]
         if name == ev.get("method") and ev.get("unlimited"):

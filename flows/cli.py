@@ -18,6 +18,7 @@ import typer
 from components.common.raycluster import ensure_ray
 from components.common.threads import use_threads
 from components.config import ConfigError, load_config
+from components.method_index import REFERENCE
 from components.paths import Paths
 from components.pipeline.deployments import register_deployments
 from components.pipeline.dvc_yaml import render
@@ -153,7 +154,7 @@ def compare(a: str = typer.Argument(..., help="A: an eval samples file (data/<pr
                                     "MLflow run id"),
             b: str = typer.Argument(..., help="B: the same, on the same questions"),
             task: Optional[str] = typer.Option(None, help="task on both sides (default: each file's headline)"),
-            method: str = typer.Option("budget_forcing", help="method on both sides"),
+            method: str = typer.Option(REFERENCE, help="method on both sides"),
             budget: Optional[str] = typer.Option(None, help="thinking budget on both sides, or 'none' for the "
                                                  "no-budget run (default: the largest the method was run at)"),
             task_a: Optional[str] = typer.Option(None, help="task of A only"),

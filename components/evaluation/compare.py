@@ -29,11 +29,13 @@ from components.evaluation.statistics import (
     per_question,
     samples_per_question,
 )
+from components.method_index import REFERENCE
 
 SAMPLES_ARTIFACT = "eval_samples.jsonl"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 LARGEST = "largest"  # a point's default budget: the largest the method was run at
-FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed", "thinking_tokens", "probe_tokens")
+FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed", "thinking_tokens", "probe_tokens",
+          "discarded_tokens")
 
 
 class CompareError(ValueError):
@@ -49,7 +51,7 @@ class Point:
     ``budget`` (None: the no-budget run; :data:`LARGEST`: the largest budget the method was run at)."""
 
     task: Optional[str] = None
-    method: str = "budget_forcing"
+    method: str = REFERENCE
     budget: Budget = LARGEST
 
 
@@ -82,7 +84,7 @@ def read_samples(path: Path, required: bool = True) -> list[dict]:
             if not isinstance(r, dict) or "question_id" not in r or ("correct" not in r and not r.get("failed")):
                 raise CompareError(f"{path}:{n}: a sample needs question_id and correct; expected the evaluate "
                                    "stage's eval_samples.jsonl")
-            out.append({**{k: r.get(k) for k in FIELDS}, "method": r.get("method", "budget_forcing")})
+            out.append({**{k: r.get(k) for k in FIELDS}, "method": r.get("method", REFERENCE)})
     if not out and required:
         raise CompareError(f"{path}: no samples")
     return out

@@ -75,12 +75,14 @@ def matched_questions(cm: dict, records: list[dict], task: Any) -> list[str]:
 
 
 def _compute_per_question(records: list[dict]) -> Optional[dict[str, float]]:
-    """Each question's mean compute over its samples (thinking + probe tokens); None when a sample has no count."""
+    """Each question's mean compute over its samples (thinking, probe and discarded tokens); None when a sample has
+    no count."""
     totals: dict[str, list[float]] = {}
     for r in records:
         if r.get("thinking_tokens") is None:
             return None
-        totals.setdefault(str(r["question_id"]), []).append(r["thinking_tokens"] + (r.get("probe_tokens") or 0))
+        totals.setdefault(str(r["question_id"]), []).append(
+            r["thinking_tokens"] + (r.get("probe_tokens") or 0) + (r.get("discarded_tokens") or 0))
     return {q: sum(v) / len(v) for q, v in totals.items()}
 
 

@@ -106,7 +106,7 @@ def running(engine: EngineConfig, dtype: str, model: str, revision: Optional[str
 def method_models(evaluate: EvaluateConfig) -> Iterator[None]:
     """What the compute-matched methods load besides the engine (REBASE's process reward model, on its device)
     for the block, released after; the methods then find it loaded."""
-    loaded = [method(evaluate, name) for name in evaluate.compute_matched]
+    loaded = [method(evaluate, name) for name in evaluate.used_methods()]
     try:
         for m in loaded:
             m.acquire()
@@ -178,7 +178,7 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     memory freed before the next starts, so none finds its GPUs taken."""
     problems = section_problems(evaluate)  # before any model loads
     if problems:
-        raise ConfigError("evaluate.methods: " + "; ".join(problems))
+        raise ConfigError("; ".join(problems))
     contaminated = contamination_check(evaluate.tasks, paths.metric("filter_report.json"), evaluate.allow_contaminated)
     use_threads()
     digest = model_hash(paths.sft_model)

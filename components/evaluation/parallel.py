@@ -58,7 +58,8 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
     import torch
 
     if local_engine is not None:
-        check_methods(local_engine, cfg)  # a refused method stops the evaluation before any worker starts
+        check_methods(local_engine, cfg)  # a refused method stops the evaluation before any worker starts (each
+        # part checks its own methods too, on its process's engine)
     todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
     size = max(1, min(workers, len(todo)))
     lock, done, failed = threading.Lock(), {}, []

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from components.method_index import REFERENCE
+
 
 def _figure():
     import matplotlib
@@ -50,7 +52,7 @@ def _save(fig, ax, path: str | Path, title: str, xlabel: str, legend: str = "upp
 
 def plot_scaling(report: dict, path: str | Path, title: str = "Budget forcing on the held-out set") -> None:
     fig, ax = _figure()
-    for method, res in report.get("methods", {report.get("method", "budget_forcing"): report}).items():
+    for method, res in report.get("methods", {report.get("method", REFERENCE): report}).items():
         _method_line(ax, res, res["points"], "o-", f"SFT + {method.replace('_', ' ')}")
     u = report["unlimited"]
     ax.plot([u["avg_thinking_tokens"]], [100 * u["accuracy"]], "s", label="SFT, no budget")

@@ -3,7 +3,7 @@
 A line of thinking is right where it stands when it is the worked solution's
 next line (:mod:`components.data.problems`); a wrong line followed by "Wait,
 let me re-check: <right line>" is a correction, not an error. Importing this
-module registers the reward, so ``evaluate.rebase_reward: programmatic`` finds it.
+module registers the reward, so ``evaluate.methods.rebase.reward: programmatic`` finds it.
 
     reward = build_reward("programmatic"); reward.score("What is 958 + 67?", lines)
 """

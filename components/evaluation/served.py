@@ -14,6 +14,7 @@ from components.config import EvaluateConfig, ServeConfig
 from components.evaluation.client import EndpointSweep, run_endpoint_sweep
 from components.evaluation.metrics import Run, SweepPoint, sweep_metrics
 from components.evaluation.scoring import current_sweep, failures, score_by_budget
+from components.method_index import REFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def report_from_records(records: list[dict], budgets: list[int], min_tokens: int
     runs = [Run(r["thinking_tokens"], min_tokens, r["budget"]) for r in ok if r["budget"] is not None]
     unlimited = table.get("None")
     return {
-        "method": "budget_forcing", "points": [p.__dict__ for p in points], **sweep_metrics(points, runs),
+        "method": REFERENCE, "points": [p.__dict__ for p in points], **sweep_metrics(points, runs),
         "failed_requests": len(failed), "complete": not failed,
         "scores": table, "accuracy_by_budget": {str(p.budget): p.accuracy for p in points},
         "unlimited": {"budget": None, "avg_thinking_tokens": unlimited["avg_thinking_tokens"],

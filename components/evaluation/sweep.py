@@ -278,15 +278,19 @@ def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: b
 
 
 def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> list[Part]:
-    """``parts`` by estimated cost, largest first, so side-by-side workers end together (the demo, one thread per
-    worker, two SFT models: the ablations 13-25 s, REBASE at width 4 15-20 s, the sweep 11-14 s, voting 8-11 s,
-    REBASE at widths 2 and 1 7-10 and 3-6 s; estimated 400, 160, 200, 80, 80, 40 sequences)."""
+    """``parts`` by estimated cost (:meth:`~components.inference.methods.base.Method.cost`, in generated
+    sequences), largest first, so side-by-side workers end together."""
     return sorted(parts, key=lambda p: -_sequences(p, cfg, questions))
 
 
 def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
+    """One part on ``engine`` (in this process or a worker's), its methods asked first whether they have a meaning
+    for the engine's model."""
     if part.kind == "sweep":
+        check_methods(engine, cfg.model_copy(update={"compute_matched": []}))
         return headline_sweep(engine, questions, cfg)
+    if part.kind == "matched":
+        method(cfg, part.method).check(engine)
     if part.kind == "matched" and part.value is not None:
         return {}, run_point(engine, extras_subset(questions, cfg), cfg, part.method, part.value)
     if part.kind == "matched":
@@ -330,8 +334,7 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     parallel samples and REBASE's expanded nodes summed) and the extrapolation ablations, on the first
     ``ablation_limit`` questions."""
     if not extras:
-        check_methods(engine, cfg.model_copy(update={"compute_matched": []}))
-        return headline_sweep(engine, questions, cfg)
+        return run_part(engine, Part("sweep"), questions, cfg)
     return _run_in_process(engine, questions, cfg, headline=True)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -71,18 +72,32 @@ class ProbeSpec:
             raise ValueError(f"answer_tokens must be >= 1, got {self.answer_tokens}")
 
 
-_ENDING: dict[tuple[int, str], tuple[object, frozenset[int]]] = {}
+_TEXTS: dict[int, tuple[object, list[tuple[int, str]]]] = {}  # tokenizer id -> (tokenizer, each token's text)
+_ENDING: "OrderedDict[tuple[int, str], frozenset[int]]" = OrderedDict()  # the most recent strings' token sets
+_ENDING_KEPT = 256
+
+
+def _token_texts(tokenizer) -> list[tuple[int, str]]:
+    """Every vocabulary token's id and text, decoded once per tokenizer."""
+    hit = _TEXTS.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        hit = _TEXTS[id(tokenizer)] = (tokenizer, [(i, tokenizer.convert_tokens_to_string([t]))
+                                                   for t, i in tokenizer.get_vocab().items()])
+    return hit[1]
 
 
 def tokens_ending_with(tokenizer, text: str) -> frozenset[int]:
-    """Ids of the vocabulary's tokens whose text ends with ``text`` (computed once per tokenizer and text)."""
+    """Ids of the vocabulary's tokens whose text ends with ``text``: the vocabulary is decoded once per tokenizer,
+    then each string is a filter over it; the last :data:`_ENDING_KEPT` strings' answers are kept (a server
+    asked for ever new strings holds a bounded cache)."""
     key = (id(tokenizer), text)
-    hit = _ENDING.get(key)
-    if hit is None or hit[0] is not tokenizer:
-        ids = frozenset(i for t, i in tokenizer.get_vocab().items()
-                        if tokenizer.convert_tokens_to_string([t]).endswith(text))
-        hit = _ENDING[key] = (tokenizer, ids)
-    return hit[1]
+    if key in _ENDING:
+        _ENDING.move_to_end(key)
+        return _ENDING[key]
+    ids = _ENDING[key] = frozenset(i for i, s in _token_texts(tokenizer) if s.endswith(text))
+    while len(_ENDING) > _ENDING_KEPT:
+        _ENDING.popitem(last=False)
+    return ids
 
 
 class Transitions:

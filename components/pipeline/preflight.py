@@ -89,8 +89,12 @@ def reward_device_problems(cfg: ProfileConfig) -> list[str]:
     from components.inference.methods.registry import configured, method_class  # their modules: torch
     ev, eng = cfg.evaluate, cfg.engine
     out = []
-    for name in ev.compute_matched:
-        for use in method_class(name).models(configured(ev, name)):
+    for name in ev.used_methods():
+        try:
+            chosen = configured(ev, name)
+        except ValueError:  # a section its settings refuse: section_problems names it
+            continue
+        for use in method_class(name).models(chosen):
             loaded = is_hub_id(use.name) or Path(use.name).exists()  # a name registered in code loads nothing
             if not loaded or not use.device.startswith("cuda") or eng.backend != "vllm":
                 continue

@@ -43,8 +43,13 @@ def request_settings(name: str, body: dict[str, Any], reserved: Sequence[str] = 
     """Method ``name``'s settings from the request body's fields of the same names, checked by its ``Settings``
     (strict types, as every request field). A setting of another served method is refused rather than ignored.
     Errors are ``ValueError("<field>: <what is wrong>")``."""
-    model = method_class(name).Settings
-    mine = set(model.model_fields) - set(reserved)
+    cls = method_class(name)
+    model = cls.Settings
+    if cls.sweep_setting and cls.sweep_setting in body:  # a request runs one value: n, or the thinking budget
+        raise ValueError(f"{cls.sweep_setting}: {name} answers one request at one setting, taken from the request "
+                         f"({'n' if cls.kind is Kind.PARALLEL else 'max_thinking_tokens'}); remove "
+                         f"{cls.sweep_setting}")
+    mine = set(model.model_fields) - set(reserved) - {cls.sweep_setting}
     for field, names in settings_owners().items():
         if field in body and field not in mine and field not in reserved:
             raise ValueError(f"{field}: a setting of {' and '.join(names)}, not of {name}; remove it or send "
@@ -55,6 +60,34 @@ def request_settings(name: str, body: dict[str, Any], reserved: Sequence[str] = 
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "method"
         raise ValueError(f"{where}: {first['msg']}") from None
+
+
+MIN_PROBE_EVERY, MAX_PROBES = 4, 64  # a probe copies the row's KV cache: bounded, a request cannot hold a replica
+
+
+def fitted(settings: BaseModel, spec: BudgetSpec) -> BaseModel:
+    """``settings`` with a trial answer no longer than the request's answer cap where the request left
+    ``answer_tokens`` to its default (one it sent is checked by :func:`served_limits`)."""
+    default = getattr(settings, "answer_tokens", None)
+    if default is None or "answer_tokens" in settings.model_fields_set or default <= spec.max_answer_tokens:
+        return settings
+    return settings.model_copy(update={"answer_tokens": spec.max_answer_tokens})
+
+
+def served_limits(settings: BaseModel, spec: BudgetSpec, cap: int) -> Optional[tuple[str, str]]:
+    """``(field, message)`` where a method's settings ask more of one replica than a request may: a trial answer
+    longer than the request's answer cap, or probes closer than :data:`MIN_PROBE_EVERY` thinking tokens or so
+    close that a run of ``cap`` thinking tokens would take more than :data:`MAX_PROBES`."""
+    answer_tokens = getattr(settings, "answer_tokens", None)
+    if answer_tokens is not None and answer_tokens > spec.max_answer_tokens:
+        return "answer_tokens", (f"answer_tokens: {answer_tokens} is longer than the request's answer cap "
+                                 f"({spec.max_answer_tokens}, max_tokens); a trial answer is an answer: lower it")
+    every, least = getattr(settings, "probe_every", None), max(MIN_PROBE_EVERY, -(-cap // MAX_PROBES))
+    if every is not None and every < least:
+        return "probe_every", (f"probe_every: at least {least} thinking tokens between probes for a thinking cap of "
+                               f"{cap} (at most {MAX_PROBES} probes a request; each copies the row's KV cache), got "
+                               f"{every}")
+    return None
 
 
 def refusal_field(message: str, name: str) -> tuple[str, str]:

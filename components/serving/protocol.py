@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from components.common.grading import extract_answer
 from components.inference.budget_forcing import BudgetSpec, ForcedResult
 from components.inference.methods.base import Kind, Method
-from components.inference.methods.registry import REFERENCE, method_class
+from components.inference.methods.registry import AUTO, REFERENCE, SERVED, method_class
 from components.inference.methods.voting import vote_groups  # noqa: F401  (re-exported for callers)
-from components.serving.methods import AUTO, SERVED, label_vote, request_settings
+from components.serving.methods import label_vote, request_settings
 
 # Per-request size limits, checked at parse time (a bad request never reaches the engine).
 MAX_N = 16

@@ -463,27 +463,41 @@ class S1Service:
             jobs = [(p, self.capped(spec, k), s) for p, k in zip(prompts, lens) for s in samplings]
             return await self.generate_all(jobs), None, vote
         seed = self.samplings(req)[0].seed
-        runs = [self.method_run(req, spec, self.capped(spec, k).max_thinking_tokens, seed) for k in lens]
+        room = [self.capped(dataclasses.replace(spec, max_thinking_tokens=None), k).max_thinking_tokens for k in lens]
+        # built and checked off the event loop: a check may decode the tokenizer's vocabulary once
+        runs = await asyncio.to_thread(lambda: [self.method_run(req, spec, self.capped(spec, k).max_thinking_tokens,
+                                                                seed, r) for k, r in zip(lens, room)])
         out = await self.run_methods(runs, req.n, prompts, req.max_compute_tokens, req.max_latency_s)
         auto = {"budget": "auto"} if req.budget == "auto" else {}
         return [r for rs, _ in out for r in rs], [{**rec, **auto} for _, recs in out for rec in recs], None
 
-    def method_run(self, req, spec: BudgetSpec, cap: int, seed: int) -> Method:
+    def method_run(self, req, spec: BudgetSpec, cap: int, seed: int, room: Optional[int] = None) -> Method:
         """The request's sequential method for one prompt, its sweep value the prompt's thinking cap (under
         ``budget: auto``, lowered to ``max_compute_tokens``); refused (400 naming the field) where it has no
-        meaning for this model or these settings."""
+        meaning for this model or these settings, where it asks more of one replica than the server allows
+        (:func:`~components.serving.methods.served_limits`), or where it would think past ``room``, what the prompt
+        leaves of the context."""
         name = req.method_name
         forcing = Forcing(min_thinking_tokens=spec.min_thinking_tokens, num_waits=spec.num_waits,
                           wait_strings=tuple(spec.wait_strings), final_answer_prefix=spec.final_answer_prefix,
                           max_answer_tokens=spec.max_answer_tokens, temperature=req.temperature, top_p=req.top_p,
                           seed=seed, sample_temperature=req.temperature or 1.0)
         value = min(cap, req.max_compute_tokens) if req.max_compute_tokens else cap
-        method = methods.build(name, forcing, req.method_settings, value)
+        settings = methods.fitted(req.method_settings, spec)
+        method = methods.build(name, forcing, settings, value)
         try:
             method.check(self.engine)
         except MethodRefused as e:
             field, message = methods.refusal_field(str(e), name)
             raise APIError(400, message, param=field) from None
+        if (limit := methods.served_limits(settings, spec, value)) is not None:
+            raise APIError(400, limit[1], param=limit[0])
+        reach = method.thinking_reach(value)
+        if room is not None and reach > room and method.reach_setting:
+            raise APIError(400, f"{method.reach_setting}: the method would think up to {reach} tokens, more than the "
+                           f"{room} this prompt leaves of the context length {self.max_len}; lower "
+                           f"{method.reach_setting} or max_thinking_tokens, or shorten the prompt",
+                           param=method.reach_setting, code="context_length_exceeded")
         return method
 
     async def run_methods(self, runs: list[Method], n: int, prompts: list[list[int]],

@@ -66,8 +66,8 @@ def axis_params(axis: dict) -> dict[str, str]:
     return {"compute_axis.interval": axis["interval"], "compute_axis.test": axis["test"],
             "compute_axis.questions": str(axis["questions"]),
             "compute_axis.missing": "; ".join(axis["missing"]) or "nothing",
-            **{metric_key("compute_best", f"at_{r['compute_level']:.1f}"):
-               f"{r['method']} {r['setting']}" for r in axis["best"]}}
+            **{metric_key("compute_best", f"at_{i:02d}_{r['compute_level']:.2f}"):
+               f"{r['method']} {r['setting']}" for i, r in enumerate(axis["best"])}}
 
 
 def _chunks(items: list, size: int) -> list[list]:

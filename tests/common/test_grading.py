@@ -87,10 +87,11 @@ def test_one_grading_function_by_kind_on_the_in_process_path(monkeypatch):
           Question(id="m", source="math500", question="1/2 + 1/2?", answer="1", metadata={"kind": "math"})]
     answers = {"Noble gas?\n\n(A) Iron\n(B) Neon": "Iron is a metal; a careful check gives (B)", "1/2 + 1/2?": r"\boxed{1}"}
 
-    def fake_run_method(name, engine, prompts, budget, cfg, progress=None):
-        return [SimpleNamespace(thinking="t", answer=answers[p], thinking_tokens=3, answer_tokens=2, waits_used=0,
-                                hit_budget=False) for p in prompts]
-    monkeypatch.setattr(sweep, "run_method", fake_run_method)
+    class Answering:  # the method run_point builds, answering each question from the table above
+        def run(self, engine, prompts, budget, progress=None):
+            return [SimpleNamespace(thinking="t", answer=answers[p], thinking_tokens=3, answer_tokens=2, waits_used=0,
+                                    hit_budget=False, probe_tokens=0, discarded_tokens=0) for p in prompts]
+    monkeypatch.setattr(sweep, "method", lambda cfg, name: Answering())
     gens = sweep.run_point(None, qs, EvaluateConfig(), "budget_forcing", 8)
     assert [(g.predicted, g.correct) for g in gens] == [("B", True), ("1", True)]
 

@@ -102,5 +102,5 @@ def test_the_qwen_math_prm_recipe_needs_the_name_allow_listed():
     from components.inference.methods.registry import section_problems
     ev = {"methods": {"rebase": {"reward": "Qwen/Qwen2.5-Math-PRM-7B", "reward_recipe": "qwen_math_prm"}}}
     [problem] = section_problems(EvaluateConfig(**ev))
-    assert problem.startswith("trust_remote_code: methods.rebase.reward_recipe qwen_math_prm runs")
+    assert problem.startswith("evaluate.trust_remote_code: evaluate.methods.rebase.reward_recipe qwen_math_prm runs")
     assert section_problems(EvaluateConfig(**ev, trust_remote_code=["Qwen/Qwen2.5-Math-PRM-7B"])) == []

@@ -47,3 +47,16 @@ def test_scheduled_waits_stop_inserting_after_max_waits(tiny_engine):
     method = build("scheduled_waits", Forcing(max_answer_tokens=4), {"alpha": 2.0, "max_waits": 1}, budgets=[16])
     for r in method.run(Biased(tiny_engine, 100.0), QS, 16):
         assert r.waits_used == 1 and r.thinking_tokens < 32 and not r.hit_budget  # the second stop ends it
+
+
+def test_rejection_sampling_counts_every_discarded_try_as_compute(tiny_engine):
+    """A model that never ends its thinking thinks to the engine's cap at every try, so no try fits a budget of 6:
+    the kept (last) try's thinking is thinking_tokens, the two before it are discarded_tokens, all three compute."""
+    forcing, engine = Forcing(max_answer_tokens=4), Biased(tiny_engine, -100.0)
+    method = build("rejection_sampling", forcing, {"max_tries": 3}, budgets=[6])
+    prompts = method.prompts(tiny_engine, QS[:3])
+    tries = [engine.generate_forced(prompts, [forcing.spec(None)] * 3, forcing.sampled(k)) for k in range(3)]
+    for q, r in enumerate(method.run(engine, QS[:3], 6)):
+        assert r.tries == 3 and r.thinking_tokens == tries[2][q].thinking_tokens > 6
+        assert r.discarded_tokens == tries[0][q].thinking_tokens + tries[1][q].thinking_tokens
+        assert r.compute_tokens == sum(t[q].thinking_tokens for t in tries)

@@ -97,3 +97,11 @@ def test_a_reward_model_on_the_engines_gpus_needs_its_memory_share_lowered():
                            "evaluate": ev}, "tiny")
     assert not [p for p in problems(roomy, ["evaluate"]) if "reward_device" in p]
 
+
+
+def test_a_method_section_its_settings_refuse_is_named_among_the_problems():
+    pytest.importorskip("prefect")
+    ev = {"compute_matched": ["rebase"], "methods": {"rebase": {"widths": [0], "reward_device": "cuda:0"}}}
+    cfg = parse_profile({"engine": {"backend": "vllm", "tensor_parallel_size": 8}, "evaluate": ev}, "tiny")
+    found = problems(cfg, ["evaluate"])  # no traceback: every problem listed, the bad section among them
+    assert any(p.startswith("evaluate.methods.rebase.widths: Value error, list widths >= 1") for p in found), found

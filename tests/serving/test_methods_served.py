@@ -144,6 +144,10 @@ def test_a_served_vote_picks_what_the_method_s_combine_picks(tiny_engine, name, 
     ({"budget": "auto", "max_compute_tokens": 0}, "max_compute_tokens"),
     ({"method": "early_exit", "stream": True}, "method"),
     ({"method": "shortest_majority", "stream": True}, "method"),
+    ({"method": "early_exit", "answer_tokens": 9}, "answer_tokens"),  # longer than the answer cap (max_tokens 4)
+    ({"method": "early_exit", "probe_every": 2}, "probe_every"),  # closer than a replica allows
+    ({"method": "confidence_exit", "transitions": ["x"] * 17}, "transitions"),  # more strings than a request may
+    ({"method": "majority_voting", "samples": [2]}, "samples"),  # N is the request's n
 ])
 def test_bad_method_settings_are_400s_naming_the_field(client, extra, param):
     with pytest.raises(openai.BadRequestError) as e:

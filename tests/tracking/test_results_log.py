@@ -54,7 +54,7 @@ def test_the_best_method_at_each_level_is_a_series_over_compute(logged):
     assert series["p_value"] == [(12, 1.0), (21, 0.03125), (24, 0.0625)]  # level 10: no runner-up to test
     assert series["significant"] == [(12, 0.0), (21, 1.0), (24, 0.0)]
     p = client.get_run(run_id).data.params
-    assert (p["compute_best.at_21_0"], p["compute_best.at_12_0"]) == ("budget_forcing B=20", "majority_voting N=1")
+    assert (p["compute_best.at_02_21_00"], p["compute_best.at_01_12_00"]) == ("budget_forcing B=20", "majority_voting N=1")
     assert (p["compute_axis.interval"], p["compute_axis.test"], p["compute_axis.questions"],
             p["compute_axis.missing"]) == (INTERVAL, TEST, "8", "nothing")
 

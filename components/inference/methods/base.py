@@ -101,6 +101,8 @@ class Method:
     budgeted: ClassVar[bool] = True          # sweep values are thinking-token budgets (they bound thinking)
     shares_sweep: ClassVar[bool] = False     # run_sweep does the whole sweep's work at once
     answers_unbudgeted: ClassVar[bool] = False  # value None: thinking capped only by the engine's cap
+    reach_setting: ClassVar[Optional[str]] = None  # the setting that lets thinking pass the sweep value, if any
+    sweep_setting: ClassVar[Optional[str]] = None  # the setting listing the sweep values, when not evaluate.budgets
 
     def __init__(self, forcing: Forcing, settings: BaseModel, budgets: Sequence[int], trusted: Sequence[str] = ()):
         """``trusted``: models (hub ids or directories) allowed to run their repository's own code on load."""
@@ -122,6 +124,11 @@ class Method:
 
     def release(self) -> None:
         """Free what :meth:`acquire` loaded."""
+
+    def thinking_reach(self, value: int) -> int:
+        """The most thinking tokens a run at budget ``value`` can take (more than ``value`` only where
+        :attr:`reach_setting` allows it)."""
+        return value
 
     def values(self) -> list[int]:
         """What the method's sweep varies (default: the headline's thinking budgets)."""

@@ -19,8 +19,9 @@ from components.inference.probing import ProbeSpec, Transitions
 
 class ConfidenceExitSettings(MethodSettings):
     threshold: float = Field(0.95, ge=0, description="mean token probability of a trial answer that ends thinking")
-    transitions: list[str] = Field(default_factory=lambda: ["Wait"],
-                                   description="strings after which a trial answer is probed")
+    transitions: list[str] = Field(default_factory=lambda: ["Wait"], max_length=16,
+                                   description="strings after which a trial answer is probed (at most 16, each at "
+                                   "most 64 characters)")
     answer_tokens: int = Field(16, ge=1, description="most tokens of each trial answer")
 
     @field_validator("transitions")
@@ -28,6 +29,8 @@ class ConfidenceExitSettings(MethodSettings):
     def _some(cls, value: list[str]) -> list[str]:
         if not value or any(not s for s in value):
             raise ValueError("list at least one non-empty transition string, e.g. ['Wait']")
+        if any(len(s) > 64 for s in value):
+            raise ValueError("each transition string is at most 64 characters")
         return value
 
 

@@ -42,12 +42,13 @@ class RebaseSearch(Method):
     kind = Kind.SEARCH
     Settings = RebaseSettings
     value_label = "w="
+    sweep_setting = "widths"
     budgeted = False
 
     @classmethod
     def problems(cls, settings: RebaseSettings, trusted: Sequence[str]) -> list[str]:
         if settings.reward_recipe == "qwen_math_prm" and settings.reward not in trusted:
-            return [f"trust_remote_code: methods.rebase.reward_recipe qwen_math_prm runs the code of "
+            return [f"evaluate.trust_remote_code: evaluate.methods.rebase.reward_recipe qwen_math_prm runs the code of "
                     f"{settings.reward!r} (transformers has no class for it); add that name to "
                     "evaluate.trust_remote_code once its code at methods.rebase.reward_revision is reviewed, "
                     "or use reward_recipe: sequence_classification"]

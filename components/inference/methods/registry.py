@@ -64,6 +64,12 @@ def section_problems(evaluate) -> list[str]:
 
 def hub_models(evaluate) -> list[tuple[str, str, Optional[str]]]:
     """``(revision key, model, revision)`` of every model the evaluation's methods load besides the engine."""
-    return [(f"evaluate.methods.{name}.{use.key}_revision", use.name, use.revision)
-            for name in evaluate.used_methods()
-            for use in method_class(name).models(configured(evaluate, name))]
+    out = []
+    for name in evaluate.used_methods():
+        try:
+            chosen = configured(evaluate, name)
+        except ValueError:  # a section its settings refuse: section_problems names it
+            continue
+        out += [(f"evaluate.methods.{name}.{use.key}_revision", use.name, use.revision)
+                for use in method_class(name).models(chosen)]
+    return out

@@ -1,5 +1,6 @@
 """Rejection sampling (s1's baseline): sample at ``sample_temperature`` until the thinking fits the budget, at
-most ``max_tries`` times; the last try is kept otherwise. Every try's thinking is compute spent."""
+most ``max_tries`` times; the last try is kept otherwise. Every try's thinking is compute spent: the kept try's
+in ``thinking_tokens`` (what Control reads), the others' in ``discarded_tokens``."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -22,13 +23,16 @@ class RejectionSampling(Method):
             ) -> list[ForcedResult]:
         prompts = self.prompts(engine, questions)
         chosen: list[Optional[ForcedResult]] = [None] * len(prompts)
+        spent = [0] * len(prompts)  # thinking of the tries before the kept one
         pending = list(range(len(prompts)))
         for attempt in range(self.settings.max_tries):
             results = engine.generate_forced([prompts[i] for i in pending], [self.forcing.spec(None)] * len(pending),
                                              self.forcing.sampled(attempt))
             still = []
             for i, r in zip(pending, results):
-                chosen[i] = r.model_copy(update={"tries": attempt + 1})
+                if chosen[i] is not None:
+                    spent[i] += chosen[i].thinking_tokens
+                chosen[i] = r.model_copy(update={"tries": attempt + 1, "discarded_tokens": spent[i]})
                 if r.thinking_tokens > value:
                     still.append(i)
             if progress:

@@ -27,6 +27,10 @@ class ScheduledWaitsSettings(MethodSettings):
 class ScheduledWaits(Method):
     name = "scheduled_waits"
     Settings = ScheduledWaitsSettings
+    reach_setting = "alpha"
+
+    def thinking_reach(self, value: int) -> int:
+        return self.moment(value)
 
     def moment(self, budget: int) -> int:
         return max(1, math.floor(self.settings.alpha * budget))

@@ -37,5 +37,6 @@ class ShortestMajority(MajorityVoting):
             out.append(chosen.model_copy(update={
                 "thinking_tokens": sum(r.thinking_tokens for r in mine), "tries": len(mine),
                 "probe_tokens": sum(r.probe_tokens for r in mine),
+                "discarded_tokens": sum(r.discarded_tokens for r in mine),
                 "answer": f"Answer: {answers[k]}" if k >= 0 else chosen.answer}))
         return out

@@ -50,6 +50,7 @@ def voted(samples: list[list[ForcedResult]]) -> list[ForcedResult]:
         out.append(first.model_copy(update={
             "thinking_tokens": sum(r.thinking_tokens for r in mine), "tries": len(mine),
             "probe_tokens": sum(r.probe_tokens for r in mine),
+            "discarded_tokens": sum(r.discarded_tokens for r in mine),
             "answer": f"Answer: {winner}" if winner else first.answer,
         }))
     return out
@@ -69,6 +70,7 @@ class MajorityVoting(Method):
     kind = Kind.PARALLEL
     Settings = VotingSettings
     value_label = "N="
+    sweep_setting = "samples"
     budgeted = False
     shares_sweep = True
 

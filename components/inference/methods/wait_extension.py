@@ -19,6 +19,7 @@ class WaitExtension(Method):
     name = "wait_extension"
     Settings = WaitExtensionSettings
     value_label = "W="
+    sweep_setting = "waits"
     budgeted = False
 
     def values(self) -> list[int]:
