@@ -86,24 +86,18 @@ def serve_problems(cfg: ProfileConfig) -> list[str]:
 def reward_device_problems(cfg: ProfileConfig) -> list[str]:
     """A model a method loads (REBASE's process reward) on one of the in-process vLLM engine's GPUs needs the
     room the engine leaves."""
-    from components.inference.methods.registry import configured, method_class  # their modules: torch
-    ev, eng = cfg.evaluate, cfg.engine
-    out = []
-    for name in ev.used_methods():
-        try:
-            chosen = configured(ev, name)
-        except ValueError:  # a section its settings refuse: section_problems names it
+    from components.inference.methods.registry import method_models  # the methods' modules: torch
+    eng, out = cfg.engine, []
+    for name, use in method_models(cfg.evaluate):
+        loaded = is_hub_id(use.name) or Path(use.name).exists()  # a name registered in code loads nothing
+        if not loaded or not use.device.startswith("cuda") or eng.backend != "vllm":
             continue
-        for use in method_class(name).models(chosen):
-            loaded = is_hub_id(use.name) or Path(use.name).exists()  # a name registered in code loads nothing
-            if not loaded or not use.device.startswith("cuda") or eng.backend != "vllm":
-                continue
-            index = int(use.device.split(":")[1]) if ":" in use.device else 0
-            if index < eng.tensor_parallel_size and eng.gpu_memory_utilization is None:
-                out.append(f"evaluate.methods.{name}.{use.key}_device: {use.device} is one of the in-process "
-                           f"engine's {eng.tensor_parallel_size} GPUs, which vLLM fills to 90% by default; set "
-                           "engine.gpu_memory_utilization to leave the model room (a 7B PRM in bf16: ~16 GB, e.g. "
-                           "0.75 on an 80 GB GPU), or put it on a GPU the engine does not use, or on cpu")
+        index = int(use.device.split(":")[1]) if ":" in use.device else 0
+        if index < eng.tensor_parallel_size and eng.gpu_memory_utilization is None:
+            out.append(f"evaluate.methods.{name}.{use.key}_device: {use.device} is one of the in-process "
+                       f"engine's {eng.tensor_parallel_size} GPUs, which vLLM fills to 90% by default; set "
+                       "engine.gpu_memory_utilization to leave the model room (a 7B PRM in bf16: ~16 GB, e.g. "
+                       "0.75 on an 80 GB GPU), or put it on a GPU the engine does not use, or on cpu")
     return out
 
 

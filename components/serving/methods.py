@@ -66,7 +66,7 @@ MIN_PROBE_EVERY, MAX_PROBES = 4, 64  # a probe copies the row's KV cache: bounde
 
 
 def fitted(settings: BaseModel, spec: BudgetSpec) -> BaseModel:
-    """``settings`` with a trial answer no longer than the request's answer cap where the request left
+    """``settings`` with a trial answer at most the request's answer cap long where the request left
     ``answer_tokens`` to its default (one it sent is checked by :func:`served_limits`)."""
     default = getattr(settings, "answer_tokens", None)
     if default is None or "answer_tokens" in settings.model_fields_set or default <= spec.max_answer_tokens:

@@ -14,7 +14,7 @@ EVAL = {
                                       {"budget": 16, "accuracy": 0.5, "avg_thinking_tokens": 15.5}],
                            "control": 1.0, "scaling": 0.03125, "performance": 0.5},
         "wait_extension": {"points": [{"budget": 0, "accuracy": 0.375, "avg_thinking_tokens": 12.0}],
-                           "control": 0.5, "scaling": None, "performance": 0.375}},
+                           "control": 0.5, "scaling": None, "performance": 0.375, "value_label": "W="}},
 }
 REG = {"run_id": "abc123", "experiment": "s1flow-tiny", "experiment_id": "7", "registered_model": "s1flow-tiny",
        "model_version": "3", "champion": True, "champion_reason": "first version with performance=0.5000",

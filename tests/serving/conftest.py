@@ -13,6 +13,11 @@ def server(tiny_model_dir):
     from components.serving.launch import start_server, stop_server
     with pytest.MonkeyPatch.context() as env:  # the key is this module's: later test modules do not see it
         env.setenv("S1FLOW_TEST_KEY", KEY)
+        # replicas read the key from their node's environment: a Ray an earlier test module of this process
+        # started (without the key) is shut down, so the one the server starts sees it
+        import ray
+        if ray.is_initialized():
+            ray.shutdown()
         port = free_port()
         cfg = parse_profile({"serve": {"port": port, "api_key_env": "S1FLOW_TEST_KEY", "model_name": "tiny",
                                        "max_batch_size": 8, "default_answer_tokens": 8},

@@ -12,10 +12,11 @@ from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel, ValidationError
 
+from components.inference.methods.base import ModelUse
 from components.method_index import AUTO, METHODS, REFERENCE, SERVED
 
-__all__ = ["AUTO", "METHODS", "REFERENCE", "SERVED", "build", "method_class", "settings", "configured", "section_problems",
-           "hub_models"]
+__all__ = ["AUTO", "METHODS", "REFERENCE", "SERVED", "build", "configured", "hub_models", "method_class",
+           "method_models", "section_problems", "settings"]
 
 def method_class(name: str):
     """The class of method ``name`` (its module imported now)."""
@@ -62,14 +63,20 @@ def section_problems(evaluate) -> list[str]:
     return out
 
 
-def hub_models(evaluate) -> list[tuple[str, str, Optional[str]]]:
-    """``(revision key, model, revision)`` of every model the evaluation's methods load besides the engine."""
+def method_models(evaluate) -> list[tuple[str, ModelUse]]:
+    """``(method name, model use)`` of every model the evaluation's methods load besides the engine (a method
+    whose section its settings refuse is left out: :func:`section_problems` names it)."""
     out = []
     for name in evaluate.used_methods():
         try:
             chosen = configured(evaluate, name)
-        except ValueError:  # a section its settings refuse: section_problems names it
+        except ValueError:
             continue
-        out += [(f"evaluate.methods.{name}.{use.key}_revision", use.name, use.revision)
-                for use in method_class(name).models(chosen)]
+        out += [(name, use) for use in method_class(name).models(chosen)]
     return out
+
+
+def hub_models(evaluate) -> list[tuple[str, str, Optional[str]]]:
+    """``(revision key, model, revision)`` of every model the evaluation's methods load besides the engine."""
+    return [(f"evaluate.methods.{name}.{use.key}_revision", use.name, use.revision)
+            for name, use in method_models(evaluate)]
