@@ -74,6 +74,17 @@ class Example(Record):
     drop_reason: Optional[str] = None
 
 
+COMPUTE_FIELDS = ("thinking_tokens", "probe_tokens", "discarded_tokens")  # what a result's compute sums
+
+
+def record_compute(record: dict) -> Optional[int]:
+    """A sample record's compute tokens (its :data:`COMPUTE_FIELDS`, an absent counter 0); None without a thinking
+    count."""
+    if record.get("thinking_tokens") is None:
+        return None
+    return sum(record.get(f) or 0 for f in COMPUTE_FIELDS)
+
+
 class Thought(Record):
     """What budget forcing made of one prompt: the thinking and the answer, their token counts, the waits
     forced and whether the budget ended thinking."""
@@ -90,8 +101,8 @@ class Thought(Record):
     @property
     def compute_tokens(self) -> int:
         """The thinking compute this result cost: its thinking tokens, its probes' tokens and the thinking of
-        the samples it discarded."""
-        return self.thinking_tokens + self.probe_tokens + self.discarded_tokens
+        the samples it discarded (:data:`COMPUTE_FIELDS`)."""
+        return sum(getattr(self, f) for f in COMPUTE_FIELDS)
 
 
 class Generation(Thought):

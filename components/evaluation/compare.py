@@ -30,12 +30,12 @@ from components.evaluation.statistics import (
     samples_per_question,
 )
 from components.method_index import REFERENCE
+from components.records import COMPUTE_FIELDS
 
 SAMPLES_ARTIFACT = "eval_samples.jsonl"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 LARGEST = "largest"  # a point's default budget: the largest the method was run at
-FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed", "thinking_tokens", "probe_tokens",
-          "discarded_tokens")
+FIELDS = ("task", "method", "budget", "seed", "question_id", "correct", "failed", *COMPUTE_FIELDS)
 
 
 class CompareError(ValueError):

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from components.evaluation.metrics import point_compute
 from components.evaluation.statistics import (
     CONFIDENCE,
     RESAMPLES,
@@ -40,6 +41,7 @@ from components.evaluation.statistics import (
     per_question,
     question_means,
 )
+from components.records import record_compute
 
 ALPHA = 1 - CONFIDENCE
 INTERVAL = (f"{CONFIDENCE:.0%} percentile bootstrap over questions ({RESAMPLES:,} resamples, seed {SEED})")
@@ -79,10 +81,9 @@ def _compute_per_question(records: list[dict]) -> Optional[dict[str, float]]:
     no count."""
     totals: dict[str, list[float]] = {}
     for r in records:
-        if r.get("thinking_tokens") is None:
+        if (compute := record_compute(r)) is None:
             return None
-        totals.setdefault(str(r["question_id"]), []).append(
-            r["thinking_tokens"] + (r.get("probe_tokens") or 0) + (r.get("discarded_tokens") or 0))
+        totals.setdefault(str(r["question_id"]), []).append(compute)
     return {q: sum(v) / len(v) for q, v in totals.items()}
 
 
@@ -96,7 +97,7 @@ def _point(method: str, report: dict, p: dict, records: list[dict], ids: list[st
     table = per_question(rs)
     row = {"method": method, "kind": report.get("kind", "sequential"), "setting": setting(report, p["budget"]),
            "value": p["budget"], "questions": len(table), "of": expected,
-           "compute": p.get("avg_compute_tokens", p["avg_thinking_tokens"]), "compute_low": None, "compute_high": None,
+           "compute": point_compute(p), "compute_low": None, "compute_high": None,
            "accuracy": p["accuracy"], "accuracy_low": None, "accuracy_high": None, "missing": None}
     if not table:
         row["missing"] = "no samples: eval.json's numbers, no interval"

@@ -25,6 +25,12 @@ class SweepPoint:
     accuracy: float
 
 
+def point_compute(point: dict) -> float:
+    """A report point's average compute tokens per question (thinking, summed over samples and nodes, plus probes
+    and discarded tries); a point from before compute was counted apart: its thinking tokens."""
+    return point.get("avg_compute_tokens", point["avg_thinking_tokens"])
+
+
 @dataclass(frozen=True)
 class Run:
     thinking_tokens: int

@@ -28,7 +28,15 @@ from typing import Optional
 
 from components.common.threads import use_threads
 from components.config import EngineConfig, EvaluateConfig
-from components.evaluation.sweep import Part, assemble, check_methods, evaluation_parts, largest_first, run_part
+from components.evaluation.sweep import (
+    Part,
+    assemble,
+    check_methods,
+    evaluated_methods,
+    evaluation_parts,
+    largest_first,
+    run_part,
+)
 from components.inference.engine import build_engine
 from components.records import Generation, Question
 
@@ -58,8 +66,9 @@ def evaluate_in_parallel(engine: EngineConfig, dtype: str, model: str, questions
     import torch
 
     if local_engine is not None:
-        check_methods(local_engine, cfg)  # a refused method stops the evaluation before any worker starts (each
-        # part checks its own methods too, on its process's engine)
+        # a refused method stops the evaluation before any worker starts (each part checks its own methods too, on
+        # its process's engine)
+        check_methods(local_engine, cfg, evaluated_methods(cfg))
     todo = deque(largest_first(evaluation_parts(cfg, questions), cfg, len(questions)))
     size = max(1, min(workers, len(todo)))
     lock, done, failed = threading.Lock(), {}, []

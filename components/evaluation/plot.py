@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from components.evaluation.metrics import point_compute
 from components.method_index import REFERENCE
 
 
@@ -66,7 +67,7 @@ def _axis_points(result: dict, axis: Optional[dict], method: str) -> tuple[list[
     interval) when ``axis`` has them, else the report's points without intervals."""
     rows = [r for r in (axis or {}).get("points", []) if r["method"] == method]
     if not rows:
-        pts = [{**p, "avg_thinking_tokens": p.get("avg_compute_tokens", p["avg_thinking_tokens"])}
+        pts = [{**p, "avg_thinking_tokens": point_compute(p)}
                for p in result["methods"][method]["points"]]
         return sorted(pts, key=lambda p: p["avg_thinking_tokens"]), None
     rows = sorted(rows, key=lambda r: r["compute"])

@@ -15,13 +15,13 @@ the extrapolation ablations (wait strings, number of waits; s1 Table 4).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import components.evaluation.rewards  # noqa: F401 - registers REBASE's programmatic reward
 from components.common.grading import grade_response
 from components.common.progress import progress_bar
 from components.config import EvaluateConfig
-from components.evaluation.metrics import Run, SweepPoint, sweep_metrics
+from components.evaluation.metrics import Run, SweepPoint, point_compute, sweep_metrics
 from components.inference.attempts import student_attempts
 from components.inference.methods.base import Forcing, Method
 from components.inference.methods.registry import REFERENCE, build
@@ -165,23 +165,18 @@ def extrapolation_ablations(engine, questions: list[Question], cfg: EvaluateConf
     return out, [g for gens in runs.values() for g in gens]
 
 
-def compute_of(point: dict) -> float:
-    """A point's average compute tokens per question: thinking (summed over samples and nodes) plus probes."""
-    return point.get("avg_compute_tokens", point["avg_thinking_tokens"])
-
-
 def matched_table(per_method: dict[str, dict]) -> list[dict]:
     """At each compute level any method reached (a point's average compute tokens per question, under the key
     ``thinking_tokens``: thinking plus probes), every method's best accuracy among its points that spend no more;
     None where a method never spends that little."""
     rows = []
-    for level in sorted({compute_of(p) for res in per_method.values() for p in res["points"]}):
+    for level in sorted({point_compute(p) for res in per_method.values() for p in res["points"]}):
         row: dict = {"thinking_tokens": level, "accuracy": {}, "at": {}}
         for m, res in per_method.items():
-            fit = [p for p in res["points"] if compute_of(p) <= level + 1e-9]
-            best = max(fit, key=lambda p: (p["accuracy"], -compute_of(p)), default=None)
+            fit = [p for p in res["points"] if point_compute(p) <= level + 1e-9]
+            best = max(fit, key=lambda p: (p["accuracy"], -point_compute(p)), default=None)
             row["accuracy"][m] = None if best is None else best["accuracy"]
-            row["at"][m] = None if best is None else {"value": best["budget"], "avg_thinking_tokens": compute_of(best)}
+            row["at"][m] = None if best is None else {"value": best["budget"], "avg_thinking_tokens": point_compute(best)}
         rows.append(row)
     return rows
 
@@ -286,11 +281,9 @@ def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> lis
 def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
     """One part on ``engine`` (in this process or a worker's), its methods asked first whether they have a meaning
     for the engine's model."""
+    check_methods(engine, cfg, {"sweep": swept_methods(cfg), "matched": [part.method]}.get(part.kind, []))
     if part.kind == "sweep":
-        check_methods(engine, cfg.model_copy(update={"compute_matched": []}))
         return headline_sweep(engine, questions, cfg)
-    if part.kind == "matched":
-        method(cfg, part.method).check(engine)
     if part.kind == "matched" and part.value is not None:
         return {}, run_point(engine, extras_subset(questions, cfg), cfg, part.method, part.value)
     if part.kind == "matched":
@@ -353,17 +346,21 @@ def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig) ->
     return _run_in_process(engine, questions, cfg, headline=False)
 
 
-def check_methods(engine, cfg: EvaluateConfig, headline: bool = True) -> None:
-    """Every method the evaluation will run, asked whether it has a meaning for the engine's model (raises
-    :class:`~components.inference.methods.base.MethodRefused` naming the setting), before any generation."""
-    names = (swept_methods(cfg) if headline else []) + list(cfg.compute_matched)
-    for name in dict.fromkeys(names):
+def evaluated_methods(cfg: EvaluateConfig, headline: bool = True) -> list[str]:
+    """Every method an evaluation runs: the headline sweep's (with ``headline``) and the compute-matched ones."""
+    return list(dict.fromkeys((swept_methods(cfg) if headline else []) + list(cfg.compute_matched)))
+
+
+def check_methods(engine, cfg: EvaluateConfig, names: Sequence[str]) -> None:
+    """Methods ``names``, each asked whether it has a meaning for the engine's model (raises
+    :class:`~components.inference.methods.base.MethodRefused` naming the setting), before their generations."""
+    for name in names:
         method(cfg, name).check(engine)
 
 
 def _run_in_process(engine, questions: list[Question], cfg: EvaluateConfig, headline: bool) -> tuple[dict, list[Generation]]:
     """Every part of :func:`evaluation_parts` on ``engine``, in order, assembled."""
-    check_methods(engine, cfg, headline)
+    check_methods(engine, cfg, evaluated_methods(cfg, headline))  # all before the first part generates
     parts = evaluation_parts(cfg, questions, headline)
     return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in parts})
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from components.common.grading import extract_answer
 from components.inference.budget_forcing import ForcedResult
-from components.inference.methods.voting import MajorityVoting, vote_groups
+from components.inference.methods.voting import MajorityVoting, combined, vote_groups
 
 
 def shortest_majority(answers: Sequence[str], lengths: Sequence[int]) -> int:
@@ -33,10 +33,5 @@ class ShortestMajority(MajorityVoting):
         for mine in zip(*samples):
             answers = [extract_answer(r.answer) for r in mine]
             k = shortest_majority(answers, [r.thinking_tokens for r in mine])
-            chosen = mine[k] if k >= 0 else mine[0]
-            out.append(chosen.model_copy(update={
-                "thinking_tokens": sum(r.thinking_tokens for r in mine), "tries": len(mine),
-                "probe_tokens": sum(r.probe_tokens for r in mine),
-                "discarded_tokens": sum(r.discarded_tokens for r in mine),
-                "answer": f"Answer: {answers[k]}" if k >= 0 else chosen.answer}))
+            out.append(combined(mine[k], mine, answers[k]) if k >= 0 else combined(mine[0], mine, ""))
         return out

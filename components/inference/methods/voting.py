@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from components.common.grading import extract_answer, grade
 from components.inference.budget_forcing import ForcedResult
 from components.inference.methods.base import Kind, Method, MethodSettings, Progress, positive_counts
+from components.records import COMPUTE_FIELDS
 
 
 def equivalent(a: str, b: str) -> bool:
@@ -41,18 +42,21 @@ def vote(answers: Sequence[str]) -> str:
     return answers[max(groups, key=len)[0]] if groups else ""
 
 
+def combined(chosen: ForcedResult, samples: Sequence[ForcedResult], winner: str) -> ForcedResult:
+    """One question's vote as a result: the sample ``chosen`` to represent it, answering ``winner`` (its own answer
+    when nothing won), with every sample's compute summed and their number as its tries."""
+    return chosen.model_copy(update={
+        **{f: sum(getattr(r, f) for r in samples) for f in COMPUTE_FIELDS}, "tries": len(samples),
+        "answer": f"Answer: {winner}" if winner else chosen.answer})
+
+
 def voted(samples: list[list[ForcedResult]]) -> list[ForcedResult]:
     """Per question, the majority answer over ``samples`` (one list per sample), thinking tokens summed."""
     out = []
     for mine in zip(*samples):
         winner = vote([extract_answer(r.answer) for r in mine])
         first = next((r for r in mine if extract_answer(r.answer) == winner), mine[0])
-        out.append(first.model_copy(update={
-            "thinking_tokens": sum(r.thinking_tokens for r in mine), "tries": len(mine),
-            "probe_tokens": sum(r.probe_tokens for r in mine),
-            "discarded_tokens": sum(r.discarded_tokens for r in mine),
-            "answer": f"Answer: {winner}" if winner else first.answer,
-        }))
+        out.append(combined(first, mine, winner))
     return out
 
 
