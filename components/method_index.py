@@ -25,3 +25,12 @@ REFERENCE = "budget_forcing"  # the method of the no-budget reference run and of
 SERVED: tuple[str, ...] = (REFERENCE, "majority_voting", "shortest_majority", "scheduled_waits", "early_exit",
                            "confidence_exit")
 AUTO = "early_exit"  # the method behind a request's ``budget: "auto"``: the stop chosen by answer convergence
+
+LABEL_NAME = {"B=": "budget", "N=": "N samples", "w=": "width", "W=": "waits"}  # a method's value_label, in words
+
+
+def value_name(method_report: dict) -> str:
+    """What a method's sweep varies, in words, from its report (its ``value_label``; a thinking budget when it
+    gives none). Here, not in the results page's module, so the flow's artifacts read it without the evaluation."""
+    label = method_report.get("value_label", "B=")
+    return LABEL_NAME.get(label, label.rstrip("="))

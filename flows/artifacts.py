@@ -21,8 +21,7 @@ import os
 from typing import Optional
 
 from components.curation.selection_report import funnel_steps
-from components.evaluation.report import value_name
-from components.method_index import REFERENCE
+from components.method_index import REFERENCE, value_name
 from components.paths import Paths
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"  # `mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000`

@@ -39,7 +39,7 @@ from components.evaluation.compare import read_samples
 from components.evaluation.compute_axis import INTERVAL, TEST, compute_axis
 from components.evaluation.provenance_text import commit_text, provenance_rows, source_line
 from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
-from components.method_index import REFERENCE
+from components.method_index import REFERENCE, value_name
 from components.paths import Paths
 
 DATA_ABLATION = "data_ablation.json"
@@ -47,7 +47,6 @@ DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
                         "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
                                   "mean": "float", "se": "float | null"}]}
 PLOTS = ("scaling.png", "compute_matched.png")
-LABEL_NAME = {"B=": "budget", "N=": "N samples", "w=": "width", "W=": "waits"}  # a method's value_label, in words
 NOT_RUN = "_not run_"
 SEEN = "possibly seen in pre-training"
 
@@ -105,12 +104,6 @@ def sample_tables(records: list[dict]) -> dict[SampleKey, dict[str, tuple[int, i
     for r in records:
         groups.setdefault((r["task"], r["method"], r["budget"]), []).append(r)
     return {key: table for key, rs in groups.items() if (table := per_question(rs))}
-
-
-def value_name(method_report: dict) -> str:
-    """What a method's sweep varies, in words (its ``value_label``; a thinking budget when it gives none)."""
-    label = method_report.get("value_label", "B=")
-    return LABEL_NAME.get(label, label.rstrip("="))
 
 
 def load_results(paths: Paths) -> dict[str, Any]:

@@ -8,12 +8,14 @@ with its ``Settings``) and one line in :mod:`components.method_index`; its param
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from components.inference.methods.base import ModelUse
 from components.method_index import AUTO, METHODS, REFERENCE, SERVED
+
+if TYPE_CHECKING:  # the methods' modules import torch: only when a method is built
+    from components.inference.methods.base import ModelUse
 
 __all__ = ["AUTO", "METHODS", "REFERENCE", "SERVED", "build", "configured", "hub_models", "method_class",
            "method_models", "section_problems", "settings"]
