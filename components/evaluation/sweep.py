@@ -239,7 +239,7 @@ class Part(NamedTuple):
     value: Optional[int] = None
 
 
-def _sequences(part: Part, cfg: EvaluateConfig, questions: int) -> int:
+def part_cost(part: Part, cfg: EvaluateConfig, questions: int) -> int:
     """A part's cost for scheduling, in generated sequences (a method's own estimate: a shared sweep costs its
     largest value's; a forced wait makes a sequence think again, so an extrapolation run counts once plus once per
     wait)."""
@@ -256,7 +256,8 @@ def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: b
     """The evaluation's independent parts, in the order one process runs them: the headline sweep, REBASE (a part
     per width: it runs point by point), the ablations, then each other compute-matched method the sweep does not
     cover. A compute-matched method the sweep runs is scored from the sweep's generations, which needs every
-    question id distinct (else it is rerun). Workers take them largest first (:func:`largest_first`)."""
+    question id distinct (else it is rerun). Workers take them largest first
+    (:func:`components.evaluation.parallel.largest_first`)."""
     distinct = len({q.id for q in questions}) == len(questions)
     covered = set(swept_methods(cfg)) if headline and distinct else set()
     matched = [m for m in cfg.compute_matched if m not in covered]
@@ -272,16 +273,10 @@ def evaluation_parts(cfg: EvaluateConfig, questions: list[Question], headline: b
     return parts + [p for m in matched if m in shared for p in method_parts(m)]
 
 
-def largest_first(parts: list[Part], cfg: EvaluateConfig, questions: int) -> list[Part]:
-    """``parts`` by estimated cost (:meth:`~components.inference.methods.base.Method.cost`, in generated
-    sequences), largest first, so side-by-side workers end together."""
-    return sorted(parts, key=lambda p: -_sequences(p, cfg, questions))
-
-
 def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
     """One part on ``engine`` (in this process or a worker's), its methods asked first whether they have a meaning
     for the engine's model."""
-    check_methods(engine, cfg, {"sweep": swept_methods(cfg), "matched": [part.method]}.get(part.kind, []))
+    check_methods(engine, cfg, part_methods([part], cfg))
     if part.kind == "sweep":
         return headline_sweep(engine, questions, cfg)
     if part.kind == "matched" and part.value is not None:
@@ -292,15 +287,16 @@ def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig)
 
 
 def assemble(questions: list[Question], cfg: EvaluateConfig,
-             results: dict[Part, tuple[dict, list[Generation]]]) -> tuple[dict, list[Generation]]:
+             results: dict[Part, tuple[dict, list]], extras: bool = True) -> tuple[dict, list]:
     """The report and generations from the parts' results (:func:`evaluation_parts`, run anywhere): the sweep's
-    report (empty without one) with ``compute_matched`` and ``ablations`` added; generations in the order sweep,
-    compute-matched methods as configured, ablations."""
+    report (empty without one) with ``compute_matched`` and ``ablations`` added (with ``extras``: the headline
+    task); generations in the order sweep, compute-matched methods as configured, ablations. A sweep run through
+    Serve gives its records as dicts; every compute-matched method then has its own part."""
     report, gens = results.get(Part("sweep"), ({}, []))
     report, gens = dict(report), list(gens)
     extra: list[Generation] = []
-    if cfg.compute_matched:
-        subset, swept = extras_subset(questions, cfg), [g for g in gens if g.budget is not None]
+    if extras and cfg.compute_matched:
+        subset = extras_subset(questions, cfg)
         per_method = {}
         for m in cfg.compute_matched:
             points = [Part("matched", m, v) for v in sweep_values(m, cfg)]
@@ -312,9 +308,10 @@ def assemble(questions: list[Question], cfg: EvaluateConfig,
                 per_method[m] = sweep_report(by_value, cfg, m)
                 extra += [g for p in points for g in by_value[p.value]]
             else:  # scored from the headline sweep's generations
+                swept = [g for g in gens if g.budget is not None]
                 per_method[m], _ = compute_matched_method(None, subset, cfg, m, swept)
         report["compute_matched"] = matched_report(subset, per_method)
-    if has_ablations(cfg):
+    if extras and has_ablations(cfg):
         report["ablations"], more = results[Part("ablations")]
         extra += more
     return report, gens + extra
@@ -326,29 +323,14 @@ def evaluate_sweep(engine, questions: list[Question], cfg: EvaluateConfig,
     each method in ``compute_matched`` over its values, on one axis of average thinking tokens per question,
     parallel samples and REBASE's expanded nodes summed) and the extrapolation ablations, on the first
     ``ablation_limit`` questions."""
-    if not extras:
-        return run_part(engine, Part("sweep"), questions, cfg)
-    return _run_in_process(engine, questions, cfg, headline=True)
-
-
-def has_extras(cfg: EvaluateConfig) -> bool:
-    return bool(cfg.compute_matched) or has_ablations(cfg)
+    parts = evaluation_parts(cfg, questions) if extras else [Part("sweep")]
+    check_methods(engine, cfg, part_methods(parts, cfg))  # all before the first part generates
+    return assemble(questions, cfg, run_parts(engine, parts, questions, cfg), extras)
 
 
 def extras_subset(questions: list[Question], cfg: EvaluateConfig) -> list[Question]:
     """The questions of the compute-matched comparison and the ablations: the first ``ablation_limit``."""
     return questions[: cfg.ablation_limit] if cfg.ablation_limit else questions
-
-
-def evaluation_extras(engine, questions: list[Question], cfg: EvaluateConfig) -> tuple[dict, list[Generation]]:
-    """``compute_matched`` and ``ablations`` (whichever the config asks for) on the first ``ablation_limit``
-    questions, without a headline sweep (every compute-matched method is run)."""
-    return _run_in_process(engine, questions, cfg, headline=False)
-
-
-def evaluated_methods(cfg: EvaluateConfig, headline: bool = True) -> list[str]:
-    """Every method an evaluation runs: the headline sweep's (with ``headline``) and the compute-matched ones."""
-    return list(dict.fromkeys((swept_methods(cfg) if headline else []) + list(cfg.compute_matched)))
 
 
 def check_methods(engine, cfg: EvaluateConfig, names: Sequence[str]) -> None:
@@ -358,11 +340,18 @@ def check_methods(engine, cfg: EvaluateConfig, names: Sequence[str]) -> None:
         method(cfg, name).check(engine)
 
 
-def _run_in_process(engine, questions: list[Question], cfg: EvaluateConfig, headline: bool) -> tuple[dict, list[Generation]]:
-    """Every part of :func:`evaluation_parts` on ``engine``, in order, assembled."""
-    check_methods(engine, cfg, evaluated_methods(cfg, headline))  # all before the first part generates
-    parts = evaluation_parts(cfg, questions, headline)
-    return assemble(questions, cfg, {p: run_part(engine, p, questions, cfg) for p in parts})
+def part_methods(parts: Sequence[Part], cfg: EvaluateConfig) -> list[str]:
+    """The methods ``parts`` run: the sweep's (``method`` and ``compare_methods``), each compute-matched part's."""
+    names: list[str] = []
+    for part in parts:
+        names += swept_methods(cfg) if part.kind == "sweep" else [part.method] if part.kind == "matched" else []
+    return list(dict.fromkeys(names))
+
+
+def run_parts(engine, parts: Sequence[Part], questions: list[Question],
+              cfg: EvaluateConfig) -> dict[Part, tuple[dict, list[Generation]]]:
+    """Each of ``parts`` on ``engine``, in order."""
+    return {p: run_part(engine, p, questions, cfg) for p in parts}
 
 
 def has_ablations(cfg: EvaluateConfig) -> bool:

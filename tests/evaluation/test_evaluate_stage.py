@@ -108,8 +108,10 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     from contextlib import contextmanager
 
     import components.evaluation.evaluate_stage as stage
+    import components.evaluation.executors as executors
     import components.inference.rebase as rebase
     from components.config import load_config
+    from components.evaluation.plan import SWEEP
     from components.records import Question
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml", profile="s1-32b")
@@ -147,13 +149,16 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
 
     point = {"budget": 512, "avg_thinking_tokens": 100.0, "accuracy": 0.5}
     tasks = {name: [Question(id=f"{name}-0", source=name, question="1+1?", answer="2")] for name in ev.tasks}
-    monkeypatch.setattr(stage, "build_engine", build_engine)
+    monkeypatch.setattr(executors, "build_engine", build_engine)
     monkeypatch.setattr(stage, "eval_questions", lambda evaluate, paths: tasks)
     monkeypatch.setattr(stage, "base_model_accuracy", lambda engine, qs, n: (gpus.alive == [engine.label]) * 0.25)
-    monkeypatch.setattr(stage, "evaluate_via_serve", lambda *a, **k: ({"points": [point]}, []))
-    monkeypatch.setattr(stage, "evaluation_extras",
-                        lambda engine, qs, evaluate: ({"compute_matched": None, "extras_on": engine.label}, []))
-    monkeypatch.setattr(stage, "engine_version", lambda backend: "vllm 0.32.0")
+    monkeypatch.setattr(executors, "evaluate_via_serve", lambda *a, **k: ({"points": [point]}, []))
+    # the parts after Serve: which engine each ran on, as the report's sections
+    monkeypatch.setattr(executors, "run_in_process", lambda engine, plans, evaluate: {
+        plan.task: {p: ({"on": engine.label}, []) for p in plan.parts} for plan in plans})
+    monkeypatch.setattr(stage, "assemble", lambda qs, evaluate, results, extras=True: (
+        {**results[SWEEP][0], "extras_on": sorted({r["on"] for p, (r, _) in results.items() if p != SWEEP})}, []))
+    monkeypatch.setattr(executors, "engine_version", lambda backend: "vllm 0.32.0")
     monkeypatch.setattr(stage, "provenance", lambda *a: {})
     monkeypatch.setattr(stage, "plot_scaling", lambda *a, **k: None)
     monkeypatch.setattr(stage, "plot_compute_matched", lambda *a, **k: None)
@@ -166,7 +171,9 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     assert all(alive == () for _, alive in gpus.started), gpus.started  # nothing else held the GPUs
     assert gpus.alive == []  # every engine shut down at the end
     assert {t: r["base_accuracy"] for t, r in report["tasks"].items()} == {t: 0.25 for t in ev.tasks}
-    assert report["extras_on"] == f"engine({paths.sft_model})"
+    # the headline's extras after Serve on the in-process engine; the other tasks' sweeps through Serve alone
+    assert report["tasks"][ev.tasks[0]]["extras_on"] == [f"engine({paths.sft_model})"]
+    assert all(report["tasks"][t]["extras_on"] == [] for t in ev.tasks[1:])
     # the PRM: on the configured device, beside the extras engine only, and released afterwards
     assert gpus.rewards == [("Qwen/Qwen2.5-Math-PRM-7B", "cuda:0", (f"engine({paths.sft_model})",))]
     assert configured(ev, "rebase").reward not in rebase.REWARDS
