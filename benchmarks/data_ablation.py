@@ -48,11 +48,20 @@ def prepare(source: Path, target: Path, profile: str) -> None:
 
 
 def run_one(root: Path, overrides: list[str]) -> dict:
-    """select -> tokenize -> train -> evaluate in ``root`` (this process); the top-budget accuracy."""
+    """select -> tokenize -> train -> evaluate in ``root`` (this process); the top-budget accuracy and which
+    held-out questions it got right (for the paired comparison of strategies over the same questions)."""
+    from components.config import load_config
+    from components.evaluation.compare import read_samples
+    from components.evaluation.statistics import per_question
+    from components.paths import Paths
+
     res, times = run_stages(root, overrides, STAGES)
-    point = res["evaluate"]["points"][-1]
+    report, point = res["evaluate"], res["evaluate"]["points"][-1]
+    paths = Paths.for_profile(load_config(REPO / "params.yaml", overrides=overrides).name, root)
+    table = per_question(read_samples(paths.eval_samples), task=report["task"], method=report["method"],
+                         budget=point["budget"])
     return {"accuracy": point["accuracy"], "budget": point["budget"], "size": res["select"].get("selected"),
-            "times": times}
+            "correct": {q: right for q, (right, _) in table.items()}, "times": times}
 
 
 def main() -> None:
@@ -103,7 +112,9 @@ def main() -> None:
         runs = sorted((seed, r) for (s, seed), r in results.items() if s == strategy)
         if runs:
             rows.append(data_ablation_row(strategy, runs[0][1]["size"] or cfg.selection.size, [s for s, _ in runs],
-                                          [r["accuracy"] for _, r in runs]))
+                                          [r["accuracy"] for _, r in runs],
+                                          [r["correct"] for _, r in runs] if all("correct" in r for _, r in runs)
+                                          else None))
     if not rows:
         sys.exit(f"no run finished (logs under {root}); {DATA_ABLATION} not written")
     out = source / "metrics" / profile / DATA_ABLATION

@@ -127,7 +127,7 @@ def publish_results_page(paths: Paths, key: str) -> list[str]:
     described = {"compute_matched": "Sequential vs parallel at equal compute: best accuracy within each compute level",
                  "wait_strings": "Extrapolation with each wait string ((none): delimiter suppressed only)",
                  "num_waits": "Extrapolation by the number of forced waits",
-                 "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE",
+                 "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE, paired difference from s1",
                  "compute_axis": "Every method and setting: accuracy (95% bootstrap interval) against average "
                                  "compute tokens per question",
                  "compute_best": "The best method at each compute level, against the runner-up (paired test)"}

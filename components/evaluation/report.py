@@ -11,9 +11,12 @@ warning heads the page when the run went on with an unready base model, ``pretra
     {"task": "heldout", "budget": 240,            # the thinking budget the accuracies are taken at (optional)
      "rows": [{"strategy": "s1", "size": 600, "seeds": [0, 1, 2],
                "accuracy": [0.81, 0.78, 0.84],     # per seed, aligned with "seeds"
-               "mean": 0.81, "se": 0.017}, ...]}   # se = sample sd / sqrt(n seeds) (null for one seed)
+               "mean": 0.81, "se": 0.017,          # se = sample sd / sqrt(n seeds) (null for one seed)
+               "per_question": {"q1": [2, 3], ...}}, ...]}  # optional: seeds right / seeds, per question
 
-A bare list of rows is accepted too; :func:`data_ablation_row` computes ``mean`` and ``se``.
+A bare list of rows is accepted too; :func:`data_ablation_row` computes ``mean``, ``se`` and ``per_question``.
+With ``per_question`` on the rows, the page compares each strategy with s1 over the same questions (the
+difference, its paired bootstrap interval and a paired test: :func:`data_ablation_pairs`).
 
 Every accuracy of an evaluation carries its 95% interval (:mod:`components.evaluation.statistics`), from the
 per-question samples behind it in ``data/<profile>/eval_samples.jsonl`` (Clopper-Pearson with one sample per
@@ -36,9 +39,17 @@ from typing import Any, Optional, Sequence
 from components.data.base_model_readiness import base_model_warning
 from components.data.tasks import TASKS, possibly_seen
 from components.evaluation.compare import read_samples
-from components.evaluation.compute_axis import INTERVAL, TEST, compute_axis
+from components.evaluation.compute_axis import ALPHA, INTERVAL, TEST, compute_axis
 from components.evaluation.provenance_text import commit_text, provenance_rows, source_line
-from components.evaluation.statistics import Interval, accuracy, accuracy_interval, clopper_pearson, per_question
+from components.evaluation.statistics import (
+    Interval,
+    Paired,
+    accuracy,
+    accuracy_interval,
+    clopper_pearson,
+    paired_comparison,
+    per_question,
+)
 from components.method_index import REFERENCE, value_name
 from components.paths import Paths
 
@@ -61,15 +72,51 @@ def git_commit(root: Path | str = ".") -> str:
         return "unknown"
 
 
-def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: Sequence[float]) -> dict:
+def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: Sequence[float],
+                      correct: Optional[Sequence[dict[str, int]]] = None) -> dict:
     """One row of ``data_ablation.json``: mean and standard error over the seeds (none for one seed: a single run
-    has no spread to estimate, and "± 0.0%" would claim one)."""
+    has no spread to estimate, and "± 0.0%" would claim one). ``correct``: per seed, each question's 0/1, summed
+    into ``per_question`` (seeds right, seeds) when every seed ran the same questions."""
     if len(seeds) != len(accuracy) or not seeds:
         raise ValueError(f"data ablation {strategy}: {len(seeds)} seeds but {len(accuracy)} accuracies")
     n, mean = len(accuracy), sum(accuracy) / len(accuracy)
     se = math.sqrt(sum((a - mean) ** 2 for a in accuracy) / (n - 1)) / math.sqrt(n) if n > 1 else None
-    return {"strategy": strategy, "size": size, "seeds": list(seeds), "accuracy": list(accuracy),
-            "mean": mean, "se": se}
+    row = {"strategy": strategy, "size": size, "seeds": list(seeds), "accuracy": list(accuracy), "mean": mean, "se": se}
+    if correct is not None:
+        if len(correct) != n or any(set(c) != set(correct[0]) for c in correct):
+            raise ValueError(f"data ablation {strategy}: per-question results must cover the same questions for "
+                             f"each of its {n} seeds")
+        row["per_question"] = {q: [sum(int(c[q]) for c in correct), n] for q in sorted(correct[0])}
+    return row
+
+
+def data_ablation_pairs(rows: Sequence[dict], reference: str = "s1") -> dict[str, Optional[Paired]]:
+    """Each other strategy against ``reference``, paired over the questions both ran (their ``per_question``: a
+    question's share of seeds right): other minus reference, with its interval and paired test. None for a row
+    (or with a reference) that carries no per-question results."""
+    ref = next((r for r in rows if r["strategy"] == reference), None)
+    if ref is None or not ref.get("per_question"):
+        return {r["strategy"]: None for r in rows if r["strategy"] != reference}
+    table = lambda r: {q: (int(right), int(n)) for q, (right, n) in r["per_question"].items()}  # noqa: E731
+    return {r["strategy"]: paired_comparison(table(ref), table(r)) if r.get("per_question") else None
+            for r in rows if r["strategy"] != reference}
+
+
+def _paired_fields(pair: Optional[Paired]) -> dict:
+    """A table row's paired comparison with s1 (``minus_s1`` and its interval, ``p_value``), empty without one."""
+    if pair is None:
+        return {}
+    return {"minus_s1": pair.difference, "minus_s1_low": pair.low, "minus_s1_high": pair.high,
+            "p_value": pair.p_value, "significant": pair.p_value < ALPHA}
+
+
+def paired_text(pair: Optional[Paired]) -> str:
+    """``−4.5 points [−7.0, −2.0], p = 0.003 (significant)`` for the page; "—" without one."""
+    if pair is None:
+        return "—"
+    mark = " (significant)" if pair.p_value < ALPHA else ""
+    return (f"{100 * pair.difference:+.1f} points [{100 * pair.low:+.1f}, {100 * pair.high:+.1f}], "
+            f"p = {pair.p_value:.2g}{mark}")
 
 
 def mean_and_se(row: dict) -> str:
@@ -210,7 +257,10 @@ def tables(results: dict) -> dict[str, list[dict]]:
                                "accuracy": ev["unlimited"]["accuracy"],
                                **_ci(*_point(results, ev, n, task, main, {**ev["unlimited"], "budget": None}))})
     if results.get("data_ablation"):
-        out["data_ablation"] = [dict(r) for r in results["data_ablation"]["rows"]]
+        rows = results["data_ablation"]["rows"]
+        pairs = data_ablation_pairs(rows)
+        out["data_ablation"] = [{**{k: v for k, v in r.items() if k != "per_question"},
+                                 **_paired_fields(pairs.get(r["strategy"]))} for r in rows]
     cm = ev.get("compute_matched")
     if cm:
         axis = axis_of(results)
@@ -392,9 +442,16 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
         at = f" at budget {da['budget']}" if da.get("budget") is not None else ""
         lines += [f"Accuracy{at} on `{da.get('task', ev.get('task', '?'))}`, mean ± standard error over "
                   "selection seeds.", ""]
-        lines += _table(["strategy", "size", "seeds", "accuracy per seed", "mean ± SE"],
+        pairs = data_ablation_pairs(da["rows"])
+        lines += _table(["strategy", "size", "seeds", "accuracy per seed", "mean ± SE", "minus s1, paired"],
                         [(r["strategy"], r["size"], len(r["seeds"]), ", ".join(_pct(a) for a in r["accuracy"]),
-                          mean_and_se(r)) for r in da["rows"]])
+                          mean_and_se(r), "(reference)" if r["strategy"] not in pairs else paired_text(pairs[r["strategy"]]))
+                         for r in da["rows"]])
+        if any(p is not None for p in pairs.values()):
+            test = next(p.test for p in pairs.values() if p is not None)
+            lines += [f"Minus s1: each strategy's accuracy minus s1's over the same questions (a question counts the "
+                      f"share of selection seeds that got it right), with a paired bootstrap 95% interval and a "
+                      f"{test} test; significant: p < {ALPHA:.2f}.", ""]
         lines += [source_line(da.get("provenance")) if da.get("provenance") else
                   f"_Where these numbers come from: `{DATA_ABLATION}` (the miniature benchmark's own runs; it "
                   "records no provenance)._", ""]

@@ -206,3 +206,45 @@ def test_a_point_or_method_without_samples_does_not_break_the_page(tmp_path):
     assert "- `majority_voting`: no samples (eval.json's numbers, no intervals)" in page
     assert "| majority_voting | parallel | N=1 | 12.0 | 25.0% | 0 of 8 |" in page
     assert "| 12.0 | majority_voting N=1 | 25.0% | budget_forcing B=10 | 16.7% | +8.3 pts | no samples to pair |" in page
+
+
+def test_the_data_ablation_compares_each_strategy_with_s1_over_the_same_questions(tmp_path):
+    from components.evaluation.report import data_ablation_pairs, paired_text
+
+    qs = [f"q{i}" for i in range(20)]
+    s1 = data_ablation_row("s1", 600, [0, 1, 2], [1.0, 1.0, 0.95],
+                           [{q: 1 for q in qs}, {q: 1 for q in qs}, {q: int(q != "q0") for q in qs}])
+    assert s1["per_question"]["q0"] == [2, 3] and s1["per_question"]["q1"] == [3, 3]
+    # random misses the first ten questions on every seed; diversity-only is s1 question for question
+    random_ = data_ablation_row("random", 600, [0, 1, 2], [0.5] * 3, [{q: int(i >= 10) for i, q in enumerate(qs)}] * 3)
+    same = data_ablation_row("diversity_only", 600, [0, 1, 2], s1["accuracy"],
+                             [{q: 1 for q in qs}, {q: int(q != "q0") for q in qs}, {q: 1 for q in qs}])
+    bare = data_ablation_row("longest", 600, [0], [0.4])  # a file written without per-question results
+    pairs = data_ablation_pairs([s1, random_, same, bare])
+    assert set(pairs) == {"random", "diversity_only", "longest"} and pairs["longest"] is None
+    assert pairs["random"].difference == pytest.approx(-(10 - 1 / 3) / 20)  # q0: s1 2 of 3 seeds, random none
+    assert pairs["random"].high < 0 and pairs["random"].p_value < 0.05 and "(significant)" in paired_text(pairs["random"])
+    assert pairs["diversity_only"].difference == 0 and "(significant)" not in paired_text(pairs["diversity_only"])
+    with pytest.raises(ValueError, match="same questions"):
+        data_ablation_row("s1", 600, [0, 1], [1.0, 1.0], [{"q0": 1}, {"q1": 1}])
+
+    paths = run_dir(tmp_path, plots=False)
+    paths.metric("data_ablation.json").write_text(json.dumps({"task": "heldout", "budget": 240,
+                                                              "rows": [s1, random_, same, bare]}))
+    write_results_page(paths, tmp_path / "results.md")
+    page = (tmp_path / "results.md").read_text()
+    assert "| s1 | 600 | 3 |" in page and "(reference) |" in page
+    assert paired_text(pairs["random"]) + " |" in page and "sign-flip permutation test" in page
+
+
+def test_the_data_ablation_table_carries_the_paired_comparison_not_the_questions(tmp_path):
+    from components.evaluation.report import load_results
+
+    qs = [f"q{i}" for i in range(12)]
+    s1 = data_ablation_row("s1", 600, [0], [1.0], [{q: 1 for q in qs}])
+    random_ = data_ablation_row("random", 600, [0], [0.5], [{q: int(i % 2) for i, q in enumerate(qs)}])
+    paths = run_dir(tmp_path, plots=False)
+    paths.metric("data_ablation.json").write_text(json.dumps({"rows": [s1, random_]}))
+    rows = tables(load_results(paths))["data_ablation"]
+    assert all("per_question" not in r for r in rows) and "minus_s1" not in rows[0]
+    assert rows[1]["minus_s1"] == pytest.approx(-0.5) and rows[1]["significant"] is True  # exact McNemar, 6 vs 0
