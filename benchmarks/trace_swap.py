@@ -30,7 +30,6 @@ from benchmarks.runpool import run_pool, run_stages  # noqa: E402
 
 ARMS = {"standard": [], "thorough": ["teacher.style=thorough"]}  # the overrides of each arm
 STAGES = ["tokenize", "train", "evaluate"]
-TRACE_SWAP = "trace_swap.json"
 RECHECK = "Wait, let me re-check"
 
 
@@ -84,6 +83,7 @@ def main() -> None:
 
     from components.config import load_config
     from components.evaluation.compare import CompareError, Point, compare, format_result
+    from components.evaluation.report import TRACE_SWAP
     source, root = Path(args.source).resolve(), Path(args.root)
     cfg = load_config(REPO / "params.yaml", overrides=args.set)
     profile = cfg.name

@@ -121,13 +121,14 @@ def publish_results_page(paths: Paths, key: str) -> list[str]:
     from components.evaluation.report import load_results, results_markdown, tables
     results = load_results(paths)
     create_markdown_artifact(results_markdown(results), key=f"s1-results-page-{key}",
-                             description="The results page: budget forcing, data ablation, sequential vs parallel "
-                                         "at equal compute, wait-string and number-of-waits ablations")
+                             description="The results page: budget forcing, data ablation, trace swap, sequential vs "
+                                         "parallel at equal compute, wait-string and number-of-waits ablations")
     made = [f"s1-results-page-{key}"]
     described = {"compute_matched": "Sequential vs parallel at equal compute: best accuracy within each compute level",
                  "wait_strings": "Extrapolation with each wait string ((none): delimiter suppressed only)",
                  "num_waits": "Extrapolation by the number of forced waits",
                  "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE, paired difference from s1",
+                 "trace_swap": "The same questions trained on two teachers' traces: paired difference at each budget",
                  "compute_axis": "Every method and setting: accuracy (95% bootstrap interval) against average "
                                  "compute tokens per question",
                  "compute_best": "The best method at each compute level, against the runner-up (paired test)"}

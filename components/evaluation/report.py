@@ -54,6 +54,7 @@ from components.method_index import REFERENCE, value_name
 from components.paths import Paths
 
 DATA_ABLATION = "data_ablation.json"
+TRACE_SWAP = "trace_swap.json"  # the same selected questions trained on two teachers' traces (s1 against s1.1)
 DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
                         "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
                                   "mean": "float", "se": "float | null"}]}
@@ -165,6 +166,7 @@ def load_results(paths: Paths) -> dict[str, Any]:
                                 f"(s1flow stage evaluate, or make demo)")
     records = read_samples(paths.eval_samples, required=False) if paths.eval_samples.exists() else []
     return {"profile": paths.profile, "eval": ev, "data_ablation": read_data_ablation(paths.metric(DATA_ABLATION)),
+            "trace_swap": read(TRACE_SWAP),
             "mlflow": read("mlflow_run.json"), "metrics_dir": f"metrics/{paths.profile}",
             "warning": base_model_warning(paths), "samples": sample_tables(records),
             "compute_axis": compute_axis(ev, records)}
@@ -261,6 +263,12 @@ def tables(results: dict) -> dict[str, list[dict]]:
         pairs = data_ablation_pairs(rows)
         out["data_ablation"] = [{**{k: v for k, v in r.items() if k != "per_question"},
                                  **_paired_fields(pairs.get(r["strategy"]))} for r in rows]
+    if results.get("trace_swap"):
+        out["trace_swap"] = [{"budget": c["budget"], "standard": c["a"]["accuracy"], "thorough": c["b"]["accuracy"],
+                              "thorough_minus_standard": c["difference"]["estimate"],
+                              "low": c["difference"]["low"], "high": c["difference"]["high"],
+                              "p_value": c["p_value"], "test": c["test"], "questions": c["questions"]}
+                             for c in results["trace_swap"]["comparisons"]]
     cm = ev.get("compute_matched")
     if cm:
         axis = axis_of(results)
@@ -456,6 +464,8 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
                   f"_Where these numbers come from: `{DATA_ABLATION}` (the miniature benchmark's own runs; it "
                   "records no provenance)._", ""]
 
+    lines += trace_swap_markdown(results.get("trace_swap"))
+
     # 3. Sequential vs parallel at equal compute.
     lines += ["## Sequential vs parallel scaling at equal compute (s1 Fig. 7)", ""]
     cm = ev.get("compute_matched")
@@ -501,6 +511,36 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
                           f"{r['avg_thinking_tokens']:.1f}", f"{r['avg_waits_used']:.2f}") for r in ab["num_waits"]])
         lines += where
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _side(side: dict) -> str:
+    iv = side["interval"]
+    return f"{_pct(side['accuracy'])} [{_pct(iv['low'])}, {_pct(iv['high'])}]"
+
+
+def trace_swap_markdown(swap: Optional[dict]) -> list[str]:
+    """The trace swap's section: each arm's traces, then at every budget both accuracies with their intervals and
+    the paired difference thorough minus standard (``benchmarks/trace_swap.py`` writes ``trace_swap.json``)."""
+    lines = ["## Traces: the same questions, another teacher's traces (s1 against s1.1)", ""]
+    if not swap:
+        return lines + [f"{NOT_RUN} (`{TRACE_SWAP}` absent; `benchmarks/trace_swap.py` writes it after a run).", ""]
+    arms = swap.get("arms", {})
+    lines += ["Each arm trains on the same selected questions; only the teacher that wrote the traces differs "
+              "(`teacher.style`). " + "; ".join(
+                  f"{arm}: {a['traces']['examples']} examples, {a['traces']['mean_trace_chars']} characters per trace "
+                  f"on average, {a['traces']['rechecks']} re-checks" for arm, a in arms.items() if "traces" in a) + ".",
+              ""]
+    comparisons = swap.get("comparisons", [])
+    test = comparisons[0]["test"] if comparisons else "paired"
+    lines += _table(["budget", "standard traces", "thorough traces", "thorough − standard", "p"],
+                    [("no budget" if c["budget"] is None else c["budget"], _side(c["a"]), _side(c["b"]),
+                      f"{100 * c['difference']['estimate']:+.1f} points [{100 * c['difference']['low']:+.1f}, "
+                      f"{100 * c['difference']['high']:+.1f}]",
+                      f"{c['p_value']:.2g}" + (" (significant)" if c["p_value"] < ALPHA else ""))
+                     for c in comparisons])
+    n = comparisons[0]["questions"] if comparisons else "?"
+    return lines + [f"Paired over the same {n} `{swap.get('task', 'heldout')}` questions: 95% intervals per arm, "
+                    f"the difference's paired bootstrap interval, {test} test; significant: p < {ALPHA:.2f}.", ""]
 
 
 def plot_compute_matched_with_intervals(results: dict, path: Path) -> None:

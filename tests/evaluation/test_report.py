@@ -48,10 +48,11 @@ def test_what_a_run_did_not_do_reads_not_run(tmp_path):
         ev.pop(key)
     paths.metric("eval.json").write_text(json.dumps(ev))
     paths.metric("data_ablation.json").unlink()
+    paths.metric("trace_swap.json").unlink()
     out = tmp_path / "results.md"
     write_results_page(paths, out)
     page = out.read_text()
-    assert page.count("_not run_") == 4 and "data_ablation.json` absent" in page
+    assert page.count("_not run_") == 5 and "data_ablation.json` absent" in page and "trace_swap.json` absent" in page
     assert "](" not in page and not (tmp_path / "results").exists()  # no plots made, none linked
     assert "| budget_forcing | 100.0% | 0.0095 | 80.0% [73.8%, 85.3%] |" in page  # 160/200, Clopper-Pearson
 
@@ -74,8 +75,10 @@ def test_data_ablation_rows_and_schema(tmp_path):
 def test_tables_hold_every_section(tmp_path):
     from components.evaluation.report import load_results
     t = tables(load_results(run_dir(tmp_path, plots=False)))
-    assert set(t) == {"summary", "budgets", "data_ablation", "compute_axis", "compute_best", "compute_matched",
-                      "wait_strings", "num_waits"}
+    assert set(t) == {"summary", "budgets", "data_ablation", "trace_swap", "compute_axis", "compute_best",
+                      "compute_matched", "wait_strings", "num_waits"}
+    assert [r["budget"] for r in t["trace_swap"]] == [96, 240, None]
+    assert t["trace_swap"][0]["thorough_minus_standard"] == pytest.approx(-0.25) and t["trace_swap"][0]["p_value"] < 0.05
     assert [r["label"] for r in t["wait_strings"]][-1] == "2x (none)"
     assert t["budgets"][-1]["value"] == "no budget"
 
