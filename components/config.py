@@ -471,6 +471,37 @@ class EngineConfig(Section):
                                            "from the memory share")
 
 
+PROTOCOLS = ("paper", "sampled")
+
+
+class SampledProtocol(Section):
+    """The ``sampled`` protocol (DeepSeek-R1 and open-r1's convention): the main method at each budget, ``k``
+    samples per question at ``temperature`` / ``top_p``, reported as avg@k (pass@1 averaged over the samples)
+    with pass@k and a per-question bootstrap interval."""
+
+    temperature: float = Field(0.6, gt=0, description="sampling temperature (the convention: 0.6)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling (the convention: 0.95)")
+    k: dict[str, int] = Field(default_factory=lambda: {"default": 4}, description="samples per question by task "
+                              "name; 'default': every task not named (the convention: 64 for AIME, 4 for MATH500, "
+                              "8 for GPQA)")
+    budgets: Optional[list[int]] = Field(None, description="thinking budgets sampled at (a subset of "
+                                         "evaluate.budgets); None: all of them")
+    question_limit: Optional[int] = Field(None, gt=0, description="each task's first N questions (None: all)")
+
+    @model_validator(mode="after")
+    def _k_positive(self) -> "SampledProtocol":
+        bad = {t: k for t, k in self.k.items() if k < 1}
+        if bad:
+            raise ValueError(f"k: samples per question must be >= 1, got {bad}")
+        if "default" not in self.k:
+            raise ValueError("k: give a 'default' (samples per question for every task not named)")
+        return self
+
+    def k_for(self, task: str) -> int:
+        """Samples per question on ``task``."""
+        return self.k.get(task, self.k["default"])
+
+
 class EvaluateConfig(Section):
     via: Literal["in_process", "serve"] = Field("in_process", description="serve: sweep through the Serve endpoint")
     allow_contaminated: bool = Field(False, description="report a task the training data was not decontaminated "
@@ -516,6 +547,10 @@ class EvaluateConfig(Section):
                          "model and its share of the threads; the numbers do not change")
     ablation_limit: Optional[int] = Field(None, gt=0, description="the compute-matched comparison and the ablations "
                                           "run on the headline task's first N questions (None: all)")
+    protocols: list[Literal["paper", "sampled"]] = Field(default_factory=lambda: ["paper"], description="paper: "
+                                                         "greedy, as s1 reports (every table); sampled: also avg@k "
+                                                         "at temperature/top_p per task (evaluate.sampled)")
+    sampled: SampledProtocol = SampledProtocol()
 
     @model_validator(mode="after")
     def _budgets_consistent(self) -> "EvaluateConfig":
@@ -548,6 +583,13 @@ class EvaluateConfig(Section):
             raise ValueError("tasks: list at least one task (e.g. heldout)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: must be a non-empty list of distinct seeds")
+        if "paper" not in self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols: {self.protocols} must list 'paper' (the greedy sweep every table is built "
+                             "on) once, and 'sampled' at most once")
+        off = sorted(set(self.sampled.budgets or []) - set(self.budgets))
+        if off:
+            raise ValueError(f"sampled.budgets: {off} are not in evaluate.budgets {self.budgets}; sample at budgets "
+                             "the sweep has")
         if self.via == "serve" and self.method != REFERENCE:
             raise ValueError(f"method: the Serve sweep runs {REFERENCE}; use via: in_process for other methods")
         return self

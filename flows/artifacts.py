@@ -128,6 +128,7 @@ def publish_results_page(paths: Paths, key: str) -> list[str]:
                  "wait_strings": "Extrapolation with each wait string ((none): delimiter suppressed only)",
                  "num_waits": "Extrapolation by the number of forced waits",
                  "data_ablation": "Selection strategies at equal size, accuracy per seed, mean and SE, paired difference from s1",
+                 "sampled": "The sampled protocol: avg@k and pass@k per task and budget",
                  "trace_swap": "The same questions trained on two teachers' traces: paired difference at each budget",
                  "compute_axis": "Every method and setting: accuracy (95% bootstrap interval) against average "
                                  "compute tokens per question",

@@ -1,7 +1,8 @@
 """The plan of an evaluation: for each task, the parts it runs.
 
 The first task is the headline: its sweep, then the compute-matched methods and the extrapolation ablations
-(:func:`components.evaluation.sweep.evaluation_parts`); every other task runs its sweep. An executor
+(:func:`components.evaluation.sweep.evaluation_parts`); every other task runs its sweep. With the ``sampled``
+protocol every task also runs its avg@k part (:mod:`components.evaluation.sampled`), k by task. An executor
 (:mod:`components.evaluation.executors`) runs the parts wherever it runs them and hands back each part's result;
 :func:`components.evaluation.sweep.assemble` builds each task's report from them.
 
@@ -40,6 +41,8 @@ def plan_tasks(cfg: EvaluateConfig, tasks: dict[str, list[Question]], sweep_in_p
             parts = [SWEEP, *evaluation_parts(cfg, questions, headline=False)]
         else:
             parts = [SWEEP]
+        if "sampled" in cfg.protocols:  # avg@k beside the greedy sweep: k by task
+            parts.append(Part("sampled", cfg.method, cfg.sampled.k_for(name)))
         plans.append(TaskPlan(name, questions, parts, headline=i == 0))
     return plans
 

@@ -51,7 +51,8 @@ def params_digest(params: Union[BaseModel, Mapping[str, Any]]) -> str:
 
 
 def protocol(evaluate: EvaluateConfig) -> str:
-    """``paper`` (greedy decoding, temperature 0: s1's reported setting) or ``sampled``."""
+    """The main sweep's decoding: ``paper`` (greedy, temperature 0: s1's reported setting) or ``sampled`` (the
+    ``sampled`` protocol's own part is recorded under ``protocols`` and ``sampled``)."""
     return "paper" if evaluate.temperature == 0 else "sampled"
 
 
@@ -88,6 +89,8 @@ def provenance(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelConfi
             "dtype": model.dtype, "tensor_parallel_size": engine.tensor_parallel_size,
             "batch_size": engine.batch_size, "unlimited_thinking_tokens": engine.unlimited_thinking_tokens,
             "seed": ev.seed, "seeds": ev.seeds, "temperature": ev.temperature, "top_p": ev.top_p, "via": ev.via,
+            "protocols": list(ev.protocols),
+            "sampled": ev.sampled.model_dump(mode="json") if "sampled" in ev.protocols else None,
             "max_answer_tokens": ev.max_answer_tokens, "final_answer_prefix": ev.final_answer_prefix,
             "model_hash": model_hash, "grader_version": GRADER_VERSION, "python": platform.python_version(),
             "git": git_state(), "params_digest": params_digest(sections), "params_sections": list(EVALUATION_SECTIONS),

@@ -31,8 +31,14 @@ def protocol_text(prov: dict) -> str:
         return NOT_RECORDED
     name = prov.get("protocol") or ("paper" if prov["temperature"] == 0 else "sampled")
     how = "greedy, " if name == "paper" else ""
-    return (f"{name}: {how}temperature {prov['temperature']}, top-p {prov.get('top_p', '?')}, "
+    text = (f"{name}: {how}temperature {prov['temperature']}, top-p {prov.get('top_p', '?')}, "
             f"seeds {prov.get('seeds', '?')}")
+    sampled = prov.get("sampled")
+    if sampled:
+        k = ", ".join(f"{t} {n}" for t, n in sampled["k"].items())
+        text += (f"; and sampled: temperature {sampled['temperature']}, top-p {sampled['top_p']}, k by task "
+                 f"({k})")
+    return text
 
 
 def libraries_text(prov: dict) -> str:

@@ -263,6 +263,10 @@ def tables(results: dict) -> dict[str, list[dict]]:
         pairs = data_ablation_pairs(rows)
         out["data_ablation"] = [{**{k: v for k, v in r.items() if k != "per_question"},
                                  **_paired_fields(pairs.get(r["strategy"]))} for r in rows]
+    sampled = [{"task": t, "k": r["sampled"]["k"], **p} for t, r in _task_reports(ev).items() if r.get("sampled")
+               for p in r["sampled"]["points"]]
+    if sampled:
+        out["sampled"] = sampled
     if results.get("trace_swap"):
         out["trace_swap"] = [{"budget": c["budget"], "standard": c["a"]["accuracy"], "thorough": c["b"]["accuracy"],
                               "thorough_minus_standard": c["difference"]["estimate"],
@@ -441,6 +445,8 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
               _performance(results, r, r.get("questions"), t, r.get("method", main))) for t, r in others.items()])
     lines += where
 
+    lines += sampled_markdown(results, where)
+
     # 2. Data ablation.
     lines += ["## Data: selection strategies at equal size (s1 Table 2)", ""]
     da = results.get("data_ablation")
@@ -513,6 +519,33 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _task_reports(ev: dict) -> dict[Any, dict]:
+    """Every task's report (the headline's is eval.json itself when it lists no tasks)."""
+    return ev.get("tasks") or {ev.get("task"): ev}
+
+
+def sampled_markdown(results: dict, where: list[str]) -> list[str]:
+    """The sampled protocol's section: per task and budget, avg@k with its question-bootstrap interval, pass@k
+    and the average thinking tokens over every sample (nothing when the run sampled nothing); ``where``: the
+    evaluation's source line."""
+    sections = {t: r["sampled"] for t, r in _task_reports(results["eval"]).items() if r.get("sampled")}
+    if not sections:
+        return []
+    first = next(iter(sections.values()))
+    lines = ["## Sampled protocol: avg@k beside the greedy sweep", "",
+             f"Each question sampled k times at temperature {first['temperature']}, top-p {first['top_p']} "
+             "(sample j seeded evaluate.seed + j): avg@k is the mean accuracy over the samples, with a 95% interval "
+             "from resampling questions; pass@k counts a question solved when any sample is right.", ""]
+    for task, sec in sections.items():
+        k, n = sec["k"], sec["questions"]
+        lines += [f"`{task}`: {n} questions, k = {k}, method `{sec['method']}`.", ""]
+        lines += _table(["budget", f"avg@{k}", f"pass@{k}", "avg thinking tokens"],
+                        [("no budget" if p["budget"] is None else p["budget"],
+                          _acc(results, p["accuracy"], n, (task, sec["method"], p["budget"]), k),
+                          _pct(p["pass_at_k"]), f"{p['avg_thinking_tokens']:.1f}") for p in sec["points"]])
+    return lines + where
+
+
 def _side(side: dict) -> str:
     iv = side["interval"]
     return f"{_pct(side['accuracy'])} [{_pct(iv['low'])}, {_pct(iv['high'])}]"
@@ -540,7 +573,9 @@ def trace_swap_markdown(swap: Optional[dict]) -> list[str]:
                      for c in comparisons])
     n = comparisons[0]["questions"] if comparisons else "?"
     return lines + [f"Paired over the same {n} `{swap.get('task', 'heldout')}` questions: 95% intervals per arm, "
-                    f"the difference's paired bootstrap interval, {test} test; significant: p < {ALPHA:.2f}.", ""]
+                    f"the difference's paired bootstrap interval, {test} test; significant: p < {ALPHA:.2f}.", "",
+                    f"_Where these numbers come from: `{TRACE_SWAP}` (the trace-swap benchmark's own two runs, "
+                    "each arm's samples named in it)._", ""]
 
 
 def plot_compute_matched_with_intervals(results: dict, path: Path) -> None:

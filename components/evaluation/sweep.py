@@ -232,9 +232,10 @@ def headline_sweep(engine, questions: list[Question], cfg: EvaluateConfig) -> tu
 
 
 class Part(NamedTuple):
-    """One independent piece of an evaluation: the headline sweep, the ablations, or a compute-matched method;
-    a method swept point by point (REBASE) is one part per point (``value``), so workers can share it out."""
-    kind: str  # "sweep" | "matched" | "ablations"
+    """One independent piece of an evaluation: the headline sweep, the ablations, a compute-matched method, or
+    the sampled protocol (``value``: its k); a method swept point by point (REBASE) is one part per point
+    (``value``), so workers can share it out."""
+    kind: str  # "sweep" | "matched" | "ablations" | "sampled"
     method: Optional[str] = None
     value: Optional[int] = None
 
@@ -248,6 +249,9 @@ def part_cost(part: Part, cfg: EvaluateConfig, questions: int) -> int:
         return sum(method(cfg, m).sweep_cost(questions) for m in swept_methods(cfg))
     if part.kind == "ablations":
         return subset * sum(1 + k for _, k in ablation_runs(cfg))
+    if part.kind == "sampled":
+        from components.evaluation.sampled import sample_cost  # the protocol builds on this module
+        return sample_cost(cfg, questions, part.value)
     m = method(cfg, part.method)
     return m.sweep_cost(subset) if part.value is None else m.cost(subset, part.value)
 
@@ -283,6 +287,9 @@ def run_part(engine, part: Part, questions: list[Question], cfg: EvaluateConfig)
         return {}, run_point(engine, extras_subset(questions, cfg), cfg, part.method, part.value)
     if part.kind == "matched":
         return compute_matched_method(engine, extras_subset(questions, cfg), cfg, part.method)
+    if part.kind == "sampled":
+        from components.evaluation.sampled import sampled_sweep  # the protocol builds on this module
+        return sampled_sweep(engine, questions, cfg, part.value)
     return ablations_section(engine, extras_subset(questions, cfg), cfg)
 
 
@@ -290,7 +297,8 @@ def assemble(questions: list[Question], cfg: EvaluateConfig,
              results: dict[Part, tuple[dict, list]], extras: bool = True) -> tuple[dict, list]:
     """The report and generations from the parts' results (:func:`evaluation_parts`, run anywhere): the sweep's
     report (empty without one) with ``compute_matched`` and ``ablations`` added (with ``extras``: the headline
-    task); generations in the order sweep, compute-matched methods as configured, ablations. A sweep run through
+    task) and ``sampled`` (the sampled protocol's part, when planned); generations in the order sweep,
+    compute-matched methods as configured, ablations, sampled. A sweep run through
     Serve gives its records as dicts; every compute-matched method then has its own part."""
     report, gens = results.get(Part("sweep"), ({}, []))
     report, gens = dict(report), list(gens)
@@ -313,6 +321,10 @@ def assemble(questions: list[Question], cfg: EvaluateConfig,
         report["compute_matched"] = matched_report(subset, per_method)
     if extras and has_ablations(cfg):
         report["ablations"], more = results[Part("ablations")]
+        extra += more
+    sampled = next((p for p in results if p.kind == "sampled"), None)
+    if sampled is not None:
+        report["sampled"], more = results[sampled]
         extra += more
     return report, gens + extra
 
@@ -344,7 +356,8 @@ def part_methods(parts: Sequence[Part], cfg: EvaluateConfig) -> list[str]:
     """The methods ``parts`` run: the sweep's (``method`` and ``compare_methods``), each compute-matched part's."""
     names: list[str] = []
     for part in parts:
-        names += swept_methods(cfg) if part.kind == "sweep" else [part.method] if part.kind == "matched" else []
+        names += swept_methods(cfg) if part.kind == "sweep" else [part.method] if part.kind in ("matched", "sampled") \
+            else []
     return list(dict.fromkeys(names))
 
 

@@ -157,7 +157,8 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     monkeypatch.setattr(executors, "run_in_process", lambda engine, plans, evaluate: {
         plan.task: {p: ({"on": engine.label}, []) for p in plan.parts} for plan in plans})
     monkeypatch.setattr(stage, "assemble", lambda qs, evaluate, results, extras=True: (
-        {**results[SWEEP][0], "extras_on": sorted({r["on"] for p, (r, _) in results.items() if p != SWEEP})}, []))
+        {**results[SWEEP][0], "extras_on": sorted({r["on"] for p, (r, _) in results.items() if p != SWEEP}),
+         "in_process": sorted(((p.kind, p.value) for p in results if p != SWEEP), key=str)}, []))
     monkeypatch.setattr(executors, "engine_version", lambda backend: "vllm 0.32.0")
     monkeypatch.setattr(stage, "provenance", lambda *a: {})
     monkeypatch.setattr(stage, "plot_scaling", lambda *a, **k: None)
@@ -171,9 +172,12 @@ def test_the_s1_32b_evaluation_never_runs_two_engines_on_one_gpu_set(tmp_path, m
     assert all(alive == () for _, alive in gpus.started), gpus.started  # nothing else held the GPUs
     assert gpus.alive == []  # every engine shut down at the end
     assert {t: r["base_accuracy"] for t, r in report["tasks"].items()} == {t: 0.25 for t in ev.tasks}
-    # the headline's extras after Serve on the in-process engine; the other tasks' sweeps through Serve alone
-    assert report["tasks"][ev.tasks[0]]["extras_on"] == [f"engine({paths.sft_model})"]
-    assert all(report["tasks"][t]["extras_on"] == [] for t in ev.tasks[1:])
+    # the sweeps through Serve; after it, on the in-process engine, the headline's extras and every task's sampled
+    # protocol with its own k (64 samples per AIME question, 4 per MATH500 one)
+    assert {r["extras_on"][0] for r in report["tasks"].values()} == {f"engine({paths.sft_model})"}
+    assert {"matched", "ablations", "sampled"} == {kind for kind, _ in report["tasks"][ev.tasks[0]]["in_process"]}
+    assert {t: report["tasks"][t]["in_process"] for t in ("aime25", "math500")} == {
+        "aime25": [("sampled", 64)], "math500": [("sampled", 4)]}
     # the PRM: on the configured device, beside the extras engine only, and released afterwards
     assert gpus.rewards == [("Qwen/Qwen2.5-Math-PRM-7B", "cuda:0", (f"engine({paths.sft_model})",))]
     assert configured(ev, "rebase").reward not in rebase.REWARDS

@@ -251,3 +251,27 @@ def test_the_data_ablation_table_carries_the_paired_comparison_not_the_questions
     rows = tables(load_results(paths))["data_ablation"]
     assert all("per_question" not in r for r in rows) and "minus_s1" not in rows[0]
     assert rows[1]["minus_s1"] == pytest.approx(-0.5) and rows[1]["significant"] is True  # exact McNemar, 6 vs 0
+
+
+def test_the_sampled_protocol_has_its_section_with_avg_at_k_intervals(tmp_path):
+    from components.evaluation.report import load_results, results_markdown
+    from components.records import write_jsonl
+
+    paths = run_dir(tmp_path, plots=False)
+    ev = json.loads(paths.metric("eval.json").read_text())
+    label, n = "budget_forcing[sampled]", 20
+    records = [{"question_id": f"q{i}", "task": ev["task"], "method": label, "budget": 240, "seed": 7 + j,
+                "correct": i < 15 or (i < 18 and j == 0), "thinking_tokens": 100} for i in range(n) for j in range(4)]
+    write_jsonl(paths.eval_samples, records)
+    ev["sampled"] = {"protocol": "sampled", "method": label, "k": 4, "temperature": 0.6, "top_p": 0.95,
+                     "questions": n, "points": [{"budget": 240, "accuracy": (15 * 4 + 3) / 80, "pass_at_k": 0.9,
+                                                 "avg_thinking_tokens": 100.0}]}
+    ev["tasks"][ev["task"]]["sampled"] = ev["sampled"]  # the stage writes the headline's report into both
+    paths.metric("eval.json").write_text(json.dumps(ev))
+    results = load_results(paths)
+    page = results_markdown(results)
+    assert "## Sampled protocol: avg@k beside the greedy sweep" in page and "temperature 0.6, top-p 0.95" in page
+    row = next(line for line in page.splitlines() if line.startswith("| 240 | 78.8% ["))
+    assert row.endswith("| 90.0% | 100.0 |")  # pass@4, then thinking tokens
+    assert tables(results)["sampled"] == [{"task": ev["task"], "k": 4, **ev["sampled"]["points"][0]}]
+    assert "Sampled protocol" not in results_markdown(load_results(run_dir(tmp_path / "plain", plots=False)))
