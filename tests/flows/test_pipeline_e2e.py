@@ -55,10 +55,17 @@ def test_ray_is_released_after_the_last_stage_on_it(pipeline_run):
 def test_sweep_metrics_and_budgets_respected(pipeline_run):
     root, result = pipeline_run
     ev = result["evaluate"]
+    ev_seed = json.loads((root / "metrics/micro/eval.json").read_text())["provenance"]["seed"]
     assert [p["budget"] for p in ev["points"]] == [8, 16]
     assert ev["control"] == 1.0
     samples = [json.loads(l) for l in (root / "data/micro/eval_samples.jsonl").open()]
-    assert len(samples) == 16 * 3
+    greedy = [s for s in samples if s["method"] == "budget_forcing"]
+    assert len(greedy) == 16 * 3
+    # the sampled protocol: 8 questions, 2 seeded samples each, at budget 16 and without a budget
+    sampled = [s for s in samples if s["method"] == "budget_forcing[sampled]"]
+    assert len(sampled) == len(samples) - len(greedy) == 8 * 2 * 2
+    assert {(s["seed"], s["budget"]) for s in sampled} == {(ev_seed + j, b) for j in (0, 1) for b in (16, None)}
+    assert [p["budget"] for p in ev["sampled"]["points"]] == [16, None] and ev["sampled"]["k"] == 2
     for s in samples:
         if s["budget"] is not None:
             assert s["thinking_tokens"] <= s["budget"]
