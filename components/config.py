@@ -92,6 +92,10 @@ class PretrainConfig(Section):
     running_sum_fraction: float = Field(0.0, ge=0, le=2, description="running-sum drills per corpus document "
                                         "(\"23+7=30\" lines): practice for the two-digit + one-digit facts a digit "
                                         "sum's trace needs at every step")
+    extraction_fraction: float = Field(0.0, ge=0, le=2, description="extraction drills per corpus document (a "
+                                       "sentence with numbers in it, then the numbers alone): practice for copying a "
+                                       "number out of a context unlike the one it is copied into, as a word "
+                                       "problem's trace does")
     probe_every: int = Field(0, ge=0, description="steps between skill probes; 0: a cosine schedule over all steps. "
                              ">0: warm-up, constant LR, and a cool-down once the probe passes (or at steps - cooldown)")
     probe_questions: int = Field(32, gt=0, description="fresh textbook problems (upper half of the difficulty range) "
@@ -107,6 +111,9 @@ class PretrainConfig(Section):
                                           "model shows its work) instead of a textbook page: SFT's prompts are chat "
                                           "turns, and copying numbers out of one is a skill of its own")
     cooldown_steps: int = Field(150, ge=0, description="LR decays to 10% over these steps, then pre-training stops")
+    probe_average: float = Field(0.0, ge=0, lt=1, description="the probe reads an exponential moving average of the "
+                                 "weights with this decay (0.99: about the last 100 steps), which sees a skill the "
+                                 "constant-LR weights already hold under their noise; 0: the weights themselves")
     seed: int = 1
     allow_unready: bool = Field(False, description="go on when pre-training ends without passing the probe (the "
                                 "base-model stage fails by default); the base model's summary, every later stage's "

@@ -275,3 +275,77 @@ def test_the_drills_are_added_per_corpus_question_each_from_its_own_rng():
     with_sums = docs(base.model_copy(update={"running_sum_fraction": 0.25}))
     assert sum(d.startswith("Running sum:") for d in with_sums) == 50
     assert sorted(d for d in with_sums if not d.startswith("Running sum:")) == sorted(without)
+    with_extractions = docs(base.model_copy(update={"running_sum_fraction": 0.25, "extraction_fraction": 0.5}))
+    assert sum(d.startswith("Text: ") for d in with_extractions) == 100
+    assert sorted(d for d in with_extractions if not d.startswith("Text: ")) == sorted(with_sums)
+
+
+def test_extraction_drills_copy_each_number_out_of_its_sentence_in_order():
+    import random
+    import re
+
+    from components.data.base_model import extraction_drill
+    rng, same_length = random.Random(0), 0
+    for _ in range(300):
+        text, numbers = extraction_drill(rng).split("\n")
+        assert text.startswith("Text: ") and numbers.startswith("Numbers: ")
+        written = re.findall(r"\d+", text)
+        assert numbers == "Numbers: " + " + ".join(written) and 2 <= len(written) <= 3
+        # no number is followed in the sentence by what follows it in the copy
+        assert not re.search(r"\d \+ ", text)
+        same_length += len({len(n) for n in written}) == 1
+    assert same_length > 100  # a third or more: numbers alike in length, told apart by their place alone
+
+
+def test_the_weight_average_warms_up_and_is_put_back_after_the_probe():
+    from components.data.base_model import WeightAverage
+    model = build_model(MODEL, 100, 0, 2)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, 0.99)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update(model)  # decay min(0.99, 2 / 11): the average moves most of the way at once
+    key = "model.norm.weight"
+    torch.testing.assert_close(average.shadow[key], first[key] + 1 - 2 / 11)
+    live = model.state_dict()[key].clone()
+    with average.applied(model):
+        torch.testing.assert_close(model.state_dict()[key], average.shadow[key])
+    torch.testing.assert_close(model.state_dict()[key], live)
+
+
+def test_the_probe_reads_the_average_and_a_resumed_run_keeps_it(tmp_path):
+    """With probe_average the probe sees the averaged weights (not the live ones, which it leaves as they were);
+    the average is saved with the pre-training state, so a resumed run probes what an unbroken one probes."""
+    cfg = WSD.model_copy(update={"probe_average": 0.9})
+    seen = []
+
+    def probe(model):
+        seen.append(model.state_dict()["model.norm.weight"].clone())
+        return 0.0
+    live = []
+    model = build_model(MODEL, 100, 0, 2)
+    original = model.train
+
+    def train(mode=True):  # called right after each probe: the live weights are back
+        if mode:
+            live.append(model.state_dict()["model.norm.weight"].clone())
+        return original(mode)
+    model.train = train
+    ref = pretrain(model, _blocks(), cfg, probe=probe)
+    assert len(seen) == 25 // 4 and not torch.equal(seen[-1], live[-1])
+    plain_seen = []
+    pretrain(build_model(MODEL, 100, 0, 2), _blocks(), WSD,
+             probe=lambda m: plain_seen.append(m.state_dict()["model.norm.weight"].clone()) or 0.0)
+    torch.testing.assert_close(plain_seen[-1], live[-1])  # the live weights are the plain run's
+
+    ckpt, resumed_seen = tmp_path / "pretrain.ckpt", []
+    first = build_model(MODEL, 100, 0, 2)
+    first.forward = lambda *a, _f=first.forward, _n=[0], **k: (_n.__setitem__(0, _n[0] + 1) or _f(*a, **k)) \
+        if _n[0] < 11 else (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(first, _blocks(), cfg, checkpoint=ckpt, checkpoint_every=2, probe=lambda m: 0.0)
+    resumed = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), cfg, checkpoint=ckpt, checkpoint_every=2,
+                       probe=lambda m: resumed_seen.append(m.state_dict()["model.norm.weight"].clone()) or 0.0)
+    assert resumed == pytest.approx(ref, rel=1e-5)
+    torch.testing.assert_close(resumed_seen[-1], seen[-1])
