@@ -30,7 +30,8 @@ from benchmarks.runpool import run_pool, run_stages  # noqa: E402
 STRATEGIES = ["s1", "random", "longest", "diversity_only", "all"]
 UNSEEDED = {"longest", "all"}  # the same selection whatever the seed
 STAGES = ["select", "tokenize", "train", "evaluate"]
-QUIET_EVAL = ["evaluate.compute_matched=[]", "evaluate.wait_string_ablation=[]", "evaluate.num_waits_ablation=[]"]
+QUIET_EVAL = ["evaluate.compute_matched=[]", "evaluate.wait_string_ablation=[]", "evaluate.num_waits_ablation=[]",
+              "evaluate.protocols=[paper]"]
 
 
 def prepare(source: Path, target: Path, profile: str) -> None:
