@@ -62,7 +62,7 @@ def run_one(root: Path, overrides: list[str]) -> dict:
     table = per_question(read_samples(paths.eval_samples), task=report["task"], method=report["method"],
                          budget=point["budget"])
     return {"accuracy": point["accuracy"], "budget": point["budget"], "size": res["select"].get("selected"),
-            "correct": {q: right for q, (right, _) in table.items()}, "times": times}
+            "correct": {q: [right, n] for q, (right, n) in table.items()}, "times": times}
 
 
 def main() -> None:

@@ -478,9 +478,6 @@ class EngineConfig(Section):
                                            "from the memory share")
 
 
-PROTOCOLS = ("paper", "sampled")
-
-
 class SampledProtocol(Section):
     """The ``sampled`` protocol (DeepSeek-R1 and open-r1's convention): the main method at each budget, ``k``
     samples per question at ``temperature`` / ``top_p``, reported as avg@k (pass@1 averaged over the samples)
@@ -491,8 +488,8 @@ class SampledProtocol(Section):
     k: dict[str, int] = Field(default_factory=lambda: {"default": 4}, description="samples per question by task "
                               "name; 'default': every task not named (the convention: 64 for AIME, 4 for MATH500, "
                               "8 for GPQA)")
-    budgets: Optional[list[int]] = Field(None, description="thinking budgets sampled at (a subset of "
-                                         "evaluate.budgets); None: all of them")
+    budgets: Optional[list[int]] = Field(None, min_length=1, description="thinking budgets sampled at (a subset "
+                                         "of evaluate.budgets, each once); None: all of them")
     question_limit: Optional[int] = Field(None, gt=0, description="each task's first N questions (None: all)")
 
     @model_validator(mode="after")
@@ -502,6 +499,8 @@ class SampledProtocol(Section):
             raise ValueError(f"k: samples per question must be >= 1, got {bad}")
         if "default" not in self.k:
             raise ValueError("k: give a 'default' (samples per question for every task not named)")
+        if self.budgets and len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"budgets: {self.budgets} lists a budget twice; list each once")
         return self
 
     def k_for(self, task: str) -> int:
@@ -593,6 +592,10 @@ class EvaluateConfig(Section):
         if "paper" not in self.protocols or len(set(self.protocols)) != len(self.protocols):
             raise ValueError(f"protocols: {self.protocols} must list 'paper' (the greedy sweep every table is built "
                              "on) once, and 'sampled' at most once")
+        stray = sorted(set(self.sampled.k) - {"default", *self.tasks})
+        if "sampled" in self.protocols and stray:
+            raise ValueError(f"sampled.k: {stray} are not in evaluate.tasks {self.tasks}; name a task the evaluation "
+                             "runs (or 'default' for the rest)")
         off = sorted(set(self.sampled.budgets or []) - set(self.budgets))
         if off:
             raise ValueError(f"sampled.budgets: {off} are not in evaluate.budgets {self.budgets}; sample at budgets "

@@ -92,11 +92,12 @@ def evaluate_stage(evaluate: EvaluateConfig, engine: EngineConfig, model: ModelC
     use_threads()
     digest = model_hash(paths.sft_model)
     tasks = eval_questions(evaluate, paths)
+    executor = executor_for(evaluate, engine, model, serve, paths, digest, launch_endpoint)  # refuses before work
+    plans = plan_tasks(evaluate, tasks, sweep_in_process=evaluate.via != "serve")
     with running(engine, model.dtype, base_model_ref(model, paths), model.revision) as base:
         base_acc = {name: base_model_accuracy(base, questions, evaluate.base_max_new_tokens)
                     for name, questions in tasks.items()}
-    plans = plan_tasks(evaluate, tasks, sweep_in_process=evaluate.via != "serve")
-    results = executor_for(evaluate, engine, model, serve, paths, digest, launch_endpoint).run(plans)
+    results = executor.run(plans)
     per_task, all_samples = {}, []
     for plan in plans:
         report, gens = assemble(plan.questions, evaluate, results[plan.task], extras=plan.headline)

@@ -44,6 +44,7 @@ from components.evaluation.provenance_text import commit_text, provenance_rows, 
 from components.evaluation.statistics import (
     Interval,
     Paired,
+    QuestionMismatch,
     accuracy,
     accuracy_interval,
     clopper_pearson,
@@ -57,7 +58,8 @@ DATA_ABLATION = "data_ablation.json"
 TRACE_SWAP = "trace_swap.json"  # the same selected questions trained on two teachers' traces (s1 against s1.1)
 DATA_ABLATION_SCHEMA = {"task": "str (optional)", "budget": "int (optional)",
                         "rows": [{"strategy": "str", "size": "int", "seeds": "[int]", "accuracy": "[float], per seed",
-                                  "mean": "float", "se": "float | null"}]}
+                                  "mean": "float", "se": "float | null",
+                                  "per_question": "{question id: [right, samples]} over the seeds (optional)"}]}
 PLOTS = ("scaling.png", "compute_matched.png")
 NOT_RUN = "_not run_"
 SEEN = "possibly seen in pre-training"
@@ -74,10 +76,11 @@ def git_commit(root: Path | str = ".") -> str:
 
 
 def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: Sequence[float],
-                      correct: Optional[Sequence[dict[str, int]]] = None) -> dict:
+                      correct: Optional[Sequence[dict[str, Any]]] = None) -> dict:
     """One row of ``data_ablation.json``: mean and standard error over the seeds (none for one seed: a single run
-    has no spread to estimate, and "± 0.0%" would claim one). ``correct``: per seed, each question's 0/1, summed
-    into ``per_question`` (seeds right, seeds) when every seed ran the same questions."""
+    has no spread to estimate, and "± 0.0%" would claim one). ``correct``: per seed, each question's result, 0/1
+    or ``[right, samples]`` (several samples per question), summed over the seeds into ``per_question`` when every
+    seed ran the same questions."""
     if len(seeds) != len(accuracy) or not seeds:
         raise ValueError(f"data ablation {strategy}: {len(seeds)} seeds but {len(accuracy)} accuracies")
     n, mean = len(accuracy), sum(accuracy) / len(accuracy)
@@ -87,7 +90,9 @@ def data_ablation_row(strategy: str, size: int, seeds: Sequence[int], accuracy: 
         if len(correct) != n or any(set(c) != set(correct[0]) for c in correct):
             raise ValueError(f"data ablation {strategy}: per-question results must cover the same questions for "
                              f"each of its {n} seeds")
-        row["per_question"] = {q: [sum(int(c[q]) for c in correct), n] for q in sorted(correct[0])}
+        pairs = [{q: (int(v), 1) if isinstance(v, (bool, int)) else (int(v[0]), int(v[1])) for q, v in c.items()}
+                 for c in correct]
+        row["per_question"] = {q: [sum(p[q][0] for p in pairs), sum(p[q][1] for p in pairs)] for q in sorted(pairs[0])}
     return row
 
 
@@ -99,8 +104,15 @@ def data_ablation_pairs(rows: Sequence[dict], reference: str = "s1") -> dict[str
     if ref is None or not ref.get("per_question"):
         return {r["strategy"]: None for r in rows if r["strategy"] != reference}
     table = lambda r: {q: (int(right), int(n)) for q, (right, n) in r["per_question"].items()}  # noqa: E731
-    return {r["strategy"]: paired_comparison(table(ref), table(r)) if r.get("per_question") else None
-            for r in rows if r["strategy"] != reference}
+
+    def paired(r: dict) -> Optional[Paired]:
+        if not r.get("per_question"):
+            return None
+        try:
+            return paired_comparison(table(ref), table(r))
+        except QuestionMismatch:  # runs on other questions: nothing to pair, the row shows none
+            return None
+    return {r["strategy"]: paired(r) for r in rows if r["strategy"] != reference}
 
 
 def _paired_fields(pair: Optional[Paired]) -> dict:
@@ -263,8 +275,10 @@ def tables(results: dict) -> dict[str, list[dict]]:
         pairs = data_ablation_pairs(rows)
         out["data_ablation"] = [{**{k: v for k, v in r.items() if k != "per_question"},
                                  **_paired_fields(pairs.get(r["strategy"]))} for r in rows]
-    sampled = [{"task": t, "k": r["sampled"]["k"], **p} for t, r in _task_reports(ev).items() if r.get("sampled")
-               for p in r["sampled"]["points"]]
+    sampled = [{"task": t, "k": r["sampled"]["k"], **p,
+                **_ci(results, p["accuracy"], r["sampled"]["questions"], (t, r["sampled"]["method"], p["budget"]),
+                      r["sampled"]["k"])}
+               for t, r in _task_reports(ev).items() if r.get("sampled") for p in r["sampled"]["points"]]
     if sampled:
         out["sampled"] = sampled
     if results.get("trace_swap"):
@@ -534,7 +548,7 @@ def sampled_markdown(results: dict, where: list[str]) -> list[str]:
     first = next(iter(sections.values()))
     lines = ["## Sampled protocol: avg@k beside the greedy sweep", "",
              f"Each question sampled k times at temperature {first['temperature']}, top-p {first['top_p']} "
-             "(sample j seeded evaluate.seed + j): avg@k is the mean accuracy over the samples, with a 95% interval "
+             "(every sample its own seed): avg@k is the mean accuracy over the samples, with a 95% interval "
              "from resampling questions; pass@k counts a question solved when any sample is right.", ""]
     for task, sec in sections.items():
         k, n = sec["k"], sec["questions"]

@@ -3,10 +3,11 @@
 s1 reports one greedy run per question. Today's convention (DeepSeek-R1, open-r1) samples ``k`` answers per
 question at temperature 0.6, top-p 0.95 and reports their mean accuracy (avg@k, i.e. pass@1 averaged over k),
 with k by task (64 for AIME, 4 for MATH500, 8 for GPQA). Here the evaluation's main method runs at each budget
-of ``evaluate.sampled.budgets`` (and without a budget, when the method answers without one), ``k`` times with
-sample ``j`` seeded ``evaluate.seed + j``; each generation is recorded with its seed under the method's label
+of ``evaluate.sampled.budgets`` (and without a budget, when the method answers without one), ``k`` times per
+question, every sample with its own seed; each generation is recorded with its seed under the method's label
 plus ``[sampled]``, so the page's per-question tables (k samples per question) give avg@k its question-bootstrap
-interval and pass@k.
+interval and pass@k. Only a method that decodes one answer per thinking budget with the evaluation's decoding
+can be sampled so (the registry's ``section_problems`` refuses any other before a model loads).
 
     section, records = sampled_sweep(engine, questions, cfg, k=4)
 """
@@ -46,21 +47,21 @@ def sample_cost(cfg: EvaluateConfig, questions: int, k: int) -> int:
 
 
 def sampled_sweep(engine, questions: list[Question], cfg: EvaluateConfig, k: int) -> tuple[dict, list[dict]]:
-    """The main method at each sampled budget, ``k`` samples per question; the report section and the graded
-    records (each with its sample's seed)."""
+    """The main method at each sampled budget, ``k`` samples per question, all samples of a budget in one engine
+    call (row ``j * n + i`` is sample ``j`` of question ``i``, seeded ``evaluate.seed + j * n + i``: every sample
+    its own seed); the report section and the graded records, each with its seed."""
     proto, qs = cfg.sampled, sampled_questions(questions, cfg)
-    label, budgets = sampled_label(cfg.method), sampled_budgets(cfg)
+    label, budgets, n = sampled_label(cfg.method), sampled_budgets(cfg), len(qs)
+    shared = forcing(cfg).model_copy(update={"temperature": proto.temperature, "top_p": proto.top_p})
+    method = build(cfg.method, shared, cfg.methods.get(cfg.method), cfg.budgets, cfg.trust_remote_code)
+    values = [b for b in budgets if b is not None or method.answers_unbudgeted]
+    with progress_bar(f"evaluating ({label}, {k} samples)", total=n * k) as advance:
+        by_value = method.run_sweep(engine, [q.question for q in qs] * k, values, progress=advance)
     records: list[dict] = []
-    for j in range(k):
-        shared = forcing(cfg).model_copy(update={"temperature": proto.temperature, "top_p": proto.top_p,
-                                                 "seed": cfg.seed + j})
-        method = build(cfg.method, shared, cfg.methods.get(cfg.method), cfg.budgets, cfg.trust_remote_code)
-        values = [b for b in budgets if b is not None or method.answers_unbudgeted]
-        with progress_bar(f"evaluating ({label} sample {j + 1}/{k})", total=len(qs)) as advance:
-            by_value = method.run_sweep(engine, [q.question for q in qs], values, progress=advance)
-        for value in values:
-            records += [{**g.model_dump(), "seed": cfg.seed + j} for g in graded(qs, by_value[value], label, value)]
-    return sampled_section(records, cfg, k, len(qs)), records
+    for value in values:
+        gens = graded(qs * k, by_value[value], label, value)
+        records += [{**g.model_dump(), "seed": cfg.seed + r} for r, g in enumerate(gens)]
+    return sampled_section(records, cfg, k, n), records
 
 
 def sampled_section(records: list[dict], cfg: EvaluateConfig, k: int, questions: int) -> dict:

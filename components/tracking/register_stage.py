@@ -35,7 +35,8 @@ def provenance_tags(record: dict) -> dict[str, str]:
     (the nested rest is in ``provenance.json``)."""
     hw = record.get("hardware") or {}
     gpus = f"{hw.get('gpu_count')} x {hw['gpu']}, driver {hw.get('gpu_driver')}" if hw.get("gpu") else "none"
-    return {**{f"eval.{k}": str(v) for k, v in record.items() if not isinstance(v, dict)},
+    return {**{f"eval.{k}": ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+               for k, v in record.items() if not isinstance(v, dict) and v is not None},
             "eval.git_commit": git_label(record.get("git") or {}),
             **({"eval.gpu": gpus, "eval.cpu": f"{hw.get('cpu_count')} x {hw.get('cpu')}"} if hw else {})}
 

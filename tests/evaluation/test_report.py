@@ -230,6 +230,12 @@ def test_the_data_ablation_compares_each_strategy_with_s1_over_the_same_question
     assert pairs["diversity_only"].difference == 0 and "(significant)" not in paired_text(pairs["diversity_only"])
     with pytest.raises(ValueError, match="same questions"):
         data_ablation_row("s1", 600, [0, 1], [1.0, 1.0], [{"q0": 1}, {"q1": 1}])
+    # several samples per question (seeds through Serve): [right, samples] summed over the seeds
+    assert data_ablation_row("s1", 600, [0, 1], [0.5, 0.75], [{"q0": [1, 2]}, {"q0": [3, 4]}])["per_question"] == \
+        {"q0": [4, 6]}
+    # a strategy run on other questions has nothing to pair with: no comparison, the page still renders
+    other = data_ablation_row("random", 600, [0], [0.5], [{"x0": 1, "x1": 0}])
+    assert data_ablation_pairs([s1, other]) == {"random": None}
 
     paths = run_dir(tmp_path, plots=False)
     paths.metric("data_ablation.json").write_text(json.dumps({"task": "heldout", "budget": 240,
@@ -273,5 +279,8 @@ def test_the_sampled_protocol_has_its_section_with_avg_at_k_intervals(tmp_path):
     assert "## Sampled protocol: avg@k beside the greedy sweep" in page and "temperature 0.6, top-p 0.95" in page
     row = next(line for line in page.splitlines() if line.startswith("| 240 | 78.8% ["))
     assert row.endswith("| 90.0% | 100.0 |")  # pass@4, then thinking tokens
-    assert tables(results)["sampled"] == [{"task": ev["task"], "k": 4, **ev["sampled"]["points"][0]}]
+    row = tables(results)["sampled"][0]
+    assert {k: row[k] for k in ("task", "k", "budget", "accuracy", "pass_at_k")} == {
+        "task": ev["task"], "k": 4, "budget": 240, "accuracy": 63 / 80, "pass_at_k": 0.9}
+    assert row["ci_low"] < 63 / 80 < row["ci_high"]  # the question bootstrap over each question's 4 samples
     assert "Sampled protocol" not in results_markdown(load_results(run_dir(tmp_path / "plain", plots=False)))

@@ -13,7 +13,7 @@ QS = ["What is 12 + 34?", "What is the digit sum of 987?", "Solve for x: x - 5 =
 
 
 def cfg(**kw) -> EvaluateConfig:
-    return EvaluateConfig(budgets=[4, 8], max_answer_tokens=4, protocols=["paper", "sampled"],
+    return EvaluateConfig(budgets=[4, 8], max_answer_tokens=4, protocols=["paper", "sampled"], tasks=["heldout", "aime24"],
                           sampled={"k": {"default": 2, "aime24": 8}, "budgets": [8]}, **kw)
 
 
@@ -26,6 +26,13 @@ def test_the_protocols_and_their_settings_are_checked_where_they_are_written():
         EvaluateConfig(sampled={"k": {"aime24": 64}})
     with pytest.raises(ValidationError, match="must be >= 1"):
         EvaluateConfig(sampled={"k": {"default": 0}})
+    with pytest.raises(ValidationError, match=r"sampled.k: \['aime'\] are not in evaluate.tasks"):  # a typo
+        EvaluateConfig(tasks=["heldout", "aime24"], protocols=["paper", "sampled"],
+                       sampled={"k": {"default": 4, "aime": 64}})
+    with pytest.raises(ValidationError, match="lists a budget twice"):
+        EvaluateConfig(budgets=[4, 8], sampled={"budgets": [8, 8]})
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        EvaluateConfig(budgets=[4, 8], sampled={"budgets": []})
     assert EvaluateConfig().protocols == ["paper"]  # greedy alone unless asked
 
 
@@ -57,13 +64,23 @@ def test_k_seeded_samples_per_question_on_the_engine(tiny_engine):
     qs = [Question(id=str(i), source="t", question=q, answer="46") for i, q in enumerate(QS)]
     section, records = sampled_sweep(tiny_engine, qs, c, k=2)
     assert len(records) == 2 * len(qs) * 2  # k x questions x (budget 8, no budget)
-    assert {(r["seed"], r["budget"]) for r in records} == {(7, 8), (8, 8), (7, None), (8, None)}
+    # every (sample, question) its own seed, the same at each budget: row j * n + i
+    for budget in (8, None):
+        rows = [r for r in records if r["budget"] == budget]
+        assert [(r["question_id"], r["seed"]) for r in rows] == [(q.id, 7 + j * 3 + i) for j in range(2)
+                                                                 for i, q in enumerate(qs)]
     assert {r["method"] for r in records} == {"budget_forcing[sampled]"}
     assert all(r["thinking_tokens"] <= 8 for r in records if r["budget"] == 8)
-    # sampled, not greedy: the two seeds write different thoughts, and a rerun writes the same ones again
-    by_seed = {s: [r["thinking"] for r in records if r["seed"] == s and r["budget"] is None] for s in (7, 8)}
-    assert by_seed[7] != by_seed[8]
+    # sampled, not greedy: a question's two samples differ somewhere, and a rerun writes the same ones again
+    unbudgeted = [r["thinking"] for r in records if r["budget"] is None]
+    assert unbudgeted[:3] != unbudgeted[3:]
     assert sampled_sweep(tiny_engine, qs, c, k=2)[1] == records
+    # each row is what the engine writes for that seed alone
+    from components.evaluation.sweep import forcing
+    from components.inference.methods.registry import build
+    alone = build("budget_forcing", forcing(c).model_copy(update={"temperature": 0.6, "top_p": 0.95, "seed": 7 + 4}),
+                  None, c.budgets).run(tiny_engine, [qs[1].question], None)
+    assert alone[0].thinking == records[-2]["thinking"]  # sample 1 of question 1: seed 7 + 3 + 1
     assert [p["budget"] for p in section["points"]] == [8, None] and section["questions"] == len(qs)
     # planned with the sweep, the section lands in the task's report and its records after the sweep's
     parts = plan_tasks(c, {"heldout": qs})[0].parts
@@ -78,3 +95,12 @@ def test_the_record_names_both_protocols():
     assert protocol_text(prov) == ("paper: greedy, temperature 0.0, top-p 1.0, seeds [0]; and sampled: temperature "
                                    "0.6, top-p 0.95, k by task (default 4, aime24 64)")
     assert "sampled" not in protocol_text({**prov, "sampled": None})
+
+
+def test_a_method_that_cannot_be_sampled_at_budgets_is_refused_before_a_model_loads():
+    from components.inference.methods.registry import section_problems
+    for name, why in (("majority_voting", "samples its own answers"), ("wait_extension", "does not sweep thinking")):
+        problems = section_problems(EvaluateConfig(method=name, protocols=["paper", "sampled"]))
+        assert any(p.startswith("evaluate.protocols: 'sampled' samples evaluate.method") and why in p for p in problems)
+    assert not section_problems(EvaluateConfig(method="early_exit", protocols=["paper", "sampled"]))
+    assert not section_problems(EvaluateConfig(method="majority_voting"))  # greedy alone: nothing to refuse

@@ -103,6 +103,7 @@ class Method:
     answers_unbudgeted: ClassVar[bool] = False  # value None: thinking capped only by the engine's cap
     reach_setting: ClassVar[Optional[str]] = None  # the setting that lets thinking pass the sweep value, if any
     sweep_setting: ClassVar[Optional[str]] = None  # the setting listing the sweep values, when not evaluate.budgets
+    samples_itself: ClassVar[bool] = False   # draws its own samples (sample_temperature), not the shared decoding
 
     def __init__(self, forcing: Forcing, settings: BaseModel, budgets: Sequence[int], trusted: Sequence[str] = ()):
         """``trusted``: models (hub ids or directories) allowed to run their repository's own code on load."""

@@ -39,6 +39,7 @@ class RebaseSettings(MethodSettings):
 
 class RebaseSearch(Method):
     name = "rebase"
+    samples_itself = True
     kind = Kind.SEARCH
     Settings = RebaseSettings
     value_label = "w="

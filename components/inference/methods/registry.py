@@ -62,6 +62,12 @@ def section_problems(evaluate) -> list[str]:
             out.append(str(e))
             continue
         out += method_class(name).problems(chosen, evaluate.trust_remote_code)
+    main = method_class(evaluate.method)
+    if "sampled" in evaluate.protocols and (not main.budgeted or main.sweep_setting or main.samples_itself):
+        why = "samples its own answers" if main.samples_itself else "does not sweep thinking budgets"
+        out.append(f"evaluate.protocols: 'sampled' samples evaluate.method ({evaluate.method}) at thinking budgets "
+                   f"with sampled.temperature, and {evaluate.method} {why}; use a method that decodes one answer "
+                   "per budget (budget_forcing) or drop 'sampled'")
     return out
 
 

@@ -17,6 +17,7 @@ class RejectionSettings(MethodSettings):
 
 class RejectionSampling(Method):
     name = "rejection_sampling"
+    samples_itself = True
     Settings = RejectionSettings
 
     def run(self, engine, questions: Sequence[str], value: Optional[int], progress: Progress = None

@@ -75,6 +75,7 @@ class MajorityVoting(Method):
     Settings = VotingSettings
     value_label = "N="
     sweep_setting = "samples"
+    samples_itself = True
     budgeted = False
     shares_sweep = True
 
