@@ -123,13 +123,21 @@ def _paired_fields(pair: Optional[Paired]) -> dict:
             "p_value": pair.p_value, "significant": pair.p_value < ALPHA}
 
 
+def difference_text(estimate: float, low: float, high: float) -> str:
+    """``-4.5 points [-7.0, -2.0]``: a paired difference of accuracies with its interval."""
+    return f"{100 * estimate:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def p_text(p: float) -> str:
+    """``0.003 (significant)``: a paired test's p-value, marked below the significance level."""
+    return f"{p:.2g}" + (" (significant)" if p < ALPHA else "")
+
+
 def paired_text(pair: Optional[Paired]) -> str:
-    """``−4.5 points [−7.0, −2.0], p = 0.003 (significant)`` for the page; "—" without one."""
+    """``-4.5 points [-7.0, -2.0], p = 0.003 (significant)`` for the page; "—" without one."""
     if pair is None:
         return "—"
-    mark = " (significant)" if pair.p_value < ALPHA else ""
-    return (f"{100 * pair.difference:+.1f} points [{100 * pair.low:+.1f}, {100 * pair.high:+.1f}], "
-            f"p = {pair.p_value:.2g}{mark}")
+    return f"{difference_text(pair.difference, pair.low, pair.high)}, p = {p_text(pair.p_value)}"
 
 
 def mean_and_se(row: dict) -> str:
@@ -581,9 +589,8 @@ def trace_swap_markdown(swap: Optional[dict]) -> list[str]:
     test = comparisons[0]["test"] if comparisons else "paired"
     lines += _table(["budget", "standard traces", "thorough traces", "thorough − standard", "p"],
                     [("no budget" if c["budget"] is None else c["budget"], _side(c["a"]), _side(c["b"]),
-                      f"{100 * c['difference']['estimate']:+.1f} points [{100 * c['difference']['low']:+.1f}, "
-                      f"{100 * c['difference']['high']:+.1f}]",
-                      f"{c['p_value']:.2g}" + (" (significant)" if c["p_value"] < ALPHA else ""))
+                      difference_text(c["difference"]["estimate"], c["difference"]["low"], c["difference"]["high"]),
+                      p_text(c["p_value"]))
                      for c in comparisons])
     n = comparisons[0]["questions"] if comparisons else "?"
     return lines + [f"Paired over the same {n} `{swap.get('task', 'heldout')}` questions: 95% intervals per arm, "
