@@ -85,8 +85,9 @@ def provenance_rows(prov: dict) -> list[tuple[str, str]]:
             ("datasets", datasets_text(prov))]
 
 
-def source_line(prov: Optional[dict[str, Any]], fallback_commit: Optional[str] = None) -> str:
-    """One line under a section's tables: commit, params digest, protocol, engine and where it ran."""
+def source_line(prov: Optional[dict[str, Any]], fallback_commit: Optional[str] = None, sampled: bool = False) -> str:
+    """One line under a section's tables: commit, params digest, protocol, engine and where it ran (``sampled``:
+    under the sampled protocol's tables, its settings)."""
     if not prov:
         return "_Where these numbers come from: not recorded._"
     git = prov.get("git") or {}
@@ -96,6 +97,9 @@ def source_line(prov: Optional[dict[str, Any]], fallback_commit: Optional[str] =
     on = (f"{hw.get('gpu_count')} x {hw['gpu']}" if hw.get("gpu") else f"{hw.get('cpu_count', '?')} CPU cores") \
         if hw else NOT_RECORDED
     name = prov.get("protocol") or NOT_RECORDED
+    how = f"{name} protocol (temperature {prov.get('temperature', '?')}, seeds {prov.get('seeds', '?')})"
+    if sampled and prov.get("sampled"):
+        how = (f"sampled protocol (temperature {prov['sampled']['temperature']}, top-p {prov['sampled']['top_p']}, "
+               "k by task)")
     return (f"_Where these numbers come from: commit {commit}, params {_short(prov.get('params_digest'))}, "
-            f"{name} protocol (temperature {prov.get('temperature', '?')}, seeds {prov.get('seeds', '?')}), "
-            f"{prov.get('engine', '?')} on {on}; the full record heads the page._")
+            f"{how}, {prov.get('engine', '?')} on {on}; the full record heads the page._")

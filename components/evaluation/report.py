@@ -467,7 +467,7 @@ def results_markdown(results: dict, plots: Optional[str] = None, commit: Optiona
               _performance(results, r, r.get("questions"), t, r.get("method", main))) for t, r in others.items()])
     lines += where
 
-    lines += sampled_markdown(results, where)
+    lines += sampled_markdown(results, [source_line(ev.get("provenance"), ev.get("git_commit"), sampled=True), ""])
 
     # 2. Data ablation.
     lines += ["## Data: selection strategies at equal size (s1 Table 2)", ""]

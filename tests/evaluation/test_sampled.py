@@ -104,3 +104,11 @@ def test_a_method_that_cannot_be_sampled_at_budgets_is_refused_before_a_model_lo
         assert any(p.startswith("evaluate.protocols: 'sampled' samples evaluate.method") and why in p for p in problems)
     assert not section_problems(EvaluateConfig(method="early_exit", protocols=["paper", "sampled"]))
     assert not section_problems(EvaluateConfig(method="majority_voting"))  # greedy alone: nothing to refuse
+
+
+def test_the_sampled_tables_name_their_own_settings_under_them():
+    from components.evaluation.provenance_text import source_line
+    prov = {"protocol": "paper", "temperature": 0.0, "seeds": [0], "params_digest": "2" * 64, "engine": "hf",
+            "git": {"commit": "1" * 40}, "sampled": {"temperature": 0.6, "top_p": 0.95, "k": {"default": 4}}}
+    assert "sampled protocol (temperature 0.6, top-p 0.95, k by task)" in source_line(prov, sampled=True)
+    assert "paper protocol (temperature 0.0, seeds [0])" in source_line(prov)
