@@ -154,6 +154,7 @@ def summary_lines(result: dict) -> list[str]:
     u = ev["unlimited"]
     lines.append(f"no budget: accuracy {acc(u['accuracy'])} (avg {u['avg_thinking_tokens']:.1f} thinking tokens)")
     lines.append(f"[low, high]: the 95% interval (exact Clopper-Pearson over {ev.get('questions')} questions)")
+    lines += sampled_lines(ev, paths)
     scaling = "n/a" if ev["scaling"] is None else f"{ev['scaling']:.4f}"
     lines.append(f"control {ev['control']:.1%}  scaling {scaling}/token  performance {ev['performance']:.1%}")
     lines.append(f"scaling plot: {paths.plot('scaling.png')}")
@@ -162,6 +163,28 @@ def summary_lines(result: dict) -> list[str]:
                  f"model '{reg['registered_model']}' version {reg['model_version']}")
     lines.append(f"open the UI: mlflow ui --backend-store-uri {reg['tracking_uri']}")
     return lines
+
+
+def sampled_lines(ev: dict, paths: Paths) -> list[str]:
+    """The sampled protocol's avg@k and pass@k per budget, avg@k with its question-bootstrap interval (none when
+    the run sampled nothing)."""
+    sampled = ev.get("sampled")
+    if not sampled:
+        return []
+    from components.evaluation.compare import read_samples  # lazy: the statistics read numpy
+    from components.evaluation.statistics import accuracy_interval, per_question
+    records = read_samples(paths.eval_samples, required=False) if paths.eval_samples.exists() else []
+    k, out = sampled["k"], []
+    for p in sampled["points"]:
+        table = per_question(records, task=ev.get("task"), method=sampled["method"], budget=p["budget"])
+        iv = accuracy_interval(table) if table else None
+        where = "no budget" if p["budget"] is None else f"budget {p['budget']:>5}"
+        spread = "" if iv is None else f" [{iv.low:.1%}, {iv.high:.1%}]"
+        out.append(f"sampled, {where}: avg@{k} {p['accuracy']:.1%}{spread}, pass@{k} {p['pass_at_k']:.1%} "
+                   f"(avg {p['avg_thinking_tokens']:.1f} thinking tokens)")
+    out.append(f"sampled: {k} samples of each of {sampled['questions']} questions at temperature "
+               f"{sampled['temperature']}, top-p {sampled['top_p']}; [low, high] from resampling questions")
+    return out
 
 
 if __name__ == "__main__":
