@@ -597,7 +597,7 @@ class EvaluateConfig(Section):
             raise ValueError(f"sampled.k: {stray} are not in evaluate.tasks {self.tasks}; name a task the evaluation "
                              "runs (or 'default' for the rest)")
         off = sorted(set(self.sampled.budgets or []) - set(self.budgets))
-        if off:
+        if "sampled" in self.protocols and off:
             raise ValueError(f"sampled.budgets: {off} are not in evaluate.budgets {self.budgets}; sample at budgets "
                              "the sweep has")
         if self.via == "serve" and self.method != REFERENCE:

@@ -112,3 +112,9 @@ def test_the_sampled_tables_name_their_own_settings_under_them():
             "git": {"commit": "1" * 40}, "sampled": {"temperature": 0.6, "top_p": 0.95, "k": {"default": 4}}}
     assert "sampled protocol (temperature 0.6, top-p 0.95, k by task)" in source_line(prov, sampled=True)
     assert "paper protocol (temperature 0.0, seeds [0])" in source_line(prov)
+
+
+def test_the_sampled_settings_wait_until_the_protocol_is_on():
+    """A run that narrows the budgets without the sampled protocol (a data-ablation run at the top budget) is not
+    held to the sampled budgets it does not use."""
+    assert EvaluateConfig(budgets=[240], sampled={"budgets": [96]}).protocols == ["paper"]
