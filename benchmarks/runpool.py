@@ -22,7 +22,9 @@ def run_pool(keys: list[Hashable], start: Callable[[Hashable], Optional[subproce
         out = result_file(key)
         if returncode == 0 and out.exists():
             results[key] = json.loads(out.read_text())
-            print(f"done {key}: {json.dumps(results[key])}", flush=True)
+            brief = {k: f"<{len(v)} entries>" if isinstance(v, dict) and len(v) > 20 else v
+                     for k, v in results[key].items()}  # a run's per-question results stay in its file
+            print(f"done {key}: {json.dumps(brief)}", flush=True)
         else:
             print(f"FAILED {key} (see {log_file(key)})", flush=True)
 
