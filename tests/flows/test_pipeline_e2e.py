@@ -64,7 +64,8 @@ def test_sweep_metrics_and_budgets_respected(pipeline_run):
     # the sampled protocol: 8 questions, 2 seeded samples each, at budget 16 and without a budget
     sampled = [s for s in samples if s["method"] == "budget_forcing[sampled]"]
     assert len(sampled) == len(samples) - len(greedy) == 8 * 2 * 2
-    assert {(s["seed"], s["budget"]) for s in sampled} == {(ev_seed + j, b) for j in (0, 1) for b in (16, None)}
+    # every (sample, question) its own seed: row j * 8 + i of each budget's call
+    assert {(s["seed"], s["budget"]) for s in sampled} == {(ev_seed + r, b) for r in range(16) for b in (16, None)}
     assert [p["budget"] for p in ev["sampled"]["points"]] == [16, None] and ev["sampled"]["k"] == 2
     for s in samples:
         if s["budget"] is not None:
@@ -212,7 +213,8 @@ def test_evaluation_flow_alone(pipeline_run):
     root, _ = pipeline_run
     with in_project(root), prefect_test_harness(server_startup_timeout=180):  # a loaded machine starts it slowly
         out = stage_flow("s1-evaluate-only", ["evaluate"], "sweep only")(
-            profile="micro", overrides=["evaluate.method=wait_extension", "evaluate.methods.wait_extension.waits=[0, 1]"])
+            profile="micro", overrides=["evaluate.method=wait_extension", "evaluate.methods.wait_extension.waits=[0, 1]",
+                                        "evaluate.protocols=[paper]"])  # wait extension sweeps waits: nothing to sample
     assert out["evaluate"]["method"] == "wait_extension"
     assert [p["budget"] for p in out["evaluate"]["points"]] == [0, 1]
 
