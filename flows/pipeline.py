@@ -171,13 +171,12 @@ def sampled_lines(ev: dict, paths: Paths) -> list[str]:
     sampled = ev.get("sampled")
     if not sampled:
         return []
-    from components.evaluation.compare import read_samples  # lazy: the statistics read numpy
-    from components.evaluation.statistics import accuracy_interval, per_question
+    from components.evaluation.compare import read_samples  # lazy: the report reads numpy
+    from components.evaluation.report import interval, sample_tables
     records = read_samples(paths.eval_samples, required=False) if paths.eval_samples.exists() else []
-    k, out = sampled["k"], []
-    for p in sampled["points"]:
-        table = per_question(records, task=ev.get("task"), method=sampled["method"], budget=p["budget"])
-        iv = accuracy_interval(table) if table else None
+    samples, k, out = {"samples": sample_tables(records)}, sampled["k"], []
+    for p in sampled["points"]:  # the interval the results page gives the same point
+        iv = interval(samples, p["accuracy"], sampled["questions"], (ev.get("task"), sampled["method"], p["budget"]), k)
         where = "no budget" if p["budget"] is None else f"budget {p['budget']:>5}"
         spread = "" if iv is None else f" [{iv.low:.1%}, {iv.high:.1%}]"
         out.append(f"sampled, {where}: avg@{k} {p['accuracy']:.1%}{spread}, pass@{k} {p['pass_at_k']:.1%} "
