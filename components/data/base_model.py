@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -239,7 +240,7 @@ def pretrain(model, blocks: torch.Tensor, cfg: PretrainConfig, checkpoint: Optio
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            if average is not None:
+            if average is not None and hist["decay_start"] is None:  # read by the probe only, before the gate
                 average.update(model)
             losses.append(loss.item())
             if probe is not None and cfg.probe_every and hist["decay_start"] is None and (step + 1) % cfg.probe_every == 0:
@@ -290,6 +291,8 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
     answering directly, or (among the others, ``cfg.chat_solution_fraction``) a chat turn showing the work;
     then ``cfg.copy_fraction`` copy drills, ``cfg.running_sum_fraction`` running-sum drills and
     ``cfg.extraction_fraction`` extraction drills per question.
+    The copy and extraction drills' numbers are as long as the corpus's longest (a digit sum's number has two
+    digits more than its difficulty: 8 at difficulty 6), so every length a trace copies is drilled.
     ``corrections`` (the RNG that wrote ``textbook``) decides the chat solutions' slips. Each choice has its own
     RNG, so turning one on leaves the others' documents as they were."""
     rng = random.Random(cfg.seed + 1)
@@ -300,22 +303,30 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
         docs = [chat_solution(q, tokenizer, corrections, cfg.correction_fraction)
                 if d is t and not _answers_directly(q, cfg) and chats.random() < cfg.chat_solution_fraction else d
                 for (q, _), d, t in zip(corpus, docs, textbook)]
-    n = len(docs)
-    docs += [copy_drill(rng) for _ in range(round(n * cfg.copy_fraction))]
+    n, digits = len(docs), longest_number(corpus)
+    docs += [copy_drill(rng, digits) for _ in range(round(n * cfg.copy_fraction))]
     sums = random.Random(cfg.seed + 5)
     docs += [running_sum_drill(sums) for _ in range(round(n * cfg.running_sum_fraction))]
     extractions = random.Random(cfg.seed + 6)
-    docs += [extraction_drill(extractions) for _ in range(round(n * cfg.extraction_fraction))]
+    docs += [extraction_drill(extractions, digits) for _ in range(round(n * cfg.extraction_fraction))]
     rng.shuffle(docs)
     return docs
 
 
+def longest_number(corpus: list[tuple[str, str]]) -> int:
+    """Digits of the longest number in the corpus's questions (7 for a corpus without numbers)."""
+    return max((len(n) for q, _ in corpus for n in re.findall(r"\d+", q)), default=7)
+
+
 def running_sum_drill(rng: random.Random) -> str:
-    """A running-sum drill: a two-digit total and the digits added to it, one line each, as a digit sum's
-    trace writes them ("23+7=30") without the digits it copies. A digit-sum trace needs a right two-digit +
-    one-digit fact at every step, and there are about 700 of them against the 200 one-digit facts of an
-    addition; the textbook pages alone show each one ten times less often than an addition's."""
-    total, lines = rng.randint(10, 40), []
+    """A running-sum drill: a total and the digits added to it, one line each, as a digit sum's trace writes
+    them ("23+7=30") without the digits it copies. A digit-sum trace needs a right total + one-digit fact at
+    every step, and there are about 700 of them against the 200 one-digit facts of an addition; the textbook
+    pages alone show each one ten times less often than an addition's. Half the drills start, as every digit
+    sum does, from one digit ("4+7=11"): the one-digit + one-digit facts open every digit-sum trace, and a
+    model drilled on two-digit totals alone gets a fifth of them wrong after SFT ("1+5=10"). The rest start
+    from a total of 10 to 40."""
+    total, lines = (rng.randint(0, 9) if rng.random() < 0.5 else rng.randint(10, 40)), []
     for _ in range(rng.randint(4, 8)):
         digit = rng.randint(0, 9)
         lines.append(f"{total}+{digit}={total + digit}")
@@ -323,9 +334,10 @@ def running_sum_drill(rng: random.Random) -> str:
     return "Running sum:\n" + "\n".join(lines)
 
 
-def copy_drill(rng: random.Random) -> str:
-    """A copy-drill document: one to three numbers, then the same again (dense practice for digit copying)."""
-    numbers = " + ".join(str(rng.randint(0, 10 ** rng.randint(1, 7) - 1)) for _ in range(rng.randint(1, 3)))
+def copy_drill(rng: random.Random, max_digits: int = 7) -> str:
+    """A copy-drill document: one to three numbers of up to ``max_digits`` digits, then the same again (dense
+    practice for digit copying)."""
+    numbers = " + ".join(str(rng.randint(0, 10 ** rng.randint(1, max_digits) - 1)) for _ in range(rng.randint(1, 3)))
     return f"Copy: {numbers}\nAgain: {numbers}"
 
 
@@ -334,7 +346,7 @@ _FILLER = ("a", "the", "of", "or", "and", "in", "to", "is", "are", "with", "from
 _ENDINGS = ("", "", ".", ",", "?", ";")
 
 
-def extraction_drill(rng: random.Random) -> str:
+def extraction_drill(rng: random.Random, max_digits: int = 7) -> str:
     """An extraction drill: two or three numbers inside a sentence of filler words, then the numbers alone, joined
     by " + " in their order ("Text: 742061 red or 449829 go players?" / "Numbers: 742061 + 449829").
 
@@ -342,9 +354,10 @@ def extraction_drill(rng: random.Random) -> str:
     players"), into a line where it is followed by something else ("+", a newline). Copying its last digit then
     cannot lean on what follows it in the question; copy drills, whose copy repeats the whole context, never
     practise that. Each number takes the drill's length with probability 0.6 (else a length of its own), so a
-    third of the drills or more hold numbers all of one length, told apart by their place, not their size."""
-    digits = rng.randint(1, 7)
-    numbers = [_drill_number(rng, digits if rng.random() < 0.6 else rng.randint(1, 7))
+    third of the drills or more hold numbers all of one length, told apart by their place, not their size.
+    Numbers have up to ``max_digits`` digits."""
+    digits = rng.randint(1, max_digits)
+    numbers = [_drill_number(rng, digits if rng.random() < 0.6 else rng.randint(1, max_digits))
                for _ in range(rng.randint(2, 3))]
     words: list[str] = []
     for number in numbers:
@@ -477,6 +490,9 @@ def load_pretrain_state(path: Path, key: str, model: torch.nn.Module, opt: torch
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError):
         return None  # a torn or foreign file: start over rather than crash
+    if average is not None and (header.get("average_updates") is None
+                                or any(f"average.{k}" not in tensors for k in average.shadow)):
+        return None  # a state written without the probe's weight average: start over rather than crash
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     state = {}
     for idx, entry in header["optimizer_slots"].items():

@@ -249,15 +249,35 @@ def test_running_sum_drills_are_right_facts_in_the_digit_sum_traces_shape():
     import re
 
     from components.data.base_model import running_sum_drill
-    rng = random.Random(0)
+    rng, from_one_digit = random.Random(0), 0
     for _ in range(200):
         head, *lines = running_sum_drill(rng).split("\n")
         assert head == "Running sum:" and 4 <= len(lines) <= 8
         total = None
         for line in lines:
             a, d, s = map(int, re.fullmatch(r"(\d+)\+(\d)=(\d+)", line).groups())
-            assert a >= 10 and a + d == s and (total is None or a == total)  # a two-digit total, carried on
+            assert a + d == s and (total is None or a == total)  # the total carried on
+            if total is None:
+                assert a <= 40
+                from_one_digit += a < 10
             total = s
+    # about half start from one digit, as every digit sum does (its opening facts: "1+5=6")
+    assert 80 <= from_one_digit <= 120
+
+
+def test_copy_and_extraction_drills_reach_the_corpus_s_longest_number():
+    import random
+    import re
+
+    from components.config import PretrainConfig
+    from components.data.base_model import corpus_documents, longest_number
+    corpus = [("What is the digit sum of 12345678?", "36"), ("What is 12 + 3?", "15")]
+    assert longest_number(corpus) == 8 and longest_number([]) == 7
+    cfg = PretrainConfig(copy_fraction=1, extraction_fraction=1, running_sum_fraction=0,
+                         chat_solution_fraction=0, direct_answer_fraction=0)
+    docs = corpus_documents(corpus * 200, [f"Problem: {q}" for q, _ in corpus] * 200, cfg, None, random.Random(0))
+    lengths = {len(n) for d in docs if d.startswith(("Copy:", "Text:")) for n in re.findall(r"\d+", d)}
+    assert max(lengths) == 8 and 1 in lengths
 
 
 def test_the_drills_are_added_per_corpus_question_each_from_its_own_rng():
@@ -349,3 +369,21 @@ def test_the_probe_reads_the_average_and_a_resumed_run_keeps_it(tmp_path):
                        probe=lambda m: resumed_seen.append(m.state_dict()["model.norm.weight"].clone()) or 0.0)
     assert resumed == pytest.approx(ref, rel=1e-5)
     torch.testing.assert_close(resumed_seen[-1], seen[-1])
+
+
+def test_a_state_saved_without_the_weight_average_starts_over(tmp_path):
+    """A pre-training state under the same key but without the probe's average (written with the average off)
+    is not usable for a run that probes the average: it starts over instead of failing on the missing tensors."""
+    from components.data.base_model import WeightAverage, load_pretrain_state, pretrain_state_key, save_pretrain_state
+    cfg = WSD.model_copy(update={"probe_average": 0.9})
+    model = build_model(MODEL, 100, 0, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    gen = torch.Generator().manual_seed(0)
+    key, ckpt = pretrain_state_key(model, _blocks(), cfg), tmp_path / "pretrain.ckpt"
+    save_pretrain_state(ckpt, key, 3, [1.0, 0.9, 0.8], model, opt, sched, gen)  # no average
+    assert load_pretrain_state(ckpt, key, model, opt, sched, gen, WeightAverage(model, 0.9)) is None
+    assert load_pretrain_state(ckpt, key, model, opt, sched, gen)[0] == 3  # a run without the average resumes
+    losses = pretrain(build_model(MODEL, 100, 0, 2), _blocks(), cfg, checkpoint=ckpt, checkpoint_every=2,
+                      probe=lambda m: 0.0)
+    assert len(losses) == cfg.steps  # from step 0
