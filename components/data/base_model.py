@@ -324,8 +324,8 @@ def running_sum_drill(rng: random.Random) -> str:
     every step, and there are about 700 of them against the 200 one-digit facts of an addition; the textbook
     pages alone show each one ten times less often than an addition's. Half the drills start, as every digit
     sum does, from one digit ("4+7=11"): the one-digit + one-digit facts open every digit-sum trace, and a
-    model drilled on two-digit totals alone gets a fifth of them wrong after SFT ("1+5=10"). The rest start
-    from a total of 10 to 40."""
+    model drilled on two-digit totals alone gets one in eight to one in four of them wrong after SFT
+    ("1+5=10"). The rest start from a total of 10 to 40."""
     total, lines = (rng.randint(0, 9) if rng.random() < 0.5 else rng.randint(10, 40)), []
     for _ in range(rng.randint(4, 8)):
         digit = rng.randint(0, 9)
