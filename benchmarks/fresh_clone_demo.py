@@ -46,7 +46,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="s1flow-demo-") as tmp:
                 seconds, rc, top = demo_once(rev, Path(tmp) / "project")
             times[rev].append(seconds)
-            print(f"run {i + 1} {rev}: {seconds / 60:.0f}:{seconds % 60:04.1f} exit {rc} | {top}", flush=True)
+            print(f"run {i + 1} {rev}: {int(seconds // 60)}:{seconds % 60:04.1f} exit {rc} | {top}", flush=True)
     for rev, ts in times.items():
         print(f"{rev}: median {statistics.median(ts):.0f} s over {len(ts)} runs "
               f"({', '.join(f'{t:.0f}' for t in ts)}; {os.cpu_count()} cores)")
