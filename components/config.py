@@ -273,7 +273,7 @@ class ApiClientConfig(Section):
 class TeacherConfig(ApiClientConfig):
     kind: Literal["programmatic", "openai", "gemini", "vllm"] = "programmatic"
     system_prompt: str = ""
-    slip_probability: float = Field(0.15, ge=0, le=1, description="programmatic teacher only")
+    slip_probability: float = Field(0.05, ge=0, le=1, description="programmatic teacher only")
     style: Literal["standard", "thorough"] = Field("standard", description="programmatic teacher only: standard "
                                                    "(a trace slips at most once, with slip_probability, and re-checks "
                                                    "that step) | thorough (every step may slip, with slip_probability, "

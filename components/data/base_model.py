@@ -313,9 +313,12 @@ def corpus_documents(corpus: list[tuple[str, str]], textbook: list[str], cfg: Pr
     return docs
 
 
+DRILL_DIGITS = 7  # the length of a drill's numbers when no corpus sets it
+
+
 def longest_number(corpus: list[tuple[str, str]]) -> int:
-    """Digits of the longest number in the corpus's questions (7 for a corpus without numbers)."""
-    return max((len(n) for q, _ in corpus for n in re.findall(r"\d+", q)), default=7)
+    """Digits of the longest number in the corpus's questions (:data:`DRILL_DIGITS` for a corpus without numbers)."""
+    return max((len(n) for q, _ in corpus for n in re.findall(r"\d+", q)), default=DRILL_DIGITS)
 
 
 def running_sum_drill(rng: random.Random) -> str:
@@ -334,7 +337,7 @@ def running_sum_drill(rng: random.Random) -> str:
     return "Running sum:\n" + "\n".join(lines)
 
 
-def copy_drill(rng: random.Random, max_digits: int = 7) -> str:
+def copy_drill(rng: random.Random, max_digits: int = DRILL_DIGITS) -> str:
     """A copy-drill document: one to three numbers of up to ``max_digits`` digits, then the same again (dense
     practice for digit copying)."""
     numbers = " + ".join(str(rng.randint(0, 10 ** rng.randint(1, max_digits) - 1)) for _ in range(rng.randint(1, 3)))
@@ -346,7 +349,7 @@ _FILLER = ("a", "the", "of", "or", "and", "in", "to", "is", "are", "with", "from
 _ENDINGS = ("", "", ".", ",", "?", ";")
 
 
-def extraction_drill(rng: random.Random, max_digits: int = 7) -> str:
+def extraction_drill(rng: random.Random, max_digits: int = DRILL_DIGITS) -> str:
     """An extraction drill: two or three numbers inside a sentence of filler words, then the numbers alone, joined
     by " + " in their order ("Text: 742061 red or 449829 go players?" / "Numbers: 742061 + 449829").
 
