@@ -122,24 +122,24 @@ class BudgetForcer:
                  on_token: Optional[Callable[[int, int, "Phase"], None]] = None):
         """``on_token(row, token, phase)`` sees every token as it is emitted (used for streaming)."""
         self.vocab, self.do_sample, self.on_token = vocab, do_sample, on_token
-        cache: dict[str, tuple[int, ...]] = {}
-
-        def enc(s: str) -> tuple[int, ...]:
-            if s not in cache:
-                cache[s] = vocab.encode(s)
-            return cache[s]
-
-        self.states = []
+        self._encoded: dict[str, tuple[int, ...]] = {}
+        self.states: list[SequenceState] = []
         for i, spec in enumerate(specs):
-            gen = None
-            if do_sample:
-                gen = torch.Generator().manual_seed(int(seeds[i]) if seeds is not None else i)
-            self.states.append(SequenceState(
-                spec=spec, wait_ids=[enc(w) for w in spec.wait_strings],
-                prefix_ids=enc(spec.final_answer_prefix) if spec.final_answer_prefix else (),
-                generator=gen,
-            ))
+            self.add(spec, int(seeds[i]) if seeds is not None else i)
         self._stop = torch.tensor(vocab.stop_ids)
+
+    def _enc(self, text: str) -> tuple[int, ...]:
+        if text not in self._encoded:
+            self._encoded[text] = self.vocab.encode(text)
+        return self._encoded[text]
+
+    def add(self, spec: BudgetSpec, seed: int) -> int:
+        """A sequence joins (continuous batching); its row index."""
+        gen = torch.Generator().manual_seed(seed) if self.do_sample else None
+        self.states.append(SequenceState(
+            spec=spec, wait_ids=[self._enc(w) for w in spec.wait_strings],
+            prefix_ids=self._enc(spec.final_answer_prefix) if spec.final_answer_prefix else (), generator=gen))
+        return len(self.states) - 1
 
     # -- state updates -------------------------------------------------------------
     def observe(self, row: int, token: int) -> None:

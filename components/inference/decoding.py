@@ -28,6 +28,13 @@ end-of-thinking delimiter and the answer prefix); each branch runs on a copy of 
 brancher's own ``pick`` and ``done``, reports its tokens and is discarded; the main rows go on as if
 nothing had happened. Branching needs a cache rows can leave (else ``heads`` is never asked).
 
+Rows can also join a running batch (continuous batching, as a server wants it): ``refill(active)`` is asked
+after each step, with the count of rows still decoding, and returns the prompts (token ids) that join now; they
+are prefilled on their own cache, which is merged into the running one (the shorter side left-padded, its
+padding masked), and take the next row indices. ``finished(row, tokens)`` is told the moment a row ends, so its
+caller need not wait for the batch. Joining needs a cache of plain attention layers (:func:`joinable_cache`);
+with any other, ``refill`` is never asked.
+
     tokens = decode(model, enc["input_ids"], enc["attention_mask"], 64,
                     pick=lambda rows, scores: scores.argmax(-1), done=lambda row, tok: tok == eos)
 """
@@ -55,6 +62,50 @@ def shrinkable_cache(model) -> Optional[DynamicCache]:
         return None
     cache = DynamicCache(config=model.config)
     return cache if all(type(layer) in SHRINKABLE_LAYERS for layer in cache.layers) else None
+
+
+def joinable_cache(model) -> Optional[DynamicCache]:
+    """A cache rows can leave and join (every layer a plain KV layer: a sliding window keeps a different span per
+    row once padded), or None."""
+    cache = shrinkable_cache(model)
+    return cache if cache is not None and all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
+def join_cache(cache: DynamicCache, other: DynamicCache) -> None:
+    """``other``'s rows appended to ``cache``'s in place, the shorter of the two left-padded with zeros (the
+    caller masks the padding)."""
+    for layer, extra in zip(cache.layers, other.layers):
+        length = max(layer.keys.shape[-2], extra.keys.shape[-2])
+        layer.keys = torch.cat([_left_pad(layer.keys, length), _left_pad(extra.keys, length)], 0)
+        layer.values = torch.cat([_left_pad(layer.values, length), _left_pad(extra.values, length)], 0)
+
+
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``t`` padded with zeros on the left of its sequence dimension (the one before last) to ``length``."""
+    return torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0)) if t.shape[-2] < length else t
+
+
+def _pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """An attention mask left-padded with zeros (masked) to ``width`` columns."""
+    return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
+
+
+def left_padded(prompts: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids (padding id 0, masked) and attention mask of ``prompts``, left-padded to the longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+Refill = Callable[[int], Sequence[Sequence[int]]]
 
 
 class Brancher(Protocol):
@@ -88,66 +139,100 @@ def fork_cache(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
 @torch.inference_mode()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
            pick: Callable[[list[int], torch.Tensor], torch.Tensor],
-           done: Callable[[int, int], bool], brancher: Optional[Brancher] = None) -> list[list[int]]:
+           done: Callable[[int, int], bool], brancher: Optional[Brancher] = None,
+           refill: Optional[Refill] = None,
+           finished: Optional[Callable[[int, list[int]], None]] = None) -> list[list[int]]:
     """Each row's generated tokens (its finishing token included), the batch shrinking as rows finish.
-    ``brancher``: side branches taken after each step (a model whose cache rows cannot leave takes none)."""
+    ``brancher``: side branches taken after each step (a model whose cache rows cannot leave takes none).
+    ``refill``/``finished``: rows joining between steps and rows reported as they end (module docstring);
+    ``max_new_tokens`` is each row's own limit, counted from its first token."""
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     if max_new_tokens <= 0:
         return generated
     mask = attention_mask.to(model.device)
-    position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = shrinkable_cache(model)  # None: the model makes its own, and finished rows stay in the batch
-    _run(model, cache, input_ids.to(model.device), mask, position, max_new_tokens, pick, done,
-         list(range(input_ids.shape[0])), generated, brancher if cache is not None else None)
+    cache = joinable_cache(model) if refill is not None else None
+    if cache is None:
+        refill = None
+        cache = shrinkable_cache(model)  # None: the model makes its own, and finished rows stay in the batch
+    _run(model, cache, input_ids.to(model.device), mask, _positions(mask), max_new_tokens, pick, done,
+         list(range(input_ids.shape[0])), generated, brancher if cache is not None else None, refill, finished)
     return generated
 
 
-def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, max_new_tokens: int,
-         pick, done, rows: list[int], generated: list[list[int]], brancher: Optional[Brancher]) -> None:
-    """Feed ``input_ids`` (batch position ``i`` is row ``rows[i]``) after ``cache``, then decode, appending each
-    row's tokens to ``generated[row]``."""
-    device = model.device
-    shrink = cache is not None
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    with_positions = _accepts(model, "position_ids")
-    out = model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                **({"position_ids": positions} if with_positions else {}), **extra)
+def _forward(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, positions: torch.Tensor, prefill: bool):
+    extra = {"logits_to_keep": 1} if prefill and _accepts(model, "logits_to_keep") else {}
+    if _accepts(model, "position_ids"):
+        extra["position_ids"] = positions
+    out = model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
     if getattr(out, "past_key_values", None) is None:
         raise NotImplementedError(f"{type(model).__name__} returns no past_key_values: the HF engine decodes with a "
                                   "KV cache; serve this model with engine.backend: vllm")
+    return out.logits[:, -1, :].float(), out.past_key_values
+
+
+def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, max_new_tokens: int,
+         pick, done, rows: list[int], generated: list[list[int]], brancher: Optional[Brancher],
+         refill: Optional[Refill] = None, finished: Optional[Callable[[int, list[int]], None]] = None) -> None:
+    """Feed ``input_ids`` (batch position ``i`` is row ``rows[i]``) after ``cache``, then decode, appending each
+    row's tokens to ``generated[row]``; rows ``refill`` hands over join (new rows appended to ``generated``)."""
+    device = model.device
+    shrink = cache is not None
+    logits, cache = _forward(model, input_ids, mask, cache, positions, prefill=True)
     position = positions[:, -1]
     rows = list(rows)                       # the row behind each batch position
     alive = list(range(len(rows)))          # batch positions still generating (all of them, unless rows stay)
     fed = torch.zeros(len(rows), dtype=torch.long, device=device)  # what each batch position is fed next
     start = [len(generated[r]) for r in rows]
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
-        cache, out = out.past_key_values, None  # the step's outputs freed before the next forward
+    while True:
         if len(alive) < len(rows):
             logits = logits[torch.tensor(alive)]
         tokens = pick([rows[i] for i in alive], logits).to(device)
+        logits = None
         kept = []
         for i, token in zip(alive, tokens.tolist()):
             generated[rows[i]].append(token)
             if not done(rows[i], token) and len(generated[rows[i]]) - start[i] < max_new_tokens:
                 kept.append(i)
+            elif finished is not None:
+                finished(rows[i], generated[rows[i]])
         fed[torch.tensor(alive)] = tokens
         if brancher is not None and kept:
             heads = brancher.heads([rows[i] for i in kept])
             if heads:
                 _branch(model, cache, mask, position, fed, rows, heads, brancher)
-        if not kept:
+        joining = list(refill(len(kept))) if refill is not None else []
+        if not kept and not joining:
             break
         alive = kept
-        if shrink and len(alive) < len(rows):
-            index = torch.tensor(alive)  # on the CPU: valid for tensors on any device
-            cache.batch_select_indices(index)
-            mask, position, fed = mask[index], position[index], fed[index]
-            rows, alive, start = [rows[i] for i in alive], list(range(len(alive))), [start[i] for i in alive]
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        position = position + 1
-        out = model(input_ids=fed[:, None], attention_mask=mask, past_key_values=cache, use_cache=True,
-                    **({"position_ids": position[:, None]} if with_positions else {}))
+        if kept:
+            if shrink and len(alive) < len(rows):
+                index = torch.tensor(alive)  # on the CPU: valid for tensors on any device
+                cache.batch_select_indices(index)
+                mask, position, fed = mask[index], position[index], fed[index]
+                rows, alive, start = [rows[i] for i in alive], list(range(len(alive))), [start[i] for i in alive]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            position = position + 1
+            logits, cache = _forward(model, fed[:, None], mask, cache, position[:, None], prefill=False)
+        if joining:
+            new_ids, new_mask = left_padded(joining, device)
+            new_positions = _positions(new_mask)
+            new_logits, new_cache = _forward(model, new_ids, new_mask, joinable_cache(model), new_positions,
+                                             prefill=True)
+            new_rows = list(range(len(generated), len(generated) + len(joining)))
+            generated.extend([] for _ in joining)
+            if kept:
+                width = max(mask.shape[1], new_mask.shape[1])
+                join_cache(cache, new_cache)
+                mask = torch.cat([_pad_mask(mask, width), _pad_mask(new_mask, width)])
+                logits = torch.cat([logits, new_logits])
+                position = torch.cat([position, new_positions[:, -1]])
+                fed = torch.cat([fed, torch.zeros(len(joining), dtype=torch.long, device=device)])
+            else:
+                cache, mask, logits, position = new_cache, new_mask, new_logits, new_positions[:, -1]
+                fed = torch.zeros(len(joining), dtype=torch.long, device=device)
+                rows, start = [], []
+            rows, start = rows + new_rows, start + [0] * len(joining)
+            alive = list(range(len(rows)))
 
 
 def _branch(model, cache, mask, position, fed, rows: list[int], heads: dict[int, Sequence[int]],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence, Union
 
 import torch
 
@@ -27,13 +27,30 @@ from components.inference.budget_forcing import (
     max_new_tokens_for,
     split_result,
 )
-from components.inference.decoding import decode, sample, shrinkable_cache, top_p_filter, warp
+from components.inference.decoding import decode, left_padded, sample, shrinkable_cache, top_p_filter, warp
 from components.inference.engine import Completion, Sampling, row_seeds
 from components.inference.thinking_cap import capped_specs
 from components.modeling import load_model
 
 if TYPE_CHECKING:
     from components.inference.probing import ProbeSpec
+
+
+class RollingJob(Protocol):
+    """One generation handed to :meth:`HFEngine.generate_rolling` (the server's queue item)."""
+
+    prompt: Sequence[int]
+    spec: BudgetSpec
+    seed: int
+
+    def gone(self) -> bool:
+        """True once nobody waits for it: its row leaves at its next token."""
+
+    def on_token(self, token: int, phase: Phase) -> None:
+        """Each token as it is generated (streaming)."""
+
+    def finish(self, result: ForcedResult) -> None:
+        """Its row ended (finished, cut at its limit, or left because it was gone)."""
 
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
 # (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.
@@ -89,21 +106,7 @@ class HFEngine:
                         cancelled: Optional[Callable[[int], bool]] = None) -> list[ForcedResult]:
         enc = self._encode(prompts)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds, on_token=on_token)
-        bias = self._bias(sampling)
-        generators = [st.generator for st in forcer.states]
-
-        def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
-            scores = bias(scores)
-            if sampling.greedy:
-                tokens = forcer.apply(rows, scores).argmax(dim=-1)
-            else:  # "would stop" read in the distribution the token is drawn from; its bans before the nucleus
-                tempered = scores / sampling.temperature  # is cut, so a nucleus of banned tokens leaves the rest
-                signal = top_p_filter(tempered, sampling.top_p)  # read by apply before its in-place bans
-                scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
-                tokens = sample(scores, [generators[r] for r in rows])
-            for row, token in zip(rows, tokens.tolist()):
-                forcer.observe(row, token)
-            return tokens
+        pick = self._forced_pick(forcer, sampling, forcer.observe)
 
         gone = cancelled or (lambda row: False)
         # a batch whose callers all went away is not run; a row whose caller went away leaves at its next token
@@ -162,27 +165,71 @@ class HFEngine:
         enc = self._encode(prompts)
         forcer = BudgetForcer(specs, self.vocab, do_sample=not sampling.greedy, seeds=seeds)
         bias = self._bias(sampling)
-        generators = [st.generator for st in forcer.states]
         brancher = ProbeBrancher(forcer, probe, stop_rule, sampling, bias)
-
-        def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
-            scores = bias(scores)
-            if sampling.greedy:
-                tokens = forcer.apply(rows, scores).argmax(dim=-1)
-            else:  # as in _generate_batch: "would stop" read in the distribution the token is drawn from
-                tempered = scores / sampling.temperature
-                signal = top_p_filter(tempered, sampling.top_p)
-                scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
-                tokens = sample(scores, [generators[r] for r in rows])
-            for row, token in zip(rows, tokens.tolist()):
-                brancher.observe(row, token)
-            return tokens
+        pick = self._forced_pick(forcer, sampling, brancher.observe, bias)
 
         steps = max_new_tokens_for(specs, self.vocab, self.unlimited)
         generated = decode(self.model, enc["input_ids"], enc["attention_mask"], steps, pick,
                            done=lambda row, token: forcer.states[row].phase is Phase.DONE, brancher=brancher)
         return [brancher.result(row, split_result(st, gen, self.vocab))
                 for row, (st, gen) in enumerate(zip(forcer.states, generated))]
+
+    def _forced_pick(self, forcer: BudgetForcer, sampling: Sampling, observe: Callable[[int, int], None],
+                     bias: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        """The decoding loop's ``pick`` under budget forcing: bias, then the forcer's action on each row, then the
+        argmax (greedy) or a draw from the row's own generator; each chosen token reported to ``observe``."""
+        bias = bias or self._bias(sampling)
+
+        def pick(rows: list[int], scores: torch.Tensor) -> torch.Tensor:
+            scores = bias(scores)
+            if sampling.greedy:
+                tokens = forcer.apply(rows, scores).argmax(dim=-1)
+            else:  # "would stop" read in the distribution the token is drawn from; its bans before the nucleus
+                tempered = scores / sampling.temperature  # is cut, so a nucleus of banned tokens leaves the rest
+                signal = top_p_filter(tempered, sampling.top_p)  # read by apply before its in-place bans
+                scores = top_p_filter(forcer.apply(rows, tempered, signal_scores=signal), sampling.top_p)
+                tokens = sample(scores, [forcer.states[r].generator for r in rows])
+            for row, token in zip(rows, tokens.tolist()):
+                observe(row, token)
+            return tokens
+        return pick
+
+    def generate_rolling(self, jobs: Sequence["RollingJob"], more: Callable[[int], Sequence["RollingJob"]],
+                         sampling: Sampling) -> None:
+        """Continuous batching (a server's engine loop): ``jobs`` start decoding, and between steps ``more(room)``
+        hands over up to ``room`` jobs that join the running batch (at most ``batch_size`` rows decode at once),
+        until no row is left and ``more`` has none. Each job's ``finish(result)`` is called the moment its row
+        ends; a job whose ``gone()`` turns true leaves at its next token. ``sampling`` is every job's (its seed
+        the job's own). A model whose cache rows cannot join runs ``jobs`` first and asks ``more`` after."""
+        limit = self.context_length or 1 << 30  # a safety net: the forcer ends every row (answer cap, then end)
+        while jobs:  # one decoding run, unless the model's rows cannot join one (then one per batch)
+            self._rolling_run(jobs, more, sampling, limit)
+            jobs = more(self.batch_size)
+
+    def _rolling_run(self, jobs: Sequence["RollingJob"], more: Callable[[int], Sequence["RollingJob"]],
+                     sampling: Sampling, limit: int) -> None:
+        table: list[RollingJob] = []  # the job behind each row of the run
+        forcer = BudgetForcer([], self.vocab, do_sample=not sampling.greedy,
+                              on_token=lambda row, token, phase: table[row].on_token(token, phase))
+
+        def admit(batch: Sequence[RollingJob]) -> list[list[int]]:
+            prompts = [list(j.prompt) for j in batch]
+            for job, spec in zip(batch, capped_specs(prompts, [j.spec for j in batch], self.vocab, self.tokenizer,
+                                                     self.unlimited, self.context_length)):
+                forcer.add(spec, job.seed)
+                table.append(job)
+            return prompts
+
+        def refill(active: int) -> list[list[int]]:
+            return admit(more(self.batch_size - active)) if active < self.batch_size else []
+
+        def finished(row: int, tokens: list[int]) -> None:
+            table[row].finish(split_result(forcer.states[row], tokens, self.vocab))
+
+        ids, mask = left_padded(admit(jobs), self.model.device)
+        decode(self.model, ids, mask, limit, self._forced_pick(forcer, sampling, forcer.observe),
+               done=lambda row, token: forcer.states[row].phase is Phase.DONE or table[row].gone(),
+               refill=refill, finished=finished)
 
     @staticmethod
     def _bias(sampling: Sampling) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -235,12 +235,12 @@ class ServedEngine:
         if self.service.is_async:
             return self._on_loop(lambda: self.inner.generate(list(prompts), sampling, **kw))
         self._check()
-        with self.service.engine_lock:
+        with self.service.exclusive():
             return self.inner.generate(list(prompts), sampling, **kw)
 
     def _probed(self, prompts, specs, probe, stop_rule, sampling: Sampling = Sampling(), seeds=None, progress=None):
         self._check()
-        with self.service.engine_lock:
+        with self.service.exclusive():
             out = self.inner.generate_probed(prompts, specs, probe, lambda probes: self.gone.is_set() or
                                              stop_rule(probes), sampling, seeds=seeds, progress=progress)
         self._check()

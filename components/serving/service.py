@@ -4,8 +4,9 @@ No Ray here: :class:`S1Service` owns one engine and :func:`build_api` turns it i
 a FastAPI app. The Ray Serve deployment (:mod:`components.serving.app`) builds
 one per replica; tests and benchmarks can serve it with uvicorn directly.
 
-* HF engine: concurrent requests are micro-batched (one ``generate_forced`` per
-  batch and sampling setting) in a worker thread, one batch at a time.
+* HF engine: continuous batching (:mod:`components.serving.batching`): a request's
+  rows join the running batch between decoding steps and it is answered the moment
+  they end; an engine with only ``generate_forced`` is micro-batched instead.
 * vLLM engine: the async engine (``AsyncLLM``); every request is its own coroutine
   and vLLM batches continuously.
 * Cancellation: a client that goes away (a dropped stream, a dropped request, or
@@ -51,7 +52,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
@@ -69,6 +69,7 @@ from components.inference.methods.base import Forcing, Kind, Method, MethodRefus
 from components.inference.methods.registry import REFERENCE
 from components.inference.thinking_cap import after_thinking_tokens, no_budget_cap
 from components.serving import methods
+from components.serving.batching import ContinuousBatcher, MicroBatcher
 from components.serving.openapi import openapi_document
 from components.serving.prompts import chat_ids, templated_ids
 from components.serving.protocol import (
@@ -89,94 +90,6 @@ log = logging.getLogger("s1flow.serve")
 
 MAX_WAIT_TOKENS = 64  # tokens per wait string
 MAX_PREFIX_TOKENS = 256  # tokens in the final answer prefix
-
-
-@dataclass
-class _Item:
-    prompt: list[int]
-    spec: BudgetSpec
-    sampling: Sampling
-    future: asyncio.Future
-    release: Callable[[], None]
-    gone: bool = False  # its caller went away: the engine may stop it
-
-
-class MicroBatcher:
-    """Collects concurrent items for up to ``wait_s`` (or ``max_size`` items) and runs them as one batch.
-
-    A batch that fails is retried item by item, so one bad item fails alone. The queue holds at most
-    ``max_queued`` items. Each item's ``release`` is called once the engine is done with it: dropped from
-    the queue because its caller went away, or after the engine call that ran it returned.
-    """
-
-    def __init__(self, run, max_size: int, wait_s: float, max_queued: int = 1024):
-        self.run, self.max_size, self.wait_s, self.max_queued = run, max_size, wait_s, max_queued
-        self.queue: Optional[asyncio.Queue] = None
-        self.task: Optional[asyncio.Task] = None
-        self.batches, self.items = 0, 0
-
-    def submit(self, prompt: list[int], spec: BudgetSpec, sampling: Sampling,
-               release: Callable[[], None]) -> asyncio.Future:
-        """The future of one generation; cancelling it marks the item gone (the engine stops its row)."""
-        loop = asyncio.get_running_loop()
-        if self.task is None:
-            self.queue = asyncio.Queue(maxsize=self.max_queued)
-            self.task = loop.create_task(self._loop())
-        item = _Item(prompt, spec, sampling, loop.create_future(), release)
-        item.future.add_done_callback(lambda f: setattr(item, "gone", f.cancelled()))
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            release()
-            raise APIError(429, f"server busy: {self.max_queued} generations queued; retry shortly",
-                           type_="rate_limit_error", code="overloaded", headers={"Retry-After": "1"}) from None
-        return item.future
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.wait_s
-            while len(batch) < self.max_size:
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
-                except asyncio.TimeoutError:
-                    break
-            for it in batch:
-                if it.future.done():  # its caller went away before the engine saw it
-                    it.release()
-            batch = [it for it in batch if not it.future.done()]
-            if not batch:
-                continue
-            self.batches, self.items = self.batches + 1, self.items + len(batch)
-            groups: dict[tuple, list[_Item]] = {}  # one generate call per sampling setting, each row its own seed
-            for it in batch:
-                groups.setdefault((it.sampling.temperature, it.sampling.top_p), []).append(it)
-            for items in groups.values():
-                try:
-                    await self._run_group(items)
-                finally:
-                    for it in items:
-                        it.release()
-
-    async def _run_group(self, items: list[_Item]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            res = await loop.run_in_executor(None, functools.partial(
-                self.run, [i.prompt for i in items], [i.spec for i in items], items[0].sampling,
-                seeds=[i.sampling.seed for i in items], cancelled=lambda row: items[row].gone))
-        except Exception as e:
-            if len(items) == 1:
-                if not items[0].future.done():
-                    items[0].future.set_exception(e)
-                return
-            for it in items:  # isolate: each alone, so only the bad one fails
-                if not it.gone:
-                    await self._run_group([it])
-            return
-        for it, r in zip(items, res):
-            if not it.future.done():
-                it.future.set_result(r)
 
 
 class _Stream(StreamingResponse):
@@ -225,7 +138,10 @@ class S1Service:
         self.max_queued, self.max_bytes = max_queued_requests, max_request_bytes
         self.inflight = 0  # generations admitted and not yet stopped by the engine
         self.engine_lock = threading.Lock()  # HF: one engine call at a time; batching, not threads, gives throughput
-        self.batcher = MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s, max_queued_requests)
+        self.continuous = not self.is_async and hasattr(self.engine, "generate_rolling")
+        self.batcher = (ContinuousBatcher(self.engine, self.engine_lock, max_batch_size, max_queued_requests)
+                        if self.continuous else
+                        MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s, max_queued_requests))
         self.grading_timeout_s, self.vote_timeout_s, self.grading_workers = (grading_timeout_s, vote_timeout_s,
                                                                              grading_workers)
         self._grader: Optional[GradingPool] = None  # started on the first vote
@@ -340,6 +256,10 @@ class S1Service:
             pass
 
     # -- generation ----------------------------------------------------------------
+    def exclusive(self):
+        """The HF engine to oneself (a method's own engine calls), between the batcher's runs."""
+        return self.batcher.exclusive() if self.continuous else self.engine_lock
+
     def _run_sync(self, prompts, specs, sampling, on_token=None, seeds=None, cancelled=None) -> list[ForcedResult]:
         with self.engine_lock:
             return self.engine.generate_forced(prompts, specs, sampling, on_token=on_token, seeds=seeds,
@@ -355,8 +275,8 @@ class S1Service:
             task = asyncio.ensure_future(one())
             task.add_done_callback(lambda _: self.release())
             return task
-        if on_token is None:
-            return self.batcher.submit(prompt, spec, sampling, self.release)
+        if on_token is None or self.continuous:
+            return self.batcher.submit(prompt, spec, sampling, self.release, on_token=on_token)
         gone = threading.Event()  # HF stream: its own engine call in a worker thread
         work = loop.run_in_executor(None, functools.partial(self._run_sync, [prompt], [spec], sampling, on_token,
                                                             cancelled=lambda row: gone.is_set()))

@@ -379,8 +379,8 @@ def test_the_batcher_queue_is_bounded():
 
     from components.inference.budget_forcing import BudgetSpec
     from components.inference.engine import Sampling
+    from components.serving.batching import MicroBatcher
     from components.serving.protocol import APIError
-    from components.serving.service import MicroBatcher
 
     async def go():
         released = []

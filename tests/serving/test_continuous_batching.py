@@ -1,0 +1,167 @@
+"""The server on the HF engine batches continuously: requests join the running batch and answer as they end."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from components.inference.hf_engine import HFEngine
+from components.serving.service import S1Service
+from tests.support.local_server import serving
+
+LONG = dict(max_thinking_tokens=60, min_thinking_tokens=60, max_tokens=4)  # thinks exactly 60 tokens
+SHORT = dict(max_thinking_tokens=2, max_tokens=2)
+
+
+class SlowEngine(HFEngine):
+    """The tiny model, each forward pass taking at least ``pass_s`` (so a run lasts long enough to be joined);
+    ``gate`` holds every engine run until it opens; ``passes`` counts forward passes; a prompt containing
+    POISON makes the run it joins fail, and fails again alone."""
+
+    def __init__(self, *a, pass_s: float = 0.02, **kw):
+        super().__init__(*a, **kw)
+        self.gate, self.passes = threading.Event(), 0
+        self.gate.set()
+
+        def slow(module, args, kwargs):
+            self.passes += 1
+            time.sleep(pass_s)
+        self.model.register_forward_pre_hook(slow, with_kwargs=True)
+
+    def _poisoned(self, prompts) -> bool:
+        return any("POISON" in self.tokenizer.decode(list(p)) for p in prompts)
+
+    def generate_rolling(self, jobs, more, sampling):
+        assert self.gate.wait(60)
+
+        def guarded(room):
+            got = more(room)
+            if self._poisoned([j.prompt for j in got]):
+                raise RuntimeError("engine blew up on this prompt")
+            return got
+        return super().generate_rolling(jobs, guarded, sampling)
+
+    def generate_forced(self, prompts, specs, sampling=None, **kw):
+        if self._poisoned(prompts):
+            raise RuntimeError("engine blew up on this prompt")
+        return super().generate_forced(prompts, specs, sampling, **kw)
+
+
+@pytest.fixture
+def slow_server(tiny_model_dir):
+    engine = SlowEngine.from_pretrained(str(tiny_model_dir), batch_size=8, unlimited_thinking_tokens=64)
+    service = S1Service("", engine_obj=engine, model_name="tiny", max_batch_size=8, default_answer_tokens=4,
+                        unlimited_thinking_tokens=64, api_key_env="S1FLOW_CONTINUOUS_TEST_NO_KEY")
+    assert service.continuous
+    with serving(service) as url:
+        yield url, engine
+
+
+def _chat(url, content, timeout=120, **kw):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "temperature": 0, **kw}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=timeout)
+
+
+def _events(url, content, **kw):
+    """A streamed chat's events as they arrive (a generator: the caller reads at its pace)."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "temperature": 0, "stream": True,
+            **kw}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line.removeprefix("data: "))
+
+
+def _text(events) -> tuple[str, str]:
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    return ("".join(d.get("reasoning_content") or "" for d in deltas), "".join(d.get("content") or "" for d in deltas))
+
+
+def _in_flight(url) -> int:
+    return httpx.get(f"{url}/health", timeout=5).json()["in_flight"]
+
+
+def _wait_in_flight(url, value, within_s=30.0) -> None:
+    end = time.monotonic() + within_s
+    while _in_flight(url) != value:
+        assert time.monotonic() < end, f"in_flight stayed {_in_flight(url)}, expected {value}"
+        time.sleep(0.05)
+
+
+def test_a_short_request_is_answered_while_a_long_one_is_still_decoding(slow_server):
+    url, engine = slow_server
+    long_stream = _events(url, "What is 7 + 8?", **LONG)
+    first = [next(long_stream) for _ in range(6)]  # the role chunk and five thinking tokens: it is decoding
+    short = _chat(url, "What is 1 + 1?", **SHORT)
+    assert short.status_code == 200, short.text
+    answered_at = engine.passes
+    rest = list(long_stream)
+    thinking = _text(first + rest)[0]
+    assert engine.passes - answered_at >= 20  # the long one still had most of its 60 tokens to go
+    # and joining changed nothing in either answer: each is what it is when it runs alone
+    alone = _chat(url, "What is 7 + 8?", **LONG).json()["choices"][0]["message"]
+    assert (thinking, _text(first + rest)[1]) == (alone["reasoning_content"], alone["content"])
+    assert short.json()["choices"][0]["message"] == _chat(url, "What is 1 + 1?", **SHORT).json()["choices"][0]["message"]
+
+
+def test_a_failing_generation_fails_alone_and_its_run_s_other_rows_are_answered(slow_server):
+    url, engine = slow_server
+    references = {q: _chat(url, q, **LONG).json()["choices"][0]["message"] for q in ("What is 2 + 2?", "What is 3 + 5?")}
+    streamed = _events(url, "What is 3 + 5?", **LONG)
+    head = [next(streamed) for _ in range(4)]  # it has sent tokens when the run fails: they are not sent again
+    with ThreadPoolExecutor(2) as pool:
+        ok = pool.submit(_chat, url, "What is 2 + 2?", **LONG)
+        time.sleep(0.2)
+        bad = pool.submit(_chat, url, "POISON: what is 1 + 1?", **SHORT)
+        stream_text = _text(head + list(streamed))
+        assert bad.result().status_code == 500 and bad.result().json()["error"]["type"] == "server_error"
+        assert ok.result().status_code == 200
+    assert ok.result().json()["choices"][0]["message"] == references["What is 2 + 2?"]
+    ref = references["What is 3 + 5?"]
+    assert stream_text == (ref["reasoning_content"], ref["content"])
+    _wait_in_flight(url, 0)
+
+
+def test_a_client_that_leaves_stops_its_row_and_holds_capacity_until_the_engine_stopped_it(slow_server):
+    url, engine = slow_server
+    engine.gate.clear()
+    with ThreadPoolExecutor(4) as pool:
+        dropped = [pool.submit(_chat, url, f"What is {i} + 4?", timeout=httpx.Timeout(30, read=0.5), **LONG)
+                   for i in range(3)]
+        for f in dropped:
+            with pytest.raises(httpx.TimeoutException):
+                f.result()
+    time.sleep(0.3)
+    assert _in_flight(url) == 3  # every client is gone; the engine has not run: their capacity is held
+    before = engine.passes
+    engine.gate.set()
+    _wait_in_flight(url, 0)
+    time.sleep(0.3)
+    assert engine.passes - before <= 2, engine.passes - before  # a prefill and one step at most, not 60
+    assert _chat(url, "What is 1 + 1?", **SHORT).status_code == 200
+
+
+def test_another_sampling_setting_waits_for_the_run_and_is_not_overtaken(slow_server):
+    """A sampled request behind a running greedy batch: greedy requests that arrive after it do not join the
+    greedy run ahead of it (first come, first served); all three answer."""
+    url, engine = slow_server
+    done: dict[str, float] = {}
+
+    def timed(name, content, **kw):
+        r = _chat(url, content, **kw)
+        done[name] = time.monotonic()
+        return r
+
+    with ThreadPoolExecutor(3) as pool:
+        long = pool.submit(timed, "long", "What is 7 + 8?", **LONG)
+        time.sleep(0.3)
+        sampled = pool.submit(timed, "sampled", "What is 6 + 1?", **{**LONG, "temperature": 1.0, "seed": 3})
+        time.sleep(0.3)
+        later = pool.submit(timed, "later", "What is 9 + 1?", **SHORT)
+        assert [f.result().status_code for f in (long, sampled, later)] == [200, 200, 200]
+    assert done["long"] < done["later"] and done["sampled"] < done["later"]  # the short one did not jump the queue
