@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -86,17 +87,48 @@ def serve_child(model: str, port: int, max_batch_size: int, grading_timeout_s: f
         def generate(self, prompts, sampling):
             return inner.generate(prompts, sampling)
 
-        def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
+        @contextlib.contextmanager
+        def call(self):
             with self.lock:
                 self.running += 1
             try:
-                res = inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
+                yield
             finally:
                 with self.lock:
                     self.running -= 1
+
+        def generate_forced(self, prompts, specs, sampling, seeds=None, **kw):
+            with self.call():
+                res = inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
             marked = [MARKER in self.tokenizer.decode(p) for p in prompts]
-            return [r.model_copy(update={"answer": SLOW_ANSWER if s % 2 == 0 else "\\boxed{2}"}) if m else r
-                    for r, m, s in zip(res, marked, row_seeds(prompts, specs, sampling, seeds))]
+            return [_marked(r, s) if m else r for r, m, s in zip(res, marked, row_seeds(prompts, specs, sampling, seeds))]
+
+        def generate_rolling(self, jobs, more, sampling):
+            """The replica's continuous batching, marked jobs answering as above."""
+            with self.call():
+                inner.generate_rolling([self.mark(j) for j in jobs], lambda room: [self.mark(j) for j in more(room)],
+                                       sampling)
+
+        def mark(self, job):
+            return Marked(job) if MARKER in self.tokenizer.decode(list(job.prompt)) else job
+
+    def _marked(result, seed: int):
+        return result.model_copy(update={"answer": SLOW_ANSWER if seed % 2 == 0 else "\\boxed{2}"})
+
+    class Marked:
+        """A queued job whose answer is replaced when its row ends."""
+
+        def __init__(self, job):
+            self.job, self.prompt, self.spec, self.seed = job, job.prompt, job.spec, job.seed
+
+        def gone(self) -> bool:
+            return self.job.gone()
+
+        def on_token(self, token, phase) -> None:
+            self.job.on_token(token, phase)
+
+        def finish(self, result) -> None:
+            self.job.finish(_marked(result, self.seed))
 
         def shutdown(self):
             pass

@@ -80,6 +80,19 @@ def join_cache(cache: DynamicCache, other: DynamicCache) -> None:
         layer.values = torch.cat([_left_pad(layer.values, length), _left_pad(extra.values, length)], 0)
 
 
+def trim_left(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
+    """Columns masked in every row dropped from the left of ``cache`` (in place) and of ``mask`` (returned): a
+    batch rows keep joining would otherwise carry every departed row's length as padding. Positions are the
+    rows' own (``position_ids``), so nothing else moves."""
+    used = mask.any(dim=0).nonzero()
+    first = int(used[0]) if len(used) else mask.shape[1]
+    if first == 0:
+        return mask
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+    return mask[:, first:]
+
+
 def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
     """``t`` padded with zeros on the left of its sequence dimension (the one before last) to ``length``."""
     return torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0)) if t.shape[-2] < length else t
@@ -210,6 +223,8 @@ def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: t
                 cache.batch_select_indices(index)
                 mask, position, fed = mask[index], position[index], fed[index]
                 rows, alive, start = [rows[i] for i in alive], list(range(len(alive))), [start[i] for i in alive]
+                if refill is not None:
+                    mask = trim_left(cache, mask)
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             position = position + 1
             logits, cache = _forward(model, fed[:, None], mask, cache, position[:, None], prefill=False)
