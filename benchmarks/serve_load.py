@@ -109,9 +109,12 @@ def _pct(lat: list[float], q: float) -> float:
     return lat[int(q * (len(lat) - 1))]
 
 
-def _wait_up(url: str, timeout: float = 900) -> None:
+def _wait_up(url: str, timeout: float = 900, proc=None) -> None:
+    """Until ``url`` answers ``/health``; stops at once if the server process ``proc`` has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the server at {url} exited with code {proc.returncode} before it came up")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -187,7 +190,7 @@ def vllm_main(args, questions: list[str]) -> None:
                              "--enable-prefix-caching"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         vurl = f"http://127.0.0.1:{vport}"
-        _wait_up(vurl)
+        _wait_up(vurl, proc=proc)
         for c in levels:
             wall, lat, codes, bad_codes, counts = ours[c]
             pairs = [(p, counts[q]) for p, q in zip(prompts, questions) if counts.get(q)]
