@@ -424,6 +424,26 @@ def _injection_text_tokens(model: str, model_name: str) -> int:
     return len(chat_ids(tok, [{"role": "user", "content": INJECTION}], THINK_START, ["messages.0.content"]))
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """The server and every process it started (grading children; vLLM's engine core and workers, which outlive
+    a terminated parent): the whole process group, terminated, then killed."""
+    import signal
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(1)  # the group's other members exit after their parent
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_model = "models/tiny/sft" if Path("models/tiny/sft").exists() else "releases/tiny-base"
@@ -455,7 +475,7 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, __file__, "--model", args.model, "--concurrency",
                                  str(args.concurrency), "--grading-timeout", str(args.grading_timeout),
                                  "--engine", args.engine, "--serve-child", str(port)], env={**os.environ, KEY_ENV: key},
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_up(url, timeout=300, proc=proc)
         watch = RSSWatch(proc.pid)
@@ -476,11 +496,7 @@ def main() -> None:
         watch.stop.set()
         h = health()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc)
 
     clean = [phases["clean"], phases["clean2"]]
     attack = phases["attack"]

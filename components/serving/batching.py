@@ -3,7 +3,10 @@
 * :class:`ContinuousBatcher` (an engine with ``generate_rolling``, the HF engine): one engine loop in a worker
   thread; a generation joins the running batch between decoding steps (as vLLM's scheduler admits requests)
   and is answered the moment its row ends, so a short request never waits for a long neighbour and its
-  client's next request can take its row at once. Rows of one run share a sampling setting (temperature,
+  client's next request can take its row at once. Joining costs a prefill forward pass of its own, so rows
+  join in groups: a run starts once ``max_size`` generations are queued or the oldest has waited ``wait_s``,
+  and generations join a running batch once a quarter of its rows are free and as many are queued, or the
+  oldest has waited ``wait_s``. Rows of one run share a sampling setting (temperature,
   top-p, biases; each row its own seed); a generation with another setting waits at the head of the queue,
   and nothing behind it is admitted until the running batch drains (first come, first served). A caller that
   needs the engine for something else (:meth:`ContinuousBatcher.exclusive`) stops admission the same way.
@@ -23,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -57,6 +61,7 @@ class Generation:
     release: Callable[[], None]
     loop: asyncio.AbstractEventLoop
     stream: Optional[OnToken] = None
+    queued_at: float = dataclasses.field(default_factory=time.monotonic)
     left: bool = False  # its caller went away: the engine may stop it
     ended: bool = False  # the engine is done with it (its release is on its way)
     sent: int = 0  # tokens streamed so far
@@ -118,8 +123,9 @@ def _new_generation(prompt: list[int], spec: BudgetSpec, sampling: Sampling, rel
 class ContinuousBatcher:
     """Continuous batching on an engine with ``generate_rolling`` (module docstring)."""
 
-    def __init__(self, engine: Any, lock: threading.Lock, max_size: int, max_queued: int = 1024):
-        self.engine, self.lock, self.max_size, self.max_queued = engine, lock, max_size, max_queued
+    def __init__(self, engine: Any, lock: threading.Lock, max_size: int, wait_s: float, max_queued: int = 1024):
+        self.engine, self.lock, self.max_size, self.wait_s, self.max_queued = engine, lock, max_size, wait_s, max_queued
+        self.group = max(1, max_size // 4)  # rows worth a prefill of their own
         self.pending: deque[Generation] = deque()
         self.guard = threading.Lock()  # pending, waiting
         self.waiting = 0  # callers waiting for the engine outside the batcher: admission pauses for them
@@ -161,14 +167,40 @@ class ContinuousBatcher:
             await self.wake.wait()
             self.wake.clear()
             while self.pending:
+                await self._gather()
                 await loop.run_in_executor(None, self._run)
 
+    async def _gather(self) -> None:
+        """Before a run: until ``max_size`` generations are queued or the oldest has waited ``wait_s``."""
+        while self.pending and len(self.pending) < self.max_size:
+            left = self.pending[0].queued_at + self.wait_s - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
     def _take(self, room: int, key: Optional[tuple]) -> list[Generation]:
-        """Up to ``room`` generations from the head of the queue with sampling ``key`` (any, when None), none
-        while someone waits for the engine; generations whose callers left are dropped (released) on the way."""
+        """Up to ``room`` generations from the head of the queue with sampling ``key`` (a run's first rows: any
+        key, when None), none while someone waits for the engine; generations whose callers left are dropped
+        (released) on the way. Rows joining a run (``key`` given) come in groups (module docstring)."""
         out: list[Generation] = []
         with self.guard:
-            while self.pending and len(out) < room and not self.waiting:
+            while self.pending and self.pending[0].left:
+                self.pending.popleft().drop()
+            if self.waiting or not self.pending:
+                return out
+            if key is not None and self.pending[0].queued_at + self.wait_s > time.monotonic():
+                ready = 0
+                for gen in self.pending:
+                    if ready == room or gen.key != key:
+                        break
+                    ready += not gen.left
+                if min(ready, room) < self.group:
+                    return out
+            while self.pending and len(out) < room:
                 head = self.pending[0]
                 if head.left:
                     self.pending.popleft().drop()

@@ -139,7 +139,8 @@ class S1Service:
         self.inflight = 0  # generations admitted and not yet stopped by the engine
         self.engine_lock = threading.Lock()  # HF: one engine call at a time; batching, not threads, gives throughput
         self.continuous = not self.is_async and hasattr(self.engine, "generate_rolling")
-        self.batcher = (ContinuousBatcher(self.engine, self.engine_lock, max_batch_size, max_queued_requests)
+        self.batcher = (ContinuousBatcher(self.engine, self.engine_lock, max_batch_size, batch_wait_timeout_s,
+                                          max_queued_requests)
                         if self.continuous else
                         MicroBatcher(self._run_sync, max_batch_size, batch_wait_timeout_s, max_queued_requests))
         self.grading_timeout_s, self.vote_timeout_s, self.grading_workers = (grading_timeout_s, vote_timeout_s,
