@@ -169,8 +169,8 @@ def serve_child(model: str, port: int, max_batch_size: int, grading_timeout_s: f
 
 # -- memory ---------------------------------------------------------------------------------------------------
 class RSSWatch:
-    """Samples the RSS of the server's child processes every 0.2 s: the grading children, and vLLM's engine core
-    process (``VLLM::EngineCore``: the model and the KV cache live there, not in the server process)."""
+    """Samples the RSS of the server's child processes every 0.2 s: the grading children, and vLLM's engine
+    processes (``VLLM::EngineCore``, ``VLLM::Worker``: the model and the KV cache live there, not in the server)."""
 
     def __init__(self, pid: int):
         import psutil
@@ -187,7 +187,7 @@ class RSSWatch:
                 return
             for k in kids:
                 try:
-                    rss, engine = k.memory_info().rss, "EngineCore" in k.name() + " ".join(k.cmdline())
+                    rss, engine = k.memory_info().rss, "VLLM::" in k.name() + " ".join(k.cmdline())
                 except psutil.Error:
                     continue
                 if engine:
@@ -519,7 +519,7 @@ def main() -> None:
     print(f"4. replica peak RSS: {rss_attack:.0f} MiB after the attack (warm {rss_start:.0f}, clean peak "
           f"{rss_clean:.0f}; bound {bound:.0f} = clean peak + {args.rss_bound_mib:.0f}: "
           f"{'within' if rss_attack <= bound else 'OVER'}); grading child peak {watch.children_peak / 2**20:.0f} MiB"
-          + (f"; vLLM engine core process peak {watch.engine_peak / 2**20:.0f} MiB" if watch.engine_peak else ""))
+          + (f"; vLLM engine processes peak {watch.engine_peak / 2**20:.0f} MiB (one process)" if watch.engine_peak else ""))
     print(f"5. engine work left after the last client left: {work_left} after {args.settle:.0f} s (in_flight "
           f"{left['in_flight']}, engine calls {left['engine_calls_running']}; at once: in_flight "
           f"{left_now['in_flight']}, engine calls {left_now['engine_calls_running']}) (goal 0)")

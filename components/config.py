@@ -619,8 +619,13 @@ class ServeConfig(Section):
     num_cpus: float = Field(1, gt=0, description="per replica")
     num_gpus: float = Field(0, ge=0, description="per replica (tensor_parallel_size GPUs for vLLM)")
     max_batch_size: int = Field(16, gt=0, description="HF engine: rows decoding at once")
-    batch_wait_timeout_s: float = Field(0.1, ge=0, description="an engine without continuous batching: how long a "
-                                        "micro-batch waits to fill; closed-loop clients need ~0.1 s")
+    batching: Literal["continuous", "micro"] = Field(
+        "continuous", description="HF engine: continuous (requests and streams join the running batch and answer "
+        "as they end) or micro (one engine call per gathered batch, each stream its own call: more throughput for "
+        "uniform non-streamed load, streams serialised)")
+    batch_wait_timeout_s: float = Field(0.1, ge=0, description="HF engine: how long the first "
+                                        "request of a batch waits for others (continuous: also how long a request "
+                                        "waits to join a running batch in a group); closed-loop clients need ~0.1 s")
     default_answer_tokens: int = Field(32, gt=0)
     api_key_env: str = Field("S1FLOW_API_KEY", description="env var holding the bearer token; unset = no auth "
                              "(refused unless host is loopback)")

@@ -70,6 +70,7 @@ def app_args(serve: ServeConfig, engine: EngineConfig, dtype: str, model_path: s
             "model_cache_dir": serve.model_cache_dir,
             "model_name": serve.model_name, "engine": engine.backend, "dtype": dtype,
             "max_batch_size": serve.max_batch_size, "batch_wait_timeout_s": serve.batch_wait_timeout_s,
+            "batching": serve.batching,
             "default_answer_tokens": serve.default_answer_tokens,
             "unlimited_thinking_tokens": engine.unlimited_thinking_tokens,
             "tensor_parallel_size": engine.tensor_parallel_size, "api_key_env": serve.api_key_env,

@@ -6,7 +6,8 @@ one per replica; tests and benchmarks can serve it with uvicorn directly.
 
 * HF engine: continuous batching (:mod:`components.serving.batching`): a request's
   rows join the running batch between decoding steps and it is answered the moment
-  they end; an engine with only ``generate_forced`` is micro-batched instead.
+  they end; ``batching="micro"`` (or an engine with only ``generate_forced``):
+  micro-batches, each stream its own engine call.
 * vLLM engine: the async engine (``AsyncLLM``); every request is its own coroutine
   and vLLM batches continuously.
 * Cancellation: a client that goes away (a dropped stream, a dropped request, or
@@ -116,7 +117,7 @@ class S1Service:
                  max_request_bytes: int = 1 << 20, threads: Optional[int] = None,
                  gpu_memory_utilization: Optional[float] = None, max_num_batched_tokens: Optional[int] = None,
                  kv_cache_blocks: Optional[int] = None, grading_timeout_s: float = 5.0, vote_timeout_s: float = 20.0,
-                 grading_workers: int = 1, engine_obj: Any = None):
+                 grading_workers: int = 1, batching: str = "continuous", engine_obj: Any = None):
         self.api_key = os.environ.get(api_key_env) or None
         if require_api_key and not self.api_key:
             raise RuntimeError(f"refusing to serve without auth: set the environment variable {api_key_env} "
@@ -138,7 +139,7 @@ class S1Service:
         self.max_queued, self.max_bytes = max_queued_requests, max_request_bytes
         self.inflight = 0  # generations admitted and not yet stopped by the engine
         self.engine_lock = threading.Lock()  # HF: one engine call at a time; batching, not threads, gives throughput
-        self.continuous = not self.is_async and hasattr(self.engine, "generate_rolling")
+        self.continuous = not self.is_async and batching == "continuous" and hasattr(self.engine, "generate_rolling")
         self.batcher = (ContinuousBatcher(self.engine, self.engine_lock, max_batch_size, batch_wait_timeout_s,
                                           max_queued_requests)
                         if self.continuous else

@@ -165,3 +165,15 @@ def test_another_sampling_setting_waits_for_the_run_and_is_not_overtaken(slow_se
         later = pool.submit(timed, "later", "What is 9 + 1?", **SHORT)
         assert [f.result().status_code for f in (long, sampled, later)] == [200, 200, 200]
     assert done["long"] < done["later"] and done["sampled"] < done["later"]  # the short one did not jump the queue
+
+
+def test_micro_batching_is_a_setting_and_an_unknown_mode_is_refused(tiny_engine):
+    from components.config import ConfigError, parse_profile
+    from components.serving.batching import ContinuousBatcher, MicroBatcher
+    micro = S1Service("", engine_obj=tiny_engine, model_name="tiny", batching="micro",
+                      api_key_env="S1FLOW_CONTINUOUS_TEST_NO_KEY")
+    assert not micro.continuous and isinstance(micro.batcher, MicroBatcher)
+    default = S1Service("", engine_obj=tiny_engine, model_name="tiny", api_key_env="S1FLOW_CONTINUOUS_TEST_NO_KEY")
+    assert default.continuous and isinstance(default.batcher, ContinuousBatcher)
+    with pytest.raises(ConfigError, match="serve.batching"):
+        parse_profile({"serve": {"batching": "static"}}, "tiny")
