@@ -116,10 +116,10 @@ def serve_child(model: str, port: int, max_batch_size: int, grading_timeout_s: f
                 res = inner.generate_forced(prompts, specs, sampling, seeds=seeds, **kw)
             return self.answers(res, prompts, specs, sampling, seeds)
 
-        def generate_rolling(self, jobs, more, sampling):
+        def generate_rolling(self, jobs, more, sampling, max_rows=None):
             with self.call():
                 inner.generate_rolling([self.mark(j) for j in jobs], lambda room: [self.mark(j) for j in more(room)],
-                                       sampling)
+                                       sampling, max_rows=max_rows)
 
         def mark(self, job):
             return Marked(job) if MARKER in self.tokenizer.decode(list(job.prompt)) else job

@@ -66,8 +66,8 @@ def shrinkable_cache(model) -> Optional[DynamicCache]:
 
 def joinable_cache(model) -> Optional[DynamicCache]:
     """A cache rows can leave and join (every layer a plain KV layer: a sliding window keeps a different span per
-    row once padded), or None."""
-    cache = shrinkable_cache(model)
+    row once padded; and a model that takes ``position_ids``, so a joined row keeps its own positions), or None."""
+    cache = shrinkable_cache(model) if _accepts(model, "position_ids") else None  # else padding shifts positions
     return cache if cache is not None and all(type(layer) is DynamicLayer for layer in cache.layers) else None
 
 

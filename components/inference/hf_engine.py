@@ -195,19 +195,21 @@ class HFEngine:
         return pick
 
     def generate_rolling(self, jobs: Sequence["RollingJob"], more: Callable[[int], Sequence["RollingJob"]],
-                         sampling: Sampling) -> None:
+                         sampling: Sampling, max_rows: Optional[int] = None) -> None:
         """Continuous batching (a server's engine loop): ``jobs`` start decoding, and between steps ``more(room)``
-        hands over up to ``room`` jobs that join the running batch (at most ``batch_size`` rows decode at once),
+        hands over up to ``room`` jobs that join the running batch (at most ``max_rows``, default
+        ``batch_size``, rows decode at once),
         until no row is left and ``more`` has none. Each job's ``finish(result)`` is called the moment its row
         ends; a job whose ``gone()`` turns true leaves at its next token. ``sampling`` is every job's (its seed
         the job's own). A model whose cache rows cannot join runs ``jobs`` first and asks ``more`` after."""
         limit = self.context_length or 1 << 30  # a safety net: the forcer ends every row (answer cap, then end)
+        rows = max_rows or self.batch_size
         while jobs:  # one decoding run, unless the model's rows cannot join one (then one per batch)
-            self._rolling_run(jobs, more, sampling, limit)
-            jobs = more(self.batch_size)
+            self._rolling_run(jobs, more, sampling, limit, rows)
+            jobs = more(rows)
 
     def _rolling_run(self, jobs: Sequence["RollingJob"], more: Callable[[int], Sequence["RollingJob"]],
-                     sampling: Sampling, limit: int) -> None:
+                     sampling: Sampling, limit: int, rows: int) -> None:
         table: list[RollingJob] = []  # the job behind each row of the run
         forcer = BudgetForcer([], self.vocab, do_sample=not sampling.greedy,
                               on_token=lambda row, token, phase: table[row].on_token(token, phase))
@@ -221,7 +223,7 @@ class HFEngine:
             return prompts
 
         def refill(active: int) -> list[list[int]]:
-            return admit(more(self.batch_size - active)) if active < self.batch_size else []
+            return admit(more(rows - active)) if active < rows else []
 
         def finished(row: int, tokens: list[int]) -> None:
             table[row].finish(split_result(forcer.states[row], tokens, self.vocab))

@@ -13,8 +13,9 @@
 * :class:`MicroBatcher` (any engine that has only ``generate_forced``): concurrent items collected for up to
   ``wait_s`` (or ``max_size`` items), one engine call per batch and sampling setting.
 
-Both: the queue holds at most ``max_queued`` items (more get 429); a generation's ``release`` is called once
-the engine is done with it (finished, or stopped because its caller went away), never before; an engine
+Both: the queue holds at most ``max_queued`` items (more get 429, and the caller keeps its capacity to give
+back); a generation's ``release`` is called once the engine is done with it (finished, or stopped because its
+caller went away: at once when it was still queued), never before; an engine
 failure is retried generation by generation, so only the generation that fails alone fails (a stream that
 already sent tokens is retried from the start, its sent tokens not sent again).
 """
@@ -128,7 +129,7 @@ class ContinuousBatcher:
         self.group = max(1, max_size // 4)  # rows worth a prefill of their own
         self.pending: deque[Generation] = deque()
         self.guard = threading.Lock()  # pending, waiting
-        self.waiting = 0  # callers waiting for the engine outside the batcher: admission pauses for them
+        self.waiting: list[float] = []  # when each caller waiting for the engine outside the batcher came
         self.wake: Optional[asyncio.Event] = None
         self.task: Optional[asyncio.Task] = None
         self.batches, self.items = 0, 0  # engine runs, generations run
@@ -140,26 +141,37 @@ class ContinuousBatcher:
             self.wake = asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._loop())
         gen = _new_generation(prompt, spec, sampling, release, on_token)
+        gen.future.add_done_callback(lambda f: self._forget(gen) if f.cancelled() else None)
         with self.guard:
-            if len(self.pending) >= self.max_queued:
-                release()
+            if len(self.pending) >= self.max_queued:  # the caller gives its capacity back
                 raise _busy(self.max_queued)
             self.pending.append(gen)
         self.wake.set()
         return gen.future
 
+    def _forget(self, gen: Generation) -> None:
+        """``gen``'s caller went away: still queued, it leaves the queue and gives its capacity back now (the
+        engine stops it itself if it has it)."""
+        with self.guard:
+            queued = gen in self.pending
+            if queued:
+                self.pending.remove(gen)
+        if queued:
+            gen.drop()
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """The engine to oneself: no generation joins the running batch meanwhile; it is held once that batch
-        has drained."""
+        """The engine to oneself, in turn with the queue: generations queued after this call do not join the
+        running batch, and it is held once that batch has drained."""
+        came = time.monotonic()
         with self.guard:
-            self.waiting += 1
+            self.waiting.append(came)
         try:
             with self.lock:
                 yield
         finally:
             with self.guard:
-                self.waiting -= 1
+                self.waiting.remove(came)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -184,18 +196,19 @@ class ContinuousBatcher:
 
     def _take(self, room: int, key: Optional[tuple]) -> list[Generation]:
         """Up to ``room`` generations from the head of the queue with sampling ``key`` (a run's first rows: any
-        key, when None), none while someone waits for the engine; generations whose callers left are dropped
-        (released) on the way. Rows joining a run (``key`` given) come in groups (module docstring)."""
+        key, when None), none while someone who came before the head waits for the engine; generations whose
+        callers left are dropped (released) on the way. Rows joining a run (``key`` given) come in groups (module docstring)."""
         out: list[Generation] = []
         with self.guard:
             while self.pending and self.pending[0].left:
                 self.pending.popleft().drop()
-            if self.waiting or not self.pending:
+            cutoff = min(self.waiting, default=float("inf"))  # generations queued after it wait for it
+            if not self.pending or self.pending[0].queued_at >= cutoff:
                 return out
             if key is not None and self.pending[0].queued_at + self.wait_s > time.monotonic():
                 ready = 0
                 for gen in self.pending:
-                    if ready == room or gen.key != key:
+                    if ready == room or gen.key != key or gen.queued_at >= cutoff:
                         break
                     ready += not gen.left
                 if min(ready, room) < self.group:
@@ -207,7 +220,7 @@ class ContinuousBatcher:
                     continue
                 if key is None:
                     key = head.key
-                elif head.key != key:
+                elif head.key != key or head.queued_at >= cutoff:
                     break
                 out.append(self.pending.popleft())
         return out
@@ -226,7 +239,7 @@ class ContinuousBatcher:
                 taken.extend(got)
                 return got
             try:
-                self.engine.generate_rolling(first, more, first[0].sampling)
+                self.engine.generate_rolling(first, more, first[0].sampling, max_rows=self.max_size)
             except Exception:
                 log.exception("an engine run failed; its %d unfinished generations are retried one by one",
                               sum(not g.ended for g in taken))
@@ -276,8 +289,7 @@ class MicroBatcher:
         item = _new_generation(prompt, spec, sampling, release, None)
         try:
             self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            release()
+        except asyncio.QueueFull:  # the caller gives its capacity back
             raise _busy(self.max_queued) from None
         return item.future
 

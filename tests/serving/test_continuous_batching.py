@@ -35,7 +35,7 @@ class SlowEngine(HFEngine):
     def _poisoned(self, prompts) -> bool:
         return any("POISON" in self.tokenizer.decode(list(p)) for p in prompts)
 
-    def generate_rolling(self, jobs, more, sampling):
+    def generate_rolling(self, jobs, more, sampling, max_rows=None):
         assert self.gate.wait(60)
 
         def guarded(room):
@@ -43,7 +43,7 @@ class SlowEngine(HFEngine):
             if self._poisoned([j.prompt for j in got]):
                 raise RuntimeError("engine blew up on this prompt")
             return got
-        return super().generate_rolling(jobs, guarded, sampling)
+        return super().generate_rolling(jobs, guarded, sampling, max_rows)
 
     def generate_forced(self, prompts, specs, sampling=None, **kw):
         if self._poisoned(prompts):
@@ -177,3 +177,50 @@ def test_micro_batching_is_a_setting_and_an_unknown_mode_is_refused(tiny_engine)
     assert default.continuous and isinstance(default.batcher, ContinuousBatcher)
     with pytest.raises(ConfigError, match="serve.batching"):
         parse_profile({"serve": {"batching": "static"}}, "tiny")
+
+
+def _parked_batcher():
+    """A ContinuousBatcher whose engine loop never runs: its queue only fills (inside a running event loop)."""
+    import asyncio
+
+    from components.serving.batching import ContinuousBatcher
+    b = ContinuousBatcher(engine=None, lock=threading.Lock(), max_size=8, wait_s=10.0, max_queued=4)
+    b.task, b.wake = asyncio.get_running_loop().create_future(), asyncio.Event()
+    return b
+
+
+def test_a_queued_generation_whose_caller_left_gives_its_capacity_back_at_once():
+    import asyncio
+
+    from components.inference.budget_forcing import BudgetSpec
+    from components.inference.engine import Sampling
+
+    async def go():
+        b, released = _parked_batcher(), []
+        futures = [b.submit([1], BudgetSpec(max_thinking_tokens=1), Sampling(), lambda i=i: released.append(i))
+                   for i in range(3)]
+        futures[1].cancel()  # behind the head: the engine would only reach it later
+        await asyncio.sleep(0.05)
+        assert released == [1] and len(b.pending) == 2
+    asyncio.run(go())
+
+
+def test_a_caller_waiting_for_the_engine_is_served_in_turn_with_the_queue():
+    """Generations queued before an exclusive caller still join the running batch; those after it wait for it."""
+    import asyncio
+
+    from components.inference.budget_forcing import BudgetSpec
+    from components.inference.engine import Sampling
+
+    async def go():
+        b = _parked_batcher()
+        spec, s = BudgetSpec(max_thinking_tokens=1), Sampling()
+        before = [b.submit([1], spec, s, lambda: None) for _ in range(2)]
+        b.waiting.append(time.monotonic())
+        after = b.submit([2], spec, s, lambda: None)
+        key = next(iter(b.pending)).key
+        assert [g.future for g in b._take(8, key)] == before  # they came first: they join
+        assert b._take(8, key) == [] and b._take(8, None) == []  # it came after the exclusive caller: it waits
+        b.waiting.clear()
+        assert [g.future for g in b._take(8, None)] == [after]
+    asyncio.run(go())
