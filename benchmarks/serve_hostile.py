@@ -139,6 +139,9 @@ def serve_child(model: str, port: int, max_batch_size: int, grading_timeout_s: f
         def finish(self, result) -> None:
             self.job.finish(_marked(result, self.seed))
 
+        def fail(self, error) -> None:
+            self.job.fail(error)
+
     class AsyncEngine(Marking):
         """vLLM's async engine (each request its own coroutine; vLLM batches them)."""
 

@@ -154,10 +154,12 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
            pick: Callable[[list[int], torch.Tensor], torch.Tensor],
            done: Callable[[int, int], bool], brancher: Optional[Brancher] = None,
            refill: Optional[Refill] = None,
-           finished: Optional[Callable[[int, list[int]], None]] = None) -> list[list[int]]:
+           finished: Optional[Callable[[int, list[int]], None]] = None,
+           rejected: Optional[Callable[[list[int], Exception], None]] = None) -> list[list[int]]:
     """Each row's generated tokens (its finishing token included), the batch shrinking as rows finish.
     ``brancher``: side branches taken after each step (a model whose cache rows cannot leave takes none).
     ``refill``/``finished``: rows joining between steps and rows reported as they end (module docstring);
+    ``rejected(rows, error)``: joining rows whose prefill failed (without it, the failure ends the call);
     ``max_new_tokens`` is each row's own limit, counted from its first token."""
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     if max_new_tokens <= 0:
@@ -168,7 +170,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
         refill = None
         cache = shrinkable_cache(model)  # None: the model makes its own, and finished rows stay in the batch
     _run(model, cache, input_ids.to(model.device), mask, _positions(mask), max_new_tokens, pick, done,
-         list(range(input_ids.shape[0])), generated, brancher if cache is not None else None, refill, finished)
+         list(range(input_ids.shape[0])), generated, brancher if cache is not None else None, refill, finished,
+         rejected)
     return generated
 
 
@@ -185,7 +188,8 @@ def _forward(model, input_ids: torch.Tensor, mask: torch.Tensor, cache, position
 
 def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, max_new_tokens: int,
          pick, done, rows: list[int], generated: list[list[int]], brancher: Optional[Brancher],
-         refill: Optional[Refill] = None, finished: Optional[Callable[[int, list[int]], None]] = None) -> None:
+         refill: Optional[Refill] = None, finished: Optional[Callable[[int, list[int]], None]] = None,
+         rejected: Optional[Callable[[list[int], Exception], None]] = None) -> None:
     """Feed ``input_ids`` (batch position ``i`` is row ``rows[i]``) after ``cache``, then decode, appending each
     row's tokens to ``generated[row]``; rows ``refill`` hands over join (new rows appended to ``generated``)."""
     device = model.device
@@ -214,6 +218,19 @@ def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: t
             if heads:
                 _branch(model, cache, mask, position, fed, rows, heads, brancher)
         joining = list(refill(len(kept))) if refill is not None else []
+        if joining:  # the joiners' prefill first: if it fails, they alone fail and the running rows go on
+            new_rows = list(range(len(generated), len(generated) + len(joining)))
+            generated.extend([] for _ in joining)
+            try:
+                new_ids, new_mask = left_padded(joining, device)
+                new_positions = _positions(new_mask)
+                new_logits, new_cache = _forward(model, new_ids, new_mask, joinable_cache(model), new_positions,
+                                                 prefill=True)
+            except Exception as error:
+                if rejected is None:
+                    raise
+                rejected(new_rows, error)
+                joining = []
         if not kept and not joining:
             break
         alive = kept
@@ -229,12 +246,6 @@ def _run(model, cache, input_ids: torch.Tensor, mask: torch.Tensor, positions: t
             position = position + 1
             logits, cache = _forward(model, fed[:, None], mask, cache, position[:, None], prefill=False)
         if joining:
-            new_ids, new_mask = left_padded(joining, device)
-            new_positions = _positions(new_mask)
-            new_logits, new_cache = _forward(model, new_ids, new_mask, joinable_cache(model), new_positions,
-                                             prefill=True)
-            new_rows = list(range(len(generated), len(generated) + len(joining)))
-            generated.extend([] for _ in joining)
             if kept:
                 width = max(mask.shape[1], new_mask.shape[1])
                 join_cache(cache, new_cache)

@@ -52,6 +52,9 @@ class RollingJob(Protocol):
     def finish(self, result: ForcedResult) -> None:
         """Its row ended (finished, cut at its limit, or left because it was gone)."""
 
+    def fail(self, error: Exception) -> None:
+        """It could not join (its prompt's checks or prefill failed); the rows running beside it go on."""
+
 # Defaults a hub model's generation_config may carry that ``model.generate`` would apply on its own
 # (Qwen2.5-Instruct: repetition_penalty 1.05); the engine applies only the request's Sampling, as vLLM does.
 _NEUTRAL = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
@@ -197,11 +200,11 @@ class HFEngine:
     def generate_rolling(self, jobs: Sequence["RollingJob"], more: Callable[[int], Sequence["RollingJob"]],
                          sampling: Sampling, max_rows: Optional[int] = None) -> None:
         """Continuous batching (a server's engine loop): ``jobs`` start decoding, and between steps ``more(room)``
-        hands over up to ``room`` jobs that join the running batch (at most ``max_rows``, default
-        ``batch_size``, rows decode at once),
-        until no row is left and ``more`` has none. Each job's ``finish(result)`` is called the moment its row
-        ends; a job whose ``gone()`` turns true leaves at its next token. ``sampling`` is every job's (its seed
-        the job's own). A model whose cache rows cannot join runs ``jobs`` first and asks ``more`` after."""
+        hands over up to ``room`` jobs that join the running batch (at most ``max_rows``, default ``batch_size``,
+        rows decode at once), until no row is left and ``more`` has none. Each job's ``finish(result)`` is called
+        the moment its row ends (``fail(error)`` if it could not join: the others go on); a job whose ``gone()``
+        turns true leaves at its next token. ``sampling`` is every job's (its seed the job's own). A model whose
+        cache rows cannot join runs ``jobs`` first and asks ``more`` after."""
         limit = self.context_length or 1 << 30  # a safety net: the forcer ends every row (answer cap, then end)
         rows = max_rows or self.batch_size
         while jobs:  # one decoding run, unless the model's rows cannot join one (then one per batch)
@@ -216,11 +219,21 @@ class HFEngine:
 
         def admit(batch: Sequence[RollingJob]) -> list[list[int]]:
             prompts = [list(j.prompt) for j in batch]
-            for job, spec in zip(batch, capped_specs(prompts, [j.spec for j in batch], self.vocab, self.tokenizer,
-                                                     self.unlimited, self.context_length)):
+            try:
+                specs = capped_specs(prompts, [j.spec for j in batch], self.vocab, self.tokenizer, self.unlimited,
+                                     self.context_length)
+            except Exception as error:  # these jobs fail; the running rows go on
+                for job in batch:
+                    job.fail(error)
+                return []
+            for job, spec in zip(batch, specs):
                 forcer.add(spec, job.seed)
                 table.append(job)
             return prompts
+
+        def rejected(rows_: list[int], error: Exception) -> None:
+            for row in rows_:
+                table[row].fail(error)
 
         def refill(active: int) -> list[list[int]]:
             return admit(more(rows - active)) if active < rows else []
@@ -228,10 +241,13 @@ class HFEngine:
         def finished(row: int, tokens: list[int]) -> None:
             table[row].finish(split_result(forcer.states[row], tokens, self.vocab))
 
-        ids, mask = left_padded(admit(jobs), self.model.device)
+        prompts = admit(jobs)
+        if not prompts:
+            return
+        ids, mask = left_padded(prompts, self.model.device)
         decode(self.model, ids, mask, limit, self._forced_pick(forcer, sampling, forcer.observe),
                done=lambda row, token: forcer.states[row].phase is Phase.DONE or table[row].gone(),
-               refill=refill, finished=finished)
+               refill=refill, finished=finished, rejected=rejected)
 
     @staticmethod
     def _bias(sampling: Sampling) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -15,9 +15,10 @@
 
 Both: the queue holds at most ``max_queued`` items (more get 429, and the caller keeps its capacity to give
 back); a generation's ``release`` is called once the engine is done with it (finished, or stopped because its
-caller went away: at once when it was still queued), never before; an engine
-failure is retried generation by generation, so only the generation that fails alone fails (a stream that
-already sent tokens is retried from the start, its sent tokens not sent again).
+caller went away: at once when it was still queued), never before; an engine failure is retried generation by
+generation, so only the generation that fails alone fails (a stream that already sent tokens is retried from
+the start, its sent tokens not sent again). Continuous: a generation whose prefill fails as it joins fails at
+once, and the running rows go on.
 """
 from __future__ import annotations
 

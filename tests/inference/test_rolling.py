@@ -23,6 +23,7 @@ class Job:
     tokens: list[int] = field(default_factory=list)
     result: Optional[ForcedResult] = None
     finished_at: Optional[int] = None  # forward passes the model had made when it was answered
+    error: Optional[Exception] = None
 
     def gone(self) -> bool:
         return self.leave_after is not None and len(self.tokens) >= self.leave_after
@@ -31,8 +32,12 @@ class Job:
         self.tokens.append(token)
 
     def finish(self, result: ForcedResult) -> None:
-        assert self.result is None, "answered twice"
+        assert self.result is None and self.error is None, "answered twice"
         self.result = result
+
+    def fail(self, error: Exception) -> None:
+        assert self.result is None and self.error is None, "answered twice"
+        self.error = error
 
 
 @pytest.fixture
@@ -111,7 +116,7 @@ def test_a_row_whose_caller_left_stops_at_its_next_token_and_frees_its_place(liv
     assert len(jobs[0].result.token_ids) == 5  # stopped at its next token, answered with what it had
     assert all(len(j.result.token_ids) > 40 for j in jobs[1:])
     # the fourth took the freed place at once: prefilled right after the step that gave the first its 5th token
-    assert passes[:7] == [(3, passes[0][1])] + [(3, 1)] * 4 + [(2, 1), (1, len(jobs[3].prompt))]
+    assert passes[:7] == [(3, passes[0][1])] + [(3, 1)] * 4 + [(1, len(jobs[3].prompt)), (2, 1)]
 
 
 def test_a_model_whose_rows_cannot_join_runs_them_batch_after_batch(lively, monkeypatch):
@@ -125,3 +130,25 @@ def test_a_model_whose_rows_cannot_join_runs_them_batch_after_batch(lively, monk
     passes = _run(lively, jobs, no_stop, first=3)
     assert [j.result.token_ids for j in jobs] == [r.token_ids for r in alone]
     assert [width for width, fed in passes if fed > 1] == [3, 3]  # two batches, nobody joined mid-run
+
+
+def test_a_row_whose_prefill_fails_fails_alone_and_the_running_rows_go_on(lively):
+    poison = 5  # a prompt of nothing but this token fails in its prefill (as a bad input or an OOM would)
+    texts = prompts(lively)[:4]
+    no_stop = Sampling(logit_bias={i: -100.0 for i in lively.vocab.stop_ids})
+    spec = BudgetSpec(max_thinking_tokens=10, max_answer_tokens=2)
+    alone = [lively.generate_forced([t], [spec], no_stop)[0] for t in texts]
+    ids = _ids(lively, texts)
+    assert all(p.count(poison) < 9 for p in ids)
+
+    def refuse(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1 and bool(((kwargs["input_ids"] == poison).sum(dim=1) >= 9).any()):
+            raise RuntimeError("prefill failed")
+    handle = lively.model.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        jobs = [Job(ids[0], spec), Job(ids[1], spec), Job([poison] * 9, spec), Job(ids[2], spec), Job(ids[3], spec)]
+        _run(lively, jobs, no_stop, first=2)
+    finally:
+        handle.remove()
+    assert isinstance(jobs[2].error, RuntimeError) and jobs[2].result is None
+    assert [j.result.token_ids for j in jobs[:2] + jobs[3:]] == [r.token_ids for r in alone]
