@@ -66,8 +66,10 @@ class Generation:
     queued_at: float = dataclasses.field(default_factory=time.monotonic)
     left: bool = False  # its caller went away: the engine may stop it
     ended: bool = False  # the engine is done with it (its release is on its way)
-    sent: int = 0  # tokens streamed so far
-    skip: int = 0  # tokens a retry regenerates that were streamed already
+    sent: list[int] = dataclasses.field(default_factory=list)  # tokens streamed so far
+    replay: int = 0  # a retry: how many of them it regenerates (compared, not sent again)
+    replayed: int = 0  # how many it has regenerated so far
+    diverged: bool = False  # a retry regenerated other tokens than it had sent
 
     @property
     def seed(self) -> int:
@@ -81,12 +83,13 @@ class Generation:
         return self.left
 
     def on_token(self, token: int, phase: Phase) -> None:
-        if self.stream is None:
+        if self.stream is None or self.diverged:
             return
-        if self.skip:
-            self.skip -= 1
+        if self.replayed < self.replay:  # a retry regenerating what was sent: not sent again
+            self.diverged = token != self.sent[self.replayed]
+            self.replayed += 1
             return
-        self.sent += 1
+        self.sent.append(token)
         self.stream(0, token, phase)
 
     def finish(self, result: ForcedResult) -> None:
@@ -258,13 +261,17 @@ class ContinuousBatcher:
         if gen.left:
             gen.drop()
             return
-        gen.skip, gen.sent = gen.sent, 0
+        gen.replay, gen.replayed = len(gen.sent), 0
         try:
             res = self.engine.generate_forced([gen.prompt], [gen.spec], gen.sampling, seeds=[gen.seed],
                                               on_token=lambda row, token, phase: gen.on_token(token, phase),
-                                              cancelled=lambda row: gen.left)
+                                              cancelled=lambda row: gen.left or gen.diverged)
         except Exception as e:
             gen.fail(e)
+            return
+        if gen.diverged:  # what it sent and its retry disagree (a near-tie broken the other way): not spliced
+            gen.fail(RuntimeError("the stream's generation failed and its retry did not reproduce the tokens "
+                                  "already sent; send the request again"))
             return
         gen.finish(res[0])
 

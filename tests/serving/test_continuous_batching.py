@@ -20,17 +20,24 @@ SHORT = dict(max_thinking_tokens=2, max_tokens=2)
 class SlowEngine(HFEngine):
     """The tiny model, each forward pass taking at least ``pass_s`` (so a run lasts long enough to be joined);
     ``gate`` holds every engine run until it opens; ``passes`` counts forward passes; a prompt containing
-    POISON makes the run it joins fail, and fails again alone."""
+    POISON makes the run it joins fail, and fails again alone. One ordinary token's score is raised far above the
+    rest: the untrained model's near-ties (which a row's batch neighbours can break either way) never decide a
+    token, so a row's tokens are the same in any batch, on any CPU."""
 
     def __init__(self, *a, pass_s: float = 0.02, **kw):
         super().__init__(*a, **kw)
         self.gate, self.passes = threading.Event(), 0
         self.gate.set()
+        self.token = self.tokenizer("7", add_special_tokens=False)["input_ids"][0]
 
         def slow(module, args, kwargs):
             self.passes += 1
             time.sleep(pass_s)
+
+        def decisive(module, args, kwargs, out):
+            out.logits[..., self.token] += 100.0
         self.model.register_forward_pre_hook(slow, with_kwargs=True)
+        self.model.register_forward_hook(decisive, with_kwargs=True)
 
     def _poisoned(self, prompts) -> bool:
         return any("POISON" in self.tokenizer.decode(list(p)) for p in prompts)
@@ -224,3 +231,43 @@ def test_a_caller_waiting_for_the_engine_is_served_in_turn_with_the_queue():
         b.waiting.clear()
         assert [g.future for g in b._take(8, None)] == [after]
     asyncio.run(go())
+
+
+def test_a_stream_whose_retry_would_send_other_tokens_fails_rather_than_splice():
+    """A stream retried after its run failed: tokens it already sent are not sent again, and where the retry
+    regenerates a different token than was sent, the stream fails instead of continuing another text."""
+    import asyncio
+
+    from components.inference.budget_forcing import BudgetSpec, ForcedResult
+    from components.inference.engine import Sampling
+    from components.serving.batching import ContinuousBatcher
+
+    class Replays:
+        def __init__(self, tokens):
+            self.tokens = tokens
+
+        def generate_forced(self, prompts, specs, sampling, on_token=None, **kw):
+            for t in self.tokens:
+                on_token(0, t, Phase.THINKING)
+            return [ForcedResult(thinking="", answer="", thinking_tokens=len(self.tokens), answer_tokens=0,
+                                 waits_used=0, hit_budget=False, token_ids=list(self.tokens))]
+
+    async def go(retry_tokens):
+        b = ContinuousBatcher(Replays(retry_tokens), threading.Lock(), max_size=4, wait_s=0.0)
+        b.task, b.wake = asyncio.get_running_loop().create_future(), asyncio.Event()
+        streamed = []
+        fut = b.submit([1], BudgetSpec(max_thinking_tokens=4), Sampling(), lambda: None,
+                       on_token=lambda row, token, phase: streamed.append(token))
+        gen = b.pending.popleft()
+        for t in (11, 12):  # the failed run had sent two tokens
+            gen.on_token(t, Phase.THINKING)
+        await asyncio.get_running_loop().run_in_executor(None, b._alone, gen)
+        try:
+            return streamed, (await fut).token_ids
+        except RuntimeError as e:
+            return streamed, str(e)
+
+    from components.inference.budget_forcing import Phase
+    assert asyncio.run(go([11, 12, 13, 14])) == ([11, 12, 13, 14], [11, 12, 13, 14])  # 13, 14 sent once each
+    streamed, error = asyncio.run(go([11, 99, 13, 14]))
+    assert streamed == [11, 12] and "did not reproduce the tokens already sent" in error
