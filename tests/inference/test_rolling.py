@@ -152,3 +152,22 @@ def test_a_row_whose_prefill_fails_fails_alone_and_the_running_rows_go_on(lively
         handle.remove()
     assert isinstance(jobs[2].error, RuntimeError) and jobs[2].result is None
     assert [j.result.token_ids for j in jobs[:2] + jobs[3:]] == [r.token_ids for r in alone]
+
+
+def test_a_batch_rows_keep_joining_carries_no_departed_row_s_length(lively):
+    """Columns no row uses any more are dropped: the cache is never wider than its oldest row's prompt and tokens,
+    however long the run goes on."""
+    texts = prompts(lively) * 3  # 18 jobs through 3 rows: the run lasts six rows' lifetimes
+    no_stop = Sampling(logit_bias={i: -100.0 for i in lively.vocab.stop_ids})
+    budgets = [5, 20, 12, 30, 8, 17] * 3  # rows end apart: the batch is never empty between joins
+    jobs = [Job(p, BudgetSpec(max_thinking_tokens=b, max_answer_tokens=2)) for p, b in zip(_ids(lively, texts), budgets)]
+    widths: list[int] = []
+    handle = lively.model.register_forward_pre_hook(
+        lambda m, a, kw: widths.append(kw["attention_mask"].shape[1]), with_kwargs=True)
+    try:
+        _run(lively, jobs, no_stop, first=3)
+    finally:
+        handle.remove()
+    longest = max(len(j.prompt) for j in jobs) + max(len(j.result.token_ids) for j in jobs)
+    assert max(widths) <= longest, (max(widths), longest)
+    assert sum(len(j.result.token_ids) for j in jobs) > 2 * longest  # untrimmed, the width would pass this
