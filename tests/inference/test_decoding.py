@@ -8,7 +8,7 @@ import torch
 from components.inference.budget_forcing import BudgetSpec
 from components.inference.decoding import top_p_filter
 from components.inference.engine import Sampling
-from tests.support.engine_checks import prompts
+from tests.support.engine_checks import prompts, widened
 
 
 def _reference(engine, texts, max_new_tokens, stops):
@@ -44,13 +44,7 @@ def count_batch_widths():
 def lively_engine(tiny_engine):
     """The tiny model with weights drawn wide (seeded): greedy rows that differ, unlike the untrained model's
     one repeated token, so a stop token ends them at different steps."""
-    from components.inference.hf_engine import HFEngine
-    model, draw = copy.deepcopy(tiny_engine.model), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3, generator=draw)
-    return HFEngine(model, tiny_engine.tokenizer, batch_size=8)
+    return widened(tiny_engine, batch_size=8)
 
 
 def test_greedy_equals_generate_while_rows_leave_the_batch(lively_engine, count_batch_widths):

@@ -1,31 +1,23 @@
 """Answer probing on the HF engine: the KV-forking fast path equals the engine-agnostic chunked path, the
 chunked path makes budget forcing's decisions, and the probing methods' rules and refusals. (What every engine
 must do with probes is in the engine checks: tests/support/engine_checks.py.)"""
-import copy
 import types
 from collections import Counter
 
 import pytest
-import torch
 
 from components.inference.budget_forcing import BudgetSpec, Probe
 from components.inference.engine import Sampling
 from components.inference.methods.base import Forcing, MethodRefused
 from components.inference.methods.registry import build
 from components.inference.probing import ProbeSpec, generate_probed, probed_by_chunks
-from tests.support.engine_checks import STOP_PULL, prompts, stop_bias
+from tests.support.engine_checks import STOP_PULL, prompts, stop_bias, widened
 
 
 @pytest.fixture(scope="module")
 def lively_engine(tiny_engine):
     """The tiny model with weights drawn wide (seeded): rows whose thinking and trial answers differ."""
-    from components.inference.hf_engine import HFEngine
-    model, draw = copy.deepcopy(tiny_engine.model), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3, generator=draw)
-    return HFEngine(model, tiny_engine.tokenizer, batch_size=4, unlimited_thinking_tokens=64)
+    return widened(tiny_engine, batch_size=4, unlimited_thinking_tokens=64)
 
 
 def probe_view(r):

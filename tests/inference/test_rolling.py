@@ -1,17 +1,14 @@
 """Continuous batching in the HF engine: rows join a running batch between steps and are answered as they end."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
 import pytest
-import torch
 
 from components.inference.budget_forcing import BudgetSpec, ForcedResult, Phase
 from components.inference.engine import Sampling
-from components.inference.hf_engine import HFEngine
-from tests.support.engine_checks import prompts
+from tests.support.engine_checks import prompts, widened
 
 
 @dataclass(eq=False)
@@ -43,12 +40,7 @@ class Job:
 @pytest.fixture
 def lively(tiny_engine):
     """The tiny model with weights drawn wide (seeded), three rows at a time: rows that differ."""
-    model, draw = copy.deepcopy(tiny_engine.model), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3, generator=draw)
-    return HFEngine(model, tiny_engine.tokenizer, batch_size=3, unlimited_thinking_tokens=64)
+    return widened(tiny_engine, batch_size=3, unlimited_thinking_tokens=64)
 
 
 def _run(engine, jobs: list[Job], sampling: Sampling, first: int) -> list[tuple[int, int]]:

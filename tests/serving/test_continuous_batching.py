@@ -11,7 +11,7 @@ import pytest
 
 from components.inference.hf_engine import HFEngine
 from components.serving.service import S1Service
-from tests.support.local_server import serving
+from tests.support.local_server import in_flight, serving, wait_in_flight
 
 LONG = dict(max_thinking_tokens=60, min_thinking_tokens=60, max_tokens=4)  # thinks exactly 60 tokens
 SHORT = dict(max_thinking_tokens=2, max_tokens=2)
@@ -89,17 +89,6 @@ def _text(events) -> tuple[str, str]:
     return ("".join(d.get("reasoning_content") or "" for d in deltas), "".join(d.get("content") or "" for d in deltas))
 
 
-def _in_flight(url) -> int:
-    return httpx.get(f"{url}/health", timeout=5).json()["in_flight"]
-
-
-def _wait_in_flight(url, value, within_s=30.0) -> None:
-    end = time.monotonic() + within_s
-    while _in_flight(url) != value:
-        assert time.monotonic() < end, f"in_flight stayed {_in_flight(url)}, expected {value}"
-        time.sleep(0.05)
-
-
 def test_a_short_request_is_answered_while_a_long_one_is_still_decoding(slow_server):
     url, engine = slow_server
     long_stream = _events(url, "What is 7 + 8?", **LONG)
@@ -131,7 +120,7 @@ def test_a_failing_generation_fails_alone_and_its_run_s_other_rows_are_answered(
     assert ok.result().json()["choices"][0]["message"] == references["What is 2 + 2?"]
     ref = references["What is 3 + 5?"]
     assert stream_text == (ref["reasoning_content"], ref["content"])
-    _wait_in_flight(url, 0)
+    wait_in_flight(url, 0)
 
 
 def test_a_client_that_leaves_stops_its_row_and_holds_capacity_until_the_engine_stopped_it(slow_server):
@@ -144,10 +133,10 @@ def test_a_client_that_leaves_stops_its_row_and_holds_capacity_until_the_engine_
             with pytest.raises(httpx.TimeoutException):
                 f.result()
     time.sleep(0.3)
-    assert _in_flight(url) == 3  # every client is gone; the engine has not run: their capacity is held
+    assert in_flight(url) == 3  # every client is gone; the engine has not run: their capacity is held
     before = engine.passes
     engine.gate.set()
-    _wait_in_flight(url, 0)
+    wait_in_flight(url, 0)
     time.sleep(0.3)
     assert engine.passes - before <= 2, engine.passes - before  # a prefill and one step at most, not 60
     assert _chat(url, "What is 1 + 1?", **SHORT).status_code == 200

@@ -16,7 +16,7 @@ import pytest
 from components.config import ServeConfig
 from components.serving.launch import check_auth, is_loopback
 from components.serving.service import S1Service
-from tests.support.local_server import WrappedEngine, serving
+from tests.support.local_server import WrappedEngine, in_flight, serving, wait_in_flight
 
 KEY = "svc-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -319,17 +319,6 @@ class GatedEngine(WrappedEngine):
         return res
 
 
-def _in_flight(url) -> int:
-    return httpx.get(f"{url}/health", timeout=5).json()["in_flight"]
-
-
-def _wait_in_flight(url, value, within_s=20.0) -> None:
-    end = time.monotonic() + within_s
-    while _in_flight(url) != value:
-        assert time.monotonic() < end, f"in_flight stayed {_in_flight(url)}, expected {value}"
-        time.sleep(0.05)
-
-
 def test_dropped_clients_cancel_their_work_and_hold_capacity_until_the_engine_stopped(make_server):
     engine = GatedEngine(make_server.tiny)
     url = make_server(engine_obj=engine, unlimited_thinking_tokens=400)
@@ -348,9 +337,9 @@ def test_dropped_clients_cancel_their_work_and_hold_capacity_until_the_engine_st
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: dropped_stream(i) if i < 10 else dropped_request(i), range(16)))
     time.sleep(0.5)
-    assert _in_flight(url) == 16  # every client is gone, the engine has stopped none: their capacity is held
+    assert in_flight(url) == 16  # every client is gone, the engine has stopped none: their capacity is held
     engine.gate.set()
-    _wait_in_flight(url, 0)
+    wait_in_flight(url, 0)
     assert engine.tokens <= 16, engine.tokens  # each stopped at its first token at most, not 400
     t = time.monotonic()
     assert chat(url).status_code == 200 and time.monotonic() - t < 5  # no abandoned work ahead of it
@@ -363,7 +352,7 @@ def test_admission_counts_generations_not_requests(make_server):
         big = pool.submit(httpx.post, f"{url}/v1/completions", headers=AUTH, timeout=60,
                           json={"model": "tiny", "prompt": ["What is 1 + 1?"] * 4, "n": 2, "max_thinking_tokens": 4,
                                 "max_tokens": 2, "temperature": 1.0})
-        _wait_in_flight(url, 8, within_s=10)  # one request, eight generations
+        wait_in_flight(url, 8, within_s=10)  # one request, eight generations
         busy = chat(url)
         assert busy.status_code == 429 and busy.json()["error"]["code"] == "overloaded", busy.text
         engine.gate.set()
@@ -371,7 +360,7 @@ def test_admission_counts_generations_not_requests(make_server):
     r = httpx.post(f"{url}/v1/completions", headers=AUTH, timeout=60,
                    json={"model": "tiny", "prompt": ["What is 1 + 1?"] * 3, "n": 3, "max_thinking_tokens": 4})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"  # 9 > 8: never admissible, not a 429
-    _wait_in_flight(url, 0)
+    wait_in_flight(url, 0)
 
 
 def test_the_batcher_queue_is_bounded():

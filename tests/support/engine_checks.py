@@ -381,3 +381,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def widened(engine, **kw):
+    """A copy of the tiny engine's model with weights drawn wide (seeded): greedy rows that differ, unlike the
+    untrained model's one repeated token. ``kw``: the HFEngine's settings (batch_size, ...)."""
+    import copy
+
+    import torch
+
+    from components.inference.hf_engine import HFEngine
+    model, draw = copy.deepcopy(engine.model), torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3, generator=draw)
+    return HFEngine(model, engine.tokenizer, **kw)

@@ -44,3 +44,16 @@ class WrappedEngine:
 
     def shutdown(self):
         """The inner engine is shared (a session fixture): it stays up."""
+
+
+def in_flight(url) -> int:
+    import httpx
+    return httpx.get(f"{url}/health", timeout=5).json()["in_flight"]
+
+
+def wait_in_flight(url, value, within_s=30.0) -> None:
+    """Until the server's ``in_flight`` is ``value`` (asserting it gets there within ``within_s``)."""
+    end = time.monotonic() + within_s
+    while in_flight(url) != value:
+        assert time.monotonic() < end, f"in_flight stayed {in_flight(url)}, expected {value}"
+        time.sleep(0.05)
