@@ -41,6 +41,7 @@ with any other, ``refill`` is never asked.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -52,7 +53,13 @@ SHRINKABLE_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)  # exactly these: 
 
 
 def _accepts(model, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
+    """Whether the model's ``forward`` takes ``name`` (read once per forward function: decoding asks every step)."""
+    return name in _parameters(getattr(model.forward, "__func__", model.forward))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters(forward) -> frozenset[str]:
+    return frozenset(inspect.signature(forward).parameters)
 
 
 def shrinkable_cache(model) -> Optional[DynamicCache]:
